@@ -1,0 +1,34 @@
+//! Command-line edge: argument parsing (clap) and dispatch. Each subcommand lives in
+//! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// A Rust host for Bittensor subnet neurons.
+#[derive(Debug, Parser)]
+#[command(name = "neuron", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the cache directory ($NEURON_HOME).
+    Home,
+}
+
+/// Parses the command line, sets up logging and runs the chosen subcommand.
+pub fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Home => {
+            println!("{}", neuron::home::neuron_home().display());
+            Ok(())
+        }
+    }
+}

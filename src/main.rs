@@ -1,0 +1,7 @@
+//! The `neuron` command line.
+
+mod cli;
+
+fn main() -> anyhow::Result<()> {
+    cli::main()
+}

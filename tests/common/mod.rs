@@ -1,0 +1,60 @@
+//! Helpers shared by the integration tests: the cache directory and pinned Python
+//! virtual environments (created once under `$NEURON_HOME/venvs`, reused afterwards).
+//!
+//! Each test file includes this with `mod common;` and uses what it needs.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The project's cache directory, as the library resolves it.
+pub fn neuron_home() -> PathBuf {
+    neuron::home::neuron_home()
+}
+
+/// A Python virtual environment with `packages` (pip requirement strings, pinned)
+/// installed, at `$NEURON_HOME/venvs/NAME`. Created on first use, guarded by a file
+/// lock so parallel test processes wait for one installer. Returns the venv's python.
+pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
+    let venvs = neuron_home().join("venvs");
+    std::fs::create_dir_all(&venvs).expect("create venvs dir");
+    let lock = File::create(venvs.join(format!("{name}.lock"))).expect("create venv lock");
+    lock.lock().expect("lock venv");
+    let dir = venvs.join(name);
+    let python = dir.join("bin").join("python");
+    let stamp = dir.join(".neuron-installed");
+    let wanted = packages.join("\n");
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
+        if !python.exists() {
+            run(Command::new("python3").args(["-m", "venv"]).arg(&dir));
+        }
+        run(Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args(packages));
+        std::fs::write(&stamp, &wanted).expect("write venv stamp");
+    }
+    python
+}
+
+/// Runs `python` on `script` with `args`, returning stdout; panics with stderr on failure.
+pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
+    let out = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("spawn python");
+    assert!(
+        out.status.success(),
+        "python failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("python stdout is utf-8")
+}
+
+fn run(cmd: &mut Command) {
+    let status = cmd.status().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    assert!(status.success(), "{cmd:?} failed with {status}");
+}
