@@ -6,3 +6,23 @@
 //! See `ARCHITECTURE` in the README for the layout.
 
 pub mod home;
+pub mod config;
+
+/// This neuron's spec version (`10000·major + 100·minor + patch`, SN1's convention),
+/// sent as the weights version key.
+pub const SPEC_VERSION: u64 = 10_000 * parse_u64(env!("CARGO_PKG_VERSION_MAJOR"))
+    + 100 * parse_u64(env!("CARGO_PKG_VERSION_MINOR"))
+    + parse_u64(env!("CARGO_PKG_VERSION_PATCH"));
+
+/// Parses a decimal version component at compile time.
+const fn parse_u64(digits: &str) -> u64 {
+    let bytes = digits.as_bytes();
+    let mut value = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        value = value * 10 + (bytes[i] - b'0') as u64;
+        i += 1;
+    }
+    value
+}
+pub mod neuron;

@@ -1,7 +1,10 @@
 //! Command-line edge: argument parsing (clap) and dispatch. Each subcommand lives in
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
+mod config;
+
 use clap::{Parser, Subcommand};
+use neuron::config::ConfigArgs;
 use tracing_subscriber::EnvFilter;
 
 /// A Rust host for Bittensor subnet neurons.
@@ -10,12 +13,17 @@ use tracing_subscriber::EnvFilter;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the cache directory ($NEURON_HOME).
     Home,
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
@@ -30,5 +38,6 @@ pub fn main() -> anyhow::Result<()> {
             println!("{}", neuron::home::neuron_home().display());
             Ok(())
         }
+        Command::Config(command) => config::run(&command, &cli.config),
     }
 }

@@ -1,0 +1,5 @@
+//! The neuron loops: validator state and events, the validator step, the miner
+//! service, and `neuron local` orchestration.
+
+pub mod events;
+pub mod state;

@@ -1,0 +1,187 @@
+//! The validator's persistent state: step counter, per-uid moving-average scores, the
+//! hotkey each score belongs to, and the block of the last weight setting.
+//!
+//! Saved atomically (write a temp file in the same directory, fsync, rename) after
+//! every step, so a `kill -9` at any moment leaves either the old or the new state.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Errors reading or writing the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading or writing failed.
+    #[error("validator state {path}: {source}")]
+    Io {
+        /// State file.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file exists but is not a state file.
+    #[error("validator state {path} is corrupt: {source}")]
+    Corrupt {
+        /// State file.
+        path: PathBuf,
+        /// What failed to parse.
+        source: serde_json::Error,
+    },
+}
+
+/// Moving-average scores and bookkeeping of one validator.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ValidatorState {
+    /// Steps completed so far.
+    pub step: u64,
+    /// Score per uid (index = uid).
+    pub scores: Vec<f64>,
+    /// Hotkey that held each uid when its score was last updated.
+    pub hotkeys: Vec<String>,
+    /// Block at which weights were last set (0 = never).
+    pub last_weights_block: u64,
+}
+
+impl ValidatorState {
+    /// Loads the state at `path`, or a fresh state when the file does not exist.
+    pub fn load(path: &Path) -> Result<Self, StateError> {
+        match std::fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
+                path: path.to_path_buf(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Writes the state atomically to `path`.
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let io = |source| StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
+        tmp.write_all(&serde_json::to_vec(self).expect("state serialises"))
+            .map_err(io)?;
+        tmp.as_file().sync_all().map_err(io)?;
+        tmp.persist(path).map_err(|e| io(e.error))?;
+        Ok(())
+    }
+
+    /// Aligns the score table with the current metagraph hotkeys: grows or shrinks to
+    /// `hotkeys.len()` and zeroes the score of every uid whose hotkey changed.
+    pub fn sync_hotkeys(&mut self, hotkeys: &[String]) {
+        self.scores.resize(hotkeys.len(), 0.0);
+        self.hotkeys.resize(hotkeys.len(), String::new());
+        for (uid, hotkey) in hotkeys.iter().enumerate() {
+            if &self.hotkeys[uid] != hotkey {
+                self.scores[uid] = 0.0;
+                self.hotkeys[uid] = hotkey.clone();
+            }
+        }
+    }
+
+    /// SN1's update: `s = α·r + (1−α)·s` for the rewarded uids, then
+    /// `s = max(s − decay, 0)` for every uid.
+    pub fn update_scores(&mut self, uids: &[u16], rewards: &[f64], alpha: f64, decay: f64) {
+        for (&uid, &reward) in uids.iter().zip(rewards) {
+            let uid = usize::from(uid);
+            if uid >= self.scores.len() {
+                self.scores.resize(uid + 1, 0.0);
+                self.hotkeys.resize(uid + 1, String::new());
+            }
+            let reward = if reward.is_finite() { reward } else { 0.0 };
+            self.scores[uid] = alpha * reward + (1.0 - alpha) * self.scores[uid];
+        }
+        for score in &mut self.scores {
+            *score = (*score - decay).max(0.0);
+        }
+    }
+
+    /// Scores L1-normalised into weights (all zero when every score is zero).
+    pub fn normalized_weights(&self) -> Vec<f64> {
+        let total: f64 = self.scores.iter().sum();
+        if total <= 0.0 {
+            return vec![0.0; self.scores.len()];
+        }
+        self.scores.iter().map(|s| s / total).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_is_ema_then_decay() {
+        let mut state = ValidatorState::default();
+        state.sync_hotkeys(&["a".into(), "b".into(), "c".into()]);
+        state.update_scores(&[0, 2], &[1.0, 0.5], 0.1, 0.001);
+        assert!((state.scores[0] - 0.099).abs() < 1e-12);
+        assert_eq!(state.scores[1], 0.0);
+        assert!((state.scores[2] - 0.049).abs() < 1e-12);
+        state.update_scores(&[0], &[1.0], 0.1, 0.001);
+        assert!((state.scores[0] - (0.1 + 0.9 * 0.099 - 0.001)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn non_finite_rewards_count_as_zero() {
+        let mut state = ValidatorState::default();
+        state.update_scores(&[1], &[f64::NAN], 0.5, 0.0);
+        assert_eq!(state.scores, vec![0.0, 0.0]);
+    }
+
+    #[test]
+    fn replaced_hotkey_resets_its_score() {
+        let mut state = ValidatorState::default();
+        state.sync_hotkeys(&["a".into(), "b".into()]);
+        state.update_scores(&[0, 1], &[1.0, 1.0], 0.5, 0.0);
+        state.sync_hotkeys(&["a".into(), "z".into(), "c".into()]);
+        assert_eq!(state.scores, vec![0.5, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn weights_are_l1_normalised() {
+        let state = ValidatorState {
+            scores: vec![1.0, 3.0, 0.0],
+            ..Default::default()
+        };
+        assert_eq!(state.normalized_weights(), vec![0.25, 0.75, 0.0]);
+        assert_eq!(
+            ValidatorState::default().normalized_weights(),
+            Vec::<f64>::new()
+        );
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_missing_is_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        assert_eq!(ValidatorState::load(&path).unwrap(), ValidatorState::default());
+        let state = ValidatorState {
+            step: 7,
+            scores: vec![0.5],
+            hotkeys: vec!["a".into()],
+            last_weights_block: 99,
+        };
+        state.save(&path).unwrap();
+        assert_eq!(ValidatorState::load(&path).unwrap(), state);
+    }
+
+    #[test]
+    fn corrupt_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(matches!(
+            ValidatorState::load(&path),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+}
