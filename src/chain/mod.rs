@@ -30,8 +30,9 @@ pub trait Signer: Send + Sync {
     fn ss58(&self) -> String;
     /// The 32-byte sr25519 public key.
     fn public(&self) -> [u8; 32];
-    /// An sr25519 signature (signing context `substrate`) over `message`.
-    fn sign(&self, message: &[u8]) -> [u8; 64];
+    /// An sr25519 signature (signing context `substrate`) over `message`; fails for a
+    /// key without its secret.
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], ChainError>;
 }
 
 /// The operations a neuron needs from a chain. Object safe; use as `Arc<dyn Chain>`.
