@@ -5,8 +5,11 @@
 //! hot-reloadable Rhai scripts under `tasks/`, `personas/`, `tools/` and `scripts/`.
 //! See `ARCHITECTURE` in the README for the layout.
 
-pub mod home;
+pub mod chain;
 pub mod config;
+pub mod home;
+pub mod neuron;
+pub mod score;
 
 /// This neuron's spec version (`10000·major + 100·minor + patch`, SN1's convention),
 /// sent as the weights version key.
@@ -25,4 +28,3 @@ const fn parse_u64(digits: &str) -> u64 {
     }
     value
 }
-pub mod neuron;
