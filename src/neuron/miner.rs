@@ -1,0 +1,209 @@
+//! The SN1 miner: an axon whose hooks are a strategy script's `forward`, `blacklist`
+//! and `priority`, over a periodically refreshed metagraph.
+//!
+//! Defaults when the script defines no hook: blacklist rejects hotkeys not registered
+//! on the subnet (unless `--blacklist.allow_non_registered` or listed in
+//! `--blacklist.allowlist`) and, with `--blacklist.force_validator_permit`, callers
+//! without a validator permit (enforced, unlike SN1); priority is the caller's stake.
+//! The strategy is looked up by name on every request, so hot reloads apply at once.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rhai::{Dynamic, Map};
+
+use crate::chain::{Chain, Metagraph, NeuronInfo, RAO_PER_TAO};
+use crate::config::BlacklistConfig;
+use crate::net::{AxonHandler, Forwarded, HandlerError, PromptingSynapse, Synapse, SynapseSchema};
+use crate::script::ScriptHost;
+
+/// How often the miner re-reads the metagraph for its blacklist and priority.
+pub const METAGRAPH_REFRESH: Duration = Duration::from_secs(12);
+
+/// The script-driven axon handler of a miner.
+pub struct MinerHandler {
+    scripts: ScriptHost,
+    strategy: String,
+    blacklist: BlacklistConfig,
+    metagraph: Arc<RwLock<Option<Metagraph>>>,
+}
+
+impl MinerHandler {
+    /// A handler running strategy `scripts/miners/STRATEGY.rhai` from `scripts`.
+    pub fn new(scripts: ScriptHost, strategy: impl Into<String>, blacklist: BlacklistConfig) -> Self {
+        Self {
+            scripts,
+            strategy: strategy.into(),
+            blacklist,
+            metagraph: Arc::new(RwLock::new(None)),
+        }
+    }
+
+    /// Replaces the metagraph view used by the default blacklist and priority.
+    pub fn set_metagraph(&self, metagraph: Metagraph) {
+        *self.metagraph.write().unwrap_or_else(|p| p.into_inner()) = Some(metagraph);
+    }
+
+    /// Keeps the metagraph view fresh from `chain` every [`METAGRAPH_REFRESH`] until the
+    /// returned task is aborted. Read failures keep the previous view (logged).
+    pub fn spawn_metagraph_refresh(
+        self: &Arc<Self>,
+        chain: Arc<dyn Chain>,
+        netuid: u16,
+    ) -> tokio::task::JoinHandle<()> {
+        let handler = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                match chain.metagraph(netuid).await {
+                    Ok(metagraph) => handler.set_metagraph(metagraph),
+                    Err(err) => tracing::warn!("miner: metagraph refresh failed: {err}"),
+                }
+                tokio::time::sleep(METAGRAPH_REFRESH).await;
+            }
+        })
+    }
+
+    fn caller(&self, request: &Synapse) -> (String, Option<NeuronInfo>) {
+        let hotkey = request.dendrite.hotkey.clone().unwrap_or_default();
+        let neuron = self
+            .metagraph
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(|m| m.neurons.iter().find(|n| n.hotkey == hotkey).cloned());
+        (hotkey, neuron)
+    }
+
+    /// The request as scripts see it: caller hotkey, uid, stake, permit, synapse name.
+    fn request_map(request: &Synapse, hotkey: &str, neuron: Option<&NeuronInfo>) -> Map {
+        let mut map = Map::new();
+        map.insert("hotkey".into(), hotkey.into());
+        map.insert("synapse".into(), request.name().into());
+        map.insert("registered".into(), neuron.is_some().into());
+        map.insert(
+            "uid".into(),
+            neuron.map_or(Dynamic::UNIT, |n| Dynamic::from(i64::from(n.uid))),
+        );
+        map.insert("stake".into(), Dynamic::from(neuron.map_or(0.0, stake_tao)));
+        map.insert(
+            "validator_permit".into(),
+            neuron.is_some_and(|n| n.validator_permit).into(),
+        );
+        map
+    }
+
+    fn default_blacklist(&self, hotkey: &str, neuron: Option<&NeuronInfo>) -> Option<String> {
+        if self.blacklist.allowlist.iter().any(|h| h == hotkey) {
+            return None;
+        }
+        match neuron {
+            None if !self.blacklist.allow_non_registered => Some("Unrecognized hotkey".into()),
+            Some(n) if self.blacklist.force_validator_permit && !n.validator_permit => {
+                Some("Non-validator hotkey".into())
+            }
+            _ => None,
+        }
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(ScriptHost) -> T + Send + 'static,
+    ) -> Result<T, HandlerError> {
+        let scripts = self.scripts.clone();
+        tokio::task::spawn_blocking(move || call(scripts))
+            .await
+            .map_err(|e| HandlerError(format!("script worker: {e}")))
+    }
+}
+
+fn stake_tao(neuron: &NeuronInfo) -> f64 {
+    neuron.stake as f64 / RAO_PER_TAO as f64
+}
+
+#[async_trait::async_trait]
+impl AxonHandler for MinerHandler {
+    fn synapses(&self) -> Vec<SynapseSchema> {
+        vec![PromptingSynapse::schema()]
+    }
+
+    async fn blacklist(&self, request: &Synapse) -> Option<String> {
+        let (hotkey, neuron) = self.caller(request);
+        if let Some(reason) = self.default_blacklist(&hotkey, neuron.as_ref()) {
+            return Some(reason);
+        }
+        let map = Self::request_map(request, &hotkey, neuron.as_ref());
+        let strategy = self.strategy.clone();
+        let verdict = self
+            .blocking(move |scripts| {
+                let script = scripts.strategy(&strategy)?;
+                let ctx = scripts.ctx(rand::random(), 0);
+                scripts.blacklist(&script, &ctx, map)
+            })
+            .await;
+        match verdict {
+            Ok(Ok(Some((true, reason)))) => Some(reason),
+            Ok(Ok(_)) => None,
+            Ok(Err(err)) => Some(format!("blacklist script failed: {err}")),
+            Err(err) => Some(err.0),
+        }
+    }
+
+    async fn priority(&self, request: &Synapse) -> f64 {
+        let (hotkey, neuron) = self.caller(request);
+        let default = neuron.as_ref().map_or(0.0, stake_tao);
+        let map = Self::request_map(request, &hotkey, neuron.as_ref());
+        let strategy = self.strategy.clone();
+        let scripted = self
+            .blocking(move |scripts| {
+                let script = scripts.strategy(&strategy)?;
+                let ctx = scripts.ctx(rand::random(), 0);
+                scripts.priority(&script, &ctx, map)
+            })
+            .await;
+        match scripted {
+            Ok(Ok(Some(priority))) => priority,
+            Ok(Err(err)) => {
+                tracing::warn!("priority script failed, using stake: {err}");
+                default
+            }
+            _ => default,
+        }
+    }
+
+    async fn forward(&self, synapse: Synapse) -> Result<Forwarded, HandlerError> {
+        let prompt = PromptingSynapse::from_synapse(&synapse)
+            .map_err(|e| HandlerError(format!("not a PromptingSynapse: {e}")))?;
+        let mut map = Map::new();
+        map.insert(
+            "roles".into(),
+            prompt.roles.iter().map(|r| Dynamic::from(r.clone())).collect::<rhai::Array>().into(),
+        );
+        map.insert(
+            "messages".into(),
+            prompt
+                .messages
+                .iter()
+                .map(|m| Dynamic::from(m.clone()))
+                .collect::<rhai::Array>()
+                .into(),
+        );
+        map.insert(
+            "hotkey".into(),
+            synapse.dendrite.hotkey.clone().unwrap_or_default().into(),
+        );
+        let strategy = self.strategy.clone();
+        let completion = self
+            .blocking(move |scripts| {
+                let script = scripts.strategy(&strategy)?;
+                let ctx = scripts.ctx(rand::random(), 0);
+                scripts.forward(&script, &ctx, map)
+            })
+            .await?
+            .map_err(|e| HandlerError(e.to_string()))?;
+        let mut answer = synapse;
+        answer
+            .set("completion", serde_json::Value::String(completion))
+            .map_err(|e| HandlerError(e.to_string()))?;
+        Ok(Forwarded::Synapse(answer))
+    }
+}
