@@ -6,3 +6,4 @@
 //! See `ARCHITECTURE` in the README for the layout.
 
 pub mod home;
+pub mod script;
