@@ -5,4 +5,7 @@
 //! hot-reloadable Rhai scripts under `tasks/`, `personas/`, `tools/` and `scripts/`.
 //! See `ARCHITECTURE` in the README for the layout.
 
+pub mod embed;
 pub mod home;
+pub mod llm;
+pub mod models;
