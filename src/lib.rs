@@ -7,9 +7,13 @@
 
 pub mod chain;
 pub mod config;
+pub mod embed;
 pub mod home;
+pub mod llm;
+pub mod models;
 pub mod neuron;
 pub mod score;
+pub mod script;
 
 /// This neuron's spec version (`10000·major + 100·minor + patch`, SN1's convention),
 /// sent as the weights version key.

@@ -2,6 +2,10 @@
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
 mod config;
+mod bench;
+mod embed;
+mod generate;
+mod models;
 
 use clap::{Parser, Subcommand};
 use neuron::config::ConfigArgs;
@@ -24,6 +28,16 @@ enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Model and dataset artifacts: fetch, list, path.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Generate a chat reply with a local LLM, streamed to stdout.
+    Generate(generate::GenerateArgs),
+    /// Sentence embeddings (JSON lines).
+    Embed(embed::EmbedArgs),
+    /// Benchmarks of the inference core.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
@@ -39,5 +53,9 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Config(command) => config::run(&command, &cli.config),
+        Command::Models(cmd) => models::run(cmd),
+        Command::Generate(args) => generate::run(args),
+        Command::Embed(args) => embed::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }
