@@ -1,6 +1,72 @@
 //! The neuron loops: validator state and events, the validator step, the miner
-//! service, and `neuron local` orchestration.
+//! service, and `neuron local` orchestration; plus the set-up they share (chain
+//! connection, script host) built from a [`Config`].
 
 pub mod events;
+pub mod local;
+pub mod miner;
+pub mod report;
 pub mod state;
 pub mod uids;
+pub mod validator;
+
+use std::sync::Arc;
+
+use crate::chain::local::LocalChain;
+use crate::chain::{Chain, ChainError, LOCAL_SIM};
+use crate::config::Config;
+use crate::models::Resolver;
+use crate::script::{HostConfig, HttpConfig, ModelIds, ScriptError, ScriptHost, Services, SourceTree};
+
+/// Connects to the chain the config names: the embedded chain file for `local-sim`,
+/// else a subtensor node (finney, test, local, or a URL).
+pub async fn connect_chain(config: &Config) -> Result<Arc<dyn Chain>, ChainError> {
+    if config.subtensor.network == LOCAL_SIM && config.subtensor.chain_endpoint.is_none() {
+        let path = config.chain_db_path();
+        if !path.exists() {
+            return Err(ChainError::Storage(format!(
+                "no local chain at {}: create one with `neuron chain init` or run `neuron local`",
+                path.display()
+            )));
+        }
+        return Ok(Arc::new(LocalChain::open(&path)?));
+    }
+    let endpoint = config
+        .subtensor
+        .chain_endpoint
+        .as_deref()
+        .unwrap_or(&config.subtensor.network);
+    Ok(Arc::new(crate::chain::subtensor::connect(endpoint).await?))
+}
+
+/// The script host over `config.scripts.root`, with the configured models (loaded on
+/// first use), HTTP allowlist and hook time limit. Scripts read the generation
+/// settings (`max_tokens`, `temperature`, `top_k`, `top_p`, `system_prompt`) and
+/// `wiki_mode` (`offline` or `live`) from `ctx.config`.
+pub fn script_host(config: &Config) -> Result<ScriptHost, ScriptError> {
+    let ids = ModelIds {
+        llm: config.neuron.model_id.clone(),
+        embedder: config.neuron.embed_model_id.clone(),
+        ..ModelIds::default()
+    };
+    let http = HttpConfig {
+        allow_hosts: config.scripts.http_allowlist.clone(),
+        ..HttpConfig::default()
+    };
+    let services = Services::with_resolver(Resolver::default(), &ids, http, SourceTree::default_roots());
+    let mut host = HostConfig::new(&config.scripts.root);
+    host.limits.wall_time = std::time::Duration::from_millis(config.scripts.hook_timeout_ms);
+    let mode = if config.scripts.live_tools { "live" } else { "offline" };
+    let neuron = &config.neuron;
+    for (key, value) in [
+        ("wiki_mode", rhai::Dynamic::from(mode.to_string())),
+        ("max_tokens", rhai::Dynamic::from(neuron.max_tokens as rhai::INT)),
+        ("temperature", rhai::Dynamic::from(neuron.temperature)),
+        ("top_k", rhai::Dynamic::from(neuron.top_k as rhai::INT)),
+        ("top_p", rhai::Dynamic::from(neuron.top_p)),
+        ("system_prompt", rhai::Dynamic::from(neuron.system_prompt.clone())),
+    ] {
+        host.config.insert(key.into(), value);
+    }
+    ScriptHost::new(host, services)
+}

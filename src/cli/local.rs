@@ -1,0 +1,131 @@
+//! `neuron local`: a whole subnet on this machine, with a live table and a report.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use comfy_table::Table;
+use indicatif::{ProgressBar, ProgressStyle};
+use neuron::config::{Config, ConfigArgs};
+use neuron::neuron::local::{self, DEFAULT_STRATEGIES, LocalOptions, Progress};
+use neuron::neuron::report::write_report;
+
+/// Options of `neuron local`.
+#[derive(Debug, Args)]
+pub struct LocalArgs {
+    /// Number of miners.
+    #[arg(long, default_value_t = 5)]
+    miners: usize,
+    /// Strategy scripts (scripts/miners/NAME.rhai), assigned round-robin.
+    #[arg(long, value_delimiter = ',', default_values_t = DEFAULT_STRATEGIES.map(String::from))]
+    strategies: Vec<String>,
+    /// Number of validators.
+    #[arg(long, default_value_t = 1)]
+    validators: usize,
+    /// Validator steps to run.
+    #[arg(long, default_value_t = 20)]
+    steps: u64,
+    /// Base seed of the validators' step RNG.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Block time of the embedded chain, in seconds.
+    #[arg(long, default_value_t = 0.5)]
+    block_time: f64,
+    /// Data directory (chain, validator state); default `$NEURON_HOME/local`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Report directory; default `DATA_DIR/report`.
+    #[arg(long)]
+    report_dir: Option<PathBuf>,
+}
+
+/// Runs `neuron local`.
+pub fn run(args: &LocalArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
+    let mut config = Config::load(config_args)?;
+    if config_args.neuron_timeout.is_none() {
+        // Small CPU models answer slower than SN1's GPUs; give them time.
+        config.neuron.timeout = 60.0;
+    }
+    if config_args.neuron_sample_size.is_none() {
+        config.neuron.sample_size = args.miners;
+    }
+    if config_args.neuron_epoch_length.is_none() {
+        config.neuron.epoch_length = 10;
+    }
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| neuron::home::neuron_home().join("local"));
+    let report_dir = args
+        .report_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("report"));
+    let options = LocalOptions {
+        data_dir,
+        miners: args.miners,
+        strategies: args.strategies.clone(),
+        validators: args.validators,
+        steps: args.steps,
+        seed: args.seed,
+        block_time: Duration::from_secs_f64(args.block_time),
+        config: config.clone(),
+    };
+    let scripts = neuron::neuron::script_host(&config).context("loading scripts")?;
+    let runtime = tokio::runtime::Runtime::new()?;
+    let bar = ProgressBar::new(args.steps * args.validators.max(1) as u64);
+    bar.set_style(ProgressStyle::with_template(
+        "{spinner} step {pos}/{len} [{elapsed_precise}] {msg}",
+    )?);
+    let report = runtime.block_on(async {
+        tokio::select! {
+            report = local::run(&options, scripts, |progress| show(&bar, progress)) => report.map(Some),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+        }
+    })?;
+    bar.finish_and_clear();
+    let Some(report) = report else {
+        eprintln!("interrupted; no report written");
+        return Ok(());
+    };
+    write_report(&report_dir, &options, &report)?;
+    println!(
+        "{}",
+        table(&report.final_rows)
+    );
+    println!(
+        "{} steps ({} failed), {} epochs; report: {}",
+        report.events.len() + report.failures.len(),
+        report.failures.len(),
+        report.epochs,
+        report_dir.join("report.md").display()
+    );
+    Ok(())
+}
+
+fn show(bar: &ProgressBar, progress: &Progress) {
+    bar.inc(1);
+    match &progress.step {
+        Ok(event) => bar.set_message(format!(
+            "validator {} block {} task {}",
+            progress.validator, progress.block, event.task
+        )),
+        Err(err) => bar.println(format!("step failed: {err}")),
+    }
+    bar.println(table(&progress.miners).to_string());
+}
+
+fn table(rows: &[local::MinerRow]) -> Table {
+    let mut table = Table::new();
+    table.set_header(["uid", "strategy", "last reward", "score", "incentive"]);
+    for row in rows {
+        table.add_row([
+            row.uid.to_string(),
+            row.strategy.clone(),
+            row.last_reward.map_or("-".into(), |r| format!("{r:.3}")),
+            format!("{:.4}", row.score),
+            format!("{:.4}", row.incentive),
+        ]);
+    }
+    table
+}

@@ -1,0 +1,184 @@
+//! The end-of-run report of `neuron local`: `report.md` (configuration, per-miner
+//! table, per-task reward statistics) and `scores.svg` (every miner's moving score and
+//! incentive over the steps).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::local::{LocalError, LocalOptions, LocalReport};
+
+/// Writes `report.md` and `scores.svg` into `dir`.
+pub fn write_report(dir: &Path, options: &LocalOptions, report: &LocalReport) -> Result<(), LocalError> {
+    let fail = |path: &Path, message: String| LocalError::Report {
+        path: path.to_path_buf(),
+        message,
+    };
+    std::fs::create_dir_all(dir).map_err(|e| fail(dir, e.to_string()))?;
+    let markdown = dir.join("report.md");
+    std::fs::write(&markdown, render_markdown(options, report))
+        .map_err(|e| fail(&markdown, e.to_string()))?;
+    let plot = dir.join("scores.svg");
+    plot_scores(&plot, report).map_err(|e| fail(&plot, e))?;
+    Ok(())
+}
+
+/// The Markdown text of the report.
+pub fn render_markdown(options: &LocalOptions, report: &LocalReport) -> String {
+    let mut md = String::new();
+    let _ = writeln!(md, "# neuron local run\n");
+    let _ = writeln!(
+        md,
+        "{} miners, {} validator(s), {} steps, seed {}, block time {:.2} s, {} epochs, {} failed steps.\n",
+        options.miners,
+        options.validators.max(1),
+        options.steps,
+        options.seed,
+        options.block_time.as_secs_f64(),
+        report.epochs,
+        report.failures.len()
+    );
+    let _ = writeln!(md, "## Miners (final)\n");
+    let _ = writeln!(md, "| uid | strategy | mean reward | moving score | incentive |");
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
+    let means = mean_reward_by_uid(report);
+    let mut rows = report.final_rows.clone();
+    rows.sort_by(|a, b| b.score.total_cmp(&a.score));
+    for row in &rows {
+        let mean = means
+            .get(&row.uid)
+            .map_or("-".to_string(), |m| format!("{m:.4}"));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.4} | {:.4} |",
+            row.uid, row.strategy, mean, row.score, row.incentive
+        );
+    }
+    let _ = writeln!(md, "\n## Rewards by task and strategy\n");
+    let _ = writeln!(md, "| task | strategy | n | mean | min | max |");
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- |");
+    let strategy_of: BTreeMap<u16, &str> = report
+        .miners
+        .iter()
+        .map(|m| (m.uid, m.strategy.as_str()))
+        .collect();
+    let mut by_task: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    for event in &report.events {
+        for response in &event.responses {
+            let strategy = strategy_of.get(&response.uid).copied().unwrap_or("?");
+            by_task
+                .entry((event.task.clone(), strategy.to_string()))
+                .or_default()
+                .push(response.reward);
+        }
+    }
+    for ((task, strategy), values) in &by_task {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let _ = writeln!(
+            md,
+            "| {task} | {strategy} | {} | {mean:.4} | {min:.4} | {max:.4} |",
+            values.len()
+        );
+    }
+    if !report.failures.is_empty() {
+        let _ = writeln!(md, "\n## Failed steps\n");
+        for failure in &report.failures {
+            let _ = writeln!(md, "- {failure}");
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\n## Configuration\n\n```yaml\n{}```\n\n![scores](scores.svg)",
+        options.config.to_yaml()
+    );
+    md
+}
+
+/// Mean reward per uid over every logged response.
+pub fn mean_reward_by_uid(report: &LocalReport) -> BTreeMap<u16, f64> {
+    let mut sums: BTreeMap<u16, (f64, usize)> = BTreeMap::new();
+    for event in &report.events {
+        for response in &event.responses {
+            let entry = sums.entry(response.uid).or_default();
+            entry.0 += response.reward;
+            entry.1 += 1;
+        }
+    }
+    sums.into_iter()
+        .map(|(uid, (sum, n))| (uid, sum / n as f64))
+        .collect()
+}
+
+fn plot_scores(path: &Path, report: &LocalReport) -> Result<(), String> {
+    let root = SVGBackend::new(path, (960, 720)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    let (top, bottom) = root.split_vertically(360);
+    let steps = report.score_history.len().max(1);
+    let max_score = report
+        .score_history
+        .iter()
+        .flatten()
+        .copied()
+        .fold(0.0_f64, f64::max)
+        .max(1e-3);
+    let mut chart = ChartBuilder::on(&top)
+        .caption("moving score per miner", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0..steps, 0.0..max_score * 1.05)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, miner) in report.miners.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let series = report
+            .score_history
+            .iter()
+            .enumerate()
+            .map(|(step, scores)| (step + 1, scores.get(i).copied().unwrap_or(0.0)));
+        chart
+            .draw_series(LineSeries::new(series, color.stroke_width(2)))
+            .map_err(|e| e.to_string())?
+            .label(format!("uid {} {}", miner.uid, miner.strategy))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| e.to_string())?;
+
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption("incentive after each epoch", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0..steps, 0.0..1.0_f64)
+        .map_err(|e| e.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("step")
+        .draw()
+        .map_err(|e| e.to_string())?;
+    for (i, _) in report.miners.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let series = report
+            .incentive_history
+            .iter()
+            .map(|(step, incentives)| (*step, incentives.get(i).copied().unwrap_or(0.0)));
+        chart
+            .draw_series(LineSeries::new(series, color.stroke_width(2)).point_size(3))
+            .map_err(|e| e.to_string())?;
+    }
+    root.present().map_err(|e| e.to_string())
+}
