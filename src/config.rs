@@ -76,7 +76,7 @@ pub struct SubtensorConfig {
     pub chain_endpoint: Option<String>,
     /// Block time of the embedded chain, in seconds.
     pub block_time: f64,
-    /// SQLite file of the embedded chain (default: `$NEURON_HOME/chain/local.sqlite`).
+    /// SQLite file of the embedded chain (default: `$NEURON_HOME/chain/local-sim.sqlite`).
     pub db_path: Option<PathBuf>,
 }
 
@@ -429,7 +429,7 @@ impl Config {
         self.subtensor
             .db_path
             .clone()
-            .unwrap_or_else(|| crate::home::neuron_home().join("chain").join("local.sqlite"))
+            .unwrap_or_else(crate::chain::local::LocalChain::default_path)
     }
 }
 
