@@ -389,6 +389,12 @@ fn calls_hashes_and_neurons_match_the_python_encoder() {
     assert_eq!(decode_neurons_lite(&typed, NeuronsLiteForm::Typed).unwrap(), neurons);
     assert_eq!(decode_neurons_lite(&wrapped, NeuronsLiteForm::Wrapped).unwrap(), neurons);
     assert_eq!(neurons.encode(), typed, "our SCALE layout equals the metadata's");
+    // The simulated node in tests/subtensor_rpc.rs serves exactly these bytes.
+    assert_eq!(
+        include_str!("fixtures/subtensor/neurons_lite_netuid1.hex").trim(),
+        hex::encode(&typed),
+        "recorded get_neurons_lite response is the Python encoder's output"
+    );
     // The two forms are not interchangeable: each fails cleanly on the other's bytes.
     assert!(decode_neurons_lite(&typed, NeuronsLiteForm::Wrapped).is_err());
     assert!(decode_neurons_lite(&wrapped, NeuronsLiteForm::Typed).is_err());
