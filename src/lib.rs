@@ -5,4 +5,6 @@
 //! hot-reloadable Rhai scripts under `tasks/`, `personas/`, `tools/` and `scripts/`.
 //! See `ARCHITECTURE` in the README for the layout.
 
+pub mod chain;
 pub mod home;
+pub mod score;
