@@ -335,7 +335,12 @@ fn calls_hashes_and_neurons_match_the_python_encoder() {
     let neurons = vec![
         neuron(0, ALICE, BOB, true),
         neuron(1, BOB, BOB, false),
-        neuron(2, "5FLSigC9HGRKVhB9FiEo4Y3koPsNmBmLJbpXg2mp1hXcS59Y", ALICE, true),
+        neuron(
+            2,
+            "5FLSigC9HGRKVhB9FiEo4Y3koPsNmBmLJbpXg2mp1hXcS59Y",
+            ALICE,
+            true,
+        ),
     ];
 
     let request = json!({
@@ -380,15 +385,32 @@ fn calls_hashes_and_neurons_match_the_python_encoder() {
             &r.salt,
             r.version_key,
         );
-        assert_eq!(hex::encode(ours), py.as_str().unwrap(), "commit hash for {addr}");
+        assert_eq!(
+            hex::encode(ours),
+            py.as_str().unwrap(),
+            "commit hash for {addr}"
+        );
     }
 
     let typed = hex::decode(out["neurons_typed"].as_str().unwrap()).unwrap();
     let wrapped = hex::decode(out["neurons_wrapped"].as_str().unwrap()).unwrap();
-    assert_eq!(NeuronsLiteForm::from_metadata(&md).unwrap(), NeuronsLiteForm::Typed);
-    assert_eq!(decode_neurons_lite(&typed, NeuronsLiteForm::Typed).unwrap(), neurons);
-    assert_eq!(decode_neurons_lite(&wrapped, NeuronsLiteForm::Wrapped).unwrap(), neurons);
-    assert_eq!(neurons.encode(), typed, "our SCALE layout equals the metadata's");
+    assert_eq!(
+        NeuronsLiteForm::from_metadata(&md).unwrap(),
+        NeuronsLiteForm::Typed
+    );
+    assert_eq!(
+        decode_neurons_lite(&typed, NeuronsLiteForm::Typed).unwrap(),
+        neurons
+    );
+    assert_eq!(
+        decode_neurons_lite(&wrapped, NeuronsLiteForm::Wrapped).unwrap(),
+        neurons
+    );
+    assert_eq!(
+        neurons.encode(),
+        typed,
+        "our SCALE layout equals the metadata's"
+    );
     // The simulated node in tests/subtensor_rpc.rs serves exactly these bytes.
     assert_eq!(
         include_str!("fixtures/subtensor/neurons_lite_netuid1.hex").trim(),

@@ -49,8 +49,8 @@ impl Signer for DevKey {
     fn public(&self) -> [u8; 32] {
         self.0.public_key().0
     }
-    fn sign(&self, message: &[u8]) -> [u8; 64] {
-        self.0.sign(message).0
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], ChainError> {
+        Ok(self.0.sign(message).0)
     }
 }
 
@@ -107,7 +107,14 @@ struct NodeState {
 }
 
 fn header_hash(parent: [u8; 32], number: u32) -> [u8; 32] {
-    let encoded = (parent, Compact(number), [0u8; 32], [0u8; 32], Vec::<u8>::new()).encode();
+    let encoded = (
+        parent,
+        Compact(number),
+        [0u8; 32],
+        [0u8; 32],
+        Vec::<u8>::new(),
+    )
+        .encode();
     blake2_256(&encoded)
 }
 
@@ -149,19 +156,29 @@ fn storage_item(pallet: &str, entry: &str, keys: Vec<Value>, value: Value) -> (V
         .entry_by_name(entry)
         .unwrap()
         .value_ty();
-    let value = value.encode_as_type(ty, md.types()).unwrap_or_else(|e| panic!("{pallet}.{entry}: {e}"));
+    let value = value
+        .encode_as_type(ty, md.types())
+        .unwrap_or_else(|e| panic!("{pallet}.{entry}: {e}"));
     (key, value)
 }
 
 fn subnet_item(entry: &str, netuid: u16, value: Value) -> (Vec<u8>, Vec<u8>) {
-    storage_item("SubtensorModule", entry, vec![Value::u128(netuid.into())], value)
+    storage_item(
+        "SubtensorModule",
+        entry,
+        vec![Value::u128(netuid.into())],
+        value,
+    )
 }
 
 fn dispatch_info() -> Value {
     Value::named_composite([
         (
             "weight",
-            Value::named_composite([("ref_time", Value::u128(1_000_000)), ("proof_size", Value::u128(0))]),
+            Value::named_composite([
+                ("ref_time", Value::u128(1_000_000)),
+                ("proof_size", Value::u128(0)),
+            ]),
         ),
         ("class", Value::unnamed_variant("Normal", [])),
         ("pays_fee", Value::unnamed_variant("Yes", [])),
@@ -188,14 +205,20 @@ fn events(md: &Metadata, error: Option<&str>) -> Vec<u8> {
             Value::named_variant(
                 "ExtrinsicFailed",
                 [
-                    ("dispatch_error", Value::unnamed_variant("Module", [module_error])),
+                    (
+                        "dispatch_error",
+                        Value::unnamed_variant("Module", [module_error]),
+                    ),
                     ("dispatch_info", dispatch_info()),
                 ],
             )
         }
     };
     let record = Value::named_composite([
-        ("phase", Value::unnamed_variant("ApplyExtrinsic", [Value::u128(0)])),
+        (
+            "phase",
+            Value::unnamed_variant("ApplyExtrinsic", [Value::u128(0)]),
+        ),
         ("event", Value::unnamed_variant("System", [system_event])),
         ("topics", Value::unnamed_composite([])),
     ]);
@@ -222,13 +245,7 @@ impl NodeState {
             .unwrap()
             .value()
             .to_vec();
-        let events_key = storage_item(
-            "System",
-            "Events",
-            vec![],
-            Value::unnamed_composite([]),
-        )
-        .0;
+        let events_key = storage_item("System", "Events", vec![], Value::unnamed_composite([])).0;
         let mut blocks = Vec::new();
         let genesis = header_hash([0; 32], 0);
         blocks.push(Block {
@@ -271,9 +288,13 @@ impl NodeState {
             let (k, v) = subnet_item(entry, netuid, value);
             storage.insert(k, v);
         }
-        for (uid, (hotkey, block)) in [(ALICE, 3_900_000u64), (BOB, 3_950_000), (CHARLIE, 4_000_000)]
-            .into_iter()
-            .enumerate()
+        for (uid, (hotkey, block)) in [
+            (ALICE, 3_900_000u64),
+            (BOB, 3_950_000),
+            (CHARLIE, 4_000_000),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let account = Value::from_bytes(parse_account(hotkey).unwrap());
             let (k, v) = storage_item(
@@ -283,14 +304,23 @@ impl NodeState {
                 u(block),
             );
             storage.insert(k, v);
-            let (k, v) = storage_item("SubtensorModule", "Uids", vec![u(1), account], u(uid as u64));
+            let (k, v) = storage_item(
+                "SubtensorModule",
+                "Uids",
+                vec![u(1), account],
+                u(uid as u64),
+            );
             storage.insert(k, v);
         }
         // Alice and Charlie committed; an unregistered account's commitment is ignored.
         for (account, data, block) in [
             (ALICE, &b"hf:alice/model@1"[..], 4_100_000u64),
             (CHARLIE, &b"x"[..], 4_100_007),
-            ("5DAAnrj7VHTznn2AWBemMuyBwZWs6FNFjdyVXUeYum3PTXFy", &b"orphan"[..], 4_100_009),
+            (
+                "5DAAnrj7VHTznn2AWBemMuyBwZWs6FNFjdyVXUeYum3PTXFy",
+                &b"orphan"[..],
+                4_100_009,
+            ),
         ] {
             let info = Value::named_composite([(
                 "fields",
@@ -303,11 +333,7 @@ impl NodeState {
                 "Commitments",
                 "CommitmentOf",
                 vec![u(1), Value::from_bytes(parse_account(account).unwrap())],
-                Value::named_composite([
-                    ("deposit", u(0)),
-                    ("block", u(block)),
-                    ("info", info),
-                ]),
+                Value::named_composite([("deposit", u(0)), ("block", u(block)), ("info", info)]),
             );
             storage.insert(k, v);
         }
@@ -355,12 +381,10 @@ impl NodeState {
                 let account = <[u8; 32]>::decode(&mut &data[..]).unwrap();
                 self.nonces.get(&account).copied().unwrap_or(0).encode()
             }
-            "NeuronInfoRuntimeApi_get_neurons_lite" => {
-                match u16::decode(&mut &data[..]).unwrap() {
-                    1 => unhex(NEURONS_LITE.trim()),
-                    _ => Vec::<u8>::new().encode(),
-                }
-            }
+            "NeuronInfoRuntimeApi_get_neurons_lite" => match u16::decode(&mut &data[..]).unwrap() {
+                1 => unhex(NEURONS_LITE.trim()),
+                _ => Vec::<u8>::new().encode(),
+            },
             other => return Err(format!("state_call {other} not simulated")),
         })
     }
@@ -368,8 +392,9 @@ impl NodeState {
     /// Decodes and verifies a submitted extrinsic like a node's pool would.
     fn receive(&mut self, bytes: &[u8]) -> Received {
         let md = &self.metadata;
-        let xt = subxt::ext::frame_decode::extrinsics::decode_extrinsic(&mut &bytes[..], md, md.types())
-            .expect("submitted extrinsic decodes against the metadata");
+        let xt =
+            subxt::ext::frame_decode::extrinsics::decode_extrinsic(&mut &bytes[..], md, md.types())
+                .expect("submitted extrinsic decodes against the metadata");
         let sig = xt.signature_payload().expect("signed extrinsic");
         let address = &bytes[sig.address_range()];
         assert_eq!(address[0], 0, "MultiAddress::Id");
@@ -436,7 +461,10 @@ impl NodeState {
             call: xt.call_name().to_string(),
             signer,
             signature_valid,
-            args: Value { value: subxt::ext::scale_value::ValueDef::Composite(args), context: () },
+            args: Value {
+                value: subxt::ext::scale_value::ValueDef::Composite(args),
+                context: (),
+            },
         }
     }
 
@@ -524,7 +552,10 @@ async fn connection(socket: tokio::net::TcpStream, state: Arc<Mutex<NodeState>>)
         return;
     };
     let key = req.key();
-    let accept = soketto::handshake::server::Response::Accept { key, protocol: None };
+    let accept = soketto::handshake::server::Response::Accept {
+        key,
+        protocol: None,
+    };
     if server.send_response(&accept).await.is_err() {
         return;
     }
@@ -736,7 +767,10 @@ async fn connect_and_read_metagraph_hyperparameters_commitments() {
         chain.hyperparameters(9).await.map(|_| ()),
         chain.commitments(9).await.map(|_| ()),
     ] {
-        assert!(matches!(result, Err(ChainError::SubnetNotFound { .. })), "{result:?}");
+        assert!(
+            matches!(result, Err(ChainError::SubnetNotFound { .. })),
+            "{result:?}"
+        );
     }
 }
 
@@ -746,7 +780,10 @@ async fn extrinsics_are_signed_by_the_right_key() {
     let chain = connect(&node).await;
     let (hotkey, coldkey) = (dev("Alice"), dev("Bob"));
 
-    let receipt = chain.set_weights(&hotkey, 1, &[0, 2], &[65535, 100], 2013).await.unwrap();
+    let receipt = chain
+        .set_weights(&hotkey, 1, &[0, 2], &[65535, 100], 2013)
+        .await
+        .unwrap();
     assert_eq!(receipt.block, u64::from(START_BLOCK) + 1);
     assert!(receipt.hash.as_deref().is_some_and(|h| h.len() == 66));
 
@@ -757,7 +794,10 @@ async fn extrinsics_are_signed_by_the_right_key() {
         protocol: 4,
     };
     chain.serve_axon(&hotkey, 1, &axon).await.unwrap();
-    chain.set_commitment(&hotkey, 1, b"hf:org/model").await.unwrap();
+    chain
+        .set_commitment(&hotkey, 1, b"hf:org/model")
+        .await
+        .unwrap();
 
     let new_hotkey = dev("Dave");
     let (k, v) = storage_item(
@@ -767,10 +807,19 @@ async fn extrinsics_are_signed_by_the_right_key() {
         Value::u128(3),
     );
     node.push_outcome(Outcome::Success { then: vec![(k, v)] });
-    let uid = chain.burned_register(&coldkey, 1, &new_hotkey.ss58()).await.unwrap();
+    let uid = chain
+        .burned_register(&coldkey, 1, &new_hotkey.ss58())
+        .await
+        .unwrap();
     assert_eq!(uid, 3);
-    chain.add_stake(&coldkey, &hotkey.ss58(), 1, 5_000_000_000).await.unwrap();
-    chain.remove_stake(&coldkey, &hotkey.ss58(), 1, 1_000).await.unwrap();
+    chain
+        .add_stake(&coldkey, &hotkey.ss58(), 1, 5_000_000_000)
+        .await
+        .unwrap();
+    chain
+        .remove_stake(&coldkey, &hotkey.ss58(), 1, 1_000)
+        .await
+        .unwrap();
     chain.transfer(&coldkey, CHARLIE, 42).await.unwrap();
 
     let received = node.received();
@@ -791,7 +840,10 @@ async fn extrinsics_are_signed_by_the_right_key() {
             ("Balances", "transfer_keep_alive", ck),
         ]
     );
-    assert!(received.iter().all(|r| r.signature_valid), "every signature verifies");
+    assert!(
+        received.iter().all(|r| r.signature_valid),
+        "every signature verifies"
+    );
     assert_eq!(
         received[0].args.to_string(),
         "{ netuid: 1, dests: (0, 2), weights: (65535, 100), version_key: 2013 }"
@@ -803,11 +855,20 @@ async fn extrinsics_are_signed_by_the_right_key() {
 
     // Bad input never reaches the node.
     let too_long = chain.set_commitment(&hotkey, 1, &[b'a'; 129]).await;
-    assert!(matches!(too_long, Err(ChainError::InvalidInput(_))), "{too_long:?}");
+    assert!(
+        matches!(too_long, Err(ChainError::InvalidInput(_))),
+        "{too_long:?}"
+    );
     let bad_dest = chain.transfer(&coldkey, "nope", 1).await;
-    assert!(matches!(bad_dest, Err(ChainError::InvalidInput(_))), "{bad_dest:?}");
+    assert!(
+        matches!(bad_dest, Err(ChainError::InvalidInput(_))),
+        "{bad_dest:?}"
+    );
     let lengths = chain.set_weights(&hotkey, 1, &[0, 1], &[1], 0).await;
-    assert!(matches!(lengths, Err(ChainError::InvalidInput(_))), "{lengths:?}");
+    assert!(
+        matches!(lengths, Err(ChainError::InvalidInput(_))),
+        "{lengths:?}"
+    );
     assert_eq!(node.received().len(), 7);
 }
 
@@ -816,22 +877,40 @@ async fn dispatch_errors_come_back_typed() {
     let node = SimNode::start().await;
     let chain = connect(&node).await;
     let hotkey = dev("Alice");
-    let cases: [(&str, fn(&ChainError) -> bool); 4] = [
-        ("SettingWeightsTooFast", |e| matches!(e, ChainError::RateLimited { .. })),
-        ("IncorrectWeightVersionKey", |e| matches!(e, ChainError::BadVersionKey { .. })),
-        ("NeuronNoValidatorPermit", |e| matches!(e, ChainError::NoValidatorPermit { .. })),
-        ("HotKeyNotRegisteredInSubNet", |e| matches!(e, ChainError::NotRegistered { .. })),
+    type IsExpected = fn(&ChainError) -> bool;
+    let cases: [(&str, IsExpected); 4] = [
+        ("SettingWeightsTooFast", |e| {
+            matches!(e, ChainError::RateLimited { .. })
+        }),
+        ("IncorrectWeightVersionKey", |e| {
+            matches!(e, ChainError::BadVersionKey { .. })
+        }),
+        ("NeuronNoValidatorPermit", |e| {
+            matches!(e, ChainError::NoValidatorPermit { .. })
+        }),
+        ("HotKeyNotRegisteredInSubNet", |e| {
+            matches!(e, ChainError::NotRegistered { .. })
+        }),
     ];
     for (name, is_expected) in cases {
         node.push_outcome(Outcome::Fail(name));
-        let err = chain.set_weights(&hotkey, 1, &[0], &[65535], 1).await.unwrap_err();
+        let err = chain
+            .set_weights(&hotkey, 1, &[0], &[65535], 1)
+            .await
+            .unwrap_err();
         assert!(is_expected(&err), "{name} gave {err:?}");
         assert_eq!(err.chain_error(), Some(name));
-        assert!(err.to_string().contains("SubtensorModule."), "reason names the pallet: {err}");
+        assert!(
+            err.to_string().contains("SubtensorModule."),
+            "reason names the pallet: {err}"
+        );
     }
 
     node.push_outcome(Outcome::Refuse("Invalid Transaction: Custom error: 6"));
-    let err = chain.set_weights(&hotkey, 1, &[0], &[65535], 1).await.unwrap_err();
+    let err = chain
+        .set_weights(&hotkey, 1, &[0], &[65535], 1)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ChainError::Rejected { .. }), "{err:?}");
     assert!(err.to_string().contains("Custom error: 6"), "{err}");
 }
@@ -842,8 +921,14 @@ async fn commit_reveal_is_detected_and_v2_commits_hash_the_payload() {
     let chain = connect(&node).await;
     let hotkey = dev("Alice");
 
-    let err = chain.set_weights(&hotkey, 2, &[0], &[65535], 0).await.unwrap_err();
-    assert!(matches!(err, ChainError::CommitRevealEnabled { .. }), "{err:?}");
+    let err = chain
+        .set_weights(&hotkey, 2, &[0], &[65535], 0)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ChainError::CommitRevealEnabled { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("commit"), "{err}");
     assert!(node.received().is_empty(), "nothing submitted");
 
@@ -860,10 +945,21 @@ async fn commit_reveal_is_detected_and_v2_commits_hash_the_payload() {
     assert_eq!(received[0].call, "commit_weights");
     let expected = weights_commit_hash(hotkey.public(), 2, &[0, 1], &[65535, 3], &reveal.salt, 0);
     let hash_hex = received[0].args.to_string();
-    let expected_tuple = expected.iter().map(u8::to_string).collect::<Vec<_>>().join(", ");
-    assert!(hash_hex.contains(&expected_tuple), "{hash_hex} lacks the commit hash");
+    let expected_tuple = expected
+        .iter()
+        .map(u8::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert!(
+        hash_hex.contains(&expected_tuple),
+        "{hash_hex} lacks the commit hash"
+    );
     assert_eq!(received[1].call, "reveal_weights");
-    assert!(received.iter().all(|r| r.signature_valid && r.signer == hotkey.public()));
+    assert!(
+        received
+            .iter()
+            .all(|r| r.signature_valid && r.signer == hotkey.public())
+    );
 }
 
 #[tokio::test]
@@ -873,7 +969,7 @@ async fn waits_time_out_and_inclusion_mode_returns_at_best_block() {
         "sim",
         Some(&node.url()),
         SubtensorOptions {
-            tx_timeout: Duration::from_millis(500),
+            tx_timeout: Duration::from_secs(3),
             wait_for: WaitFor::Inclusion,
             ..options()
         },
@@ -882,7 +978,10 @@ async fn waits_time_out_and_inclusion_mode_returns_at_best_block() {
     .unwrap();
     let hotkey = dev("Alice");
     node.push_outcome(Outcome::Stall);
-    let err = chain.set_weights(&hotkey, 1, &[0], &[1], 0).await.unwrap_err();
+    let err = chain
+        .set_weights(&hotkey, 1, &[0], &[1], 0)
+        .await
+        .unwrap_err();
     assert!(matches!(err, ChainError::Timeout { .. }), "{err:?}");
     assert!(err.to_string().contains("included"), "{err}");
     let receipt = chain.set_weights(&hotkey, 1, &[0], &[1], 0).await.unwrap();
@@ -892,7 +991,18 @@ async fn waits_time_out_and_inclusion_mode_returns_at_best_block() {
 #[tokio::test]
 async fn reconnects_with_backoff_after_the_node_restarts() {
     let mut node = SimNode::start().await;
-    let chain = connect(&node).await;
+    let backoff = Duration::from_millis(800);
+    let chain = SubtensorChain::connect(
+        "sim",
+        Some(&node.url()),
+        SubtensorOptions {
+            backoff_initial: backoff,
+            backoff_max: backoff,
+            ..options()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(chain.metagraph(1).await.unwrap().neurons.len(), 3);
 
     // Node restarts between two calls: the read notices the closed socket, reconnects
@@ -912,14 +1022,20 @@ async fn reconnects_with_backoff_after_the_node_restarts() {
         during_backoff.to_string().contains("next attempt in"),
         "second call waits for the backoff: {during_backoff}"
     );
-    let write = chain.set_weights(&dev("Alice"), 1, &[0], &[1], 0).await.unwrap_err();
+    let write = chain
+        .set_weights(&dev("Alice"), 1, &[0], &[1], 0)
+        .await
+        .unwrap_err();
     assert!(matches!(write, ChainError::Connection(_)), "{write:?}");
 
     // Node back: once the backoff has passed, reads and writes work again.
     node.restart().await;
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(backoff + Duration::from_millis(100)).await;
     assert_eq!(chain.metagraph(1).await.unwrap().neurons.len(), 3);
-    chain.set_weights(&dev("Alice"), 1, &[0], &[1], 0).await.unwrap();
+    chain
+        .set_weights(&dev("Alice"), 1, &[0], &[1], 0)
+        .await
+        .unwrap();
     assert_eq!(node.received().len(), 1);
 }
 
@@ -932,6 +1048,8 @@ async fn unreachable_or_unknown_endpoints_fail_clearly() {
         .await
         .unwrap_err();
     assert!(matches!(err, ChainError::Connection(_)), "{err:?}");
-    let err = SubtensorChain::connect("mainnet", None, options()).await.unwrap_err();
+    let err = SubtensorChain::connect("mainnet", None, options())
+        .await
+        .unwrap_err();
     assert!(matches!(err, ChainError::InvalidInput(_)), "{err:?}");
 }

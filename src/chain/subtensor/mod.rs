@@ -162,7 +162,9 @@ impl SubtensorChain {
             options,
             state: Mutex::new(ConnState::default()),
         };
-        chain.read(|at| async move { Ok(at.block_number()) }).await?;
+        chain
+            .read(|at| async move { Ok(at.block_number()) })
+            .await?;
         Ok(chain)
     }
 
@@ -294,7 +296,7 @@ impl SubtensorChain {
                 Ok(result) => result,
                 Err(_) => Err(ChainError::Timeout {
                     what: "a subtensor read".into(),
-                    seconds: self.options.request_timeout.as_secs(),
+                    seconds: self.options.request_timeout.as_secs_f64().ceil() as u64,
                 }),
             };
             match result {
@@ -313,7 +315,11 @@ impl SubtensorChain {
     /// Signs `call` with `signer`, submits it and waits for `wait_for`. Dispatch failures
     /// come back as typed [`ChainError`]s with the chain's error name and docs. Not
     /// retried: a lost connection is reported, and the next call reconnects.
-    async fn submit(&self, call: &SubtensorCall, signer: &dyn Signer) -> Result<Submitted, ChainError> {
+    async fn submit(
+        &self,
+        call: &SubtensorCall,
+        signer: &dyn Signer,
+    ) -> Result<Submitted, ChainError> {
         tracing::debug!(
             call = %format!("{}.{}", call.pallet(), call.name()),
             signer = %signer.ss58(),
@@ -321,13 +327,17 @@ impl SubtensorChain {
             "submitting"
         );
         let conn = self.connection().await?;
-        let seconds = self.options.tx_timeout.as_secs();
-        let chain_signer = ChainSigner(signer);
-        let work = submit_on(&conn.api, call, &chain_signer, self.options.wait_for);
+        let seconds = self.options.tx_timeout.as_secs_f64().ceil() as u64;
+        let work = submit_on(&conn.api, call, signer, self.options.wait_for);
         let result = match tokio::time::timeout(self.options.tx_timeout, work).await {
             Ok(result) => result,
             Err(_) => Err(ChainError::Timeout {
-                what: format!("{}.{} to be {}", call.pallet(), call.name(), self.wait_word()),
+                what: format!(
+                    "{}.{} to be {}",
+                    call.pallet(),
+                    call.name(),
+                    self.wait_word()
+                ),
                 seconds,
             }),
         };
@@ -355,7 +365,11 @@ impl SubtensorChain {
 
 /// Opens the WebSocket and fetches the runtime metadata (at the latest finalized block).
 async fn open(endpoint: &str) -> Result<Connection, String> {
-    let socket = Arc::new(jsonrpsee_client(endpoint).await.map_err(|e| e.to_string())?);
+    let socket = Arc::new(
+        jsonrpsee_client(endpoint)
+            .await
+            .map_err(|e| e.to_string())?,
+    );
     let api = Api::from_rpc_client(RpcClient::new(socket.clone()))
         .await
         .map_err(|e| e.to_string())?;
@@ -378,18 +392,32 @@ struct Submitted {
 async fn submit_on(
     api: &Api,
     call: &SubtensorCall,
-    signer: &ChainSigner<'_>,
+    signer: &dyn Signer,
     wait_for: WaitFor,
 ) -> Result<Submitted, ChainError> {
     let at = api.at_current_block().await.map_err(rpc_err)?;
-    let mut progress = at
+    // Sign outside subxt: our signer is fallible (a public-only key cannot sign).
+    let account = AccountId32(signer.public());
+    let payload = call.payload();
+    let refused = |e: subxt::error::ExtrinsicError| ChainError::Rejected {
+        error: "InvalidTransaction".into(),
+        reason: format!("{}.{} refused by the node: {e}", call.pallet(), call.name()),
+    };
+    let mut signable = at
         .tx()
-        .sign_and_submit_then_watch_default(&call.payload(), signer)
+        .create_signable(&payload, &account, Default::default())
         .await
-        .map_err(|e| ChainError::Rejected {
-            error: "InvalidTransaction".into(),
-            reason: format!("{}.{} refused by the node: {e}", call.pallet(), call.name()),
-        })?;
+        .map_err(rpc_err)?;
+    let signer_payload = signable
+        .signer_payload()
+        .map_err(|e| ChainError::InvalidInput(format!("{}.{}: {e}", call.pallet(), call.name())))?;
+    let signature = MultiSignature::Sr25519(signer.sign(&signer_payload)?);
+    let mut progress = signable
+        .sign_with_account_and_signature(&account, &signature)
+        .map_err(refused)?
+        .submit_and_watch()
+        .await
+        .map_err(refused)?;
     while let Some(status) = progress.next().await {
         let status = status.map_err(rpc_err)?;
         let in_block = match status {
@@ -422,19 +450,6 @@ async fn submit_on(
     Err(ChainError::Connection(
         "transaction status stream ended before the transaction was included".into(),
     ))
-}
-
-/// Our [`Signer`] (a wallet key) as subxt's signer.
-struct ChainSigner<'a>(&'a dyn Signer);
-
-impl subxt::tx::Signer<SubstrateConfig> for ChainSigner<'_> {
-    fn account_id(&self) -> AccountId32 {
-        AccountId32(self.0.public())
-    }
-
-    fn sign(&self, signer_payload: &[u8]) -> MultiSignature {
-        MultiSignature::Sr25519(self.0.sign(signer_payload))
-    }
 }
 
 fn rpc_err(e: impl std::fmt::Display) -> ChainError {
@@ -492,7 +507,9 @@ pub fn ss58(account: [u8; 32]) -> String {
 /// primitive inside.
 fn unwrap_newtype(value: &Value) -> &Value {
     match &value.value {
-        ValueDef::Composite(c) if c.len() == 1 => unwrap_newtype(c.values().next().unwrap_or(value)),
+        ValueDef::Composite(c) if c.len() == 1 => {
+            unwrap_newtype(c.values().next().unwrap_or(value))
+        }
         _ => value,
     }
 }
@@ -584,7 +601,11 @@ async fn ensure_subnet(at: &ApiAt, netuid: u16) -> Result<(), ChainError> {
 }
 
 /// `(uid → value)` of a double map keyed `(netuid, uid)`, e.g. `BlockAtRegistration`.
-async fn uid_map_u64(at: &ApiAt, entry: &str, netuid: u16) -> Result<HashMap<u16, u64>, ChainError> {
+async fn uid_map_u64(
+    at: &ApiAt,
+    entry: &str,
+    netuid: u16,
+) -> Result<HashMap<u16, u64>, ChainError> {
     let addr = subxt::dynamic::storage::<(u16, u16), Value>(SUBTENSOR, entry);
     let mut entries = at
         .storage()
@@ -749,7 +770,10 @@ async fn read_commitments(at: ApiAt, netuid: u16) -> Result<Vec<Commitment>, Cha
         out.push(Commitment {
             uid,
             hotkey: ss58(account),
-            data: first.as_ref().and_then(commitment_bytes).unwrap_or_default(),
+            data: first
+                .as_ref()
+                .and_then(commitment_bytes)
+                .unwrap_or_default(),
             block,
         });
     }
@@ -901,10 +925,16 @@ mod tests {
             resolve_endpoint("finney").unwrap(),
             "wss://entrypoint-finney.opentensor.ai:443"
         );
-        assert_eq!(resolve_endpoint("ws://10.0.0.1:9944").unwrap(), "ws://10.0.0.1:9944");
+        assert_eq!(
+            resolve_endpoint("ws://10.0.0.1:9944").unwrap(),
+            "ws://10.0.0.1:9944"
+        );
         let err = resolve_endpoint("mainnet").unwrap_err();
         assert!(matches!(err, ChainError::InvalidInput(_)), "{err}");
-        assert!(matches!(resolve_endpoint("http://x:9944"), Err(ChainError::InvalidInput(_))));
+        assert!(matches!(
+            resolve_endpoint("http://x:9944"),
+            Err(ChainError::InvalidInput(_))
+        ));
     }
 
     #[test]
@@ -912,7 +942,10 @@ mod tests {
         let alice = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
         let id = parse_account(alice).unwrap();
         assert_eq!(ss58(id), alice);
-        assert!(matches!(parse_account("not-an-address"), Err(ChainError::InvalidInput(_))));
+        assert!(matches!(
+            parse_account("not-an-address"),
+            Err(ChainError::InvalidInput(_))
+        ));
     }
 
     #[test]

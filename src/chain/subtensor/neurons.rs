@@ -177,9 +177,11 @@ impl NeuronsLiteForm {
         let method = metadata
             .runtime_api_trait_by_name(NEURON_INFO_API)
             .and_then(|api| api.method_by_name(GET_NEURONS_LITE))
-            .ok_or_else(|| ChainError::Decode(format!(
-                "runtime API {NEURON_INFO_API}_{GET_NEURONS_LITE} is not in the metadata"
-            )))?;
+            .ok_or_else(|| {
+                ChainError::Decode(format!(
+                    "runtime API {NEURON_INFO_API}_{GET_NEURONS_LITE} is not in the metadata"
+                ))
+            })?;
         Self::from_output_type(method.output_ty(), metadata.types())
     }
 
@@ -221,10 +223,69 @@ pub fn decode_neurons_lite(
     let decode_err =
         |e: parity_scale_codec::Error| ChainError::Decode(format!("get_neurons_lite result: {e}"));
     match form {
-        NeuronsLiteForm::Typed => Vec::<NeuronInfoLite>::decode_all(&mut &bytes[..]).map_err(decode_err),
+        NeuronsLiteForm::Typed => {
+            Vec::<NeuronInfoLite>::decode_all(&mut &bytes[..]).map_err(decode_err)
+        }
         NeuronsLiteForm::Wrapped => {
             let inner = Vec::<u8>::decode_all(&mut &bytes[..]).map_err(decode_err)?;
             Vec::<NeuronInfoLite>::decode_all(&mut &inner[..]).map_err(decode_err)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use scale_info::{MetaType, Registry, TypeInfo};
+
+    fn portable<T: TypeInfo + 'static>() -> (u32, PortableRegistry) {
+        let mut registry = Registry::new();
+        let id = registry.register_type(&MetaType::new::<T>()).id;
+        (id, registry.into())
+    }
+
+    #[test]
+    fn vec_u8_output_is_the_wrapped_2024_form() {
+        let (id, types) = portable::<Vec<u8>>();
+        assert_eq!(
+            NeuronsLiteForm::from_output_type(id, &types).unwrap(),
+            NeuronsLiteForm::Wrapped
+        );
+    }
+
+    #[test]
+    fn unknown_layouts_are_clear_errors() {
+        #[derive(TypeInfo)]
+        #[allow(dead_code)]
+        struct Renamed {
+            hotkey: [u8; 32],
+            stake_weight: u16,
+        }
+        let (id, types) = portable::<Vec<Renamed>>();
+        let err = NeuronsLiteForm::from_output_type(id, &types).unwrap_err();
+        assert!(err.to_string().contains("stake_weight"), "{err}");
+        let (id, types) = portable::<u32>();
+        let err = NeuronsLiteForm::from_output_type(id, &types).unwrap_err();
+        assert!(err.to_string().contains("not a sequence"), "{err}");
+        let (id, types) = portable::<Vec<u64>>();
+        assert!(NeuronsLiteForm::from_output_type(id, &types).is_err());
+    }
+
+    #[test]
+    fn axon_addresses_follow_ip_type() {
+        let mut axon = AxonInfo {
+            ip: u128::from(u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1))),
+            ip_type: 4,
+            ..AxonInfo::default()
+        };
+        assert_eq!(axon.ip_addr(), Some("10.0.0.1".parse().unwrap()));
+        axon.ip_type = 6;
+        assert_eq!(axon.ip_addr(), Some("::10.0.0.1".parse().unwrap()));
+        axon.ip_type = 5;
+        assert_eq!(axon.ip_addr(), None, "unknown ip_type");
+        axon.ip = 1 << 40;
+        axon.ip_type = 4;
+        assert_eq!(axon.ip_addr(), None, "too large for IPv4");
+        assert_eq!(AxonInfo::default().ip_addr(), None, "ip 0: not serving");
     }
 }
