@@ -268,9 +268,12 @@ impl LocalChain {
     pub async fn run_epoch_now(&self, netuid: u16) -> Result<u64, ChainError> {
         self.transact(move |tx, block| {
             let subnet = load_subnet(tx, netuid)?;
-            if subnet.last_epoch_block < block {
-                run_epoch(tx, netuid, &subnet, block)?;
+            if subnet.last_epoch_block >= block {
+                return Err(ChainError::InvalidInput(format!(
+                    "subnet {netuid} already ran an epoch at block {block}; wait for the next block"
+                )));
             }
+            run_epoch(tx, netuid, &subnet, block)?;
             Ok(block)
         })
         .await

@@ -351,8 +351,7 @@ impl ChainError {
             | "CommittingWeightsTooFast" => Self::RateLimited { error, reason },
             "HotKeyNotRegisteredInSubNet"
             | "HotKeyNotRegisteredInNetwork"
-            | "HotKeyAccountNotExists"
-            | "NonAssociatedColdKey" => Self::NotRegistered { error, reason },
+            | "HotKeyAccountNotExists" => Self::NotRegistered { error, reason },
             "HotKeyAlreadyRegisteredInSubNet" => Self::AlreadyRegistered { error, reason },
             "NeuronNoValidatorPermit" => Self::NoValidatorPermit { error, reason },
             "IncorrectWeightVersionKey" => Self::BadVersionKey { error, reason },

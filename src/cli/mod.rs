@@ -1,6 +1,11 @@
 //! Command-line edge: argument parsing (clap) and dispatch. Each subcommand lives in
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
+mod bench;
+mod embed;
+mod generate;
+mod models;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -16,6 +21,16 @@ pub struct Cli {
 enum Command {
     /// Print the cache directory ($NEURON_HOME).
     Home,
+    /// Model and dataset artifacts: fetch, list, path.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Generate a chat reply with a local LLM, streamed to stdout.
+    Generate(generate::GenerateArgs),
+    /// Sentence embeddings (JSON lines).
+    Embed(embed::EmbedArgs),
+    /// Benchmarks of the inference core.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
@@ -30,5 +45,9 @@ pub fn main() -> anyhow::Result<()> {
             println!("{}", neuron::home::neuron_home().display());
             Ok(())
         }
+        Command::Models(cmd) => models::run(cmd),
+        Command::Generate(args) => generate::run(args),
+        Command::Embed(args) => embed::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }
