@@ -6,6 +6,7 @@ mod bench;
 mod embed;
 mod generate;
 mod models;
+mod task;
 
 use clap::{Parser, Subcommand};
 use neuron::config::ConfigArgs;
@@ -38,6 +39,9 @@ enum Command {
     /// Benchmarks of the inference core.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Task scripts: list, check, run one step.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
@@ -57,5 +61,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Task(cmd) => task::run(cmd),
     }
 }
