@@ -6,3 +6,5 @@
 //! See `ARCHITECTURE` in the README for the layout.
 
 pub mod home;
+pub mod net;
+pub mod wallet;

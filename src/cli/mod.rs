@@ -1,6 +1,8 @@
 //! Command-line edge: argument parsing (clap) and dispatch. Each subcommand lives in
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
+mod wallet;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -16,6 +18,8 @@ pub struct Cli {
 enum Command {
     /// Print the cache directory ($NEURON_HOME).
     Home,
+    /// Create, regenerate, list and inspect bittensor wallets; sign and verify.
+    Wallet(wallet::WalletArgs),
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
@@ -30,5 +34,6 @@ pub fn main() -> anyhow::Result<()> {
             println!("{}", neuron::home::neuron_home().display());
             Ok(())
         }
+        Command::Wallet(args) => wallet::run(args),
     }
 }
