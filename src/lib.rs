@@ -5,6 +5,12 @@
 //! hot-reloadable Rhai scripts under `tasks/`, `personas/`, `tools/` and `scripts/`.
 //! See `ARCHITECTURE` in the README for the layout.
 
+pub mod chain;
+pub mod embed;
 pub mod home;
+pub mod llm;
+pub mod models;
 pub mod net;
+pub mod score;
+pub mod script;
 pub mod wallet;

@@ -1,6 +1,10 @@
 //! Command-line edge: argument parsing (clap) and dispatch. Each subcommand lives in
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
+mod bench;
+mod embed;
+mod generate;
+mod models;
 mod wallet;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +22,16 @@ pub struct Cli {
 enum Command {
     /// Print the cache directory ($NEURON_HOME).
     Home,
+    /// Model and dataset artifacts: fetch, list, path.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Generate a chat reply with a local LLM, streamed to stdout.
+    Generate(generate::GenerateArgs),
+    /// Sentence embeddings (JSON lines).
+    Embed(embed::EmbedArgs),
+    /// Benchmarks of the inference core.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Create, regenerate, list and inspect bittensor wallets; sign and verify.
     Wallet(wallet::WalletArgs),
 }
@@ -34,6 +48,10 @@ pub fn main() -> anyhow::Result<()> {
             println!("{}", neuron::home::neuron_home().display());
             Ok(())
         }
+        Command::Models(cmd) => models::run(cmd),
+        Command::Generate(args) => generate::run(args),
+        Command::Embed(args) => embed::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
         Command::Wallet(args) => wallet::run(args),
     }
 }

@@ -622,7 +622,7 @@ async fn process(
     let Ok(_slot) = tokio::time::timeout(wait, st.gate.acquire(priority)).await else {
         let msg = format!(
             "Timed out after {} seconds waiting in the priority queue",
-            synapse.timeout
+            super::float_repr(synapse.timeout)
         );
         return (label, error_response(st, synapse, 408, msg, start));
     };

@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use super::synapse::{Synapse, TerminalInfo};
-use super::{AxonInfo, NetError, VERSION_AS_INT, now_ns, signing_message};
+use super::{AxonInfo, NetError, VERSION_AS_INT, float_repr, now_ns, signing_message};
 use crate::wallet::Keypair;
 
 /// One axon's answer to a query.
@@ -198,7 +198,10 @@ impl Dendrite {
                 axon,
                 signed,
                 408,
-                format!("Request timeout after {} seconds", timeout.as_secs_f64()),
+                format!(
+                    "Request timeout after {} seconds",
+                    float_repr(timeout.as_secs_f64())
+                ),
             ),
             Ok(Err(e)) => {
                 let (code, msg) = map_client_error(&e, axon, synapse.name(), timeout);
@@ -232,7 +235,10 @@ impl Dendrite {
         .await;
         let resp = match sent {
             Err(_) => {
-                let msg = format!("Request timeout after {} seconds", timeout.as_secs_f64());
+                let msg = format!(
+                    "Request timeout after {} seconds",
+                    float_repr(timeout.as_secs_f64())
+                );
                 return Err(self.timed(self.failure(axon, signed, 408, msg), start));
             }
             Ok(Err(e)) => {
@@ -269,7 +275,10 @@ impl Dendrite {
             Ok(Err(e)) => Err(map_client_error(&e, &axon, &name, timeout)),
             Err(()) => Err((
                 408,
-                format!("Request timeout after {} seconds", timeout.as_secs_f64()),
+                format!(
+                    "Request timeout after {} seconds",
+                    float_repr(timeout.as_secs_f64())
+                ),
             )),
         });
         Ok(DendriteStream {
@@ -330,7 +339,10 @@ fn map_client_error(
     if e.is_timeout() {
         (
             408,
-            format!("Request timeout after {} seconds", timeout.as_secs_f64()),
+            format!(
+                "Request timeout after {} seconds",
+                float_repr(timeout.as_secs_f64())
+            ),
         )
     } else if e.is_connect() {
         (
