@@ -121,3 +121,41 @@ fn golden_sdk_keyfiles_load() {
         &sig
     ));
 }
+
+/// Writes legacy keyfiles the way bittensor v6 (`keyfile.py`) did: Ansible Vault 1.1
+/// (AES-256-CTR, PBKDF2 10,000) and Fernet (PBKDF2-HMAC-SHA256 10,000,000 rounds over the
+/// v6 salt), with the standard library and pycryptodome from the SDK's venv.
+const PY_LEGACY: &str = r#"
+import sys, os, time, hmac, hashlib, base64, binascii
+from Crypto.Cipher import AES
+from Crypto.Util import Counter
+data, pw, out = sys.argv[1].encode(), sys.argv[2].encode(), sys.argv[3]
+def pad(b): n = 16 - len(b) % 16; return b + bytes([n]) * n
+salt = os.urandom(32)
+k = hashlib.pbkdf2_hmac("sha256", pw, salt, 10000, 80)
+ct = AES.new(k[:32], AES.MODE_CTR, counter=Counter.new(128, initial_value=int.from_bytes(k[64:80], "big"))).encrypt(pad(data))
+inner = binascii.hexlify(salt) + b"\n" + hmac.new(k[32:64], ct, hashlib.sha256).hexdigest().encode() + b"\n" + binascii.hexlify(ct)
+hexed = binascii.hexlify(inner)
+open(out + "/vault", "wb").write(b"$ANSIBLE_VAULT;1.1;AES256\n" + b"\n".join(hexed[i:i+80] for i in range(0, len(hexed), 80)))
+raw = hashlib.pbkdf2_hmac("sha256", pw, b"Iguesscyborgslikemyselfhaveatendencytobeparanoidaboutourorigins", 10000000, 32)
+iv = os.urandom(16)
+basic = b"\x80" + int(time.time()).to_bytes(8, "big") + iv + AES.new(raw[16:], AES.MODE_CBC, iv).encrypt(pad(data))
+open(out + "/fernet", "wb").write(base64.urlsafe_b64encode(basic + hmac.new(raw[:16], basic, hashlib.sha256).digest()))
+"#;
+
+#[test]
+fn legacy_ansible_vault_and_fernet_keyfiles_decrypt() {
+    let python = common::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = Keypair::from_uri("//Ferdie").unwrap();
+    let json = serde_json::to_string(&neuron::wallet::KeyfileData::from_keypair(&key, false)).unwrap();
+    common::run_python(&python, PY_LEGACY, &[&json, "legacy-pw", dir.path().to_str().unwrap()]);
+    for name in ["vault", "fernet"] {
+        let file = neuron::wallet::Keyfile::new(dir.path().join(name));
+        assert!(matches!(
+            file.keypair(&Password::given("nope")),
+            Err(neuron::wallet::WalletError::WrongPassword)
+        ));
+        assert_eq!(file.keypair(&Password::given("legacy-pw")).unwrap().ss58(), key.ss58(), "{name}");
+    }
+}
