@@ -32,3 +32,5 @@ const fn parse_u64(digits: &str) -> u64 {
     }
     value
 }
+pub mod net;
+pub mod wallet;
