@@ -6,7 +6,7 @@
 //! command line can live in the file and vice versa. Unknown keys are rejected.
 
 use serde::{Deserialize, Serialize};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Errors while loading or merging configuration.
 #[derive(Debug, thiserror::Error)]
@@ -408,9 +408,9 @@ impl Config {
         serde_yaml::to_string(self).expect("config serialises")
     }
 
-    /// The wallets directory with a leading `~` expanded.
+    /// The wallets directory (a leading `~` is expanded by [`crate::wallet::Wallet`]).
     pub fn wallet_dir(&self) -> PathBuf {
-        expand_home(&self.wallet.path)
+        PathBuf::from(&self.wallet.path)
     }
 
     /// The neuron's state directory (scores, events).
@@ -430,14 +430,6 @@ impl Config {
             .db_path
             .clone()
             .unwrap_or_else(crate::chain::local::LocalChain::default_path)
-    }
-}
-
-/// Expands a leading `~/` to `$HOME`.
-pub fn expand_home(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => Path::new(&home).join(rest),
-        _ => PathBuf::from(path),
     }
 }
 

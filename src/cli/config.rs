@@ -1,7 +1,15 @@
 //! `neuron config show`: print the effective configuration.
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use neuron::config::{Config, ConfigArgs};
+
+/// `neuron config` options.
+#[derive(Debug, Args)]
+pub struct ConfigArgsCommand {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
 
 /// Configuration commands.
 #[derive(Debug, Subcommand)]

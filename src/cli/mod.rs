@@ -1,15 +1,17 @@
 //! Command-line edge: argument parsing (clap) and dispatch. Each subcommand lives in
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
-mod config;
 mod bench;
+mod config;
 mod embed;
 mod generate;
+mod local;
 mod models;
+mod neuron_run;
 mod task;
 mod wallet;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use neuron::config::ConfigArgs;
 use tracing_subscriber::EnvFilter;
 
@@ -19,6 +21,14 @@ use tracing_subscriber::EnvFilter;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// A subcommand taking the neuron configuration flags (`--config`, `--netuid`,
+/// `--neuron.*`, `--wallet.*`, ...) next to its own options.
+#[derive(Debug, Args)]
+struct Configured<T: Args> {
+    #[command(flatten)]
+    args: T,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -27,9 +37,14 @@ pub struct Cli {
 enum Command {
     /// Print the cache directory ($NEURON_HOME).
     Home,
+    /// Run a whole subnet on this machine: local chain, miners, validator, report.
+    Local(Configured<local::LocalArgs>),
+    /// Run an SN1 validator.
+    Validator(Configured<neuron_run::ValidatorArgs>),
+    /// Serve an SN1 miner with a strategy script.
+    Miner(Configured<neuron_run::MinerArgs>),
     /// Inspect the configuration.
-    #[command(subcommand)]
-    Config(config::ConfigCommand),
+    Config(Configured<config::ConfigArgsCommand>),
     /// Model and dataset artifacts: fetch, list, path.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -59,7 +74,10 @@ pub fn main() -> anyhow::Result<()> {
             println!("{}", neuron::home::neuron_home().display());
             Ok(())
         }
-        Command::Config(command) => config::run(&command, &cli.config),
+        Command::Local(c) => local::run(&c.args, &c.config),
+        Command::Validator(c) => neuron_run::validator(&c.args, &c.config),
+        Command::Miner(c) => neuron_run::miner(&c.config),
+        Command::Config(c) => config::run(&c.args.command, &c.config),
         Command::Models(cmd) => models::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Embed(args) => embed::run(args),

@@ -15,6 +15,10 @@ use neuron::neuron::{connect_chain, script_host};
 use neuron::script::{ScriptHost, Watcher};
 use neuron::wallet::{Keypair, Password, Wallet};
 
+/// Options of `neuron miner` (everything else is configuration).
+#[derive(Debug, Args)]
+pub struct MinerArgs {}
+
 /// Options of `neuron validator`.
 #[derive(Debug, Args)]
 pub struct ValidatorArgs {
