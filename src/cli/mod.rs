@@ -5,6 +5,7 @@ mod bench;
 mod embed;
 mod generate;
 mod models;
+mod task;
 mod wallet;
 
 use clap::{Parser, Subcommand};
@@ -32,6 +33,9 @@ enum Command {
     /// Benchmarks of the inference core.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Task scripts: list, check, run one step.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
     /// Create, regenerate, list and inspect bittensor wallets; sign and verify.
     Wallet(wallet::WalletArgs),
 }
@@ -52,6 +56,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Task(cmd) => task::run(cmd),
         Command::Wallet(args) => wallet::run(args),
     }
 }
