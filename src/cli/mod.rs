@@ -1,6 +1,8 @@
 //! Command-line edge: argument parsing (clap) and dispatch. Each subcommand lives in
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
+mod chain;
+
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -16,6 +18,8 @@ pub struct Cli {
 enum Command {
     /// Print the cache directory ($NEURON_HOME).
     Home,
+    /// Local chain: init, status, metagraph, register, serve, stake, weights, commit, epoch.
+    Chain(chain::ChainArgs),
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
@@ -30,5 +34,6 @@ pub fn main() -> anyhow::Result<()> {
             println!("{}", neuron::home::neuron_home().display());
             Ok(())
         }
+        Command::Chain(args) => tokio::runtime::Runtime::new()?.block_on(chain::run(args)),
     }
 }

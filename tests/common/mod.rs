@@ -30,7 +30,13 @@ pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
             run(Command::new("python3").args(["-m", "venv"]).arg(&dir));
         }
         run(Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(packages));
         std::fs::write(&stamp, &wanted).expect("write venv stamp");
     }
@@ -55,6 +61,8 @@ pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
 }
 
 fn run(cmd: &mut Command) {
-    let status = cmd.status().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     assert!(status.success(), "{cmd:?} failed with {status}");
 }
