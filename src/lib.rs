@@ -6,5 +6,9 @@
 //! See `ARCHITECTURE` in the README for the layout.
 
 pub mod chain;
+pub mod embed;
 pub mod home;
+pub mod llm;
+pub mod models;
 pub mod score;
+pub mod script;

@@ -2,6 +2,10 @@
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
 mod chain;
+mod bench;
+mod embed;
+mod generate;
+mod models;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -20,6 +24,16 @@ enum Command {
     Home,
     /// Local chain: init, status, metagraph, register, serve, stake, weights, commit, epoch.
     Chain(chain::ChainArgs),
+    /// Model and dataset artifacts: fetch, list, path.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
+    /// Generate a chat reply with a local LLM, streamed to stdout.
+    Generate(generate::GenerateArgs),
+    /// Sentence embeddings (JSON lines).
+    Embed(embed::EmbedArgs),
+    /// Benchmarks of the inference core.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
@@ -35,5 +49,9 @@ pub fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Chain(args) => tokio::runtime::Runtime::new()?.block_on(chain::run(args)),
+        Command::Models(cmd) => models::run(cmd),
+        Command::Generate(args) => generate::run(args),
+        Command::Embed(args) => embed::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
     }
 }

@@ -141,10 +141,10 @@ impl Tokens {
         let n = distinct(&self.hyp);
         let mut in_union = vec![false; self.vocabulary];
         let mut llcs = 0usize;
-        let mut table = Vec::new();
+        let mut scratch = LcsScratch::default();
         for x in &self.reference {
             for y in &self.hyp {
-                lcs_words(x, y, &mut table, |w| {
+                lcs_words(x, y, &mut scratch, |w| {
                     if !std::mem::replace(&mut in_union[w as usize], true) {
                         llcs += 1;
                     }
@@ -178,31 +178,53 @@ fn sentences<'a>(text: &'a str, ids: &mut FxHashMap<&'a str, u32>) -> Vec<Vec<u3
 
 /// Calls `emit` with each word on the longest common subsequence of `x` and `y` that
 /// the package's `_recon_lcs(x, y)` reconstructs (its tie-breaking included).
-fn lcs_words(x: &[u32], y: &[u32], table: &mut Vec<u32>, mut emit: impl FnMut(u32)) {
+///
+/// The DP keeps two rows of lengths and one bit per cell — whether the back-tracking
+/// steps up (`table[i-1][j] > table[i][j-1]`) — so memory is `|x|·|y|/8` bytes.
+fn lcs_words(x: &[u32], y: &[u32], scratch: &mut LcsScratch, mut emit: impl FnMut(u32)) {
     let width = y.len() + 1;
-    table.clear();
-    table.resize((x.len() + 1) * width, 0);
+    let LcsScratch { prev, cur, up } = scratch;
+    prev.clear();
+    prev.resize(width, 0);
+    cur.clear();
+    cur.resize(width, 0);
+    up.clear();
+    up.resize(((x.len() + 1) * width).div_ceil(64), 0);
     for i in 1..=x.len() {
         for j in 1..=y.len() {
-            table[i * width + j] = if x[i - 1] == y[j - 1] {
-                table[(i - 1) * width + j - 1] + 1
+            cur[j] = if x[i - 1] == y[j - 1] {
+                prev[j - 1] + 1
             } else {
-                table[(i - 1) * width + j].max(table[i * width + j - 1])
+                if prev[j] > cur[j - 1] {
+                    let cell = i * width + j;
+                    up[cell / 64] |= 1 << (cell % 64);
+                }
+                prev[j].max(cur[j - 1])
             };
         }
+        std::mem::swap(prev, cur);
     }
     let (mut i, mut j) = (x.len(), y.len());
     while i > 0 && j > 0 {
+        let cell = i * width + j;
         if x[i - 1] == y[j - 1] {
             emit(x[i - 1]);
             i -= 1;
             j -= 1;
-        } else if table[(i - 1) * width + j] > table[i * width + j - 1] {
+        } else if up[cell / 64] & (1 << (cell % 64)) != 0 {
             i -= 1;
         } else {
             j -= 1;
         }
     }
+}
+
+/// Buffers reused across the sentence pairs of one ROUGE-L computation.
+#[derive(Default)]
+struct LcsScratch {
+    prev: Vec<u32>,
+    cur: Vec<u32>,
+    up: Vec<u64>,
 }
 
 fn ratio(overlap: usize, count: usize) -> f64 {

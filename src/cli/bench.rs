@@ -1,0 +1,275 @@
+//! `neuron bench llm|embed`: throughput, load time and peak memory of the inference core,
+//! optionally side by side with the Python reference implementations (llama-cpp-python,
+//! sentence-transformers) run on the same model files and inputs.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use neuron::embed::Embedder;
+use neuron::llm::{ChatMessage, SamplingParams, parse_device};
+use neuron::models::Resolver;
+use serde_json::Value;
+
+use super::generate::ModelArgs;
+
+const LLAMA_CPP_SCRIPT: &str = include_str!("bench/llama_cpp.py");
+const SENTENCE_TRANSFORMERS_SCRIPT: &str = include_str!("bench/sentence_transformers.py");
+const BENCH_PROMPT: &str = "Write a short story about a lighthouse keeper who finds a message in a bottle. Describe the sea, the weather and what the message says.";
+
+/// Benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Text generation: load time, prompt and decode tokens/s, peak RSS.
+    Llm(LlmBench),
+    /// Sentence embeddings: load time, sentences/s, peak RSS.
+    Embed(EmbedBench),
+}
+
+/// Arguments of `neuron bench llm`.
+#[derive(Debug, Args)]
+pub struct LlmBench {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Measured runs (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Tokens to generate per run (greedy; a run ends early at end-of-sequence).
+    #[arg(long, default_value_t = 128)]
+    max_tokens: usize,
+    /// Python with llama-cpp-python installed: also run llama.cpp on the same GGUF and prompt.
+    #[arg(long)]
+    compare_python: Option<PathBuf>,
+}
+
+/// Arguments of `neuron bench embed`.
+#[derive(Debug, Args)]
+pub struct EmbedBench {
+    /// Embedding model id or directory.
+    #[arg(long, default_value = "all-minilm-l6-v2")]
+    model: String,
+    /// cpu, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Measured runs (after one warm-up).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Sentences per run (first sentences of the offline Wikipedia summaries).
+    #[arg(long, default_value_t = 64)]
+    sentences: usize,
+    /// Python with sentence-transformers installed: also run it on the same model and sentences.
+    #[arg(long)]
+    compare_python: Option<PathBuf>,
+}
+
+/// Runs a `bench` subcommand.
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Llm(args) => bench_llm(args),
+        BenchCommand::Embed(args) => bench_embed(args),
+    }
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`).
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn range(values: &[f64]) -> String {
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mean = values.iter().sum::<f64>() / values.len().max(1) as f64;
+    format!("{mean:.1} [{min:.1}–{max:.1}]")
+}
+
+fn run_python(python: &Path, script: &str, args: &[&str], stdin: Option<String>) -> Result<Value> {
+    let mut child = Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", python.display()))?;
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .context("python stdin")?
+            .write_all(input.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("{} exited with {}", python.display(), out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| format!("parsing baseline output `{last}`"))
+}
+
+fn bench_llm(args: LlmBench) -> Result<()> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let started = Instant::now();
+    let (path, service) = args.model.load()?;
+    let load_s = started.elapsed().as_secs_f64();
+    let messages = vec![ChatMessage::new("user", BENCH_PROMPT)];
+    let params = SamplingParams {
+        max_tokens: args.max_tokens,
+        ..SamplingParams::default()
+    };
+    let info = service.info().clone();
+    println!(
+        "model: {} ({}, {}, context {}), device {}, requantize {}",
+        path.display(),
+        info.arch,
+        info.format,
+        info.context,
+        args.model.device,
+        !args.model.no_requantize
+    );
+    service.chat_blocking(messages.clone(), params.clone())?; // warm-up
+    let (mut prompt_rates, mut decode_rates) = (Vec::new(), Vec::new());
+    let mut last = None;
+    for _ in 0..args.runs {
+        let g = service.chat_blocking(messages.clone(), params.clone())?;
+        prompt_rates.push(g.prompt_tokens as f64 / g.prompt_secs);
+        decode_rates.push(g.completion_tokens as f64 / g.decode_secs);
+        last = Some(g);
+    }
+    let g = last.expect("runs >= 1");
+    println!("| engine | load s | prompt tok/s | decode tok/s | peak RSS MiB |");
+    println!("| --- | --- | --- | --- | --- |");
+    println!(
+        "| neuron (candle) | {load_s:.2} | {} | {} | {:.0} |",
+        range(&prompt_rates),
+        range(&decode_rates),
+        peak_rss_mb().unwrap_or(f64::NAN)
+    );
+    if let Some(python) = &args.compare_python {
+        let prompt = service.render_prompt(&messages)?;
+        let base = run_python(
+            python,
+            LLAMA_CPP_SCRIPT,
+            &[
+                &path.to_string_lossy(),
+                &prompt,
+                &args.max_tokens.to_string(),
+                &args.runs.to_string(),
+            ],
+            None,
+        )?;
+        let field = |k: &str| -> Vec<f64> {
+            base["runs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r[k].as_f64())
+                .collect()
+        };
+        println!(
+            "| {} | {:.2} | {} | {} | {:.0} |",
+            base["engine"].as_str().unwrap_or("llama.cpp"),
+            base["load_s"].as_f64().unwrap_or(f64::NAN),
+            range(&field("prompt_tok_s")),
+            range(&field("decode_tok_s")),
+            base["peak_rss_mb"].as_f64().unwrap_or(f64::NAN)
+        );
+        println!(
+            "llama.cpp text: {:?}",
+            base["text"].as_str().unwrap_or_default()
+        );
+    }
+    println!(
+        "{} prompt tokens, {} generated per run ({:?}); candle text: {:?}",
+        g.prompt_tokens, g.completion_tokens, g.finish_reason, g.text
+    );
+    Ok(())
+}
+
+/// The first sentence of each of the first `n` summaries (by title) of the offline
+/// Wikipedia dataset.
+fn bench_sentences(n: usize) -> Result<Vec<String>> {
+    let path = Resolver::default().resolve("wiki-vital-summaries")?;
+    let json: Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+    let mut entries: Vec<(&String, &Value)> = json
+        .as_object()
+        .context("summaries are a JSON object")?
+        .iter()
+        .collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    Ok(entries
+        .into_iter()
+        .filter_map(|(_, v)| v["extract"].as_str())
+        .map(|e| {
+            e.split_inclusive(". ")
+                .next()
+                .unwrap_or(e)
+                .trim()
+                .to_string()
+        })
+        .take(n)
+        .collect())
+}
+
+fn bench_embed(args: EmbedBench) -> Result<()> {
+    if args.runs == 0 || args.sentences == 0 {
+        bail!("--runs and --sentences must be at least 1");
+    }
+    let sentences = bench_sentences(args.sentences)?;
+    let dir = Resolver::default().resolve(&args.model)?;
+    let started = Instant::now();
+    let embedder = Embedder::load(&dir, &parse_device(&args.device)?)?;
+    let load_s = started.elapsed().as_secs_f64();
+    let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    embedder.embed(&texts[..texts.len().min(8)])?; // warm-up
+    let mut rates = Vec::new();
+    for _ in 0..args.runs {
+        let t = Instant::now();
+        embedder.embed(&texts)?;
+        rates.push(texts.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    println!(
+        "model: {}, {} sentences per run, device {}",
+        dir.display(),
+        texts.len(),
+        args.device
+    );
+    println!("| engine | load s | sentences/s | peak RSS MiB |");
+    println!("| --- | --- | --- | --- |");
+    println!(
+        "| neuron (candle) | {load_s:.2} | {} | {:.0} |",
+        range(&rates),
+        peak_rss_mb().unwrap_or(f64::NAN)
+    );
+    if let Some(python) = &args.compare_python {
+        let base = run_python(
+            python,
+            SENTENCE_TRANSFORMERS_SCRIPT,
+            &[&dir.to_string_lossy(), &args.runs.to_string(), "64"],
+            Some(serde_json::to_string(&sentences)?),
+        )?;
+        let rates: Vec<f64> = base["sentences_per_s"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .collect();
+        println!(
+            "| {} | {:.2} | {} | {:.0} |",
+            base["engine"].as_str().unwrap_or("sentence-transformers"),
+            base["load_s"].as_f64().unwrap_or(f64::NAN),
+            range(&rates),
+            base["peak_rss_mb"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    Ok(())
+}

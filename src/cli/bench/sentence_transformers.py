@@ -1,0 +1,26 @@
+# Baseline for `neuron bench embed --compare-python PY`: the same model directory and
+# sentences (JSON list on stdin) through sentence-transformers on CPU, 2 threads.
+import json, resource, sys, time
+
+import torch
+
+torch.set_num_threads(2)
+from sentence_transformers import SentenceTransformer
+
+model_dir, runs, batch = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+sentences = json.load(sys.stdin)
+t = time.perf_counter()
+model = SentenceTransformer(model_dir, device="cpu")
+load_s = time.perf_counter() - t
+model.encode(sentences[:8])  # warm-up
+rates = []
+for _ in range(runs):
+    t0 = time.perf_counter()
+    model.encode(sentences, batch_size=batch)
+    rates.append(len(sentences) / (time.perf_counter() - t0))
+print(json.dumps({
+    "engine": "sentence-transformers",
+    "load_s": load_s,
+    "sentences_per_s": rates,
+    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+}))

@@ -1,0 +1,241 @@
+//! Sentence embeddings with BERT-family models (all-MiniLM-L6-v2 by default) on candle.
+//!
+//! Matches sentence-transformers: batches padded to their longest member, truncation at
+//! the model's `max_seq_length` (256 for MiniLM), mean pooling over real tokens (or CLS
+//! pooling when the pooling config asks for it), then L2 normalisation.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+/// Sentences embedded per forward pass.
+const BATCH: usize = 64;
+/// Truncation length when the model directory does not say.
+const DEFAULT_MAX_LEN: usize = 256;
+
+/// Errors from loading or running an embedding model.
+#[derive(Debug, thiserror::Error)]
+pub enum EmbedError {
+    /// A required file is missing from the model directory.
+    #[error("embedding model directory {dir} lacks {file}")]
+    MissingFile {
+        /// The model directory.
+        dir: String,
+        /// The missing file name.
+        file: &'static str,
+    },
+    /// A JSON config could not be read or parsed.
+    #[error("bad {file}: {reason}")]
+    Config {
+        /// The file.
+        file: String,
+        /// The parse or read error.
+        reason: String,
+    },
+    /// The pooling config asks for a mode this crate does not implement.
+    #[error("unsupported pooling in {0}: only mean and CLS pooling are implemented")]
+    Pooling(String),
+    /// Tokenizer failure.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// Tensor/model failure.
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pooling {
+    Mean,
+    Cls,
+}
+
+/// A loaded sentence-embedding model. `Send + Sync`; share it behind an `Arc`.
+pub struct Embedder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    pooling: Pooling,
+    dim: usize,
+    device: Device,
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, EmbedError> {
+    let text = std::fs::read_to_string(path).map_err(|e| EmbedError::Config {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| EmbedError::Config {
+        file: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+impl Embedder {
+    /// Loads a sentence-transformers style directory (`config.json`, `tokenizer.json`,
+    /// `model.safetensors`, optional `sentence_bert_config.json` and
+    /// `1_Pooling/config.json`) onto `device`.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, EmbedError> {
+        let need = |file: &'static str| {
+            let path = dir.join(file);
+            if path.is_file() {
+                Ok(path)
+            } else {
+                Err(EmbedError::MissingFile {
+                    dir: dir.display().to_string(),
+                    file,
+                })
+            }
+        };
+        let config_path = need("config.json")?;
+        let config: Config =
+            serde_json::from_value(read_json(&config_path)?).map_err(|e| EmbedError::Config {
+                file: config_path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let weights = need("model.safetensors")?;
+        let mut tokenizer = Tokenizer::from_file(need("tokenizer.json")?)
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+
+        let st_config = dir.join("sentence_bert_config.json");
+        let max_len = if st_config.is_file() {
+            read_json(&st_config)?["max_seq_length"]
+                .as_u64()
+                .map_or(DEFAULT_MAX_LEN, |n| n as usize)
+        } else {
+            DEFAULT_MAX_LEN
+        }
+        .min(config.max_position_embeddings);
+        let padding = PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..tokenizer.get_padding().cloned().unwrap_or_default()
+        };
+        tokenizer.with_padding(Some(padding));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_len,
+                ..Default::default()
+            }))
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+
+        let pooling_path = dir.join("1_Pooling").join("config.json");
+        let pooling = if pooling_path.is_file() {
+            let p = read_json(&pooling_path)?;
+            if p["pooling_mode_mean_tokens"].as_bool() == Some(true) {
+                Pooling::Mean
+            } else if p["pooling_mode_cls_token"].as_bool() == Some(true) {
+                Pooling::Cls
+            } else {
+                return Err(EmbedError::Pooling(pooling_path.display().to_string()));
+            }
+        } else {
+            Pooling::Mean
+        };
+
+        // SAFETY: the weights file is memory-mapped read-only; it must not be modified
+        // while the model is loaded (it lives in the artifact cache, written once).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device)? };
+        let model = BertModel::load(vb, &config)?;
+        Ok(Self {
+            model,
+            tokenizer,
+            pooling,
+            dim: config.hidden_size,
+            device: device.clone(),
+        })
+    }
+
+    /// The embedding width (384 for MiniLM-L6).
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Embeds `texts`, returning one L2-normalised vector per text, in order.
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        // Sorting by length keeps padding (wasted compute) small within each batch.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
+        let mut out = vec![Vec::new(); texts.len()];
+        for chunk in order.chunks(BATCH) {
+            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
+            for (&i, v) in chunk.iter().zip(self.embed_batch(&batch)?) {
+                out[i] = v;
+            }
+        }
+        Ok(out)
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        let len = encodings[0].get_ids().len();
+        let ids: Vec<u32> = encodings
+            .iter()
+            .flat_map(|e| e.get_ids().to_vec())
+            .collect();
+        let mask: Vec<u32> = encodings
+            .iter()
+            .flat_map(|e| e.get_attention_mask().to_vec())
+            .collect();
+        let ids = Tensor::from_vec(ids, (texts.len(), len), &self.device)?;
+        let mask = Tensor::from_vec(mask, (texts.len(), len), &self.device)?;
+        let types = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
+        let pooled = match self.pooling {
+            Pooling::Mean => {
+                let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+                let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+                summed.broadcast_div(&mask.sum(1)?)?
+            }
+            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
+        };
+        let norm = pooled
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12, f32::MAX)?;
+        Ok(pooled.broadcast_div(&norm)?.to_vec2()?)
+    }
+}
+
+/// Cosine similarity of two vectors (0 when either is all zeros or lengths differ).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return 0.0;
+    }
+    let (mut dot, mut na, mut nb) = (0f32, 0f32, 0f32);
+    for (x, y) in a.iter().zip(b) {
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na.sqrt() * nb.sqrt())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cosine_basics() {
+        assert!((cosine(&[1.0, 0.0], &[2.0, 0.0]) - 1.0).abs() < 1e-6);
+        assert!(cosine(&[1.0, 0.0], &[0.0, 3.0]).abs() < 1e-6);
+        assert!((cosine(&[1.0, 1.0], &[-1.0, -1.0]) + 1.0).abs() < 1e-6);
+        assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+        assert_eq!(cosine(&[1.0], &[1.0, 0.0]), 0.0);
+    }
+
+    #[test]
+    fn missing_directory_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = Embedder::load(dir.path(), &Device::Cpu).err().unwrap();
+        assert!(err.to_string().contains("lacks config.json"), "{err}");
+    }
+}

@@ -1,0 +1,511 @@
+//! One loaded model (weights, tokenizer, chat template) and the request algorithms:
+//! generation with sampling, stop strings and streaming, and log-likelihood scoring.
+//! The engine is immutable; every request owns its own session (KV cache), so a request
+//! that fails or is cancelled leaves nothing behind.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use candle_core::quantized::gguf_file;
+use candle_core::{D, Tensor};
+use candle_transformers::generation::{LogitsProcessor, Sampling};
+use candle_transformers::utils::apply_repeat_penalty;
+use tokenizers::Tokenizer;
+
+use super::gguf::{GgufMeta, GgufModel, KvCache, check_complete};
+use super::safetensors::{SafeModel, SafeSession};
+use super::template::ChatTemplate;
+use super::{
+    ChatMessage, FinishReason, Generation, LlmError, LoadOptions, SamplingParams, TokenLosses,
+    tokenizer,
+};
+
+/// Tokens whose appearance ends generation, when the vocabulary has them as specials.
+const END_TOKENS: &[&str] = &[
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+    "<|endoftext|>",
+    "</s>",
+    "<|end|>",
+];
+/// How many recent tokens the repeat penalty looks at (llama.cpp's default).
+const REPEAT_LAST_N: usize = 64;
+
+/// Facts about the loaded model.
+#[derive(Debug, Clone)]
+pub struct ModelInfo {
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    /// Architecture name (`llama`, `qwen2`, …).
+    pub arch: String,
+    /// Format: `gguf` or `safetensors`.
+    pub format: &'static str,
+    /// Context window in tokens.
+    pub context: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Which chat template is used (`model`, `chatml`, `zephyr`, `llama3`).
+    pub template: &'static str,
+    /// Seconds taken by [`super::LlmService::load`].
+    pub load_secs: f64,
+}
+
+enum Backend {
+    Gguf(GgufModel),
+    Safe(SafeModel),
+}
+
+enum Session {
+    Gguf(KvCache),
+    Safe(Box<SafeSession>),
+}
+
+/// Cancellation and deadline of one request.
+#[derive(Debug, Clone)]
+pub(crate) struct Control {
+    pub cancelled: Arc<AtomicBool>,
+    pub deadline: Option<(Instant, Duration)>,
+}
+
+impl Control {
+    fn check(&self) -> Result<(), LlmError> {
+        if self.cancelled.load(Ordering::Relaxed) {
+            return Err(LlmError::Cancelled);
+        }
+        match self.deadline {
+            Some((at, budget)) if Instant::now() >= at => Err(LlmError::Timeout(budget)),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub(crate) struct Engine {
+    backend: Backend,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    eos: HashSet<u32>,
+    bos: Option<u32>,
+    pub info: ModelInfo,
+}
+
+fn open_err(path: &Path, reason: impl ToString) -> LlmError {
+    LlmError::Open {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn md_str(ct: &gguf_file::Content, key: &str) -> Option<String> {
+    ct.metadata
+        .get(key)
+        .and_then(|v| v.to_string().ok())
+        .cloned()
+}
+
+fn md_u32(ct: &gguf_file::Content, key: &str) -> Option<u32> {
+    ct.metadata.get(key).and_then(|v| v.to_u32().ok())
+}
+
+impl Engine {
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Self, LlmError> {
+        let started = Instant::now();
+        let mut engine = if path.is_dir() {
+            Self::load_safetensors(path, options)?
+        } else {
+            Self::load_gguf(path, options)?
+        };
+        engine.info.load_secs = started.elapsed().as_secs_f64();
+        tracing::info!(
+            path = %path.display(),
+            arch = %engine.info.arch,
+            context = engine.info.context,
+            template = engine.info.template,
+            secs = engine.info.load_secs,
+            "model loaded"
+        );
+        Ok(engine)
+    }
+
+    fn load_gguf(path: &Path, options: &LoadOptions) -> Result<Self, LlmError> {
+        let mut file = File::open(path).map_err(|e| open_err(path, e))?;
+        let len = file.metadata().map_err(|e| open_err(path, e))?.len();
+        let ct = gguf_file::Content::read(&mut file).map_err(|e| {
+            LlmError::BadModel(format!(
+                "{} is not a readable GGUF file: {e}",
+                path.display()
+            ))
+        })?;
+        check_complete(&ct, len)?;
+        let arch = md_str(&ct, "general.architecture").unwrap_or_default();
+        let sibling = path.with_file_name("tokenizer.json");
+        let tokenizer = if sibling.is_file() {
+            tokenizer::from_file(&sibling)?
+        } else {
+            tokenizer::from_gguf(&ct)?
+        };
+        let token_text = |key: &str| {
+            md_u32(&ct, key)
+                .and_then(|id| tokenizer.id_to_token(id))
+                .unwrap_or_default()
+        };
+        let template = ChatTemplate::new(
+            md_str(&ct, "tokenizer.chat_template"),
+            token_text("tokenizer.ggml.bos_token_id"),
+            token_text("tokenizer.ggml.eos_token_id"),
+            |t| tokenizer.token_to_id(t).is_some(),
+        )?;
+        let add_bos = ct
+            .metadata
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        let bos = add_bos
+            .then(|| md_u32(&ct, "tokenizer.ggml.bos_token_id"))
+            .flatten();
+        let eos_id = md_u32(&ct, "tokenizer.ggml.eos_token_id");
+        let model = GgufModel::load(
+            GgufMeta {
+                content: &ct,
+                arch: arch.clone(),
+            },
+            &mut file,
+            &options.device,
+            options.requantize,
+            options.max_context,
+        )?;
+        let info = ModelInfo {
+            path: path.to_path_buf(),
+            arch,
+            format: "gguf",
+            context: model.context(),
+            vocab: tokenizer.get_vocab_size(true),
+            template: template.kind,
+            load_secs: 0.0,
+        };
+        Ok(Self {
+            eos: end_tokens(&tokenizer, eos_id),
+            backend: Backend::Gguf(model),
+            tokenizer,
+            template,
+            bos,
+            info,
+        })
+    }
+
+    fn load_safetensors(dir: &Path, options: &LoadOptions) -> Result<Self, LlmError> {
+        let loaded = SafeModel::load(dir, &options.device, options.max_context)?;
+        let tokenizer = tokenizer::from_file(&dir.join("tokenizer.json"))?;
+        let template = ChatTemplate::new(
+            loaded.chat_template.clone(),
+            loaded.bos_token.clone().unwrap_or_default(),
+            loaded.eos_token.clone().unwrap_or_default(),
+            |t| tokenizer.token_to_id(t).is_some(),
+        )?;
+        let mut eos = end_tokens(&tokenizer, None);
+        eos.extend(loaded.eos_ids.iter().copied());
+        let info = ModelInfo {
+            path: dir.to_path_buf(),
+            arch: loaded.arch.clone(),
+            format: "safetensors",
+            context: loaded.context,
+            vocab: tokenizer.get_vocab_size(true),
+            template: template.kind,
+            load_secs: 0.0,
+        };
+        Ok(Self {
+            bos: None,
+            backend: Backend::Safe(loaded.model),
+            tokenizer,
+            template,
+            eos,
+            info,
+        })
+    }
+
+    /// Whether several workers may run requests over these weights at once.
+    pub fn shareable(&self) -> bool {
+        matches!(self.backend, Backend::Gguf(_))
+    }
+
+    fn session(&self) -> Session {
+        match &self.backend {
+            Backend::Gguf(m) => Session::Gguf(m.new_cache()),
+            Backend::Safe(m) => Session::Safe(Box::new(m.new_session())),
+        }
+    }
+
+    /// Logits of the last `keep` positions after feeding `tokens`, shape `(keep, vocab)`.
+    fn forward(
+        &self,
+        session: &mut Session,
+        tokens: &[u32],
+        keep: usize,
+    ) -> Result<Tensor, LlmError> {
+        match (&self.backend, session) {
+            (Backend::Gguf(m), Session::Gguf(cache)) => m.forward(tokens, cache, keep),
+            (Backend::Safe(_), Session::Safe(s)) => {
+                // These forwards return only the last position: feed the tail one token
+                // at a time to collect `keep` rows.
+                let split = tokens.len() + 1 - keep;
+                let mut rows = vec![s.forward(&tokens[..split])?];
+                for t in &tokens[split..] {
+                    rows.push(s.forward(std::slice::from_ref(t))?);
+                }
+                Ok(Tensor::stack(&rows, 0)?)
+            }
+            _ => unreachable!("sessions are created by their own backend"),
+        }
+    }
+
+    fn encode(&self, text: &str) -> Result<Vec<u32>, LlmError> {
+        Ok(self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec())
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String, LlmError> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| LlmError::Tokenizer(e.to_string()))
+    }
+
+    /// The prompt text for `messages`, chat template applied.
+    pub fn render(&self, messages: &[ChatMessage]) -> Result<String, LlmError> {
+        if messages.iter().all(|m| m.content.trim().is_empty()) {
+            return Err(LlmError::EmptyPrompt("no message has any content"));
+        }
+        self.template.render(messages)
+    }
+
+    pub fn generate(
+        &self,
+        messages: &[ChatMessage],
+        params: &SamplingParams,
+        control: &Control,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<Generation, LlmError> {
+        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling(params)?);
+        let prompt = self.encode(&self.render(messages)?)?;
+        let context = self.info.context;
+        if prompt.len() >= context {
+            return Err(LlmError::ContextOverflow {
+                tokens: prompt.len() + 1,
+                context,
+            });
+        }
+        let budget = params.max_tokens.min(context - prompt.len());
+        let hold_back = params.stop.iter().map(String::len).max().unwrap_or(0);
+        control.check()?;
+
+        let started = Instant::now();
+        let mut session = self.session();
+        let mut logits = self.forward(&mut session, &prompt, 1)?.squeeze(0)?;
+        let prompt_secs = started.elapsed().as_secs_f64();
+
+        let mut history = prompt.clone();
+        let mut generated: Vec<u32> = Vec::new();
+        let mut text = String::new();
+        let mut emitted = 0;
+        let finish = loop {
+            control.check()?;
+            if params.repeat_penalty != 1.0 {
+                let start = history.len().saturating_sub(REPEAT_LAST_N);
+                logits = apply_repeat_penalty(&logits, params.repeat_penalty, &history[start..])?;
+            }
+            let next = sampler.sample(&logits)?;
+            if self.eos.contains(&next) {
+                break FinishReason::Eos;
+            }
+            generated.push(next);
+            history.push(next);
+            text = self.decode(&generated)?;
+            if let Some(cut) = params
+                .stop
+                .iter()
+                .filter_map(|s| text.find(s.as_str()))
+                .min()
+            {
+                text.truncate(cut);
+                break FinishReason::Stop;
+            }
+            // Emit what can no longer become part of a stop string (and is not a partial
+            // UTF-8 sequence, which decodes as U+FFFD).
+            if !text.ends_with('\u{FFFD}') {
+                let mut safe = text.len().saturating_sub(hold_back);
+                while !text.is_char_boundary(safe) {
+                    safe -= 1;
+                }
+                if safe > emitted {
+                    on_text(&text[emitted..safe]);
+                    emitted = safe;
+                }
+            }
+            if generated.len() >= budget {
+                break FinishReason::Length;
+            }
+            logits = self.forward(&mut session, &[next], 1)?.squeeze(0)?;
+        };
+        if text.len() > emitted {
+            on_text(&text[emitted..]);
+        }
+        Ok(Generation {
+            text,
+            prompt_tokens: prompt.len(),
+            completion_tokens: generated.len(),
+            finish_reason: finish,
+            prompt_secs,
+            decode_secs: started.elapsed().as_secs_f64() - prompt_secs,
+        })
+    }
+
+    pub fn log_likelihood(
+        &self,
+        prompt: &str,
+        continuation: &str,
+        control: &Control,
+    ) -> Result<TokenLosses, LlmError> {
+        let mut ids: Vec<u32> = self.bos.into_iter().collect();
+        ids.extend(self.encode(prompt)?);
+        if ids.is_empty() {
+            return Err(LlmError::EmptyPrompt(
+                "the prompt has no tokens to condition on",
+            ));
+        }
+        let targets = self.encode(continuation)?;
+        if targets.is_empty() {
+            return Err(LlmError::EmptyPrompt(
+                "the continuation has no tokens to score",
+            ));
+        }
+        let prompt_len = ids.len();
+        ids.extend(&targets);
+        if ids.len() > self.info.context {
+            return Err(LlmError::ContextOverflow {
+                tokens: ids.len(),
+                context: self.info.context,
+            });
+        }
+        control.check()?;
+        let mut session = self.session();
+        // Position i predicts token i + 1: feed all but the last token and keep the rows
+        // from the last prompt position on.
+        let logits = self.forward(&mut session, &ids[..ids.len() - 1], targets.len())?;
+        debug_assert_eq!(logits.dim(0)?, ids.len() - prompt_len);
+        let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let index = Tensor::new(targets.as_slice(), log_probs.device())?.unsqueeze(1)?;
+        let picked: Vec<f32> = log_probs.gather(&index, 1)?.squeeze(1)?.to_vec1()?;
+        Ok(TokenLosses {
+            tokens: targets,
+            losses: picked.into_iter().map(|lp| -lp).collect(),
+        })
+    }
+}
+
+fn end_tokens(tokenizer: &Tokenizer, eos: Option<u32>) -> HashSet<u32> {
+    END_TOKENS
+        .iter()
+        .filter_map(|t| tokenizer.token_to_id(t))
+        .chain(eos)
+        .collect()
+}
+
+fn sampling(p: &SamplingParams) -> Result<Sampling, LlmError> {
+    let bad = |m: String| Err(LlmError::InvalidParams(m));
+    if p.temperature.is_nan() || p.temperature < 0.0 {
+        return bad(format!("temperature must be >= 0, got {}", p.temperature));
+    }
+    if p.top_k == Some(0) {
+        return bad("top_k must be at least 1".into());
+    }
+    if let Some(top_p) = p.top_p
+        && !(top_p > 0.0 && top_p <= 1.0)
+    {
+        return bad(format!("top_p must be in (0, 1], got {top_p}"));
+    }
+    if p.repeat_penalty.is_nan() || p.repeat_penalty <= 0.0 {
+        return bad(format!(
+            "repeat_penalty must be > 0, got {}",
+            p.repeat_penalty
+        ));
+    }
+    if p.max_tokens == 0 {
+        return bad("max_tokens must be at least 1".into());
+    }
+    if p.stop.iter().any(String::is_empty) {
+        return bad("stop strings must not be empty".into());
+    }
+    let temperature = p.temperature;
+    Ok(match (temperature == 0.0, p.top_k, p.top_p) {
+        (true, _, _) => Sampling::ArgMax,
+        (false, None, None) => Sampling::All { temperature },
+        (false, Some(k), None) => Sampling::TopK { k, temperature },
+        (false, None, Some(p)) => Sampling::TopP { p, temperature },
+        (false, Some(k), Some(p)) => Sampling::TopKThenTopP { k, p, temperature },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_params_are_validated() {
+        let ok = SamplingParams::default();
+        assert!(matches!(sampling(&ok), Ok(Sampling::ArgMax)));
+        for bad in [
+            SamplingParams {
+                temperature: -1.0,
+                ..ok.clone()
+            },
+            SamplingParams {
+                temperature: f64::NAN,
+                ..ok.clone()
+            },
+            SamplingParams {
+                top_k: Some(0),
+                temperature: 1.0,
+                ..ok.clone()
+            },
+            SamplingParams {
+                top_p: Some(1.5),
+                temperature: 1.0,
+                ..ok.clone()
+            },
+            SamplingParams {
+                repeat_penalty: 0.0,
+                ..ok.clone()
+            },
+            SamplingParams {
+                max_tokens: 0,
+                ..ok.clone()
+            },
+            SamplingParams {
+                stop: vec![String::new()],
+                ..ok.clone()
+            },
+        ] {
+            assert!(
+                matches!(sampling(&bad), Err(LlmError::InvalidParams(_))),
+                "{bad:?}"
+            );
+        }
+        let topk = SamplingParams {
+            temperature: 0.7,
+            top_k: Some(40),
+            top_p: Some(0.9),
+            ..ok
+        };
+        assert!(matches!(
+            sampling(&topk),
+            Ok(Sampling::TopKThenTopP { k: 40, .. })
+        ));
+    }
+}

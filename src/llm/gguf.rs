@@ -1,0 +1,426 @@
+//! Llama-family transformer over GGUF quantized weights (Llama 1/2/3, SmolLM, TinyLlama,
+//! Mistral, Zephyr, and Qwen2 with its q/k/v biases).
+//!
+//! Written here rather than using `candle_transformers::models::quantized_llama` because
+//! that forward returns only the last position's logits (log-likelihood needs them all)
+//! and keeps its KV cache inside the weights (one request at a time, and a cancelled
+//! request would leave stale state behind). Here the weights are immutable and shared,
+//! and each request owns its [`KvCache`].
+
+use std::io::{Read, Seek};
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
+use candle_core::{D, DType, Device, Module, Tensor};
+use candle_nn::Embedding;
+use candle_transformers::quantized_nn::RmsNorm;
+use candle_transformers::utils::{build_causal_mask, repeat_kv};
+
+use super::LlmError;
+
+/// Architectures (GGUF `general.architecture`) this forward implements.
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2"];
+
+/// Quantisation types without a SIMD kernel in candle 0.11 (scalar `vec_dot`): they are
+/// re-quantised to Q8_0 at load on CPU unless disabled.
+const SLOW_ON_CPU: &[GgmlDType] = &[GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1];
+
+struct Layer {
+    wq: QMatMul,
+    wk: QMatMul,
+    wv: QMatMul,
+    wo: QMatMul,
+    bq: Option<Tensor>,
+    bk: Option<Tensor>,
+    bv: Option<Tensor>,
+    attn_norm: RmsNorm,
+    ffn_norm: RmsNorm,
+    gate: QMatMul,
+    up: QMatMul,
+    down: QMatMul,
+}
+
+/// Per-request attention state: one (key, value) pair per layer.
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// Number of positions already cached.
+    pub fn len(&self) -> usize {
+        match self.layers.first() {
+            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
+/// Immutable model weights plus shape hyper-parameters.
+pub struct GgufModel {
+    embed: Embedding,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    output: QMatMul,
+    cos: Tensor,
+    sin: Tensor,
+    n_head: usize,
+    n_kv_head: usize,
+    head_dim: usize,
+    neox: bool,
+    context: usize,
+    device: Device,
+}
+
+/// What the loader needs from the GGUF header besides the tensors.
+pub struct GgufMeta<'a> {
+    /// The parsed header.
+    pub content: &'a gguf_file::Content,
+    /// `general.architecture`.
+    pub arch: String,
+}
+
+fn md<'a>(ct: &'a gguf_file::Content, key: &str) -> Result<&'a gguf_file::Value, LlmError> {
+    ct.metadata
+        .get(key)
+        .ok_or_else(|| LlmError::BadModel(format!("GGUF metadata lacks `{key}`")))
+}
+
+fn md_usize(ct: &gguf_file::Content, key: &str) -> Result<usize, LlmError> {
+    let v = md(ct, key)?;
+    v.to_u32()
+        .map(|x| x as usize)
+        .or_else(|_| v.to_u64().map(|x| x as usize))
+        .map_err(|e| LlmError::BadModel(format!("GGUF `{key}`: {e}")))
+}
+
+fn md_f32(ct: &gguf_file::Content, key: &str) -> Option<f32> {
+    ct.metadata.get(key).and_then(|v| v.to_f32().ok())
+}
+
+/// Checks that every tensor lies inside the file, so a truncated download is reported
+/// as such instead of as an I/O error halfway through loading.
+pub fn check_complete(ct: &gguf_file::Content, file_len: u64) -> Result<(), LlmError> {
+    let needed = ct
+        .tensor_infos
+        .values()
+        .map(|t| {
+            let dtype = t.ggml_dtype;
+            let bytes = t.shape.elem_count() / dtype.block_size() * dtype.type_size();
+            ct.tensor_data_offset + t.offset + bytes as u64
+        })
+        .max()
+        .unwrap_or(0);
+    if needed > file_len {
+        return Err(LlmError::BadModel(format!(
+            "truncated GGUF: the file has {file_len} bytes but its tensors need {needed}; \
+             delete it and fetch it again"
+        )));
+    }
+    Ok(())
+}
+
+impl GgufModel {
+    /// Loads the weights. `requantize` turns Q4_1/Q5_0/Q5_1 tensors into Q8_0 (CPU only).
+    pub fn load<R: Read + Seek>(
+        meta: GgufMeta<'_>,
+        reader: &mut R,
+        device: &Device,
+        requantize: bool,
+        max_context: Option<usize>,
+    ) -> Result<Self, LlmError> {
+        let ct = meta.content;
+        let arch = meta.arch.as_str();
+        if !SUPPORTED_ARCHITECTURES.contains(&arch) {
+            return Err(LlmError::UnsupportedArchitecture {
+                arch: arch.into(),
+                supported: SUPPORTED_ARCHITECTURES.join(", "),
+            });
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        if md_usize(ct, &key("expert_count")).unwrap_or(0) > 1 {
+            return Err(LlmError::UnsupportedArchitecture {
+                arch: format!("{arch} (mixture of experts)"),
+                supported: SUPPORTED_ARCHITECTURES.join(", "),
+            });
+        }
+        let n_head = md_usize(ct, &key("attention.head_count"))?;
+        let n_kv_head = md_usize(ct, &key("attention.head_count_kv")).unwrap_or(n_head);
+        let n_layer = md_usize(ct, &key("block_count"))?;
+        let width = md_usize(ct, &key("embedding_length"))?;
+        let head_dim = width / n_head;
+        let rope_dim = md_usize(ct, &key("rope.dimension_count")).unwrap_or(head_dim);
+        let eps = md_f32(ct, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f64;
+        let rope_base = md_f32(ct, &key("rope.freq_base")).unwrap_or(10_000.0);
+        let trained_context = md_usize(ct, &key("context_length")).unwrap_or(4096);
+        let context = max_context.map_or(trained_context, |m| m.min(trained_context));
+        let requantize = requantize && device.is_cpu();
+
+        let tensor = |reader: &mut R, name: &str| -> Result<QTensor, LlmError> {
+            let t = ct
+                .tensor(reader, name, device)
+                .map_err(|e| LlmError::BadModel(format!("tensor `{name}`: {e}")))?;
+            if requantize && SLOW_ON_CPU.contains(&t.dtype()) {
+                let dense = t.dequantize(device)?;
+                Ok(QTensor::quantize(&dense, GgmlDType::Q8_0)?)
+            } else {
+                Ok(t)
+            }
+        };
+        let optional = |reader: &mut R, name: &str| -> Result<Option<Tensor>, LlmError> {
+            if ct.tensor_infos.contains_key(name) {
+                Ok(Some(tensor(reader, name)?.dequantize(device)?))
+            } else {
+                Ok(None)
+            }
+        };
+        let matmul = |t: QTensor| -> Result<QMatMul, LlmError> { Ok(QMatMul::from_qtensor(t)?) };
+
+        let embed_q = tensor(reader, "token_embd.weight")?;
+        let embed = Embedding::new(embed_q.dequantize(device)?, width);
+        let norm = RmsNorm::from_qtensor(tensor(reader, "output_norm.weight")?, eps)?;
+        let output = if ct.tensor_infos.contains_key("output.weight") {
+            matmul(tensor(reader, "output.weight")?)?
+        } else {
+            matmul(embed_q)?
+        };
+        let mut layers = Vec::with_capacity(n_layer);
+        for i in 0..n_layer {
+            let p = |n: &str| format!("blk.{i}.{n}");
+            layers.push(Layer {
+                wq: matmul(tensor(reader, &p("attn_q.weight"))?)?,
+                wk: matmul(tensor(reader, &p("attn_k.weight"))?)?,
+                wv: matmul(tensor(reader, &p("attn_v.weight"))?)?,
+                wo: matmul(tensor(reader, &p("attn_output.weight"))?)?,
+                bq: optional(reader, &p("attn_q.bias"))?,
+                bk: optional(reader, &p("attn_k.bias"))?,
+                bv: optional(reader, &p("attn_v.bias"))?,
+                attn_norm: RmsNorm::from_qtensor(tensor(reader, &p("attn_norm.weight"))?, eps)?,
+                ffn_norm: RmsNorm::from_qtensor(tensor(reader, &p("ffn_norm.weight"))?, eps)?,
+                gate: matmul(tensor(reader, &p("ffn_gate.weight"))?)?,
+                up: matmul(tensor(reader, &p("ffn_up.weight"))?)?,
+                down: matmul(tensor(reader, &p("ffn_down.weight"))?)?,
+            });
+        }
+        let (cos, sin) = rope_tables(rope_dim, rope_base, context, device)?;
+        Ok(Self {
+            embed,
+            layers,
+            norm,
+            output,
+            cos,
+            sin,
+            n_head,
+            n_kv_head,
+            head_dim,
+            // llama.cpp's mapping: Qwen-family models rotate halves, Llama pairs.
+            neox: arch == "qwen2",
+            context,
+            device: device.clone(),
+        })
+    }
+
+    /// The context window (positions) this instance supports.
+    pub fn context(&self) -> usize {
+        self.context
+    }
+
+    /// A fresh, empty cache for one request.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache {
+            layers: vec![None; self.layers.len()],
+        }
+    }
+
+    /// Runs `tokens` at positions `cache.len()..`, extending `cache`, and returns the
+    /// logits of the last `keep` positions, shape `(keep, vocab)`.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        keep: usize,
+    ) -> Result<Tensor, LlmError> {
+        let pos = cache.len();
+        let seq = tokens.len();
+        if pos + seq > self.context {
+            return Err(LlmError::ContextOverflow {
+                tokens: pos + seq,
+                context: self.context,
+            });
+        }
+        let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let mask = if seq > 1 {
+            Some(build_causal_mask(seq, pos, &self.device)?)
+        } else {
+            None
+        };
+        let cos = self.cos.narrow(0, pos, seq)?;
+        let sin = self.sin.narrow(0, pos, seq)?;
+        let mut x = self.embed.forward(&input)?;
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let h = layer.attn_norm.forward(&x)?;
+            let h = self.attention(layer, &h, mask.as_ref(), &cos, &sin, slot)?;
+            x = (h + x)?;
+            let h = layer.ffn_norm.forward(&x)?;
+            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
+            let h = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
+            x = (h + x)?;
+        }
+        // Only the kept rows go through the (vocab-wide) output projection.
+        let x = self
+            .norm
+            .forward(&x.squeeze(0)?.narrow(0, seq - keep, keep)?)?;
+        Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
+    fn attention(
+        &self,
+        layer: &Layer,
+        x: &Tensor,
+        mask: Option<&Tensor>,
+        cos: &Tensor,
+        sin: &Tensor,
+        slot: &mut Option<(Tensor, Tensor)>,
+    ) -> Result<Tensor, LlmError> {
+        let (b, seq, width) = x.dims3()?;
+        let project =
+            |w: &QMatMul, bias: &Option<Tensor>, heads: usize| -> Result<Tensor, LlmError> {
+                let mut y = w.forward(x)?;
+                if let Some(bias) = bias {
+                    y = y.broadcast_add(bias)?;
+                }
+                Ok(y.reshape((b, seq, heads, self.head_dim))?
+                    .transpose(1, 2)?
+                    .contiguous()?)
+            };
+        let rope = |t: Tensor| -> Result<Tensor, LlmError> {
+            Ok(if self.neox {
+                candle_nn::rotary_emb::rope(&t, cos, sin)?
+            } else {
+                candle_nn::rotary_emb::rope_i(&t, cos, sin)?
+            })
+        };
+        let q = rope(project(&layer.wq, &layer.bq, self.n_head)?)?;
+        let k = rope(project(&layer.wk, &layer.bk, self.n_kv_head)?)?;
+        let v = project(&layer.wv, &layer.bv, self.n_kv_head)?;
+        let (k, v) = match slot.take() {
+            Some((k0, v0)) => (Tensor::cat(&[&k0, &k], 2)?, Tensor::cat(&[&v0, &v], 2)?),
+            None => (k, v),
+        };
+        *slot = Some((k.clone(), v.clone()));
+        let rep = self.n_head / self.n_kv_head;
+        let k = repeat_kv(k, rep)?.contiguous()?;
+        let v = repeat_kv(v, rep)?.contiguous()?;
+        let att = (q.matmul(&k.t()?)? / (self.head_dim as f64).sqrt())?;
+        let att = match mask {
+            Some(mask) => {
+                let neg_inf =
+                    Tensor::new(f32::NEG_INFINITY, att.device())?.broadcast_as(att.shape())?;
+                mask.broadcast_as(att.shape())?.where_cond(&neg_inf, &att)?
+            }
+            None => att,
+        };
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, seq, width))?;
+        Ok(layer.wo.forward(&y)?)
+    }
+}
+
+fn rope_tables(
+    dim: usize,
+    base: f32,
+    len: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor), LlmError> {
+    let inv: Vec<f32> = (0..dim)
+        .step_by(2)
+        .map(|i| 1.0 / base.powf(i as f32 / dim as f32))
+        .collect();
+    let inv = Tensor::new(inv.as_slice(), device)?.unsqueeze(0)?;
+    let positions = Tensor::arange(0u32, len as u32, device)?
+        .to_dtype(DType::F32)?
+        .unsqueeze(1)?;
+    let angles = positions.matmul(&inv)?;
+    Ok((angles.cos()?, angles.sin()?))
+}
+
+/// Checks this forward against candle-transformers' reference `quantized_llama` on the
+/// real default model (fetched through the resolver): same logits for a prompt and for
+/// one cached decoding step.
+#[cfg(test)]
+mod parity_tests {
+    use super::*;
+    use candle_transformers::models::quantized_llama::ModelWeights;
+
+    #[test]
+    fn matches_candle_reference_forward() {
+        let path = crate::models::Resolver::default()
+            .resolve("smollm2-135m-instruct")
+            .unwrap();
+        let mut f = std::fs::File::open(&path).unwrap();
+        let ct = gguf_file::Content::read(&mut f).unwrap();
+        let dev = Device::Cpu;
+        let ours = GgufModel::load(
+            GgufMeta {
+                content: &ct,
+                arch: "llama".into(),
+            },
+            &mut f,
+            &dev,
+            false,
+            Some(512),
+        )
+        .unwrap();
+        let tokens: Vec<u32> = vec![
+            1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519,
+        ];
+        let mut cache = ours.new_cache();
+        let a = ours
+            .forward(&tokens, &mut cache, 1)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let a2 = ours
+            .forward(&[28], &mut cache, 1)
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let mut f = std::fs::File::open(&path).unwrap();
+        let ct = gguf_file::Content::read(&mut f).unwrap();
+        let mut reference = ModelWeights::from_gguf(ct, &mut f, &dev).unwrap();
+        let b = reference
+            .forward(
+                &Tensor::new(tokens.as_slice(), &dev)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap(),
+                0,
+            )
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let b2 = reference
+            .forward(
+                &Tensor::new(&[28u32], &dev).unwrap().unsqueeze(0).unwrap(),
+                tokens.len(),
+            )
+            .unwrap()
+            .squeeze(0)
+            .unwrap();
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let d2 = (a2 - b2)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-3 && d2 < 1e-3, "{d} {d2}");
+    }
+}

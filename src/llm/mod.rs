@@ -1,0 +1,296 @@
+//! Text generation with candle: GGUF llama-family models (and safetensors llama, mistral
+//! and qwen2 for GPU users), tokenizers, chat templates, sampling, a per-request KV cache,
+//! log-likelihoods, and [`LlmService`], one loaded model serving many callers through a
+//! bounded queue.
+
+mod engine;
+mod gguf;
+mod safetensors;
+mod service;
+mod template;
+mod tokenizer;
+
+pub use engine::ModelInfo;
+pub use gguf::SUPPORTED_ARCHITECTURES;
+pub use service::{LlmService, RequestOptions};
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors from loading a model or running a request.
+#[derive(Debug, thiserror::Error)]
+pub enum LlmError {
+    /// The model file or directory cannot be opened.
+    #[error("cannot open model {path}: {reason}")]
+    Open {
+        /// The path given.
+        path: String,
+        /// The OS or format error.
+        reason: String,
+    },
+    /// The file is not a usable model (bad header, truncated, missing tensors).
+    #[error("bad model: {0}")]
+    BadModel(String),
+    /// The model's architecture is not implemented.
+    #[error("unsupported architecture `{arch}` (supported: {supported})")]
+    UnsupportedArchitecture {
+        /// The architecture named by the model.
+        arch: String,
+        /// What is supported.
+        supported: String,
+    },
+    /// The tokenizer could not be built or failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The chat template could not be compiled or rendered.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// The request has nothing to condition on.
+    #[error("empty prompt: {0}")]
+    EmptyPrompt(&'static str),
+    /// The prompt (plus what must be generated or scored) exceeds the context window.
+    #[error("{tokens} tokens exceed the model's context window of {context}")]
+    ContextOverflow {
+        /// Tokens needed.
+        tokens: usize,
+        /// The window.
+        context: usize,
+    },
+    /// Sampling parameters out of range.
+    #[error("invalid sampling parameters: {0}")]
+    InvalidParams(String),
+    /// The device string is malformed or the device is not compiled in.
+    #[error("device `{spec}`: {reason}")]
+    Device {
+        /// The device string given.
+        spec: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
+    /// The request ran past its deadline and was stopped.
+    #[error("request timed out after {0:?}")]
+    Timeout(Duration),
+    /// The caller went away or cancelled.
+    #[error("request cancelled")]
+    Cancelled,
+    /// The queue is full (only from non-waiting submission).
+    #[error("request queue is full ({0} waiting)")]
+    QueueFull(usize),
+    /// The worker thread is gone (it panicked or the service is shutting down).
+    #[error("inference worker stopped")]
+    WorkerGone,
+    /// A tensor operation failed.
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// One chat turn.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text of the turn.
+    pub content: String,
+}
+
+impl ChatMessage {
+    /// A message with `role` and `content`.
+    pub fn new(role: impl Into<String>, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+        }
+    }
+}
+
+/// How to pick tokens. `Default` is greedy, 256 tokens, no stop strings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SamplingParams {
+    /// 0 = greedy (argmax); otherwise softmax temperature.
+    pub temperature: f64,
+    /// Keep only the `k` most likely tokens.
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of tokens whose probability reaches `p`.
+    pub top_p: Option<f64>,
+    /// Penalty (> 1 discourages) applied to tokens already in the prompt or output.
+    pub repeat_penalty: f32,
+    /// RNG seed: same seed, prompt and parameters give the same text.
+    pub seed: u64,
+    /// Most tokens to generate.
+    pub max_tokens: usize,
+    /// Generation stops before the first occurrence of any of these strings.
+    pub stop: Vec<String>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            repeat_penalty: 1.0,
+            seed: 0,
+            max_tokens: 256,
+            stop: Vec::new(),
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// The model produced an end-of-sequence token.
+    Eos,
+    /// A stop string was produced (it is not included in the text).
+    Stop,
+    /// `max_tokens` or the context window was reached.
+    Length,
+}
+
+/// The result of one chat request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Generated text (stop string and EOS excluded).
+    pub text: String,
+    /// Tokens in the rendered prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub completion_tokens: usize,
+    /// Why it ended.
+    pub finish_reason: FinishReason,
+    /// Seconds spent on the prompt (prefill).
+    pub prompt_secs: f64,
+    /// Seconds spent generating after the prompt.
+    pub decode_secs: f64,
+}
+
+/// Per-token cross-entropy of a continuation given a prompt (natural log).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLosses {
+    /// Continuation token ids.
+    pub tokens: Vec<u32>,
+    /// `-ln p(token | everything before)`, one per continuation token.
+    pub losses: Vec<f32>,
+}
+
+impl TokenLosses {
+    /// Sum of the losses (negative log-likelihood of the continuation).
+    pub fn total(&self) -> f32 {
+        self.losses.iter().sum()
+    }
+
+    /// Mean loss per token (0 for an empty continuation).
+    pub fn mean(&self) -> f32 {
+        if self.losses.is_empty() {
+            0.0
+        } else {
+            self.total() / self.losses.len() as f32
+        }
+    }
+}
+
+/// How to load a model and run the service.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Where to run.
+    pub device: candle_core::Device,
+    /// Re-quantise Q4_1/Q5_0/Q5_1 weights to Q8_0 at load (CPU only). candle has no SIMD
+    /// kernel for those types; Q8_0 decodes ~3× faster for ~1 s and a larger footprint.
+    pub requantize: bool,
+    /// Cap on the context window (defaults to the model's trained length).
+    pub max_context: Option<usize>,
+    /// Requests allowed to wait in the queue before callers block (backpressure).
+    pub queue_capacity: usize,
+    /// Worker threads, each running one request at a time over the shared weights
+    /// (GGUF models; safetensors models always use one).
+    pub workers: usize,
+    /// Default per-request deadline (overridable per request).
+    pub timeout: Option<Duration>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            device: candle_core::Device::Cpu,
+            requantize: true,
+            max_context: None,
+            queue_capacity: 64,
+            workers: 1,
+            timeout: None,
+        }
+    }
+}
+
+/// Parses `cpu`, `cuda`, `cuda:N` or `metal` into a device. GPU devices need the crate's
+/// `cuda` / `metal` feature.
+pub fn parse_device(spec: &str) -> Result<candle_core::Device, LlmError> {
+    let err = |reason: String| LlmError::Device {
+        spec: spec.into(),
+        reason,
+    };
+    let (kind, index) = match spec.split_once(':') {
+        Some((k, i)) => (
+            k,
+            i.parse::<usize>()
+                .map_err(|_| err(format!("`{i}` is not a device index")))?,
+        ),
+        None => (spec, 0),
+    };
+    let build_hint = |feature: &str| {
+        format!("this binary was built without GPU support; rebuild with `--features {feature}`")
+    };
+    match kind {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        "cuda" if candle_core::utils::cuda_is_available() => {
+            candle_core::Device::new_cuda(index).map_err(|e| err(e.to_string()))
+        }
+        "cuda" => Err(err(build_hint("cuda"))),
+        "metal" if candle_core::utils::metal_is_available() => {
+            candle_core::Device::new_metal(index).map_err(|e| err(e.to_string()))
+        }
+        "metal" => Err(err(build_hint("metal"))),
+        other => Err(err(format!(
+            "unknown device kind `{other}`; use cpu, cuda:N or metal"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_strings() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        assert!(matches!(parse_device("tpu"), Err(LlmError::Device { .. })));
+        assert!(matches!(
+            parse_device("cuda:x"),
+            Err(LlmError::Device { .. })
+        ));
+        if !candle_core::utils::cuda_is_available() {
+            let err = parse_device("cuda:0").unwrap_err().to_string();
+            assert!(err.contains("--features cuda"), "{err}");
+        }
+    }
+
+    #[test]
+    fn sampling_defaults_are_greedy() {
+        let p = SamplingParams::default();
+        assert_eq!(p.temperature, 0.0);
+        let from_json: SamplingParams = serde_json::from_str(r#"{"max_tokens": 5}"#).unwrap();
+        assert_eq!(from_json.max_tokens, 5);
+        assert_eq!(from_json.repeat_penalty, 1.0);
+    }
+
+    #[test]
+    fn loss_summaries() {
+        let l = TokenLosses {
+            tokens: vec![1, 2],
+            losses: vec![1.0, 3.0],
+        };
+        assert_eq!((l.total(), l.mean()), (4.0, 2.0));
+    }
+}
