@@ -1,8 +1,8 @@
 //! Command-line edge: argument parsing (clap) and dispatch. Each subcommand lives in
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
-mod chain;
 mod bench;
+mod chain;
 mod embed;
 mod generate;
 mod models;
