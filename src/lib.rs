@@ -11,3 +11,4 @@ pub mod home;
 pub mod llm;
 pub mod models;
 pub mod score;
+pub mod script;

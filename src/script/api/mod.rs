@@ -1,0 +1,51 @@
+//! The API modules scripts call (`http::get_json(...)`, `corpus::article(...)`, …).
+//! Thin adapters only: each converts Rhai values to core types, calls the core, and
+//! converts back; errors become script runtime errors naming the call.
+
+/// Adds a function to a module. Volatile: results depend on the world (network,
+/// clocks, models), so the optimiser must never fold a call with constant arguments.
+macro_rules! def {
+    ($module:expr, $name:expr, $func:expr $(,)?) => {
+        rhai::FuncRegistration::new($name)
+            .with_volatility(true)
+            .set_into_module($module, $func);
+    };
+}
+
+mod corpus;
+mod http;
+mod log;
+mod rng;
+mod source;
+mod time;
+
+use std::sync::Arc;
+
+use rhai::{Dynamic, Engine, EvalAltResult};
+
+use super::services::Services;
+
+/// Registers every API module on `engine`.
+pub(crate) fn register(engine: &mut Engine, services: Arc<Services>) {
+    let modules = [
+        ("http", http::module(services.clone())),
+        ("corpus", corpus::module(services.clone())),
+        ("source", source::module(services)),
+        ("log", log::module()),
+        ("time", time::module()),
+        ("rng", rng::module()),
+    ];
+    for (name, module) in modules {
+        engine.register_static_module(name, module.into());
+    }
+}
+
+/// A script runtime error from any displayable core error.
+fn fail(err: impl std::fmt::Display) -> Box<EvalAltResult> {
+    err.to_string().into()
+}
+
+/// Converts a serialisable core value to a Rhai value.
+fn to_dynamic(value: impl serde::Serialize) -> Result<Dynamic, Box<EvalAltResult>> {
+    rhai::serde::to_dynamic(value)
+}

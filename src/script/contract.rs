@@ -1,0 +1,302 @@
+//! Script contracts: which hooks and constants each kind of script must declare.
+
+use std::path::Path;
+
+use rhai::{AST, Dynamic, Map, Scope};
+
+/// What a script is, by where it lives (or, outside the roots, by what it defines).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ScriptKind {
+    /// `tasks/*.rhai`: `NAME`, `WEIGHT`, `REWARDS`, `PENALTIES`, `fn generate(ctx)`,
+    /// optional `fn reward(ctx, task, completions)`.
+    Task,
+    /// `personas/*.rhai`: `fn persona(ctx)`, `fn challenge(ctx, task, persona)`.
+    Persona,
+    /// `scripts/miners/*.rhai`: `fn forward(ctx, synapse)`, optional
+    /// `fn blacklist(ctx, request)` and `fn priority(ctx, request)`.
+    Strategy,
+    /// `tools/` and the rest of `scripts/`: any functions, imported by others.
+    Library,
+}
+
+impl ScriptKind {
+    /// The kind for a path relative to the script root, falling back to the hooks the
+    /// script defines for files elsewhere (e.g. `examples/custom_task.rhai`).
+    pub fn detect(rel: &Path, ast: &AST) -> Self {
+        let mut parts = rel.components().map(|c| c.as_os_str().to_string_lossy());
+        match (parts.next().as_deref(), parts.next().as_deref()) {
+            (Some("tasks"), _) => return Self::Task,
+            (Some("personas"), _) => return Self::Persona,
+            (Some("scripts"), Some("miners")) => return Self::Strategy,
+            (Some("tools" | "scripts"), _) => return Self::Library,
+            _ => {}
+        }
+        let has = |name: &str| ast.iter_functions().any(|f| f.name == name);
+        if has("generate") {
+            Self::Task
+        } else if has("challenge") {
+            Self::Persona
+        } else if has("forward") {
+            Self::Strategy
+        } else {
+            Self::Library
+        }
+    }
+
+    /// Lower-case name for messages and listings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Task => "task",
+            Self::Persona => "persona",
+            Self::Strategy => "strategy",
+            Self::Library => "library",
+        }
+    }
+}
+
+/// One weighted reward (or penalty) function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewardTerm {
+    /// Reward function name, e.g. `rouge-1`, `relevance`.
+    pub name: String,
+    /// Its weight in `[0, 1]`.
+    pub weight: f64,
+}
+
+/// A task's declared metadata.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSpec {
+    /// `NAME`.
+    pub name: String,
+    /// `WEIGHT`: relative sampling weight (≥ 0).
+    pub weight: f64,
+    /// `REWARDS`: reward function → weight, weights summing to 1.
+    pub rewards: Vec<RewardTerm>,
+    /// `PENALTIES`: reward function scored against the challenge → weight.
+    pub penalties: Vec<RewardTerm>,
+}
+
+/// Which optional hooks a script defines.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HookSet {
+    /// Task: `reward(ctx, task, completions)`.
+    pub reward: bool,
+    /// Strategy: `blacklist(ctx, request)`.
+    pub blacklist: bool,
+    /// Strategy: `priority(ctx, request)`.
+    pub priority: bool,
+}
+
+/// Reward function names a task may use in `REWARDS` and `PENALTIES`.
+pub const REWARD_FUNCTIONS: [&str; 8] = [
+    "rouge",
+    "rouge-1",
+    "rouge-2",
+    "rouge-l",
+    "relevance",
+    "diff",
+    "float_diff",
+    "date",
+];
+
+fn has_fn(ast: &AST, name: &str, arity: usize) -> bool {
+    ast.iter_functions()
+        .any(|f| f.name == name && f.params.len() == arity)
+}
+
+fn require_fn(ast: &AST, name: &str, params: &[&str], missing: &mut Vec<String>) {
+    if !has_fn(ast, name, params.len()) {
+        missing.push(format!("fn {name}({})", params.join(", ")));
+    }
+}
+
+/// Checks the hooks of `kind` in `ast`; returns which optional ones exist, or the list
+/// of what is missing.
+pub(crate) fn check_hooks(kind: ScriptKind, ast: &AST) -> Result<HookSet, String> {
+    let mut missing = Vec::new();
+    match kind {
+        ScriptKind::Task => require_fn(ast, "generate", &["ctx"], &mut missing),
+        ScriptKind::Persona => {
+            require_fn(ast, "persona", &["ctx"], &mut missing);
+            require_fn(ast, "challenge", &["ctx", "task", "persona"], &mut missing);
+        }
+        ScriptKind::Strategy => require_fn(ast, "forward", &["ctx", "synapse"], &mut missing),
+        ScriptKind::Library => {}
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} script is missing {}",
+            kind.as_str(),
+            missing.join(", ")
+        ));
+    }
+    let mut wrong_arity = Vec::new();
+    for (name, arity, applies) in [
+        ("reward", 3, kind == ScriptKind::Task),
+        ("blacklist", 2, kind == ScriptKind::Strategy),
+        ("priority", 2, kind == ScriptKind::Strategy),
+    ] {
+        if applies && ast.iter_functions().any(|f| f.name == name) && !has_fn(ast, name, arity) {
+            wrong_arity.push(format!("`{name}` must take {arity} parameters"));
+        }
+    }
+    if !wrong_arity.is_empty() {
+        return Err(wrong_arity.join("; "));
+    }
+    Ok(HookSet {
+        reward: kind == ScriptKind::Task && has_fn(ast, "reward", 3),
+        blacklist: kind == ScriptKind::Strategy && has_fn(ast, "blacklist", 2),
+        priority: kind == ScriptKind::Strategy && has_fn(ast, "priority", 2),
+    })
+}
+
+fn number(value: &Dynamic) -> Option<f64> {
+    value
+        .as_float()
+        .ok()
+        .or_else(|| value.as_int().ok().map(|i| i as f64))
+}
+
+fn terms(scope: &Scope, constant: &str, must_sum_to_one: bool) -> Result<Vec<RewardTerm>, String> {
+    let map: Map = scope.get_value::<Map>(constant).ok_or_else(|| {
+        format!("`{constant}` must be a constant object map of reward name → weight")
+    })?;
+    let mut out = Vec::with_capacity(map.len());
+    for (name, weight) in map {
+        let weight =
+            number(&weight).ok_or_else(|| format!("`{constant}.{name}` must be a number"))?;
+        if !REWARD_FUNCTIONS.contains(&name.as_str()) {
+            return Err(format!(
+                "`{constant}` names unknown reward function `{name}` (known: {})",
+                REWARD_FUNCTIONS.join(", ")
+            ));
+        }
+        if !(0.0..=1.0).contains(&weight) {
+            return Err(format!("`{constant}.{name}` = {weight} is outside [0, 1]"));
+        }
+        out.push(RewardTerm {
+            name: name.to_string(),
+            weight,
+        });
+    }
+    if must_sum_to_one {
+        let sum: f64 = out.iter().map(|t| t.weight).sum();
+        if out.is_empty() || (sum - 1.0).abs() > 1e-6 {
+            return Err(format!(
+                "`{constant}` weights must sum to 1 (they sum to {sum})"
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads a task's constants from the scope its top level ran in.
+pub(crate) fn task_spec(scope: &Scope) -> Result<TaskSpec, String> {
+    let mut missing: Vec<&str> = ["NAME", "WEIGHT", "REWARDS", "PENALTIES"]
+        .into_iter()
+        .filter(|c| !scope.contains(c))
+        .collect();
+    missing.dedup();
+    if !missing.is_empty() {
+        return Err(format!(
+            "task script is missing const {}",
+            missing.join(", const ")
+        ));
+    }
+    let name = scope
+        .get_value::<rhai::ImmutableString>("NAME")
+        .filter(|n| !n.trim().is_empty())
+        .ok_or("`NAME` must be a non-empty string")?
+        .to_string();
+    let weight = scope
+        .get("WEIGHT")
+        .and_then(number)
+        .filter(|w| *w >= 0.0 && w.is_finite())
+        .ok_or("`WEIGHT` must be a number ≥ 0")?;
+    Ok(TaskSpec {
+        name,
+        weight,
+        rewards: terms(scope, "REWARDS", true)?,
+        penalties: terms(scope, "PENALTIES", false)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(src: &str) -> Result<TaskSpec, String> {
+        let engine = rhai::Engine::new();
+        let mut scope = Scope::new();
+        engine.run_with_scope(&mut scope, src).unwrap();
+        task_spec(&scope)
+    }
+
+    #[test]
+    fn reads_a_valid_spec() {
+        let s = spec(r#"const NAME = "qa"; const WEIGHT = 2; const REWARDS = #{ "rouge-1": 0.5, relevance: 0.5 }; const PENALTIES = #{ "rouge-1": 0.5 };"#).unwrap();
+        assert_eq!(s.name, "qa");
+        assert_eq!(s.weight, 2.0);
+        assert_eq!(s.rewards.len(), 2);
+        assert_eq!(s.penalties[0].weight, 0.5);
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        let cases = [
+            (
+                r#"const NAME = "x";"#,
+                "missing const WEIGHT, const REWARDS, const PENALTIES",
+            ),
+            (
+                r#"const NAME = ""; const WEIGHT = 1; const REWARDS = #{diff: 1.0}; const PENALTIES = #{};"#,
+                "NAME",
+            ),
+            (
+                r#"const NAME = "x"; const WEIGHT = -1; const REWARDS = #{diff: 1.0}; const PENALTIES = #{};"#,
+                "WEIGHT",
+            ),
+            (
+                r#"const NAME = "x"; const WEIGHT = 1; const REWARDS = #{diff: 0.5}; const PENALTIES = #{};"#,
+                "sum to 1",
+            ),
+            (
+                r#"const NAME = "x"; const WEIGHT = 1; const REWARDS = #{bleu: 1.0}; const PENALTIES = #{};"#,
+                "unknown reward function `bleu`",
+            ),
+            (
+                r#"const NAME = "x"; const WEIGHT = 1; const REWARDS = #{diff: 1.0}; const PENALTIES = #{diff: 2};"#,
+                "outside [0, 1]",
+            ),
+            (
+                r#"const NAME = "x"; const WEIGHT = 1; const REWARDS = [1]; const PENALTIES = #{};"#,
+                "constant object map",
+            ),
+        ];
+        for (src, want) in cases {
+            let err = spec(src).unwrap_err();
+            assert!(err.contains(want), "{src}: {err}");
+        }
+    }
+
+    #[test]
+    fn hooks_are_checked_by_name_and_arity() {
+        let engine = rhai::Engine::new();
+        let ast = engine.compile("fn generate(a, b) { }").unwrap();
+        let err = check_hooks(ScriptKind::Task, &ast).unwrap_err();
+        assert!(err.contains("fn generate(ctx)"), "{err}");
+        let ast = engine.compile("fn persona(ctx) { }").unwrap();
+        let err = check_hooks(ScriptKind::Persona, &ast).unwrap_err();
+        assert!(err.contains("fn challenge(ctx, task, persona)"), "{err}");
+        let ast = engine
+            .compile("fn forward(ctx, s) { } fn priority(x) { }")
+            .unwrap();
+        let err = check_hooks(ScriptKind::Strategy, &ast).unwrap_err();
+        assert!(err.contains("`priority` must take 2"), "{err}");
+        let ast = engine
+            .compile("fn forward(ctx, s) { } fn blacklist(c, r) { false }")
+            .unwrap();
+        let hooks = check_hooks(ScriptKind::Strategy, &ast).unwrap();
+        assert!(hooks.blacklist && !hooks.priority);
+    }
+}

@@ -1,0 +1,129 @@
+//! The Rhai scripting host: one sandboxed [`rhai::Engine`], the script roots
+//! (`tasks/`, `personas/`, `tools/`, `scripts/`), contract checks, hot reload and the
+//! API modules scripts call (`llm`, `embed`, `score`, `http`, `corpus`, `source`, `rng`,
+//! `log`, `time`).
+//!
+//! Scripts are untrusted: every hook runs under [`Limits`] (operations, call depth,
+//! sizes, wall time) and reaches the outside world only through the registered API
+//! modules. A failing hook fails that one call with a [`ScriptError`], never the host.
+
+mod api;
+mod contract;
+mod corpus;
+mod ctx;
+mod host;
+mod http;
+mod reload;
+mod resolver;
+mod sandbox;
+mod services;
+mod source;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use contract::{HookSet, RewardTerm, ScriptKind, TaskSpec};
+pub use corpus::{Article, Corpus, DatedEvent};
+pub use ctx::{Ctx, Rng};
+pub use host::{HostConfig, Listing, ReloadStatus, Script, ScriptHost, TaskInstance};
+pub use http::{HttpClient, HttpConfig};
+pub use reload::Watcher;
+pub use sandbox::Limits;
+pub use services::{Lazy, Services};
+pub use source::SourceTree;
+
+/// The directories under the script root that hold scripts, in lookup order.
+pub const SCRIPT_ROOTS: [&str; 4] = ["tasks", "personas", "tools", "scripts"];
+
+/// Errors of the scripting host.
+#[derive(Debug, thiserror::Error)]
+pub enum ScriptError {
+    /// The script does not parse (or an import it names fails to load).
+    #[error("{file}:{line}:{column}: {message}")]
+    Compile {
+        /// File, relative to the script root where possible.
+        file: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// 1-based column (0 when unknown).
+        column: usize,
+        /// What went wrong.
+        message: String,
+    },
+    /// The script compiles but does not satisfy its contract.
+    #[error("{file}: contract violation: {message}")]
+    Contract {
+        /// File, relative to the script root where possible.
+        file: PathBuf,
+        /// What is missing or wrong.
+        message: String,
+    },
+    /// A hook raised an error or hit a sandbox limit.
+    #[error("{file}:{line}:{column}: in `{hook}`: {message}")]
+    Runtime {
+        /// File the hook lives in.
+        file: PathBuf,
+        /// Hook (function) name.
+        hook: String,
+        /// 1-based line (0 when unknown).
+        line: usize,
+        /// 1-based column (0 when unknown).
+        column: usize,
+        /// The script error.
+        message: String,
+    },
+    /// A hook ran past its wall-time limit.
+    #[error("{file}: `{hook}` exceeded its wall-time limit of {limit:?}")]
+    Timeout {
+        /// File the hook lives in.
+        file: PathBuf,
+        /// Hook (function) name.
+        hook: String,
+        /// The limit it ran past.
+        limit: Duration,
+    },
+    /// A hook returned a value of the wrong shape.
+    #[error("{file}: `{hook}` returned {found}; expected {expected}")]
+    BadReturn {
+        /// File the hook lives in.
+        file: PathBuf,
+        /// Hook (function) name.
+        hook: String,
+        /// What the contract requires.
+        expected: String,
+        /// What came back.
+        found: String,
+    },
+    /// No loaded script of that kind has that name.
+    #[error("no {kind} script named `{name}` is loaded")]
+    NotFound {
+        /// Script kind (task, persona, strategy).
+        kind: &'static str,
+        /// The requested name.
+        name: String,
+    },
+    /// A file or directory could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// An HTTP request was refused (allowlist, scheme) or failed.
+    #[error("http GET {url}: {message}")]
+    Http {
+        /// The requested URL.
+        url: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// The file watcher could not be started.
+    #[error("watching {path}: {source}")]
+    Watch {
+        /// The watched directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: notify::Error,
+    },
+}

@@ -1,0 +1,177 @@
+//! Module resolver for `import "tools/wikipedia" as wiki;`: paths are relative to the
+//! script root, must start with one of [`SCRIPT_ROOTS`], may omit `.rhai`, and never
+//! leave the root (no absolute paths, no `..`, symlinks checked after
+//! canonicalisation). Every file resolved while compiling a script is recorded so the
+//! host knows which scripts to recompile when a shared tool changes.
+
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::path::{Component, Path, PathBuf};
+
+use rhai::{AST, Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, Shared};
+
+type RhaiResultOf<T> = Result<T, Box<EvalAltResult>>;
+
+use super::SCRIPT_ROOTS;
+
+thread_local! {
+    static RECORDING: RefCell<Option<BTreeSet<PathBuf>>> = const { RefCell::new(None) };
+}
+
+/// Records the files imported (transitively) while `f` runs on this thread.
+pub(crate) fn record_imports<T>(f: impl FnOnce() -> T) -> (T, BTreeSet<PathBuf>) {
+    let previous = RECORDING.with(|r| r.borrow_mut().replace(BTreeSet::new()));
+    let out = f();
+    let recorded = RECORDING.with(|r| std::mem::replace(&mut *r.borrow_mut(), previous));
+    (out, recorded.unwrap_or_default())
+}
+
+fn note_import(path: &Path) {
+    RECORDING.with(|r| {
+        if let Some(set) = r.borrow_mut().as_mut() {
+            set.insert(path.to_path_buf());
+        }
+    });
+}
+
+/// Resolves imports to files under the script root only.
+pub(crate) struct RootResolver {
+    base: PathBuf,
+}
+
+impl RootResolver {
+    /// `base` must be canonical (the host canonicalises the script root).
+    pub(crate) fn new(base: PathBuf) -> Self {
+        Self { base }
+    }
+
+    /// Maps an import path to a canonical file under the root, or explains why not.
+    pub(crate) fn locate(&self, import: &str) -> Result<PathBuf, String> {
+        let rel = Path::new(import);
+        let mut components = rel.components();
+        let first = match components.next() {
+            Some(Component::Normal(c)) => c.to_string_lossy().into_owned(),
+            _ => {
+                return Err(format!(
+                    "import path `{import}` must be relative to the script root and start with one of {SCRIPT_ROOTS:?}"
+                ));
+            }
+        };
+        if !SCRIPT_ROOTS.contains(&first.as_str()) {
+            return Err(format!(
+                "import path `{import}` is outside the script roots {SCRIPT_ROOTS:?}"
+            ));
+        }
+        if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(format!(
+                "import path `{import}` may not contain `..`, `.` or a root"
+            ));
+        }
+        let mut file = self.base.join(rel);
+        if file.extension().is_none_or(|e| e != "rhai") {
+            file.set_extension("rhai");
+        }
+        let canonical = file
+            .canonicalize()
+            .map_err(|e| format!("cannot import `{import}`: {e}"))?;
+        let root = self.base.join(&first);
+        if !canonical.starts_with(&root) {
+            return Err(format!(
+                "import path `{import}` resolves outside the script roots"
+            ));
+        }
+        Ok(canonical)
+    }
+
+    fn load(&self, engine: &Engine, import: &str, pos: Position) -> RhaiResultOf<(AST, PathBuf)> {
+        let file = self
+            .locate(import)
+            .map_err(|msg| Box::new(EvalAltResult::ErrorModuleNotFound(msg, pos)))?;
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            Box::new(EvalAltResult::ErrorModuleNotFound(
+                format!("cannot read `{import}`: {e}"),
+                pos,
+            ))
+        })?;
+        let mut ast = engine
+            .compile(text)
+            .map_err(|e| Box::new(EvalAltResult::ErrorInModule(import.into(), e.into(), pos)))?;
+        ast.set_source(self.relative(&file));
+        note_import(&file);
+        Ok((ast, file))
+    }
+
+    /// `file` relative to the root, for messages and AST sources.
+    pub(crate) fn relative(&self, file: &Path) -> String {
+        file.strip_prefix(&self.base)
+            .unwrap_or(file)
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+impl ModuleResolver for RootResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> RhaiResultOf<Shared<Module>> {
+        let (ast, _) = self.load(engine, path, pos)?;
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
+            .map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.into(), e, pos)))?;
+        Ok(module.into())
+    }
+
+    fn resolve_ast(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Option<RhaiResultOf<AST>> {
+        Some(self.load(engine, path, pos).map(|(ast, _)| ast))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> (tempfile::TempDir, RootResolver) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("tools")).unwrap();
+        std::fs::write(dir.path().join("tools/a.rhai"), "fn f() { 1 }").unwrap();
+        std::fs::write(dir.path().join("secret.rhai"), "fn f() { 2 }").unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        (dir, RootResolver::new(base))
+    }
+
+    #[test]
+    fn resolves_inside_roots_with_or_without_extension() {
+        let (_dir, r) = root();
+        assert!(r.locate("tools/a").unwrap().ends_with("tools/a.rhai"));
+        assert!(r.locate("tools/a.rhai").is_ok());
+    }
+
+    #[test]
+    fn rejects_escapes_and_foreign_roots() {
+        let (_dir, r) = root();
+        for bad in [
+            "secret",
+            "/etc/passwd",
+            "tools/../secret",
+            "./tools/a",
+            "src/main",
+        ] {
+            let err = r.locate(bad).unwrap_err();
+            assert!(err.contains(bad), "{bad}: {err}");
+        }
+        assert!(
+            r.locate("tools/missing")
+                .unwrap_err()
+                .contains("cannot import")
+        );
+    }
+}
