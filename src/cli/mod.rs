@@ -5,6 +5,7 @@ mod bench;
 mod embed;
 mod generate;
 mod models;
+mod task;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -31,6 +32,9 @@ enum Command {
     /// Benchmarks of the inference core.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Task scripts: list, check, run one step.
+    #[command(subcommand)]
+    Task(task::TaskCommand),
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
@@ -49,5 +53,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Task(cmd) => task::run(cmd),
     }
 }
