@@ -2,6 +2,7 @@
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
 mod bench;
+mod chain;
 mod embed;
 mod generate;
 mod models;
@@ -23,6 +24,8 @@ pub struct Cli {
 enum Command {
     /// Print the cache directory ($NEURON_HOME).
     Home,
+    /// Local chain: init, status, metagraph, register, serve, stake, weights, commit, epoch.
+    Chain(chain::ChainArgs),
     /// Model and dataset artifacts: fetch, list, path.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -52,6 +55,7 @@ pub fn main() -> anyhow::Result<()> {
             println!("{}", neuron::home::neuron_home().display());
             Ok(())
         }
+        Command::Chain(args) => tokio::runtime::Runtime::new()?.block_on(chain::run(args)),
         Command::Models(cmd) => models::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Embed(args) => embed::run(args),
