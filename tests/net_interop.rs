@@ -49,6 +49,8 @@ import bittensor as bt
 from bittensor_wallet import Keypair
 from typing import List
 import pydantic, aiohttp
+from bittensor.utils import networking
+networking.get_external_ip = lambda: "127.0.0.1"  # no internet here: the SDK would ask a web service
 
 class PromptingSynapse(bt.Synapse):
     roles: List[str] = pydantic.Field(...)
@@ -58,9 +60,7 @@ class PromptingSynapse(bt.Synapse):
     def deserialize(self): return self
 
 port, axon_hotkey = int(sys.argv[1]), sys.argv[2]
-class W:  # a wallet stand-in holding only the hotkey
-    def __init__(self, uri): self.hotkey = Keypair.create_from_uri(uri); self.coldkeypub = self.hotkey
-alice = W("//Alice")
+alice = Keypair.create_from_uri("//Alice")  # the SDK's Dendrite takes a Keypair as well as a Wallet
 info = bt.AxonInfo(version=10005000, ip="127.0.0.1", port=port, ip_type=4, hotkey=axon_hotkey, coldkey=axon_hotkey)
 d = bt.Dendrite(wallet=alice)
 out = {}
@@ -101,7 +101,7 @@ async def main():
     out["unknown_synapse"] = await raw(path="Nope")
     out["tampered_body"] = await raw(body_mutate=lambda b: {**b, "messages": ["tampered"]})
     out["malformed_json"] = await raw(body_mutate=lambda b: "{not json")
-    out["blacklisted"] = await raw(dendrite=bt.Dendrite(wallet=W("//Eve")))
+    out["blacklisted"] = await raw(dendrite=bt.Dendrite(wallet=Keypair.create_from_uri("//Eve")))
     # Replay: the exact same signed request twice.
     syn = d.preprocess_synapse_for_request(info, PromptingSynapse(roles=["user"], messages=["r"]), 10)
     h = syn.to_headers(); body = json.dumps(syn.model_dump())

@@ -148,14 +148,23 @@ fn legacy_ansible_vault_and_fernet_keyfiles_decrypt() {
     let python = common::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"]);
     let dir = tempfile::tempdir().unwrap();
     let key = Keypair::from_uri("//Ferdie").unwrap();
-    let json = serde_json::to_string(&neuron::wallet::KeyfileData::from_keypair(&key, false)).unwrap();
-    common::run_python(&python, PY_LEGACY, &[&json, "legacy-pw", dir.path().to_str().unwrap()]);
+    let json =
+        serde_json::to_string(&neuron::wallet::KeyfileData::from_keypair(&key, false)).unwrap();
+    common::run_python(
+        &python,
+        PY_LEGACY,
+        &[&json, "legacy-pw", dir.path().to_str().unwrap()],
+    );
     for name in ["vault", "fernet"] {
         let file = neuron::wallet::Keyfile::new(dir.path().join(name));
         assert!(matches!(
             file.keypair(&Password::given("nope")),
             Err(neuron::wallet::WalletError::WrongPassword)
         ));
-        assert_eq!(file.keypair(&Password::given("legacy-pw")).unwrap().ss58(), key.ss58(), "{name}");
+        assert_eq!(
+            file.keypair(&Password::given("legacy-pw")).unwrap().ss58(),
+            key.ss58(),
+            "{name}"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
 mod bench;
+mod chain;
 mod config;
 mod embed;
 mod generate;
@@ -45,6 +46,8 @@ enum Command {
     Miner(Configured<neuron_run::MinerArgs>),
     /// Inspect the configuration.
     Config(Configured<config::ConfigArgsCommand>),
+    /// Local chain: init, status, metagraph, register, serve, stake, weights, commit, epoch.
+    Chain(chain::ChainArgs),
     /// Model and dataset artifacts: fetch, list, path.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -78,6 +81,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Validator(c) => neuron_run::validator(&c.args, &c.config),
         Command::Miner(c) => neuron_run::miner(&c.config),
         Command::Config(c) => config::run(&c.args.command, &c.config),
+        Command::Chain(args) => tokio::runtime::Runtime::new()?.block_on(chain::run(args)),
         Command::Models(cmd) => models::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Embed(args) => embed::run(args),
