@@ -444,3 +444,20 @@ mod tests {
         }
     }
 }
+
+/// Wallet keys sign chain transactions (hotkey for weights/serving/commitments, coldkey
+/// for registration/stake/transfers).
+impl crate::chain::Signer for Keypair {
+    fn ss58(&self) -> String {
+        Keypair::ss58(self)
+    }
+
+    fn public(&self) -> [u8; 32] {
+        Keypair::public(self)
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], crate::chain::ChainError> {
+        self.try_sign(message)
+            .map_err(|e| crate::chain::ChainError::InvalidInput(e.to_string()))
+    }
+}
