@@ -7,6 +7,7 @@
 
 pub mod chain;
 pub mod embed;
+pub mod finetune;
 pub mod home;
 pub mod llm;
 pub mod models;

@@ -3,6 +3,7 @@
 
 mod bench;
 mod embed;
+mod finetune;
 mod generate;
 mod models;
 
@@ -31,6 +32,9 @@ enum Command {
     /// Benchmarks of the inference core.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Finetuning subnet: commit models, evaluate them, run the validator.
+    #[command(subcommand)]
+    Finetune(finetune::FinetuneCommand),
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
@@ -49,5 +53,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Finetune(cmd) => finetune::run(cmd),
     }
 }
