@@ -11,6 +11,7 @@
 //! `remove_stake` and `transfer`.
 
 pub mod local;
+pub mod subtensor;
 pub mod yuma;
 
 use std::net::IpAddr;
