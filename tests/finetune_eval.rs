@@ -21,7 +21,9 @@ use neuron::llm::LoadOptions;
 use neuron::models::Resolver;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/finetune").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/finetune")
+        .join(name)
 }
 
 /// Copies `src` to `dst` with Gaussian noise added to every feed-forward down
@@ -42,10 +44,12 @@ fn write_degraded(src: &Path, dst: &Path) {
         };
         tensors.push((name.clone(), qt));
     }
-    let metadata: Vec<(&str, &gguf_file::Value)> =
-        content.metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let tensor_refs: Vec<(&str, &QTensor)> =
-        tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let metadata: Vec<(&str, &gguf_file::Value)> = content
+        .metadata
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
     let mut out = std::fs::File::create(dst).unwrap();
     gguf_file::write(&mut out, &metadata, &tensor_refs).unwrap();
 }
@@ -74,7 +78,9 @@ async fn commit(chain: &LocalChain, key: &UriSigner, netuid: u16, namespace: &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn better_and_earlier_models_win_and_failures_score_zero() {
-    let original = Resolver::default().resolve("smollm2-135m-instruct").unwrap();
+    let original = Resolver::default()
+        .resolve("smollm2-135m-instruct")
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let models = tmp.path().join("models");
 
@@ -94,24 +100,38 @@ async fn better_and_earlier_models_win_and_failures_score_zero() {
 
     let chain = LocalChain::create(
         &tmp.path().join("chain.sqlite"),
-        LocalConfig { block_time: Duration::from_millis(100) },
+        LocalConfig {
+            block_time: Duration::from_millis(100),
+        },
     )
     .unwrap();
     let owner = UriSigner::from_uri("//Alice").unwrap();
-    let params = Hyperparameters { weights_rate_limit: 0, ..Hyperparameters::default() };
+    let params = Hyperparameters {
+        weights_rate_limit: 0,
+        min_allowed_weights: 1,
+        ..Hyperparameters::default()
+    };
     let netuid = chain.create_subnet(&owner.ss58(), params).await.unwrap();
-    chain.faucet(&owner.ss58(), 1_000_000_000_000).await.unwrap();
+    chain
+        .faucet(&owner.ss58(), 1_000_000_000_000)
+        .await
+        .unwrap();
     let validator = UriSigner::from_uri("//Alice//validator").unwrap();
     let miners: Vec<UriSigner> = (1..=5)
         .map(|i| UriSigner::from_uri(&format!("//Alice//miner{i}")).unwrap())
         .collect();
     for key in std::iter::once(&validator).chain(&miners) {
-        chain.burned_register(&owner, netuid, &key.ss58()).await.unwrap();
+        chain
+            .burned_register(&owner, netuid, &key.ss58())
+            .await
+            .unwrap();
     }
     chain
         .add_stake(&owner, &validator.ss58(), netuid, 100_000_000_000)
         .await
         .unwrap();
+    // An epoch (in a later block than genesis) gives the staked validator its permit.
+    tokio::time::sleep(chain.block_time() * 2).await;
     chain.run_epoch_now(netuid).await.unwrap();
 
     commit(&chain, &miners[0], netuid, "orig", &orig_dir).await;
@@ -162,8 +182,18 @@ async fn better_and_earlier_models_win_and_failures_score_zero() {
         assert!(failed.losses.iter().all(|l| l.is_infinite()));
         assert_eq!(failed.weight, 0.0);
     }
-    assert!(ghost.error.as_ref().unwrap().contains("hub downloads are off"));
-    assert!(junk.error.as_ref().unwrap().contains("rejected"), "{:?}", junk.error);
+    assert!(
+        ghost
+            .error
+            .as_ref()
+            .unwrap()
+            .contains("hub downloads are off")
+    );
+    assert!(
+        junk.error.as_ref().unwrap().contains("rejected"),
+        "{:?}",
+        junk.error
+    );
 
     let w = |uid: u16| report.weights.get(&uid).copied().unwrap_or(0.0);
     assert!(w(1) > w(3) && w(3) > w(2), "{:?}", report.weights);

@@ -41,7 +41,10 @@ pub struct ChainArgs {
 
 impl ChainArgs {
     fn open(&self) -> Result<Arc<dyn Chain>> {
-        let path = self.chain_db.clone().unwrap_or_else(LocalChain::default_path);
+        let path = self
+            .chain_db
+            .clone()
+            .unwrap_or_else(LocalChain::default_path);
         Ok(Arc::new(LocalChain::open(&path)?))
     }
 }
@@ -96,9 +99,9 @@ impl LoadArgs {
     }
 
     fn policy(&self) -> Result<Arc<ScriptPolicy>> {
-        Ok(Arc::new(ScriptPolicy::load(&self.policy).with_context(|| {
-            format!("loading policy {}", self.policy.display())
-        })?))
+        Ok(Arc::new(ScriptPolicy::load(&self.policy).with_context(
+            || format!("loading policy {}", self.policy.display()),
+        )?))
     }
 }
 
@@ -255,7 +258,12 @@ fn eval(args: EvalArgs) -> Result<()> {
     if size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let batch_list = batches(&pairs, args.batches.unwrap_or(settings.batches_per_round), size, 0);
+    let batch_list = batches(
+        &pairs,
+        args.batches.unwrap_or(settings.batches_per_round),
+        size,
+        0,
+    );
     let candidates: Vec<Candidate> = args
         .models
         .iter()
@@ -312,7 +320,10 @@ fn eval(args: EvalArgs) -> Result<()> {
             s.wins,
             s.win_rate,
             s.weight,
-            s.error.as_ref().map(|e| format!("  ({e})")).unwrap_or_default()
+            s.error
+                .as_ref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
         );
     }
     Ok(())

@@ -93,11 +93,10 @@ pub fn load_pairs(path: &Path) -> Result<Vec<Pair>, FinetuneError> {
             if line.trim().is_empty() {
                 continue;
             }
-            let value: Value =
-                serde_json::from_str(line).map_err(|e| FinetuneError::Data {
-                    path: format!("{}:{}", file.display(), n + 1),
-                    reason: e.to_string(),
-                })?;
+            let value: Value = serde_json::from_str(line).map_err(|e| FinetuneError::Data {
+                path: format!("{}:{}", file.display(), n + 1),
+                reason: e.to_string(),
+            })?;
             pairs.extend(pair_from_line(&value));
         }
     }
@@ -139,12 +138,18 @@ mod tests {
                            "rewards": [0.1, 0.9, 1.0]});
         assert_eq!(
             pair_from_event(&event),
-            Some(Pair { prompt: "Q?".into(), response: "good".into() })
+            Some(Pair {
+                prompt: "Q?".into(),
+                response: "good".into()
+            })
         );
         let best = json!({"query": "Q", "best_completion": "A"});
         assert_eq!(pair_from_event(&best).unwrap().response, "A");
         assert_eq!(pair_from_event(&json!({"kind": "weights"})), None);
-        assert_eq!(pair_from_event(&json!({"challenge": "Q", "completions": [""], "rewards": [1]})), None);
+        assert_eq!(
+            pair_from_event(&json!({"challenge": "Q", "completions": [""], "rewards": [1]})),
+            None
+        );
     }
 
     #[test]
@@ -176,7 +181,10 @@ mod tests {
     #[test]
     fn batches_wrap_and_cap() {
         let pairs: Vec<Pair> = (0..5)
-            .map(|i| Pair { prompt: format!("p{i}"), response: format!("r{i}") })
+            .map(|i| Pair {
+                prompt: format!("p{i}"),
+                response: format!("r{i}"),
+            })
             .collect();
         let b = batches(&pairs, 10, 2, 4);
         assert_eq!(b.len(), 3);

@@ -149,7 +149,11 @@ impl Evaluator {
                     }
                 }
                 tokens += count;
-                if count == 0 { f64::INFINITY } else { sum / count as f64 }
+                if count == 0 {
+                    f64::INFINITY
+                } else {
+                    sum / count as f64
+                }
             })
             .collect();
         Ok((losses, tokens))
@@ -189,7 +193,10 @@ impl Evaluator {
         let blocks: Vec<u64> = candidates.iter().map(|c| c.block).collect();
         let losses: Vec<Vec<f64>> = rows.iter().map(|(l, _)| l.clone()).collect();
         let wins = policy.compute_wins(current_block, &blocks, &losses)?;
-        let alive: Vec<bool> = losses.iter().map(|l| l.iter().any(|x| x.is_finite())).collect();
+        let alive: Vec<bool> = losses
+            .iter()
+            .map(|l| l.iter().any(|x| x.is_finite()))
+            .collect();
         let weights = policy.step_weights(&wins.win_rate, &alive)?;
         let scores = candidates
             .iter()

@@ -139,10 +139,10 @@ impl ModelId {
             ("hash", self.hash.as_ref()),
             ("competition id", self.competition_id.as_ref()),
         ] {
-            if let Some(part) = part {
-                if part.is_empty() || part.contains(':') {
-                    return Err(bad(format!("{what} `{part}` is empty or contains `:`")));
-                }
+            if let Some(part) = part
+                && (part.is_empty() || part.contains(':'))
+            {
+                return Err(bad(format!("{what} `{part}` is empty or contains `:`")));
             }
         }
         if text.len() > MAX_METADATA_BYTES {
@@ -165,14 +165,15 @@ impl ModelId {
         }
         let parts: Vec<&str> = text.split(':').collect();
         if !(4..=5).contains(&parts.len()) {
-            return Err(bad(
-                "expected namespace:name:commit:hash[:competition_id]",
-            ));
+            return Err(bad("expected namespace:name:commit:hash[:competition_id]"));
         }
         if parts[0].is_empty() || parts[1].is_empty() {
             return Err(bad("empty namespace or name"));
         }
-        if parts[0].contains(['/', '\\']) || parts[1].contains(['/', '\\']) || parts[..2].contains(&"..") {
+        if parts[0].contains(['/', '\\'])
+            || parts[1].contains(['/', '\\'])
+            || parts[..2].contains(&"..")
+        {
             return Err(bad("namespace and name may not contain path separators"));
         }
         let opt = |s: Option<&&str>| {
@@ -277,7 +278,10 @@ mod tests {
     #[test]
     fn compressed_round_trip() {
         let text = id().to_compressed().unwrap();
-        assert_eq!(text, format!("org:model:{}:{}:m1", "a".repeat(40), "h".repeat(44)));
+        assert_eq!(
+            text,
+            format!("org:model:{}:{}:m1", "a".repeat(40), "h".repeat(44))
+        );
         assert_eq!(ModelId::parse(&text).unwrap(), id());
     }
 
@@ -292,7 +296,14 @@ mod tests {
 
     #[test]
     fn bad_ids_are_errors() {
-        for text in ["", "a:b", "a:b:c:d:e:f", ":b:c:d", "../x:b:c:d", "a:b/c:c:d"] {
+        for text in [
+            "",
+            "a:b",
+            "a:b:c:d:e:f",
+            ":b:c:d",
+            "../x:b:c:d",
+            "a:b/c:c:d",
+        ] {
             assert!(ModelId::parse(text).is_err(), "{text}");
         }
         assert!(ModelId::parse(&"x".repeat(129)).is_err());

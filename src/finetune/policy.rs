@@ -170,12 +170,22 @@ impl Policy for ScriptPolicy {
         blocks: &[u64],
         losses: &[Vec<f64>],
     ) -> Result<Wins, FinetuneError> {
+        // Rhai's serde bridge does not carry non-finite floats: a failed batch is
+        // passed as f64::MAX (it still loses to every finite loss).
+        let finite: Vec<Vec<f64>> = losses
+            .iter()
+            .map(|l| {
+                l.iter()
+                    .map(|&x| if x.is_finite() { x } else { f64::MAX })
+                    .collect()
+            })
+            .collect();
         let wins: Wins = self.call(
             "compute_wins",
             (
                 i64::try_from(current_block).map_err(policy_err)?,
                 to_dyn(&blocks)?,
-                to_dyn(&losses)?,
+                to_dyn(&finite)?,
             ),
         )?;
         if wins.wins.len() != blocks.len() || wins.win_rate.len() != blocks.len() {
@@ -190,8 +200,7 @@ impl Policy for ScriptPolicy {
     }
 
     fn step_weights(&self, win_rate: &[f64], alive: &[bool]) -> Result<Vec<f64>, FinetuneError> {
-        let out: Vec<f64> =
-            self.call("step_weights", (to_dyn(&win_rate)?, to_dyn(&alive)?))?;
+        let out: Vec<f64> = self.call("step_weights", (to_dyn(&win_rate)?, to_dyn(&alive)?))?;
         if out.len() != win_rate.len() || out.iter().any(|w| !w.is_finite() || *w < 0.0) {
             return Err(FinetuneError::Policy(format!(
                 "step_weights returned {out:?} for {} models (need finite, non-negative)",

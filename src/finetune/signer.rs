@@ -27,8 +27,7 @@ impl std::fmt::Debug for UriSigner {
 impl UriSigner {
     /// Parses `uri` (`//Alice`, `mnemonic//hard/soft`, `0x…` seed) into a keypair.
     pub fn from_uri(uri: &str) -> Result<Self, FinetuneError> {
-        let secret =
-            SecretUri::from_str(uri).map_err(|e| FinetuneError::BadKey(e.to_string()))?;
+        let secret = SecretUri::from_str(uri).map_err(|e| FinetuneError::BadKey(e.to_string()))?;
         let pair = Keypair::from_uri(&secret).map_err(|e| FinetuneError::BadKey(e.to_string()))?;
         Ok(Self { pair })
     }

@@ -136,7 +136,7 @@ impl ModelStore {
     pub fn fetch(&self, id: &ModelId) -> Result<PathBuf, FinetuneError> {
         let dir = match self.local(id) {
             Some(dir) => dir,
-            None => self.from_hub(id)?,
+            None => self.download(id)?,
         };
         if let Some(expected) = &id.hash {
             let actual = hash_directory(&dir)?;
@@ -210,10 +210,13 @@ impl ModelStore {
     }
 
     fn local(&self, id: &ModelId) -> Option<PathBuf> {
-        let cached = id
-            .commit
-            .as_ref()
-            .map(|c| self.config.cache_dir.join(&id.namespace).join(&id.name).join(c));
+        let cached = id.commit.as_ref().map(|c| {
+            self.config
+                .cache_dir
+                .join(&id.namespace)
+                .join(&id.name)
+                .join(c)
+        });
         let local = self.config.models_dir.as_ref().map(|root| {
             let repo = root.join(&id.namespace).join(&id.name);
             match &id.commit {
@@ -224,7 +227,7 @@ impl ModelStore {
         [local, cached].into_iter().flatten().find(|p| p.exists())
     }
 
-    fn from_hub(&self, id: &ModelId) -> Result<PathBuf, FinetuneError> {
+    fn download(&self, id: &ModelId) -> Result<PathBuf, FinetuneError> {
         let fail = |reason: String| FinetuneError::Retrieve {
             id: id.to_string(),
             reason,
@@ -242,7 +245,12 @@ impl ModelStore {
             )));
         }
         crate::models::probe_hub(&self.config.endpoint).map_err(|e| fail(e.to_string()))?;
-        let dest = self.config.cache_dir.join(&id.namespace).join(&id.name).join(commit);
+        let dest = self
+            .config
+            .cache_dir
+            .join(&id.namespace)
+            .join(&id.name)
+            .join(commit);
         let staging = self
             .config
             .cache_dir
@@ -258,7 +266,11 @@ impl ModelStore {
             .with_progress(true)
             .build()
             .map_err(|e| fail(e.to_string()))?;
-        let repo = api.repo(Repo::with_revision(id.repo(), RepoType::Model, commit.clone()));
+        let repo = api.repo(Repo::with_revision(
+            id.repo(),
+            RepoType::Model,
+            commit.clone(),
+        ));
         let info = repo.info().map_err(|e| fail(e.to_string()))?;
         let files = staging.join("files");
         for sibling in &info.siblings {
@@ -389,7 +401,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.gguf");
         std::fs::write(&path, b"not a model").unwrap();
-        assert!(matches!(inspect_gguf(&path), Err(FinetuneError::Rejected { .. })));
+        assert!(matches!(
+            inspect_gguf(&path),
+            Err(FinetuneError::Rejected { .. })
+        ));
         assert!(inspect_safetensors(dir.path()).is_err());
     }
 }

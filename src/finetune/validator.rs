@@ -138,7 +138,8 @@ impl Validator {
         let settings = self.policy.settings()?;
         let competitions = self.policy.competitions()?;
         let n_comps = competitions.len() as f64;
-        let competition = competitions[(self.state.step % competitions.len() as u64) as usize].clone();
+        let competition =
+            competitions[(self.state.step % competitions.len() as u64) as usize].clone();
         let block = self.chain.current_block().await?;
         let models = read_models(self.chain.as_ref(), self.config.netuid).await?;
         let mut committed = Vec::new();
@@ -165,7 +166,12 @@ impl Validator {
                 .into_iter()
                 .map(|(uid, block, id)| {
                     let path = store.retrieve(&id, &comp).map_err(|e| e.to_string());
-                    Candidate { uid, id, block, path }
+                    Candidate {
+                        uid,
+                        id,
+                        block,
+                        path,
+                    }
                 })
                 .collect()
         })
@@ -191,8 +197,16 @@ impl Validator {
         // Scale this competition's weights to its share (times the number of
         // competitions, since each round updates every uid's average), then average.
         let total: f64 = outcome.scores.iter().map(|s| s.weight).sum();
-        let scale = if total > 0.0 { n_comps * competition.reward_share / total } else { 0.0 };
-        let mut fresh: BTreeMap<u16, f64> = outcome.scores.iter().map(|s| (s.uid, s.weight * scale)).collect();
+        let scale = if total > 0.0 {
+            n_comps * competition.reward_share / total
+        } else {
+            0.0
+        };
+        let mut fresh: BTreeMap<u16, f64> = outcome
+            .scores
+            .iter()
+            .map(|s| (s.uid, s.weight * scale))
+            .collect();
         for uid in self.state.weights.keys() {
             fresh.entry(*uid).or_insert(0.0);
         }
@@ -245,8 +259,13 @@ impl Validator {
     }
 
     async fn set_weights(&self) -> Result<u64, FinetuneError> {
-        let (uids, values): (Vec<u16>, Vec<f64>) =
-            self.state.weights.iter().filter(|(_, w)| **w > 0.0).map(|(u, w)| (*u, *w)).unzip();
+        let (uids, values): (Vec<u16>, Vec<f64>) = self
+            .state
+            .weights
+            .iter()
+            .filter(|(_, w)| **w > 0.0)
+            .map(|(u, w)| (*u, *w))
+            .unzip();
         if uids.is_empty() {
             return Err(FinetuneError::Policy("no positive weights to set".into()));
         }
@@ -270,7 +289,12 @@ impl Validator {
             path: self.config.state_path.clone(),
             source,
         };
-        if let Some(dir) = self.config.state_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = self
+            .config
+            .state_path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let text = serde_json::to_string_pretty(&self.state).expect("state serialises");
