@@ -5,8 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use neuron::models::Resolver;
 use neuron::script::{
-    Corpus, HostConfig, HttpConfig, Lazy, Limits, ReloadStatus, ScriptError, ScriptHost, Services,
+    Corpus, HostConfig, HttpConfig, Lazy, Limits, ModelIds, ReloadStatus, ScriptError, ScriptHost,
+    Services,
 };
 
 fn fixture(name: &str) -> PathBuf {
@@ -15,16 +17,21 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The standard services (models via the resolver, loaded only if a test calls them),
+/// with the sample corpus fixture and only loopback on the HTTP allowlist.
 fn services() -> Services {
     let wiki = fixture("wiki_sample.json");
-    Services::new(
+    let mut services = Services::with_resolver(
+        Resolver::default(),
+        &ModelIds::default(),
         HttpConfig {
             allow_hosts: vec!["127.0.0.1".into()],
             ..HttpConfig::default()
         },
         vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("src")],
-        Lazy::new(move || Corpus::load(&wiki).map_err(|e| e.to_string())),
-    )
+    );
+    services.wiki = Lazy::new(move || Corpus::load(&wiki).map_err(|e| e.to_string()));
+    services
 }
 
 fn repo_host() -> ScriptHost {
@@ -66,7 +73,7 @@ fn shipped_math_task_is_deterministic_per_seed() {
     let host = repo_host();
     let math = host.task("math").unwrap();
     let spec = math.task.as_ref().unwrap();
-    assert_eq!(spec.rewards[0].name, "float_diff");
+    assert_eq!(spec.rewards.rewards()[0].function.to_string(), "float_diff");
     let a = host.generate(&math, &host.ctx(42, 0)).unwrap();
     let b = host.generate(&math, &host.ctx(42, 0)).unwrap();
     assert_eq!(

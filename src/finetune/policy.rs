@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rhai::Dynamic;
 use serde::{Deserialize, Serialize};
 
-use crate::script::{HostConfig, HttpConfig, Lazy, Script, ScriptHost, Services};
+use crate::script::{HostConfig, HttpConfig, ModelIds, Script, ScriptHost, Services};
 
 use super::FinetuneError;
 
@@ -86,7 +86,7 @@ fn policy_err(e: impl std::fmt::Display) -> FinetuneError {
 }
 
 impl ScriptPolicy {
-    /// Compiles the policy script at `path` (no network, no corpus, no source access).
+    /// Compiles the policy script at `path` (no network hosts, no source roots).
     pub fn load(path: &Path) -> Result<Self, FinetuneError> {
         let root = path
             .parent()
@@ -96,10 +96,12 @@ impl ScriptPolicy {
             allow_hosts: Vec::new(),
             ..HttpConfig::default()
         };
-        let services = Services::new(
+        // Models and corpus load lazily, only if the script asks for them.
+        let services = Services::with_resolver(
+            crate::models::Resolver::default(),
+            &ModelIds::default(),
             http,
             Vec::new(),
-            Lazy::unavailable("the finetune policy has no corpus"),
         );
         let host = ScriptHost::new(HostConfig::new(root), services).map_err(policy_err)?;
         let script = Arc::new(host.compile(path).map_err(policy_err)?);

@@ -2,14 +2,15 @@
 //! similarity an empty completion gets.
 
 use super::ScoreError;
+use crate::embed::{Embedder, cosine};
 
 /// The boxed error an [`Embed`] implementation reports.
 pub type EmbedFailure = Box<dyn std::error::Error + Send + Sync>;
 
 /// Anything that turns texts into sentence embeddings, one vector per text.
 ///
-/// Implemented for closures `Fn(&[&str]) -> Result<Vec<Vec<f32>>, E>`, so tests and the
-/// script host can pass an embedding model however they hold it.
+/// Implemented for [`neuron::embed::Embedder`](crate::embed::Embedder) and for closures
+/// `Fn(&[&str]) -> Result<Vec<Vec<f32>>, E>`.
 pub trait Embed: Send + Sync {
     /// Embeds `texts`, returning one vector per text, in order.
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedFailure>;
@@ -22,6 +23,12 @@ where
 {
     fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedFailure> {
         self(texts).map_err(Into::into)
+    }
+}
+
+impl Embed for Embedder {
+    fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedFailure> {
+        Embedder::embed(self, texts).map_err(Into::into)
     }
 }
 
@@ -50,23 +57,12 @@ pub fn relevance(
             got: bad.len(),
         });
     }
-    let baseline = cosine(reference, &vectors[1]);
+    let similarity = |v: &[f32]| f64::from(cosine(reference, v));
+    let baseline = similarity(&vectors[1]);
     Ok(vectors[2..]
         .iter()
-        .map(|v| (cosine(reference, v) - baseline).clamp(0.0, 1.0))
+        .map(|v| (similarity(v) - baseline).clamp(0.0, 1.0))
         .collect())
-}
-
-/// Cosine similarity in f64, with torch's guard: the norm product is at least 1e-8.
-fn cosine(a: &[f32], b: &[f32]) -> f64 {
-    let (mut dot, mut na, mut nb) = (0.0f64, 0.0f64, 0.0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        dot += x * y;
-        na += x * x;
-        nb += y * y;
-    }
-    dot / (na.sqrt() * nb.sqrt()).max(1e-8)
 }
 
 #[cfg(test)]

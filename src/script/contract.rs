@@ -4,6 +4,8 @@ use std::path::Path;
 
 use rhai::{AST, Dynamic, Map, Scope};
 
+use crate::score::RewardSpec;
+
 /// What a script is, by where it lives (or, outside the roots, by what it defines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ScriptKind {
@@ -54,15 +56,6 @@ impl ScriptKind {
     }
 }
 
-/// One weighted reward (or penalty) function.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RewardTerm {
-    /// Reward function name, e.g. `rouge-1`, `relevance`.
-    pub name: String,
-    /// Its weight in `[0, 1]`.
-    pub weight: f64,
-}
-
 /// A task's declared metadata.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskSpec {
@@ -70,10 +63,9 @@ pub struct TaskSpec {
     pub name: String,
     /// `WEIGHT`: relative sampling weight (≥ 0).
     pub weight: f64,
-    /// `REWARDS`: reward function → weight, weights summing to 1.
-    pub rewards: Vec<RewardTerm>,
-    /// `PENALTIES`: reward function scored against the challenge → weight.
-    pub penalties: Vec<RewardTerm>,
+    /// `REWARDS` (reward function → weight, summing to 1) and `PENALTIES` (reward
+    /// function scored against the challenge → weight), validated.
+    pub rewards: RewardSpec,
 }
 
 /// Which optional hooks a script defines.
@@ -86,18 +78,6 @@ pub struct HookSet {
     /// Strategy: `priority(ctx, request)`.
     pub priority: bool,
 }
-
-/// Reward function names a task may use in `REWARDS` and `PENALTIES`.
-pub const REWARD_FUNCTIONS: [&str; 8] = [
-    "rouge",
-    "rouge-1",
-    "rouge-2",
-    "rouge-l",
-    "relevance",
-    "diff",
-    "float_diff",
-    "date",
-];
 
 fn has_fn(ast: &AST, name: &str, arity: usize) -> bool {
     ast.iter_functions()
@@ -157,37 +137,17 @@ fn number(value: &Dynamic) -> Option<f64> {
         .or_else(|| value.as_int().ok().map(|i| i as f64))
 }
 
-fn terms(scope: &Scope, constant: &str, must_sum_to_one: bool) -> Result<Vec<RewardTerm>, String> {
+fn terms(scope: &Scope, constant: &str) -> Result<Vec<(String, f64)>, String> {
     let map: Map = scope.get_value::<Map>(constant).ok_or_else(|| {
         format!("`{constant}` must be a constant object map of reward name → weight")
     })?;
-    let mut out = Vec::with_capacity(map.len());
-    for (name, weight) in map {
-        let weight =
-            number(&weight).ok_or_else(|| format!("`{constant}.{name}` must be a number"))?;
-        if !REWARD_FUNCTIONS.contains(&name.as_str()) {
-            return Err(format!(
-                "`{constant}` names unknown reward function `{name}` (known: {})",
-                REWARD_FUNCTIONS.join(", ")
-            ));
-        }
-        if !(0.0..=1.0).contains(&weight) {
-            return Err(format!("`{constant}.{name}` = {weight} is outside [0, 1]"));
-        }
-        out.push(RewardTerm {
-            name: name.to_string(),
-            weight,
-        });
-    }
-    if must_sum_to_one {
-        let sum: f64 = out.iter().map(|t| t.weight).sum();
-        if out.is_empty() || (sum - 1.0).abs() > 1e-6 {
-            return Err(format!(
-                "`{constant}` weights must sum to 1 (they sum to {sum})"
-            ));
-        }
-    }
-    Ok(out)
+    map.into_iter()
+        .map(|(name, weight)| {
+            number(&weight)
+                .map(|w| (name.to_string(), w))
+                .ok_or_else(|| format!("`{constant}.{name}` must be a number"))
+        })
+        .collect()
 }
 
 /// Reads a task's constants from the scope its top level ran in.
@@ -213,11 +173,12 @@ pub(crate) fn task_spec(scope: &Scope) -> Result<TaskSpec, String> {
         .and_then(number)
         .filter(|w| *w >= 0.0 && w.is_finite())
         .ok_or("`WEIGHT` must be a number ≥ 0")?;
+    let rewards = RewardSpec::new(terms(scope, "REWARDS")?, terms(scope, "PENALTIES")?)
+        .map_err(|e| format!("`REWARDS`/`PENALTIES`: {e}"))?;
     Ok(TaskSpec {
         name,
         weight,
-        rewards: terms(scope, "REWARDS", true)?,
-        penalties: terms(scope, "PENALTIES", false)?,
+        rewards,
     })
 }
 
@@ -237,8 +198,8 @@ mod tests {
         let s = spec(r#"const NAME = "qa"; const WEIGHT = 2; const REWARDS = #{ "rouge-1": 0.5, relevance: 0.5 }; const PENALTIES = #{ "rouge-1": 0.5 };"#).unwrap();
         assert_eq!(s.name, "qa");
         assert_eq!(s.weight, 2.0);
-        assert_eq!(s.rewards.len(), 2);
-        assert_eq!(s.penalties[0].weight, 0.5);
+        assert_eq!(s.rewards.rewards().len(), 2);
+        assert_eq!(s.rewards.penalties()[0].weight, 0.5);
     }
 
     #[test]
@@ -258,15 +219,15 @@ mod tests {
             ),
             (
                 r#"const NAME = "x"; const WEIGHT = 1; const REWARDS = #{diff: 0.5}; const PENALTIES = #{};"#,
-                "sum to 1",
+                "sum to 0.5, not 1",
             ),
             (
                 r#"const NAME = "x"; const WEIGHT = 1; const REWARDS = #{bleu: 1.0}; const PENALTIES = #{};"#,
-                "unknown reward function `bleu`",
+                "bleu",
             ),
             (
                 r#"const NAME = "x"; const WEIGHT = 1; const REWARDS = #{diff: 1.0}; const PENALTIES = #{diff: 2};"#,
-                "outside [0, 1]",
+                "not in [0, 1]",
             ),
             (
                 r#"const NAME = "x"; const WEIGHT = 1; const REWARDS = [1]; const PENALTIES = #{};"#,

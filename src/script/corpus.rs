@@ -69,7 +69,7 @@ impl Corpus {
     pub fn from_articles(mut articles: Vec<Article>) -> Self {
         articles.sort_by(|a, b| a.title.cmp(&b.title));
         let date = Regex::new(&format!(
-            r"(?:\bon )?(?:\b({MONTHS}) (\d{{1,2}}), (\d{{3,4}})\b|\b(\d{{1,2}}) ({MONTHS}) (\d{{3,4}})\b)"
+            r"(?:\b(?i:on) )?(?:\b({MONTHS}) (\d{{1,2}}), (\d{{3,4}})\b|\b(\d{{1,2}}) ({MONTHS}) (\d{{3,4}})\b)"
         ))
         .expect("static regex");
         let mut events = Vec::new();
@@ -86,6 +86,7 @@ impl Corpus {
                 let event = format!("{}{}", &sentence[..whole.start()], &sentence[whole.end()..]);
                 let event = event
                     .trim()
+                    .trim_start_matches([',', ' '])
                     .trim_end_matches(['.', ',', ';'])
                     .trim_end()
                     .replace(" ,", ",")
@@ -166,14 +167,25 @@ impl Corpus {
     }
 }
 
-/// Splits text into sentences at `.`, `!` or `?` followed by whitespace.
+/// Splits text into sentences at `.`, `!` or `?` followed by whitespace and an
+/// upper-case letter, unless the word before is an initial or abbreviation ("U.S.",
+/// "J. R. R.").
 fn sentences(text: &str) -> impl Iterator<Item = &str> {
     let mut out = Vec::new();
     let mut start = 0;
     let bytes = text.as_bytes();
     for (i, b) in bytes.iter().enumerate() {
-        if matches!(b, b'.' | b'!' | b'?')
+        // `i` is an ASCII byte here, so a char boundary.
+        if !matches!(b, b'.' | b'!' | b'?') {
+            continue;
+        }
+        let word_before = text[start..i].rsplit(' ').next().unwrap_or("");
+        let abbreviation = word_before.len() <= 1
+            || word_before.contains('.')
+            || word_before.chars().count() <= 2 && word_before.starts_with(char::is_uppercase);
+        if !abbreviation
             && bytes.get(i + 1).is_some_and(|n| n.is_ascii_whitespace())
+            && text[i + 1..].trim_start().starts_with(char::is_uppercase)
         {
             out.push(text[start..=i].trim());
             start = i + 1;
@@ -210,12 +222,16 @@ mod tests {
                 "Carmen premiered at the Opéra-Comique on 03 March 1875.",
             ),
             article("Plain", "No dates here. None at all!"),
+            article(
+                "Constitution",
+                "It was signed in Philadelphia. On September 17, 1787, the U.S. Constitution was signed by 39 delegates.",
+            ),
         ]);
-        assert_eq!(c.len(), 3);
+        assert_eq!(c.len(), 4);
         assert_eq!(c.find("Carmen").unwrap().topic, "Arts");
         assert!(c.find("Nope").is_none());
         let ev = c.events();
-        assert_eq!(ev.len(), 2);
+        assert_eq!(ev.len(), 3, "{ev:#?}");
         assert_eq!(ev[0].date, "March 30, 1939");
         assert_eq!(
             ev[0].event,
@@ -223,6 +239,11 @@ mod tests {
         );
         assert_eq!(ev[1].date, "March 3, 1875");
         assert_eq!(ev[1].event, "Carmen premiered at the Opéra-Comique");
+        assert_eq!(ev[2].date, "September 17, 1787");
+        assert_eq!(
+            ev[2].event,
+            "the U.S. Constitution was signed by 39 delegates"
+        );
     }
 
     #[test]

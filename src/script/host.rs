@@ -16,6 +16,7 @@ use super::resolver::{self, RootResolver};
 use super::sandbox::{self, DeadlineGuard, Limits, WALL_TIME_TOKEN};
 use super::services::Services;
 use super::{SCRIPT_ROOTS, ScriptError, api};
+use crate::score::Breakdown;
 
 /// How the host is set up.
 #[derive(Debug, Clone)]
@@ -115,6 +116,7 @@ struct Entry {
 
 struct Inner {
     engine: Engine,
+    services: Arc<Services>,
     root: PathBuf,
     resolver: RootResolver,
     limits: Limits,
@@ -162,10 +164,12 @@ impl ScriptHost {
             tracing::debug!(target: "neuron::script", "{}:{pos}: {s}", src.unwrap_or("?"))
         });
         Ctx::register(&mut engine);
-        api::register(&mut engine, Arc::new(services));
+        let services = Arc::new(services);
+        api::register(&mut engine, services.clone());
         let host = Self {
             inner: Arc::new(Inner {
                 engine,
+                services,
                 resolver: RootResolver::new(root.clone()),
                 root,
                 limits: config.limits,
@@ -309,7 +313,7 @@ impl ScriptHost {
             });
             match result {
                 Ok(script) => {
-                    tracing::info!(file = %rel.display(), kind = script.kind.as_str(), "script loaded");
+                    tracing::debug!(file = %rel.display(), kind = script.kind.as_str(), "script loaded");
                     entry.script = Some(Arc::new(script));
                     entry.status = ReloadStatus::Ok;
                     self.inner.generation.fetch_add(1, Ordering::AcqRel);
@@ -450,6 +454,69 @@ impl ScriptHost {
             reference: text("reference")?,
             fields,
         })
+    }
+
+    /// Scores `completions` of a generated task: the task's own `reward(ctx, task,
+    /// completions)` hook when it defines one (an array of numbers, one per completion;
+    /// `task` is the generated map plus `challenge`), else its `REWARDS`/`PENALTIES` with
+    /// SN1's combination. One [`Breakdown`] per completion.
+    pub fn reward(
+        &self,
+        script: &Script,
+        ctx: &Ctx,
+        task: &TaskInstance,
+        challenge: &str,
+        completions: &[String],
+    ) -> Result<Vec<Breakdown>, ScriptError> {
+        let spec = script.task.as_ref().ok_or_else(|| ScriptError::NotFound {
+            kind: "task",
+            name: script.name(),
+        })?;
+        if script.hooks.reward {
+            let mut fields = task.fields.clone();
+            fields.insert("challenge".into(), challenge.into());
+            let list: Array = completions.iter().map(|c| c.as_str().into()).collect();
+            let out = self.call(script, "reward", (ctx.clone(), fields, list))?;
+            let bad = |found: String| ScriptError::BadReturn {
+                file: script.rel.clone(),
+                hook: "reward".into(),
+                expected: format!("an array of {} numbers", completions.len()),
+                found,
+            };
+            let type_name = out.type_name().to_string();
+            let values = out.try_cast::<Array>().ok_or_else(|| bad(type_name))?;
+            if values.len() != completions.len() {
+                return Err(bad(format!("{} values", values.len())));
+            }
+            return values
+                .iter()
+                .map(|v| {
+                    let total = v
+                        .as_float()
+                        .ok()
+                        .or_else(|| v.as_int().ok().map(|i| i as f64))
+                        .ok_or_else(|| bad(format!("an element of type {}", v.type_name())))?;
+                    Ok(Breakdown {
+                        total,
+                        components: Vec::new(),
+                    })
+                })
+                .collect();
+        }
+        let refs: Vec<&str> = completions.iter().map(String::as_str).collect();
+        let score_err = |message: String| ScriptError::Score {
+            file: script.rel.clone(),
+            message,
+        };
+        let result = if spec.rewards.needs_embedder() {
+            let embedder = self.inner.services.embedder.get().map_err(score_err)?;
+            let embed = |texts: &[&str]| embedder.embed(texts);
+            spec.rewards
+                .score(&task.reference, challenge, &refs, Some(&embed))
+        } else {
+            spec.rewards.score(&task.reference, challenge, &refs, None)
+        };
+        result.map_err(|e| score_err(e.to_string()))
     }
 
     /// Runs a persona script's `persona(ctx)`.

@@ -22,14 +22,14 @@ mod source;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use contract::{HookSet, RewardTerm, ScriptKind, TaskSpec};
+pub use contract::{HookSet, ScriptKind, TaskSpec};
 pub use corpus::{Article, Corpus, DatedEvent};
 pub use ctx::{Ctx, Rng};
 pub use host::{HostConfig, Listing, ReloadStatus, Script, ScriptHost, TaskInstance};
 pub use http::{HttpClient, HttpConfig};
 pub use reload::Watcher;
 pub use sandbox::Limits;
-pub use services::{Lazy, Services};
+pub use services::{Lazy, ModelIds, Services};
 pub use source::SourceTree;
 
 /// The directories under the script root that hold scripts, in lookup order.
@@ -116,6 +116,14 @@ pub enum ScriptError {
         /// The requested URL.
         url: String,
         /// Why it failed.
+        message: String,
+    },
+    /// Scoring a task's completions failed.
+    #[error("{file}: scoring: {message}")]
+    Score {
+        /// The task file.
+        file: PathBuf,
+        /// What went wrong.
         message: String,
     },
     /// The file watcher could not be started.

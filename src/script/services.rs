@@ -2,9 +2,12 @@
 //! lazily on first use, so a host that only runs the math task never loads a model.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use std::path::PathBuf;
+use crate::embed::Embedder;
+use crate::llm::{LlmService, LoadOptions};
+use crate::models::Resolver;
 
 use super::corpus::Corpus;
 use super::http::{HttpClient, HttpConfig};
@@ -28,22 +31,6 @@ impl<T> Lazy<T> {
         }
     }
 
-    /// An already-loaded value.
-    pub fn ready(value: T) -> Self {
-        let cell = OnceLock::new();
-        let _ = cell.set(Ok(Arc::new(value)));
-        Self {
-            cell,
-            loader: Box::new(|| Err("unreachable: value preloaded".into())),
-        }
-    }
-
-    /// A value that is not available, with the reason shown to scripts that ask for it.
-    pub fn unavailable(reason: impl Into<String>) -> Self {
-        let reason = reason.into();
-        Self::new(move || Err(reason.clone()))
-    }
-
     /// The value, loading it now if needed.
     pub fn get(&self) -> Result<Arc<T>, String> {
         self.cell
@@ -63,9 +50,39 @@ impl<T> fmt::Debug for Lazy<T> {
     }
 }
 
+/// Model-resolver ids of the default artifacts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelIds {
+    /// Chat model (`llm` module).
+    pub llm: String,
+    /// Sentence-embedding model (`embed` module, `relevance` reward).
+    pub embedder: String,
+    /// Offline Wikipedia corpus (`corpus::*("wiki")`).
+    pub wiki: String,
+}
+
+impl Default for ModelIds {
+    fn default() -> Self {
+        Self {
+            llm: "smollm2-135m-instruct".into(),
+            embedder: "all-minilm-l6-v2".into(),
+            wiki: "wiki-vital-summaries".into(),
+        }
+    }
+}
+
+/// Most source files the `source` module lists.
+pub const SOURCE_MAX_FILES: usize = 5000;
+/// Largest source file the `source` module reads, in bytes.
+pub const SOURCE_MAX_BYTES: u64 = 256 * 1024;
+
 /// Everything the API modules adapt: built once per host.
 #[derive(Debug)]
 pub struct Services {
+    /// The chat model (`llm` module).
+    pub llm: Lazy<LlmService>,
+    /// The sentence embedder (`embed` module and the `relevance` reward).
+    pub embedder: Lazy<Embedder>,
     /// The offline Wikipedia vital-articles corpus (`corpus` module).
     pub wiki: Lazy<Corpus>,
     /// Allowlisted, cached HTTP GET (`http` module).
@@ -74,16 +91,45 @@ pub struct Services {
     pub source: SourceTree,
 }
 
-/// Most source files the `source` module lists.
-pub const SOURCE_MAX_FILES: usize = 5000;
-/// Largest source file the `source` module reads, in bytes.
-pub const SOURCE_MAX_BYTES: u64 = 256 * 1024;
-
 impl Services {
-    /// Services with `http` settings, `source_roots` for the `source` module and the
-    /// `wiki` corpus loader.
-    pub fn new(http: HttpConfig, source_roots: Vec<PathBuf>, wiki: Lazy<Corpus>) -> Self {
+    /// The defaults: models and corpus from `$NEURON_HOME` via the model resolver, the
+    /// default HTTP allowlist, and the cargo registry sources for the `source` module.
+    pub fn standard() -> Self {
+        Self::with_resolver(
+            Resolver::default(),
+            &ModelIds::default(),
+            HttpConfig::default(),
+            SourceTree::default_roots(),
+        )
+    }
+
+    /// Models and corpus resolved by `resolver` under `ids` (loaded on first use, on the
+    /// CPU), HTTP with `http`, and `source_roots` for the `source` module.
+    pub fn with_resolver(
+        resolver: Resolver,
+        ids: &ModelIds,
+        http: HttpConfig,
+        source_roots: Vec<PathBuf>,
+    ) -> Self {
+        let resolver = Arc::new(resolver);
+        let (r, id) = (resolver.clone(), ids.llm.clone());
+        let llm = Lazy::new(move || {
+            let path = r.resolve(&id).map_err(|e| e.to_string())?;
+            LlmService::load(&path, LoadOptions::default()).map_err(|e| e.to_string())
+        });
+        let (r, id) = (resolver.clone(), ids.embedder.clone());
+        let embedder = Lazy::new(move || {
+            let dir = r.resolve(&id).map_err(|e| e.to_string())?;
+            Embedder::load(&dir, &candle_core::Device::Cpu).map_err(|e| e.to_string())
+        });
+        let (r, id) = (resolver, ids.wiki.clone());
+        let wiki = Lazy::new(move || {
+            let path = r.resolve(&id).map_err(|e| e.to_string())?;
+            Corpus::load(&path).map_err(|e| e.to_string())
+        });
         Self {
+            llm,
+            embedder,
             wiki,
             http: HttpClient::new(http),
             source: SourceTree::new(source_roots, SOURCE_MAX_FILES, SOURCE_MAX_BYTES),

@@ -13,9 +13,12 @@ macro_rules! def {
 }
 
 mod corpus;
+mod embed;
 mod http;
+mod llm;
 mod log;
 mod rng;
+mod score;
 mod source;
 mod time;
 
@@ -28,6 +31,9 @@ use super::services::Services;
 /// Registers every API module on `engine`.
 pub(crate) fn register(engine: &mut Engine, services: Arc<Services>) {
     let modules = [
+        ("llm", llm::module(services.clone())),
+        ("embed", embed::module(services.clone())),
+        ("score", score::module(services.clone())),
         ("http", http::module(services.clone())),
         ("corpus", corpus::module(services.clone())),
         ("source", source::module(services)),

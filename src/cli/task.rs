@@ -1,0 +1,221 @@
+//! `neuron task …`: tools for script authors — list the task rotation, check script
+//! files (compile, contract, one seeded generate), run one full step with a reward
+//! breakdown.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use neuron::script::{HostConfig, ReloadStatus, ScriptHost, ScriptKind, Services};
+
+/// `neuron task` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// List task scripts: name, weight, file and last reload status.
+    List {
+        #[command(flatten)]
+        host: HostArgs,
+    },
+    /// Compile and contract-check FILEs; for tasks run one seeded generate and print
+    /// query, challenge and reference. Exits non-zero if any file fails.
+    Check {
+        /// Script files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        host: HostArgs,
+        /// Seed of the generate step.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Persona script (file stem under personas/) used for the challenge.
+        #[arg(long, default_value = "human")]
+        persona: String,
+    },
+    /// Run one full step of task NAME: generate, persona, challenge, and the reward
+    /// breakdown of a completion.
+    Run {
+        /// The task's NAME.
+        name: String,
+        /// Seed of the step.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The completion to score (default: the reference itself).
+        #[arg(long)]
+        completion: Option<String>,
+        #[command(flatten)]
+        host: HostArgs,
+        /// Persona script (file stem under personas/).
+        #[arg(long, default_value = "human")]
+        persona: String,
+    },
+}
+
+/// Script root and config values, shared by the subcommands.
+#[derive(Debug, clap::Args)]
+pub struct HostArgs {
+    /// Script root (holding tasks/, personas/, tools/, scripts/).
+    #[arg(long, env = "NEURON_SCRIPTS", default_value = ".")]
+    scripts: PathBuf,
+    /// A config value scripts read as `ctx.config(KEY)`, e.g. `--set max_tokens=32` or
+    /// `--set wiki_mode=live` (numbers and booleans are parsed; repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn host(args: &HostArgs) -> anyhow::Result<ScriptHost> {
+    let mut config = HostConfig::new(&args.scripts);
+    for pair in &args.set {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--set {pair}: expected KEY=VALUE"))?;
+        let value: rhai::Dynamic = if let Ok(i) = value.parse::<rhai::INT>() {
+            i.into()
+        } else if let Ok(f) = value.parse::<f64>() {
+            f.into()
+        } else if let Ok(b) = value.parse::<bool>() {
+            b.into()
+        } else {
+            value.into()
+        };
+        config.config.insert(key.into(), value);
+    }
+    ScriptHost::new(config, Services::standard())
+        .with_context(|| format!("loading scripts under {}", args.scripts.display()))
+}
+
+/// Runs a `task` subcommand.
+pub fn run(command: TaskCommand) -> anyhow::Result<()> {
+    match command {
+        TaskCommand::List { host: args } => list(&host(&args)?),
+        TaskCommand::Check {
+            files,
+            host: args,
+            seed,
+            persona,
+        } => check(&host(&args)?, &files, seed, &persona),
+        TaskCommand::Run {
+            name,
+            seed,
+            completion,
+            host: args,
+            persona,
+        } => step(&host(&args)?, &name, seed, completion, &persona),
+    }
+}
+
+fn list(host: &ScriptHost) -> anyhow::Result<()> {
+    println!("{:<22} {:>7}  {:<36} status", "name", "weight", "file");
+    for row in host.listing() {
+        let is_task = row
+            .script
+            .as_ref()
+            .is_some_and(|s| s.kind == ScriptKind::Task)
+            || (row.script.is_none() && row.rel.starts_with("tasks"));
+        if !is_task {
+            continue;
+        }
+        let (name, weight) = match row.script.as_ref().and_then(|s| s.task.clone()) {
+            Some(spec) => (spec.name, format!("{:.2}", spec.weight)),
+            None => ("-".into(), "-".into()),
+        };
+        let status = match row.status {
+            ReloadStatus::Ok => "ok".to_string(),
+            ReloadStatus::Rejected(msg) => format!("REJECTED: {msg}"),
+        };
+        println!("{name:<22} {weight:>7}  {:<36} {status}", row.rel.display());
+    }
+    Ok(())
+}
+
+fn check(host: &ScriptHost, files: &[PathBuf], seed: u64, persona: &str) -> anyhow::Result<()> {
+    let mut failed = 0;
+    for file in files {
+        match check_one(host, file, seed, persona) {
+            Ok(()) => println!("ok    {}", file.display()),
+            Err(err) => {
+                failed += 1;
+                println!("FAIL  {}: {err:#}", file.display());
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} script(s) failed the check", files.len());
+    }
+    Ok(())
+}
+
+fn check_one(
+    host: &ScriptHost,
+    file: &std::path::Path,
+    seed: u64,
+    persona: &str,
+) -> anyhow::Result<()> {
+    let script = host.compile(file)?;
+    println!(
+        "{}: {} script `{}`",
+        file.display(),
+        script.kind.as_str(),
+        script.name()
+    );
+    if script.kind == ScriptKind::Task {
+        let spec = script.task.as_ref().context("task without spec")?;
+        let terms = |t: &[neuron::score::Weighted]| {
+            t.iter()
+                .map(|t| format!("{} {}", t.function, t.weight))
+                .collect::<Vec<_>>()
+                .join(" + ")
+        };
+        println!("  weight:    {}", spec.weight);
+        println!("  rewards:   {}", terms(spec.rewards.rewards()));
+        println!("  penalties: {}", terms(spec.rewards.penalties()));
+        let ctx = host.ctx(seed, 0);
+        let task = host.generate(&script, &ctx)?;
+        let persona_script = host.persona_script(persona)?;
+        let p = host.persona(&persona_script, &ctx)?;
+        let challenge = host.challenge(&persona_script, &ctx, &task, &p)?;
+        println!("  query:     {}", task.query);
+        println!("  challenge: {challenge}");
+        println!("  reference: {}", task.reference);
+    }
+    Ok(())
+}
+
+fn step(
+    host: &ScriptHost,
+    name: &str,
+    seed: u64,
+    completion: Option<String>,
+    persona: &str,
+) -> anyhow::Result<()> {
+    let task_script = host.task(name)?;
+    let ctx = host.ctx(seed, 0);
+    let task = host.generate(&task_script, &ctx)?;
+    let persona_script = host.persona_script(persona)?;
+    let p = host.persona(&persona_script, &ctx)?;
+    let challenge = host.challenge(&persona_script, &ctx, &task, &p)?;
+    let completion = completion.unwrap_or_else(|| task.reference.clone());
+    let breakdown = host
+        .reward(
+            &task_script,
+            &ctx,
+            &task,
+            &challenge,
+            std::slice::from_ref(&completion),
+        )?
+        .remove(0);
+    let fields = rhai::serde::from_dynamic::<serde_json::Value>(&task.fields.clone().into())?;
+    let persona_json = rhai::serde::from_dynamic::<serde_json::Value>(&p.into())?;
+    let out = serde_json::json!({
+        "task": task.task,
+        "seed": seed,
+        "persona": persona_json,
+        "query": task.query,
+        "challenge": challenge,
+        "reference": task.reference,
+        "completion": completion,
+        "reward": breakdown,
+        "fields": fields,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}

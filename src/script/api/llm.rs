@@ -1,0 +1,130 @@
+//! `llm`: chat with the validator/miner model. Sampling options come from a map; the
+//! seed is drawn from `ctx.rng` unless given, so a step's generations are reproducible
+//! from its seed.
+
+use std::sync::Arc;
+
+use rhai::{Array, Dynamic, EvalAltResult, ImmutableString, Map, Module};
+
+use super::fail;
+use crate::llm::{ChatMessage, SamplingParams};
+use crate::script::ctx::Ctx;
+use crate::script::services::Services;
+
+type Res<T> = Result<T, Box<EvalAltResult>>;
+
+fn float(key: &str, v: &Dynamic) -> Res<f64> {
+    v.as_float()
+        .ok()
+        .or_else(|| v.as_int().ok().map(|i| i as f64))
+        .ok_or_else(|| fail(format!("llm option `{key}` must be a number")))
+}
+
+fn count(key: &str, v: &Dynamic) -> Res<usize> {
+    v.as_int()
+        .ok()
+        .and_then(|i| usize::try_from(i).ok())
+        .ok_or_else(|| fail(format!("llm option `{key}` must be a non-negative integer")))
+}
+
+/// Sampling parameters from an options map (unknown keys are an error).
+fn params(ctx: &Ctx, opts: &Map) -> Res<SamplingParams> {
+    let mut p = SamplingParams {
+        seed: ctx.rng.next_u64(),
+        ..SamplingParams::default()
+    };
+    for (key, v) in opts {
+        match key.as_str() {
+            "temperature" => p.temperature = float(key, v)?,
+            "top_k" => p.top_k = Some(count(key, v)?),
+            "top_p" => p.top_p = Some(float(key, v)?),
+            "repeat_penalty" => p.repeat_penalty = float(key, v)? as f32,
+            "max_tokens" => p.max_tokens = count(key, v)?,
+            "seed" => p.seed = count(key, v)? as u64,
+            "stop" => {
+                p.stop = v
+                    .as_array_ref()
+                    .map_err(|_| fail("llm option `stop` must be an array of strings"))?
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            }
+            other => {
+                return Err(fail(format!(
+                    "unknown llm option `{other}` (temperature, top_k, top_p, repeat_penalty, max_tokens, seed, stop)"
+                )));
+            }
+        }
+    }
+    Ok(p)
+}
+
+fn messages(list: &Array) -> Res<Vec<ChatMessage>> {
+    list.iter()
+        .map(|m| {
+            let map = m
+                .read_lock::<Map>()
+                .ok_or_else(|| fail("llm messages must be maps #{role, content}"))?;
+            let field = |k: &str| {
+                map.get(k)
+                    .filter(|v| v.is_string())
+                    .map(|v| v.to_string())
+                    .ok_or_else(|| fail(format!("llm message without string `{k}`")))
+            };
+            Ok(ChatMessage::new(field("role")?, field("content")?))
+        })
+        .collect()
+}
+
+fn chat(services: &Services, msgs: Vec<ChatMessage>, params: SamplingParams) -> Res<String> {
+    let llm = services.llm.get().map_err(|e| fail(format!("llm: {e}")))?;
+    llm.chat_blocking(msgs, params)
+        .map(|g| g.text)
+        .map_err(|e| fail(format!("llm: {e}")))
+}
+
+fn ask_messages(system: &str, prompt: &str) -> Vec<ChatMessage> {
+    let mut out = Vec::with_capacity(2);
+    if !system.is_empty() {
+        out.push(ChatMessage::new("system", system));
+    }
+    out.push(ChatMessage::new("user", prompt));
+    out
+}
+
+pub(super) fn module(services: Arc<Services>) -> Module {
+    let mut m = Module::new();
+    let s = services.clone();
+    def!(&mut m, "chat", move |ctx: Ctx,
+                               list: Array,
+                               opts: Map|
+          -> Res<String> {
+        chat(&s, messages(&list)?, params(&ctx, &opts)?)
+    });
+    let s = services.clone();
+    def!(&mut m, "chat", move |ctx: Ctx,
+                               list: Array|
+          -> Res<String> {
+        chat(&s, messages(&list)?, params(&ctx, &Map::new())?)
+    });
+    let s = services.clone();
+    def!(&mut m, "ask", move |ctx: Ctx,
+                              system: ImmutableString,
+                              prompt: ImmutableString,
+                              opts: Map|
+          -> Res<String> {
+        chat(&s, ask_messages(&system, &prompt), params(&ctx, &opts)?)
+    });
+    let s = services;
+    def!(&mut m, "ask", move |ctx: Ctx,
+                              system: ImmutableString,
+                              prompt: ImmutableString|
+          -> Res<String> {
+        chat(
+            &s,
+            ask_messages(&system, &prompt),
+            params(&ctx, &Map::new())?,
+        )
+    });
+    m
+}
