@@ -431,6 +431,30 @@ pub fn normalize_weights(
     Ok((out_uids, out_weights))
 }
 
+/// Development and URI keys (`//Alice`, `mnemonic//hard/soft`) via subxt-signer.
+impl Signer for subxt_signer::sr25519::Keypair {
+    fn ss58(&self) -> String {
+        self.public_key().to_account_id().to_string()
+    }
+
+    fn public(&self) -> [u8; 32] {
+        self.public_key().0
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], ChainError> {
+        Ok(subxt_signer::sr25519::Keypair::sign(self, message).0)
+    }
+}
+
+/// The keypair for a secret URI such as `//Alice` or `<mnemonic>//hard/soft`.
+pub fn uri_keypair(uri: &str) -> Result<subxt_signer::sr25519::Keypair, ChainError> {
+    let secret: subxt_signer::SecretUri = uri
+        .parse()
+        .map_err(|e| ChainError::InvalidInput(format!("secret URI: {e}")))?;
+    subxt_signer::sr25519::Keypair::from_uri(&secret)
+        .map_err(|e| ChainError::InvalidInput(format!("secret URI: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -473,6 +497,25 @@ mod tests {
         ));
         assert!(matches!(
             normalize_weights(&[1, 2], &[f32::NAN, 0.5]),
+            Err(ChainError::InvalidInput(_))
+        ));
+    }
+
+    #[test]
+    fn uri_keys_match_substrate_dev_accounts() {
+        let alice = uri_keypair("//Alice").unwrap();
+        assert_eq!(
+            alice.ss58(),
+            "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
+        );
+        let sig = Signer::sign(&alice, b"msg").unwrap();
+        assert!(subxt_signer::sr25519::verify(
+            &subxt_signer::sr25519::Signature(sig),
+            b"msg",
+            &alice.public_key()
+        ));
+        assert!(matches!(
+            uri_keypair("not a uri at all"),
             Err(ChainError::InvalidInput(_))
         ));
     }

@@ -2,10 +2,12 @@
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
 mod bench;
+mod chain;
 mod embed;
 mod generate;
 mod models;
 mod task;
+mod wallet;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -22,6 +24,8 @@ pub struct Cli {
 enum Command {
     /// Print the cache directory ($NEURON_HOME).
     Home,
+    /// Local chain: init, status, metagraph, register, serve, stake, weights, commit, epoch.
+    Chain(chain::ChainArgs),
     /// Model and dataset artifacts: fetch, list, path.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -35,6 +39,8 @@ enum Command {
     /// Task scripts: list, check, run one step.
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Create, regenerate, list and inspect bittensor wallets; sign and verify.
+    Wallet(wallet::WalletArgs),
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
@@ -49,10 +55,12 @@ pub fn main() -> anyhow::Result<()> {
             println!("{}", neuron::home::neuron_home().display());
             Ok(())
         }
+        Command::Chain(args) => tokio::runtime::Runtime::new()?.block_on(chain::run(args)),
         Command::Models(cmd) => models::run(cmd),
         Command::Generate(args) => generate::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Task(cmd) => task::run(cmd),
+        Command::Wallet(args) => wallet::run(args),
     }
 }

@@ -16,7 +16,7 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::utils::apply_repeat_penalty;
 use tokenizers::Tokenizer;
 
-use super::gguf::{GgufMeta, GgufModel, KvCache, check_complete};
+use super::gguf::{GgufMeta, GgufModel, KvCache, SUPPORTED_ARCHITECTURES, check_complete};
 use super::safetensors::{SafeModel, SafeSession};
 use super::template::ChatTemplate;
 use super::{
@@ -142,6 +142,12 @@ impl Engine {
         })?;
         check_complete(&ct, len)?;
         let arch = md_str(&ct, "general.architecture").unwrap_or_default();
+        if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
+            return Err(LlmError::UnsupportedArchitecture {
+                arch,
+                supported: SUPPORTED_ARCHITECTURES.join(", "),
+            });
+        }
         let sibling = path.with_file_name("tokenizer.json");
         let tokenizer = if sibling.is_file() {
             tokenizer::from_file(&sibling)?
