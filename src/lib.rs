@@ -10,5 +10,7 @@ pub mod embed;
 pub mod home;
 pub mod llm;
 pub mod models;
+pub mod net;
 pub mod score;
 pub mod script;
+pub mod wallet;

@@ -7,6 +7,7 @@ mod embed;
 mod generate;
 mod models;
 mod task;
+mod wallet;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -38,6 +39,8 @@ enum Command {
     /// Task scripts: list, check, run one step.
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Create, regenerate, list and inspect bittensor wallets; sign and verify.
+    Wallet(wallet::WalletArgs),
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
@@ -58,5 +61,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Task(cmd) => task::run(cmd),
+        Command::Wallet(args) => wallet::run(args),
     }
 }
