@@ -11,5 +11,7 @@ pub mod finetune;
 pub mod home;
 pub mod llm;
 pub mod models;
+pub mod net;
 pub mod score;
 pub mod script;
+pub mod wallet;

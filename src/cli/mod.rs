@@ -8,6 +8,7 @@ mod finetune;
 mod generate;
 mod models;
 mod task;
+mod wallet;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -42,6 +43,8 @@ enum Command {
     /// Task scripts: list, check, run one step.
     #[command(subcommand)]
     Task(task::TaskCommand),
+    /// Create, regenerate, list and inspect bittensor wallets; sign and verify.
+    Wallet(wallet::WalletArgs),
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
@@ -63,5 +66,6 @@ pub fn main() -> anyhow::Result<()> {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Finetune(cmd) => finetune::run(cmd),
         Command::Task(cmd) => task::run(cmd),
+        Command::Wallet(args) => wallet::run(args),
     }
 }

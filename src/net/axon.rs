@@ -1,0 +1,853 @@
+//! The axon: an HTTP/1.1 server (hyper) that answers synapses exactly as the SDK's
+//! FastAPI axon does (routes, middleware order, status codes, headers, JSON bodies),
+//! plus a body-size limit, per-IP concurrency limit, connection cap, priority queue,
+//! graceful shutdown and `/metrics`.
+
+use std::collections::{BinaryHeap, HashMap};
+use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, oneshot, watch};
+
+use super::metrics::Metrics;
+use super::synapse::{Synapse, SynapseSchema, base_schema};
+use super::{
+    ALLOWED_DELTA_NS, AxonInfo, NetError, V_7_2_0, VERSION_AS_INT, now_ns, signing_message,
+};
+use crate::wallet::{Keypair, verify};
+
+type Body = UnsyncBoxBody<Bytes, std::io::Error>;
+
+/// An error from a handler hook; the axon answers 500 `Internal Server Error #id`
+/// (the message is logged, never sent, as in the SDK).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct HandlerError(pub String);
+
+/// What `forward` returns: a filled-in synapse (sent as JSON), or a stream of raw chunks
+/// (sent as `text/event-stream`, for streaming synapses).
+pub enum Forwarded {
+    /// The synapse to send back (its `completion` etc. filled in).
+    Synapse(Synapse),
+    /// Raw body chunks, sent as they come, after the SDK's headers of `headers_from`.
+    Stream {
+        /// The request synapse whose headers go on the response.
+        headers_from: Synapse,
+        /// The body chunks.
+        chunks: BoxStream<'static, Result<Bytes, HandlerError>>,
+    },
+}
+
+/// The hooks an axon calls, in the SDK's order: `blacklist` → (signature check) →
+/// `priority` → `forward`. `blacklist` and `priority` see the header-only synapse
+/// (body fields empty, dendrite info from headers, unauthenticated at blacklist time),
+/// exactly like SDK hooks. The miner plugs its script hooks in here.
+#[async_trait::async_trait]
+pub trait AxonHandler: Send + Sync + 'static {
+    /// The synapse classes to serve (the base `Synapse` ping is always served).
+    fn synapses(&self) -> Vec<SynapseSchema>;
+
+    /// `Some(reason)` rejects the request with 403 `Forbidden. Key is blacklisted: {reason}.`
+    async fn blacklist(&self, _request: &Synapse) -> Option<String> {
+        None
+    }
+
+    /// Priority under load: higher is served first when all forward slots are busy.
+    async fn priority(&self, _request: &Synapse) -> f64 {
+        0.0
+    }
+
+    /// Answers a verified request whose body passed the hash check.
+    async fn forward(&self, synapse: Synapse) -> Result<Forwarded, HandlerError>;
+}
+
+/// Axon settings.
+#[derive(Debug, Clone)]
+pub struct AxonConfig {
+    /// Address to bind (port 0 picks a free port).
+    pub bind: SocketAddr,
+    /// IP to advertise in [`Axon::info`] (default: the bound IP).
+    pub external_ip: Option<String>,
+    /// Largest accepted request body (413 beyond).
+    pub max_body_bytes: usize,
+    /// Requests one client IP may have in flight at once (429 beyond).
+    pub max_in_flight_per_ip: usize,
+    /// Open connections at most (further connections wait in the accept backlog).
+    pub max_connections: usize,
+    /// `forward` calls running at once; more wait in the priority queue.
+    pub max_concurrent_forwards: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for AxonConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([0, 0, 0, 0], 8091)),
+            external_ip: None,
+            max_body_bytes: 1 << 20,
+            max_in_flight_per_ip: 256,
+            max_connections: 4096,
+            max_concurrent_forwards: 64,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A nonce rule violation (the axon answers 401 `Not Verified with error: {this}`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum NonceError {
+    /// First nonce of a `hotkey:uuid` older than `4 s + timeout` (dendrites ≥ 7.2.0).
+    #[error(
+        "Nonce is too old: acceptable delta is {allowed:.2} seconds but request was {age:.2} seconds old"
+    )]
+    Stale {
+        /// Allowed age in seconds.
+        allowed: f64,
+        /// Actual age in seconds.
+        age: f64,
+    },
+    /// Not newer than the last accepted nonce of this `hotkey:uuid`.
+    #[error("Nonce is too old, a newer one was last processed")]
+    Replayed,
+}
+
+/// The SDK's nonce rules, per endpoint key `"{hotkey}:{uuid}"`.
+#[derive(Default)]
+pub struct NonceTracker {
+    last: Mutex<HashMap<String, i64>>,
+}
+
+/// Above this many endpoint keys, entries whose nonce is older than an hour are pruned
+/// (a returning endpoint then gets the freshness check again, so replays stay rejected
+/// for dendrites ≥ 7.2.0).
+const NONCE_PRUNE_AT: usize = 100_000;
+
+impl NonceTracker {
+    /// Checks `nonce` for `key` without recording it.
+    pub fn check(
+        &self,
+        key: &str,
+        nonce: i64,
+        version: Option<i64>,
+        timeout: f64,
+    ) -> Result<(), NonceError> {
+        let last = self.last.lock().expect("nonce lock");
+        Self::check_locked(&last, key, nonce, version, timeout)
+    }
+
+    /// Checks `nonce` for `key` and records it if it passes (atomically).
+    pub fn commit(
+        &self,
+        key: &str,
+        nonce: i64,
+        version: Option<i64>,
+        timeout: f64,
+    ) -> Result<(), NonceError> {
+        let mut last = self.last.lock().expect("nonce lock");
+        Self::check_locked(&last, key, nonce, version, timeout)?;
+        if last.len() >= NONCE_PRUNE_AT {
+            let cutoff = now_ns() - 3_600_000_000_000;
+            last.retain(|_, n| *n > cutoff);
+        }
+        last.insert(key.to_string(), nonce);
+        Ok(())
+    }
+
+    fn check_locked(
+        last: &HashMap<String, i64>,
+        key: &str,
+        nonce: i64,
+        version: Option<i64>,
+        timeout: f64,
+    ) -> Result<(), NonceError> {
+        let stored = last.get(key);
+        if version.is_some_and(|v| v >= V_7_2_0) && stored.is_none() {
+            let now = now_ns();
+            let window = ALLOWED_DELTA_NS as f64 + timeout * 1e9;
+            if (nonce as f64) <= now as f64 - window {
+                return Err(NonceError::Stale {
+                    allowed: window / 1e9,
+                    age: (now - nonce) as f64 / 1e9,
+                });
+            }
+        }
+        match stored {
+            Some(s) if nonce <= *s => Err(NonceError::Replayed),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Orders `forward` calls by priority once `max_concurrent_forwards` are running.
+struct PriorityGate {
+    state: Mutex<GateState>,
+}
+
+struct GateState {
+    free: usize,
+    seq: u64,
+    waiting: BinaryHeap<Waiter>,
+}
+
+struct Waiter {
+    priority: f64,
+    seq: u64,
+    tx: oneshot::Sender<()>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+impl Eq for Waiter {}
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Waiter {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        // Higher priority first; among equals, earlier arrival (lower seq) first.
+        self.priority
+            .total_cmp(&other.priority)
+            .then_with(|| other.seq.cmp(&self.seq))
+    }
+}
+
+/// A running-forward slot; dropping it hands the slot to the best waiter.
+struct Permit {
+    gate: Arc<PriorityGate>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.gate.release();
+    }
+}
+
+/// A queued acquisition; if it is cancelled after being handed a slot, the slot is
+/// passed on instead of being lost.
+struct Pending {
+    gate: Arc<PriorityGate>,
+    rx: Option<oneshot::Receiver<()>>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if rx.try_recv().is_ok() {
+                self.gate.release();
+            }
+        }
+    }
+}
+
+impl PriorityGate {
+    fn new(slots: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(GateState {
+                free: slots.max(1),
+                seq: 0,
+                waiting: BinaryHeap::new(),
+            }),
+        })
+    }
+
+    fn release(&self) {
+        let mut st = self.state.lock().expect("gate lock");
+        while let Some(w) = st.waiting.pop() {
+            if w.tx.send(()).is_ok() {
+                return;
+            }
+        }
+        st.free += 1;
+    }
+
+    async fn acquire(self: &Arc<Self>, priority: f64) -> Permit {
+        let rx = {
+            let mut st = self.state.lock().expect("gate lock");
+            if st.free > 0 {
+                st.free -= 1;
+                return Permit { gate: self.clone() };
+            }
+            let (tx, rx) = oneshot::channel();
+            st.seq += 1;
+            let seq = st.seq;
+            st.waiting.push(Waiter {
+                priority: if priority.is_nan() { 0.0 } else { priority },
+                seq,
+                tx,
+            });
+            rx
+        };
+        let mut pending = Pending {
+            gate: self.clone(),
+            rx: Some(rx),
+        };
+        let rx = pending.rx.as_mut().expect("receiver present");
+        // Senders are only dropped after a successful send or when the gate is gone.
+        let _ = rx.await;
+        pending.rx = None;
+        Permit { gate: self.clone() }
+    }
+}
+
+/// Counts requests in flight per client IP.
+#[derive(Default)]
+struct IpLimiter {
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+struct IpGuard<'a> {
+    limiter: &'a IpLimiter,
+    ip: IpAddr,
+}
+
+impl IpLimiter {
+    fn acquire(&self, ip: IpAddr, max: usize) -> Option<IpGuard<'_>> {
+        let mut counts = self.counts.lock().expect("ip lock");
+        let n = counts.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(IpGuard { limiter: self, ip })
+    }
+}
+
+impl Drop for IpGuard<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.limiter.counts.lock().expect("ip lock");
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+struct State {
+    config: AxonConfig,
+    keypair: Keypair,
+    hotkey: String,
+    uuid: String,
+    handler: Arc<dyn AxonHandler>,
+    schemas: HashMap<String, Arc<SynapseSchema>>,
+    available: String,
+    nonces: NonceTracker,
+    gate: Arc<PriorityGate>,
+    ips: IpLimiter,
+    metrics: Metrics,
+    in_flight: AtomicUsize,
+    connections: AtomicUsize,
+}
+
+/// A running axon. Dropping it stops accepting at once; [`Axon::shutdown`] drains.
+pub struct Axon {
+    local_addr: SocketAddr,
+    info: AxonInfo,
+    shutdown: watch::Sender<bool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Axon {
+    /// Binds `config.bind` and serves `handler`'s synapses, signing as `keypair`.
+    pub async fn serve(
+        config: AxonConfig,
+        keypair: Keypair,
+        handler: Arc<dyn AxonHandler>,
+    ) -> Result<Axon, NetError> {
+        if !keypair.has_secret() {
+            return Err(NetError::Wallet(crate::wallet::WalletError::NoSecret));
+        }
+        let mut schemas = HashMap::new();
+        let mut names = vec!["Synapse".to_string()];
+        schemas.insert("Synapse".to_string(), Arc::new(base_schema()));
+        for s in handler.synapses() {
+            s.validate()?;
+            if !schemas.contains_key(&s.name) {
+                names.push(s.name.clone());
+            }
+            schemas.insert(s.name.clone(), Arc::new(s));
+        }
+        let available = format!(
+            "[{}]",
+            names
+                .iter()
+                .map(|n| format!("'{n}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let listener = TcpListener::bind(config.bind).await?;
+        let local_addr = listener.local_addr()?;
+        let info = AxonInfo::new(
+            config
+                .external_ip
+                .clone()
+                .unwrap_or_else(|| local_addr.ip().to_string()),
+            local_addr.port(),
+            keypair.ss58(),
+        );
+        let state = Arc::new(State {
+            gate: PriorityGate::new(config.max_concurrent_forwards),
+            hotkey: keypair.ss58(),
+            uuid: uuid::Uuid::new_v4().to_string(),
+            config,
+            keypair,
+            handler,
+            schemas,
+            available,
+            nonces: NonceTracker::default(),
+            ips: IpLimiter::default(),
+            metrics: Metrics::default(),
+            in_flight: AtomicUsize::new(0),
+            connections: AtomicUsize::new(0),
+        });
+        let (shutdown, rx) = watch::channel(false);
+        tracing::info!(addr = %local_addr, hotkey = %state.hotkey, "axon serving");
+        let task = tokio::spawn(accept_loop(listener, state, rx));
+        Ok(Axon {
+            local_addr,
+            info,
+            shutdown,
+            task: Some(task),
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This axon as dendrites address it.
+    pub fn info(&self) -> AxonInfo {
+        self.info.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to `shutdown_grace`), and
+    /// returns when every connection is closed.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Axon {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<State>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let slots = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    // Every connection task holds a sender; draining ends when all are dropped.
+    let (alive_tx, mut alive_rx) = tokio::sync::mpsc::channel::<()>(1);
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let st = state.clone();
+        let svc = service_fn(move |req| {
+            let st = st.clone();
+            async move { Ok::<_, Infallible>(handle(&st, peer, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .serve_connection(TokioIo::new(stream), svc);
+        let st = state.clone();
+        let mut stop = shutdown.clone();
+        let alive = alive_tx.clone();
+        st.connections.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = stop.changed() => {
+                    // Finish the request in flight, then close (idle ones close at once).
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "connection closed with error");
+            }
+            st.connections.fetch_sub(1, Ordering::Relaxed);
+            drop((permit, alive));
+        });
+    }
+    drop(listener);
+    drop(alive_tx);
+    tracing::info!("axon draining in-flight requests");
+    if tokio::time::timeout(state.config.shutdown_grace, alive_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("axon shutdown grace period elapsed with connections still open");
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+async fn handle(st: &State, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    let start = Instant::now();
+    let path = req.uri().path().to_string();
+    if path == "/metrics" && req.method() == Method::GET {
+        let text = st.metrics.render(
+            st.in_flight.load(Ordering::Relaxed),
+            st.connections.load(Ordering::Relaxed),
+        );
+        let mut r = Response::new(full(text));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        return r;
+    }
+    let Some(_ip) = st.ips.acquire(peer.ip(), st.config.max_in_flight_per_ip) else {
+        let msg = format!("Too many concurrent requests from {}", peer.ip());
+        st.metrics.record("-", 429, start.elapsed());
+        return error_response(st, Synapse::new(Arc::new(base_schema())), 429, msg, start);
+    };
+    st.in_flight.fetch_add(1, Ordering::Relaxed);
+    let (label, resp) = process(st, peer, &path, req, start).await;
+    st.in_flight.fetch_sub(1, Ordering::Relaxed);
+    st.metrics
+        .record(&label, resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// Runs the SDK middleware pipeline; returns the metrics label and the response.
+async fn process(
+    st: &State,
+    peer: SocketAddr,
+    path: &str,
+    req: Request<Incoming>,
+    start: Instant,
+) -> (String, Response<Body>) {
+    let base = || Synapse::new(Arc::new(base_schema()));
+    let name = path.split('/').nth(1).unwrap_or_default();
+    // 1. Route lookup: 404 UnknownSynapseError.
+    let Some(schema) = st.schemas.get(name).cloned() else {
+        let msg = format!(
+            "Synapse name '{name}' not found. Available synapses {}",
+            st.available
+        );
+        return (
+            "unknown".into(),
+            error_response(st, base(), 404, msg, start),
+        );
+    };
+    let label = schema.name.clone();
+    // 2. Header parse: SynapseParsingError is not a SynapseException in the SDK, so 500.
+    let headers = req
+        .headers()
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)));
+    let mut synapse = match Synapse::from_headers(schema.clone(), headers) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "header parse failed");
+            return (label, internal_error(st, base(), start));
+        }
+    };
+    synapse.axon.version = Some(VERSION_AS_INT);
+    synapse.axon.uuid = Some(st.uuid.clone());
+    synapse.axon.nonce = Some(now_ns());
+    synapse.axon.status_code = Some(100);
+    synapse.dendrite.ip = Some(peer.ip().to_string());
+    synapse.dendrite.port = Some(i64::from(peer.port()));
+    // Beyond the SDK: refuse oversized bodies before doing any work.
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > st.config.max_body_bytes) {
+        return (label, too_large(st, synapse, start));
+    }
+    // 3. Blacklist: 403.
+    if let Some(reason) = st.handler.blacklist(&synapse).await {
+        let msg = format!("Forbidden. Key is blacklisted: {reason}.");
+        return (label, error_response(st, synapse, 403, msg, start));
+    }
+    // 4. Verify: 401.
+    if let Err(e) = verify_request(st, &synapse) {
+        let msg = format!("Not Verified with error: {e}");
+        return (label, error_response(st, synapse, 401, msg, start));
+    }
+    // 5. Priority: wait for a forward slot, best priority first.
+    let priority = st.handler.priority(&synapse).await;
+    let wait = Duration::from_secs_f64(synapse.timeout.clamp(0.001, 3600.0));
+    let Ok(_slot) = tokio::time::timeout(wait, st.gate.acquire(priority)).await else {
+        let msg = format!(
+            "Timed out after {} seconds waiting in the priority queue",
+            super::float_repr(synapse.timeout)
+        );
+        return (label, error_response(st, synapse, 408, msg, start));
+    };
+    // 6. Body: size limit (413), JSON (422 as FastAPI), body hash (500).
+    let body = match Limited::new(req.into_body(), st.config.max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return (label, too_large(st, synapse, start));
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "reading request body failed");
+            return (
+                label,
+                error_response(
+                    st,
+                    synapse,
+                    400,
+                    "Could not read the request body".into(),
+                    start,
+                ),
+            );
+        }
+    };
+    let parsed = match Synapse::from_json(schema, &body) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                label,
+                error_response(st, synapse, 422, e.to_string(), start),
+            );
+        }
+    };
+    if parsed.body_hash() != synapse.computed_body_hash {
+        tracing::debug!(header = %synapse.computed_body_hash, body = %parsed.body_hash(), "body hash mismatch");
+        return (label, internal_error(st, synapse, start));
+    }
+    // 7. Forward (the base Synapse ping echoes).
+    let forwarded = if parsed.name() == "Synapse" {
+        Ok(Forwarded::Synapse(parsed))
+    } else {
+        st.handler.forward(parsed).await
+    };
+    match forwarded {
+        Ok(Forwarded::Synapse(out)) => (label, success(out, start)),
+        Ok(Forwarded::Stream {
+            headers_from,
+            chunks,
+        }) => (label, streaming(headers_from, chunks, start)),
+        Err(e) => {
+            tracing::warn!(error = %e, synapse = %label, "forward failed");
+            (label, internal_error(st, synapse, start))
+        }
+    }
+}
+
+fn verify_request(st: &State, s: &Synapse) -> Result<(), String> {
+    let d = &s.dendrite;
+    let hotkey = d
+        .hotkey
+        .as_deref()
+        .ok_or("No SS58 formatted address or public key provided")?;
+    let nonce = d.nonce.ok_or("Missing Nonce")?;
+    let uuid = d.uuid.as_deref().unwrap_or("None");
+    let key = format!("{hotkey}:{uuid}");
+    st.nonces
+        .check(&key, nonce, d.version, s.timeout)
+        .map_err(|e| e.to_string())?;
+    let sig_text = d
+        .signature
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .ok_or("Missing Signature")?;
+    let message = signing_message(nonce, hotkey, &st.hotkey, uuid, &s.computed_body_hash);
+    let sig = hex::decode(sig_text.strip_prefix("0x").unwrap_or(sig_text)).unwrap_or_default();
+    if !verify(hotkey, message.as_bytes(), &sig) {
+        return Err(format!("Signature mismatch with {message} and {sig_text}"));
+    }
+    st.nonces
+        .commit(&key, nonce, d.version, s.timeout)
+        .map_err(|e| e.to_string())
+}
+
+fn set_headers(resp: &mut Response<Body>, s: &Synapse) {
+    for (k, v) in s.to_headers() {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+}
+
+fn success(mut s: Synapse, start: Instant) -> Response<Body> {
+    s.axon.status_code = Some(200);
+    s.axon.status_message = Some("Success".into());
+    s.axon.process_time = Some(start.elapsed().as_secs_f64());
+    let body = serde_json::to_vec(&s.to_json()).expect("synapse JSON serialises");
+    let mut resp = Response::new(full(body));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    set_headers(&mut resp, &s);
+    resp
+}
+
+fn streaming(
+    mut s: Synapse,
+    chunks: BoxStream<'static, Result<Bytes, HandlerError>>,
+    start: Instant,
+) -> Response<Body> {
+    s.axon.status_code = Some(200);
+    s.axon.status_message = Some("Success".into());
+    s.axon.process_time = Some(start.elapsed().as_secs_f64());
+    let frames = chunks.map(|c| c.map(Frame::data).map_err(|e| std::io::Error::other(e.0)));
+    let mut resp = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    set_headers(&mut resp, &s);
+    resp
+}
+
+fn too_large(st: &State, s: Synapse, start: Instant) -> Response<Body> {
+    let msg = format!(
+        "Request body exceeds the limit of {} bytes",
+        st.config.max_body_bytes
+    );
+    error_response(st, s, 413, msg, start)
+}
+
+fn internal_error(st: &State, s: Synapse, start: Instant) -> Response<Body> {
+    let msg = format!("Internal Server Error #{}", uuid::Uuid::new_v4());
+    error_response(st, s, 500, msg, start)
+}
+
+/// An SDK error response: status, `{"message": ...}`, and the header-built synapse's
+/// headers with the axon's status and signature.
+fn error_response(
+    st: &State,
+    mut s: Synapse,
+    code: u16,
+    message: String,
+    start: Instant,
+) -> Response<Body> {
+    s.axon.status_code = Some(i64::from(code));
+    s.axon.status_message = Some(message.clone());
+    s.axon.process_time = Some(start.elapsed().as_secs_f64());
+    if let (Some(nonce), Some(uuid)) = (s.axon.nonce, s.axon.uuid.as_deref()) {
+        let d_hotkey = s.dendrite.hotkey.as_deref().unwrap_or("None");
+        let msg = format!("{nonce}.{d_hotkey}.{}.{uuid}", st.hotkey);
+        s.axon.signature = Some(format!(
+            "0x{}",
+            hex::encode(st.keypair.sign(msg.as_bytes()))
+        ));
+    }
+    let body = serde_json::to_vec(&serde_json::json!({ "message": message })).expect("json");
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    set_headers(&mut resp, &s);
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_rules() {
+        let t = NonceTracker::default();
+        let now = now_ns();
+        let stale = now - 20_000_000_000;
+        match t.check("k", stale, Some(VERSION_AS_INT), 12.0) {
+            Err(NonceError::Stale { allowed, age }) => {
+                assert_eq!(format!("{allowed:.2}"), "16.00");
+                assert!(age >= 20.0);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Old clients (< 7.2.0) skip the freshness window.
+        t.check("k", 5, Some(6_006_000), 12.0).unwrap();
+        t.commit("k", now, Some(VERSION_AS_INT), 12.0).unwrap();
+        assert_eq!(
+            t.commit("k", now, Some(VERSION_AS_INT), 12.0),
+            Err(NonceError::Replayed)
+        );
+        // After the first nonce only monotonicity counts, and the future is allowed.
+        t.commit("k", now + 3_600_000_000_000, Some(VERSION_AS_INT), 12.0)
+            .unwrap();
+        t.commit("other", now, None, 12.0).unwrap();
+    }
+
+    #[tokio::test]
+    async fn priority_gate_serves_highest_first() {
+        let gate = PriorityGate::new(1);
+        let held = gate.acquire(0.0).await;
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for p in [1.0, 5.0, 3.0] {
+            let (g, o) = (gate.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                let _permit = g.acquire(p).await;
+                o.lock().unwrap().push(p);
+            }));
+            tokio::task::yield_now().await;
+        }
+        // A cancelled waiter must not swallow the slot.
+        let cancelled = tokio::spawn({
+            let g = gate.clone();
+            async move { g.acquire(10.0).await }
+        });
+        tokio::task::yield_now().await;
+        cancelled.abort();
+        let _ = cancelled.await;
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![5.0, 3.0, 1.0]);
+        assert_eq!(gate.state.lock().unwrap().free, 1);
+    }
+}

@@ -1,0 +1,439 @@
+//! The dendrite: signs synapses like the SDK and sends them to axons over a pooled
+//! HTTP client, in parallel, with a per-request timeout; client-side failures map to the
+//! SDK's status codes (503 unreachable, 408 timeout, 422 unparsable response, …).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use super::synapse::{Synapse, TerminalInfo};
+use super::{AxonInfo, NetError, VERSION_AS_INT, float_repr, now_ns, signing_message};
+use crate::wallet::Keypair;
+
+/// One axon's answer to a query.
+#[derive(Debug, Clone)]
+pub struct DendriteResponse {
+    /// The axon queried.
+    pub axon: AxonInfo,
+    /// The synapse as returned (on 200, the axon's fields; otherwise the request's),
+    /// with `dendrite.status_code/status_message/process_time` set like the SDK.
+    pub synapse: Synapse,
+    /// Final status code (HTTP status, or the SDK's client-side code).
+    pub status_code: u16,
+    /// Status message.
+    pub status_message: String,
+    /// Wall-clock time from sending to the full answer.
+    pub latency: Duration,
+}
+
+impl DendriteResponse {
+    /// Whether the axon answered 200.
+    pub fn is_success(&self) -> bool {
+        self.status_code == 200
+    }
+}
+
+/// A streaming answer: status and headers first, then the body chunk by chunk.
+pub struct DendriteStream {
+    /// The request synapse with the response's header info merged (status 200).
+    pub synapse: Synapse,
+    /// Raw body chunks as the axon sends them; ends at the response's end, or with an
+    /// error item `(status_code, status_message)` (408 at the request's deadline).
+    pub chunks: BoxStream<'static, Result<Bytes, (u16, String)>>,
+}
+
+/// Signs and sends synapses as one hotkey. Cheap to clone (shares the pool).
+#[derive(Clone)]
+pub struct Dendrite {
+    keypair: Arc<Keypair>,
+    hotkey: String,
+    uuid: String,
+    external_ip: String,
+    client: reqwest::Client,
+    last_nonce: Arc<AtomicI64>,
+}
+
+impl Dendrite {
+    /// A dendrite signing as `keypair`, with its own UUID and a connection pool.
+    pub fn new(keypair: Keypair) -> Result<Self, NetError> {
+        if !keypair.has_secret() {
+            return Err(NetError::Wallet(crate::wallet::WalletError::NoSecret));
+        }
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| NetError::Client(e.to_string()))?;
+        Ok(Self {
+            hotkey: keypair.ss58(),
+            keypair: Arc::new(keypair),
+            uuid: uuid::Uuid::now_v1(&node_id()).to_string(),
+            external_ip: "127.0.0.1".into(),
+            client,
+            last_nonce: Arc::new(AtomicI64::new(0)),
+        })
+    }
+
+    /// Sets the IP sent as `bt_header_dendrite_ip` (cosmetic: axons use the TCP peer).
+    pub fn with_external_ip(mut self, ip: impl Into<String>) -> Self {
+        self.external_ip = ip.into();
+        self
+    }
+
+    /// The signing hotkey's SS58 address.
+    pub fn hotkey(&self) -> &str {
+        &self.hotkey
+    }
+
+    /// This dendrite's UUID (`bt_header_dendrite_uuid`).
+    pub fn uuid(&self) -> &str {
+        &self.uuid
+    }
+
+    /// A strictly increasing wall-clock nonce (parallel requests never share one).
+    fn next_nonce(&self) -> i64 {
+        let now = now_ns();
+        let prev = self.last_nonce.fetch_max(now, Ordering::SeqCst);
+        if prev >= now {
+            self.last_nonce.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            now
+        }
+    }
+
+    /// Fills in the dendrite and axon terminal info and signs `synapse` for `axon`,
+    /// exactly as `Dendrite.preprocess_synapse_for_request` does.
+    pub fn sign(&self, axon: &AxonInfo, synapse: &Synapse, timeout: Duration) -> Synapse {
+        let mut s = synapse.clone();
+        s.timeout = timeout.as_secs_f64();
+        let nonce = self.next_nonce();
+        s.dendrite = TerminalInfo {
+            ip: Some(self.external_ip.clone()),
+            version: Some(VERSION_AS_INT),
+            nonce: Some(nonce),
+            uuid: Some(self.uuid.clone()),
+            hotkey: Some(self.hotkey.clone()),
+            ..TerminalInfo::default()
+        };
+        s.axon = TerminalInfo {
+            ip: Some(axon.ip.clone()),
+            port: Some(i64::from(axon.port)),
+            hotkey: Some(axon.hotkey.clone()),
+            ..TerminalInfo::default()
+        };
+        let message = signing_message(
+            nonce,
+            &self.hotkey,
+            &axon.hotkey,
+            &self.uuid,
+            &s.body_hash(),
+        );
+        s.dendrite.signature = Some(format!(
+            "0x{}",
+            hex::encode(self.keypair.sign(message.as_bytes()))
+        ));
+        s
+    }
+
+    /// The HTTP request for a signed synapse: URL, headers and JSON body.
+    pub fn request_parts(axon: &AxonInfo, signed: &Synapse) -> (String, HeaderMap, Vec<u8>) {
+        let url = format!("http://{}:{}/{}", axon.ip, axon.port, signed.name());
+        let mut headers = HeaderMap::new();
+        for (k, v) in signed.to_headers() {
+            if let (Ok(k), Ok(v)) = (
+                HeaderName::from_bytes(k.as_bytes()),
+                HeaderValue::from_str(&v),
+            ) {
+                headers.append(k, v);
+            }
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let body = serde_json::to_vec(&signed.to_json()).expect("synapse JSON serialises");
+        (url, headers, body)
+    }
+
+    /// Queries every axon in parallel; one response per axon, in the same order.
+    pub async fn query(
+        &self,
+        axons: &[AxonInfo],
+        synapse: &Synapse,
+        timeout: Duration,
+    ) -> Vec<DendriteResponse> {
+        futures::future::join_all(axons.iter().map(|a| self.call(a, synapse, timeout))).await
+    }
+
+    /// Queries one axon.
+    pub async fn call(
+        &self,
+        axon: &AxonInfo,
+        synapse: &Synapse,
+        timeout: Duration,
+    ) -> DendriteResponse {
+        let start = Instant::now();
+        let signed = self.sign(axon, synapse, timeout);
+        let (url, headers, body) = Self::request_parts(axon, &signed);
+        let fut = async {
+            let resp = self
+                .client
+                .post(&url)
+                .headers(headers)
+                .body(body)
+                .send()
+                .await?;
+            let status = resp.status().as_u16();
+            let resp_headers = resp.headers().clone();
+            let bytes = resp.bytes().await?;
+            Ok::<_, reqwest::Error>((status, resp_headers, bytes))
+        };
+        let result = tokio::time::timeout(timeout, fut).await;
+        let mut out = match result {
+            Err(_) => self.failure(
+                axon,
+                signed,
+                408,
+                format!(
+                    "Request timeout after {} seconds",
+                    float_repr(timeout.as_secs_f64())
+                ),
+            ),
+            Ok(Err(e)) => {
+                let (code, msg) = map_client_error(&e, axon, synapse.name(), timeout);
+                self.failure(axon, signed, code, msg)
+            }
+            Ok(Ok((status, headers, bytes))) => {
+                process_response(axon, signed, status, &headers, &bytes)
+            }
+        };
+        out.latency = start.elapsed();
+        out.synapse.dendrite.process_time = Some(out.latency.as_secs_f64());
+        out
+    }
+
+    /// Queries one axon serving a streaming synapse; on a 200 the body arrives chunk by
+    /// chunk, otherwise the error response comes back as `Err`.
+    pub async fn stream(
+        &self,
+        axon: &AxonInfo,
+        synapse: &Synapse,
+        timeout: Duration,
+    ) -> Result<DendriteStream, DendriteResponse> {
+        let start = Instant::now();
+        let deadline = tokio::time::Instant::now() + timeout;
+        let signed = self.sign(axon, synapse, timeout);
+        let (url, headers, body) = Self::request_parts(axon, &signed);
+        let sent = tokio::time::timeout_at(
+            deadline,
+            self.client.post(&url).headers(headers).body(body).send(),
+        )
+        .await;
+        let resp = match sent {
+            Err(_) => {
+                let msg = format!(
+                    "Request timeout after {} seconds",
+                    float_repr(timeout.as_secs_f64())
+                );
+                return Err(self.timed(self.failure(axon, signed, 408, msg), start));
+            }
+            Ok(Err(e)) => {
+                let (code, msg) = map_client_error(&e, axon, synapse.name(), timeout);
+                return Err(self.timed(self.failure(axon, signed, code, msg), start));
+            }
+            Ok(Ok(r)) => r,
+        };
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let headers = resp.headers().clone();
+            let bytes = tokio::time::timeout_at(deadline, resp.bytes())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or_default();
+            return Err(self.timed(
+                process_response(axon, signed, status, &headers, &bytes),
+                start,
+            ));
+        }
+        let mut synapse = signed.clone();
+        merge_header_info(&mut synapse, resp.headers());
+        synapse.dendrite.status_code = synapse.axon.status_code.or(Some(200));
+        synapse.dendrite.status_message = synapse
+            .axon
+            .status_message
+            .clone()
+            .or(Some("Success".into()));
+        let (axon, name) = (axon.clone(), signed.name().to_string());
+        let chunks = resp.bytes_stream();
+        let chunks = deadline_stream(chunks, deadline).map(move |item| match item {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(e)) => Err(map_client_error(&e, &axon, &name, timeout)),
+            Err(()) => Err((
+                408,
+                format!(
+                    "Request timeout after {} seconds",
+                    float_repr(timeout.as_secs_f64())
+                ),
+            )),
+        });
+        Ok(DendriteStream {
+            synapse,
+            chunks: chunks.boxed(),
+        })
+    }
+
+    fn timed(&self, mut r: DendriteResponse, start: Instant) -> DendriteResponse {
+        r.latency = start.elapsed();
+        r.synapse.dendrite.process_time = Some(r.latency.as_secs_f64());
+        r
+    }
+
+    fn failure(
+        &self,
+        axon: &AxonInfo,
+        mut synapse: Synapse,
+        code: u16,
+        message: String,
+    ) -> DendriteResponse {
+        synapse.dendrite.status_code = Some(i64::from(code));
+        synapse.dendrite.status_message = Some(message.clone());
+        DendriteResponse {
+            axon: axon.clone(),
+            synapse,
+            status_code: code,
+            status_message: message,
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+/// Ends a stream with `Err(())` once `deadline` passes.
+fn deadline_stream<S: Stream + Send + 'static>(
+    inner: S,
+    deadline: tokio::time::Instant,
+) -> impl Stream<Item = Result<S::Item, ()>> + Send {
+    futures::stream::unfold((Box::pin(inner), false), move |(mut s, done)| async move {
+        if done {
+            return None;
+        }
+        match tokio::time::timeout_at(deadline, s.next()).await {
+            Ok(Some(item)) => Some((Ok(item), (s, false))),
+            Ok(None) => None,
+            Err(_) => Some((Err(()), (s, true))),
+        }
+    })
+}
+
+/// The SDK's `DENDRITE_ERROR_MAPPING` for client-side failures.
+fn map_client_error(
+    e: &reqwest::Error,
+    axon: &AxonInfo,
+    name: &str,
+    timeout: Duration,
+) -> (u16, String) {
+    if e.is_timeout() {
+        (
+            408,
+            format!(
+                "Request timeout after {} seconds",
+                float_repr(timeout.as_secs_f64())
+            ),
+        )
+    } else if e.is_connect() {
+        (
+            503,
+            format!("Service unavailable at {}:{}/{name}", axon.ip, axon.port),
+        )
+    } else if e.is_body() || e.is_decode() {
+        (400, format!("Payload error: {e}"))
+    } else if e.is_request() {
+        (503, format!("Server disconnected: {e}"))
+    } else {
+        (500, format!("Client error: {e}"))
+    }
+}
+
+/// Copies `bt_header_axon_*` / `bt_header_dendrite_*` response headers over the
+/// synapse's terminal infos (set fields only), as the SDK does after every response.
+fn merge_header_info(s: &mut Synapse, headers: &HeaderMap) {
+    let pairs = headers
+        .iter()
+        .filter(|(k, _)| {
+            k.as_str().starts_with("bt_header_axon_")
+                || k.as_str().starts_with("bt_header_dendrite_")
+        })
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str(), v)));
+    if let Ok(h) = Synapse::from_headers(Arc::new(super::base_schema()), pairs) {
+        s.axon.merge_from(&h.axon);
+        s.dendrite.merge_from(&h.dendrite);
+    }
+}
+
+/// `Dendrite.process_server_response`: on 200 the body replaces the fields (it must
+/// validate, else 422); otherwise the status and `message` are taken.
+fn process_response(
+    axon: &AxonInfo,
+    mut s: Synapse,
+    status: u16,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> DendriteResponse {
+    if status == 200 {
+        match Synapse::from_json(s.schema().clone(), body) {
+            Ok(server) => {
+                s.copy_fields_from(&server);
+                s.axon.merge_from(&server.axon);
+            }
+            Err(_) => {
+                s.dendrite.status_code = Some(422);
+                s.dendrite.status_message = Some("Failed to parse response".into());
+                return DendriteResponse {
+                    axon: axon.clone(),
+                    synapse: s,
+                    status_code: 422,
+                    status_message: "Failed to parse response".into(),
+                    latency: Duration::ZERO,
+                };
+            }
+        }
+    } else {
+        let message = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned));
+        s.axon.status_code = Some(i64::from(status));
+        s.axon.status_message = message;
+    }
+    merge_header_info(&mut s, headers);
+    // The HTTP status is authoritative for the outcome.
+    let code = if status == 200 {
+        s.axon
+            .status_code
+            .and_then(|c| u16::try_from(c).ok())
+            .unwrap_or(200)
+    } else {
+        status
+    };
+    let message = s.axon.status_message.clone().unwrap_or_default();
+    s.dendrite.status_code = Some(i64::from(code));
+    s.dendrite.status_message = Some(message.clone());
+    DendriteResponse {
+        axon: axon.clone(),
+        synapse: s,
+        status_code: code,
+        status_message: message,
+        latency: Duration::ZERO,
+    }
+}
+
+/// A random 6-byte node id for UUIDv1 (like Python's `uuid1()` without a MAC).
+fn node_id() -> [u8; 6] {
+    let mut id = [0u8; 6];
+    rand::fill(&mut id);
+    id[0] |= 0x01; // multicast bit: marks a random node id (RFC 4122 §4.5)
+    id
+}
