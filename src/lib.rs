@@ -8,6 +8,7 @@
 pub mod chain;
 pub mod config;
 pub mod embed;
+pub mod finetune;
 pub mod home;
 pub mod llm;
 pub mod models;

@@ -5,6 +5,7 @@ mod bench;
 mod chain;
 mod config;
 mod embed;
+mod finetune;
 mod generate;
 mod local;
 mod models;
@@ -58,6 +59,9 @@ enum Command {
     /// Benchmarks of the inference core.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Finetuning subnet: commit models, evaluate them, run the validator.
+    #[command(subcommand)]
+    Finetune(finetune::FinetuneCommand),
     /// Task scripts: list, check, run one step.
     #[command(subcommand)]
     Task(task::TaskCommand),
@@ -86,6 +90,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Finetune(cmd) => finetune::run(cmd),
         Command::Task(cmd) => task::run(cmd),
         Command::Wallet(args) => wallet::run(args),
     }

@@ -120,7 +120,7 @@ pub(super) fn from_hub(
 
 /// Resolves and connects to the endpoint's host with a hard overall timeout, so an
 /// unreachable hub fails in seconds instead of hanging in hf-hub's HTTP client.
-fn probe(endpoint: &str) -> Result<(), ModelError> {
+pub fn probe(endpoint: &str) -> Result<(), ModelError> {
     let unreachable = |reason: String| ModelError::HubUnreachable {
         endpoint: endpoint.into(),
         reason,

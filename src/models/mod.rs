@@ -19,6 +19,7 @@
 mod fetch;
 mod spec;
 
+pub use fetch::probe as probe_hub;
 pub use spec::{ArtifactFile, ArtifactKind, HubSource, ModelSpec, WheelSource, builtin_specs};
 
 use std::collections::HashMap;

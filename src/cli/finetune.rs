@@ -1,0 +1,422 @@
+//! `neuron finetune`: commit a model id (miners), evaluate models once, or run the
+//! finetuning validator loop.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use neuron::chain::Chain;
+use neuron::chain::local::LocalChain;
+use neuron::finetune::{
+    Batch, Candidate, Evaluator, ModelId, ModelStore, Policy, ScriptPolicy, StoreConfig, UriSigner,
+    Validator, ValidatorConfig, batches, hash_directory, load_pairs, read_models,
+};
+use neuron::llm::{LoadOptions, parse_device};
+
+/// `neuron finetune …`
+#[derive(Debug, Subcommand)]
+pub enum FinetuneCommand {
+    /// Commit a model id (`namespace:name:commit:hash:competition`) to the chain.
+    Commit(CommitArgs),
+    /// Evaluate models once on a data file: losses, wins and weights.
+    Eval(EvalArgs),
+    /// Run the validator loop: commitments → models → losses → weights on the chain.
+    Validate(ValidateArgs),
+    /// List the model ids committed on a subnet.
+    List(ChainArgs),
+}
+
+/// Chain selection shared by the subcommands that talk to a chain.
+#[derive(Debug, Args)]
+pub struct ChainArgs {
+    /// Local chain file (default `$NEURON_HOME/chain/local-sim.sqlite`).
+    #[arg(long)]
+    chain_db: Option<PathBuf>,
+    /// Subnet.
+    #[arg(long, default_value_t = 1)]
+    netuid: u16,
+}
+
+impl ChainArgs {
+    fn open(&self) -> Result<Arc<dyn Chain>> {
+        let path = self
+            .chain_db
+            .clone()
+            .unwrap_or_else(LocalChain::default_path);
+        Ok(Arc::new(LocalChain::open(&path)?))
+    }
+}
+
+/// Arguments of `neuron finetune commit`.
+#[derive(Debug, Args)]
+pub struct CommitArgs {
+    #[command(flatten)]
+    chain: ChainArgs,
+    /// Hub repository, `NAMESPACE/NAME`.
+    #[arg(long)]
+    repo: String,
+    /// Git commit (revision) of the repository.
+    #[arg(long)]
+    commit: String,
+    /// Competition entered.
+    #[arg(long, default_value = "m1")]
+    competition: String,
+    /// The model's files (a directory or a single file), hashed as the reference does.
+    /// Default: `--models-dir`'s `NAMESPACE/NAME[/COMMIT]`, else the hub download.
+    #[arg(long)]
+    path: Option<PathBuf>,
+    /// Offline models directory (`DIR/NAMESPACE/NAME[/COMMIT]/…`).
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
+    /// Secret URI of the miner's hotkey (e.g. `//Alice`).
+    #[arg(long, env = "NEURON_HOTKEY_URI")]
+    hotkey_uri: String,
+}
+
+/// Model loading flags.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// cpu, cuda:N or metal.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Keep Q4_1/Q5_x weights as shipped instead of re-quantising them to Q8_0.
+    #[arg(long)]
+    no_requantize: bool,
+    /// Policy script.
+    #[arg(long, default_value = "scripts/finetune/validator.rhai")]
+    policy: PathBuf,
+}
+
+impl LoadArgs {
+    fn evaluator(&self) -> Result<Evaluator> {
+        Ok(Evaluator::new(LoadOptions {
+            device: parse_device(&self.device)?,
+            requantize: !self.no_requantize,
+            ..LoadOptions::default()
+        }))
+    }
+
+    fn policy(&self) -> Result<Arc<ScriptPolicy>> {
+        Ok(Arc::new(ScriptPolicy::load(&self.policy).with_context(
+            || format!("loading policy {}", self.policy.display()),
+        )?))
+    }
+}
+
+/// Arguments of `neuron finetune eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Comma-separated model paths (.gguf files or model directories), in commit order:
+    /// the first is treated as committed first (block 1, 2, …) unless `--blocks` says
+    /// otherwise.
+    #[arg(long, value_delimiter = ',', required = true)]
+    models: Vec<PathBuf>,
+    /// Comma-separated commit blocks, one per model.
+    #[arg(long, value_delimiter = ',')]
+    blocks: Vec<u64>,
+    /// Current block for the ε schedule (default: the last commit block).
+    #[arg(long)]
+    block: Option<u64>,
+    /// JSONL file or directory of (prompt, response) pairs or validator events.
+    #[arg(long)]
+    data: PathBuf,
+    /// Batches (default: the policy's `batches_per_round`).
+    #[arg(long)]
+    batches: Option<usize>,
+    /// Pairs per batch (default: the policy's `pairs_per_batch`).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Also write the first model's per-token losses (rendered prompt, response, token
+    /// ids, losses; one JSON line per pair) to this file, timing that pass alone.
+    #[arg(long)]
+    dump: Option<PathBuf>,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+/// Arguments of `neuron finetune validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    chain: ChainArgs,
+    #[command(flatten)]
+    load: LoadArgs,
+    /// Evaluation data: JSONL file or directory (default: the validator's events,
+    /// `$NEURON_HOME/validator/events.jsonl`).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Offline models directory (`DIR/NAMESPACE/NAME[/COMMIT]/…`).
+    #[arg(long)]
+    models_dir: Option<PathBuf>,
+    /// Never download from the Hugging Face hub.
+    #[arg(long)]
+    offline: bool,
+    /// Secret URI of the validator's hotkey (e.g. `//Alice`).
+    #[arg(long, env = "NEURON_HOTKEY_URI")]
+    hotkey_uri: String,
+    /// State file (default `$NEURON_HOME/finetune/validator-NETUID.json`).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Pause between rounds.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    interval: Duration,
+    /// Stop after this many rounds (default: run until interrupted).
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// `version_key` sent with the weights.
+    #[arg(long, default_value_t = 0)]
+    version_key: u64,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (num, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = num.parse().map_err(|_| format!("bad duration `{text}`"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("bad duration unit in `{text}` (ms, s, m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("bad duration `{text}`: {e}"))
+}
+
+/// Runs a `neuron finetune` subcommand.
+pub fn run(cmd: FinetuneCommand) -> Result<()> {
+    let rt = tokio::runtime::Runtime::new()?;
+    match cmd {
+        FinetuneCommand::Commit(args) => rt.block_on(commit(args)),
+        FinetuneCommand::Eval(args) => eval(args),
+        FinetuneCommand::Validate(args) => rt.block_on(validate(args)),
+        FinetuneCommand::List(args) => rt.block_on(list(args)),
+    }
+}
+
+fn store(models_dir: Option<PathBuf>, offline: bool) -> ModelStore {
+    let mut config = StoreConfig::new(&neuron::home::neuron_home());
+    config.models_dir = models_dir;
+    config.hub = !offline;
+    ModelStore::new(config)
+}
+
+async fn commit(args: CommitArgs) -> Result<()> {
+    let Some((namespace, name)) = args.repo.split_once('/') else {
+        bail!("--repo must be NAMESPACE/NAME, got `{}`", args.repo);
+    };
+    let mut id = ModelId {
+        namespace: namespace.into(),
+        name: name.into(),
+        commit: Some(args.commit.clone()),
+        hash: None,
+        competition_id: Some(args.competition.clone()),
+    };
+    let dir = match &args.path {
+        Some(path) => path.clone(),
+        None => store(args.models_dir.clone(), false).fetch(&id)?,
+    };
+    id.hash = Some(hash_directory(&dir)?);
+    let text = id.to_compressed()?;
+    let signer = UriSigner::from_uri(&args.hotkey_uri)?;
+    let chain = args.chain.open()?;
+    let receipt = chain
+        .set_commitment(&signer, args.chain.netuid, text.as_bytes())
+        .await?;
+    println!("{text}");
+    println!("committed at block {}", receipt.block);
+    Ok(())
+}
+
+async fn list(args: ChainArgs) -> Result<()> {
+    let chain = args.open()?;
+    for (uid, block, id) in read_models(chain.as_ref(), args.netuid).await? {
+        match id {
+            Ok(id) => println!("{uid}\t{block}\t{}", id.to_compressed()?),
+            Err(e) => println!("{uid}\t{block}\tinvalid: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn eval(args: EvalArgs) -> Result<()> {
+    if !args.blocks.is_empty() && args.blocks.len() != args.models.len() {
+        bail!(
+            "--blocks has {} values for {} models",
+            args.blocks.len(),
+            args.models.len()
+        );
+    }
+    let policy = args.load.policy()?;
+    let settings = policy.settings()?;
+    let pairs = load_pairs(&args.data)?;
+    let size = args.batch_size.unwrap_or(settings.pairs_per_batch);
+    if size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let batch_list = batches(
+        &pairs,
+        args.batches.unwrap_or(settings.batches_per_round),
+        size,
+        0,
+    );
+    let candidates: Vec<Candidate> = args
+        .models
+        .iter()
+        .enumerate()
+        .map(|(i, path)| Candidate {
+            uid: u16::try_from(i).unwrap_or(u16::MAX),
+            id: ModelId {
+                namespace: "local".into(),
+                name: display_name(path),
+                commit: None,
+                hash: None,
+                competition_id: None,
+            },
+            block: args.blocks.get(i).copied().unwrap_or(i as u64 + 1),
+            path: if path.exists() {
+                Ok(path.clone())
+            } else {
+                Err(format!("{}: no such file or directory", path.display()))
+            },
+        })
+        .collect();
+    let evaluator = args.load.evaluator()?;
+    if let Some(dump) = &args.dump {
+        write_dump(&evaluator, &args.models[0], &batch_list, dump)?;
+    }
+    let block = args
+        .block
+        .unwrap_or_else(|| candidates.iter().map(|c| c.block).max().unwrap_or(0));
+    let outcome = evaluator.evaluate(&candidates, &batch_list, policy.as_ref(), block)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&outcome)?);
+        return Ok(());
+    }
+    println!(
+        "{} batches of {size} pairs; {} response tokens in {:.1} s ({:.0} tok/s)",
+        batch_list.len(),
+        outcome.tokens,
+        outcome.secs,
+        outcome.tokens as f64 / outcome.secs.max(1e-9)
+    );
+    println!(
+        "{:<4} {:<32} {:>6} {:>8} {:>10} {:>6} {:>8} {:>8}",
+        "#", "model", "block", "ε", "mean loss", "wins", "win rate", "weight"
+    );
+    for s in &outcome.scores {
+        let eps = policy.epsilon(block.saturating_sub(s.block) as i64)?;
+        println!(
+            "{:<4} {:<32} {:>6} {:>8.5} {:>10.5} {:>6} {:>8.3} {:>8.4}{}",
+            s.uid,
+            s.model,
+            s.block,
+            eps,
+            s.mean_loss,
+            s.wins,
+            s.win_rate,
+            s.weight,
+            s.error
+                .as_ref()
+                .map(|e| format!("  ({e})"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn write_dump(evaluator: &Evaluator, model: &Path, batches: &[Batch], out: &Path) -> Result<()> {
+    let service = evaluator.load(model)?;
+    let start = std::time::Instant::now();
+    let pairs = evaluator.pair_losses(&service, batches);
+    let secs = start.elapsed().as_secs_f64();
+    let mut text = String::new();
+    let mut tokens = 0;
+    for (b, batch) in pairs.iter().enumerate() {
+        for pair in batch {
+            let line = match pair {
+                Ok(p) => {
+                    tokens += p.tokens.len();
+                    serde_json::json!({"batch": b, "prompt": p.prompt, "response": p.response,
+                                       "tokens": p.tokens, "losses": p.losses})
+                }
+                Err(e) => serde_json::json!({"batch": b, "error": e}),
+            };
+            text.push_str(&line.to_string());
+            text.push('\n');
+        }
+    }
+    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "dump: {tokens} response tokens of {} in {secs:.2} s (model load excluded): {:.0} tok/s",
+        model.display(),
+        tokens as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().replace(':', "_"))
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+async fn validate(args: ValidateArgs) -> Result<()> {
+    let home = neuron::home::neuron_home();
+    let data = args
+        .data
+        .clone()
+        .unwrap_or_else(|| home.join("validator").join("events.jsonl"));
+    let pairs = load_pairs(&data).with_context(|| "loading evaluation data (--data)")?;
+    let policy = args.load.policy()?;
+    let chain = args.chain.open()?;
+    let signer = Arc::new(UriSigner::from_uri(&args.hotkey_uri)?);
+    let config = ValidatorConfig {
+        netuid: args.chain.netuid,
+        state_path: args.state.clone().unwrap_or_else(|| {
+            home.join("finetune")
+                .join(format!("validator-{}.json", args.chain.netuid))
+        }),
+        pairs,
+        version_key: args.version_key,
+    };
+    let mut validator = Validator::new(
+        chain,
+        signer,
+        policy.clone(),
+        store(args.models_dir.clone(), args.offline),
+        args.load.evaluator()?,
+        config,
+    )?;
+    let mut done = 0u64;
+    loop {
+        if let Err(e) = policy.reload() {
+            tracing::warn!(error = %e, "policy script rejected; the previous version serves");
+        }
+        match validator.round().await {
+            Ok(report) => {
+                for s in &report.scores {
+                    tracing::info!(
+                        uid = s.uid, model = %s.model, loss = s.mean_loss, wins = s.wins,
+                        win_rate = s.win_rate, weight = s.weight, error = ?s.error, "scored"
+                    );
+                }
+                tracing::info!(
+                    step = report.step, block = report.block, competition = %report.competition,
+                    weights = ?report.weights, set_at = ?report.weights_set_at,
+                    set_error = ?report.weights_error, "round done"
+                );
+            }
+            Err(e) => tracing::error!(error = %e, "round failed"),
+        }
+        done += 1;
+        if args.rounds.is_some_and(|n| done >= n) {
+            return Ok(());
+        }
+        tokio::time::sleep(args.interval).await;
+    }
+}

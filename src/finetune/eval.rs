@@ -1,0 +1,227 @@
+//! Loss evaluation of candidate models on batches, and one round's scores.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::llm::{ChatMessage, LlmService, LoadOptions};
+
+use super::data::Batch;
+use super::policy::Policy;
+use super::{FinetuneError, ModelId};
+
+/// A model to evaluate: who committed it, when, and where it was retrieved to (or
+/// why it could not be).
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Uid of the committing miner.
+    pub uid: u16,
+    /// The committed model.
+    pub id: ModelId,
+    /// Block of the commitment.
+    pub block: u64,
+    /// Loadable path, or the retrieval error.
+    pub path: Result<PathBuf, String>,
+}
+
+/// One model's result in a round.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelScore {
+    /// Uid.
+    pub uid: u16,
+    /// Model id (display form).
+    pub model: String,
+    /// Commitment block.
+    pub block: u64,
+    /// Mean response-token loss per batch (`inf` where it failed).
+    pub losses: Vec<f64>,
+    /// Mean of `losses` (`inf` when any failed).
+    pub mean_loss: f64,
+    /// Batches won against the other models.
+    pub wins: u64,
+    /// Wins / matches.
+    pub win_rate: f64,
+    /// This round's weight (softmax of win rates within the competition).
+    pub weight: f64,
+    /// Why the model failed to load or evaluate, if it did.
+    pub error: Option<String>,
+}
+
+/// The scores of a round and the work done.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalOutcome {
+    /// One entry per candidate, in candidate order.
+    pub scores: Vec<ModelScore>,
+    /// Response tokens scored, over all models.
+    pub tokens: usize,
+    /// Seconds spent computing losses (model loads included).
+    pub secs: f64,
+}
+
+/// The losses of one (prompt, response) pair.
+#[derive(Debug, Clone, Serialize)]
+pub struct PairLoss {
+    /// The prompt as the model saw it (chat template applied).
+    pub prompt: String,
+    /// The response scored.
+    pub response: String,
+    /// Response token ids.
+    pub tokens: Vec<u32>,
+    /// `-ln p(token | before)` per response token.
+    pub losses: Vec<f32>,
+}
+
+/// Computes losses with the inference core.
+#[derive(Debug, Clone)]
+pub struct Evaluator {
+    options: LoadOptions,
+}
+
+impl Evaluator {
+    /// An evaluator loading models with `options`.
+    pub fn new(options: LoadOptions) -> Self {
+        Self { options }
+    }
+
+    /// Loads the model at `path` with the evaluator's options.
+    pub fn load(&self, path: &Path) -> Result<LlmService, FinetuneError> {
+        Ok(LlmService::load(path, self.options.clone())?)
+    }
+
+    /// Per-pair response-token losses for every batch: the prompt is rendered as a
+    /// user turn with the model's chat template. A pair that fails (context overflow,
+    /// tokenizer) is an `Err` with the reason.
+    pub fn pair_losses(
+        &self,
+        service: &LlmService,
+        batches: &[Batch],
+    ) -> Vec<Vec<Result<PairLoss, String>>> {
+        batches
+            .iter()
+            .map(|batch| {
+                batch
+                    .iter()
+                    .map(|pair| {
+                        let prompt = service
+                            .render_prompt(&[ChatMessage::new("user", pair.prompt.as_str())])
+                            .map_err(|e| e.to_string())?;
+                        let scored = service
+                            .log_likelihood(&prompt, &pair.response)
+                            .map_err(|e| e.to_string())?;
+                        Ok(PairLoss {
+                            prompt,
+                            response: pair.response.clone(),
+                            tokens: scored.tokens,
+                            losses: scored.losses,
+                        })
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The mean loss over all response tokens of each batch (`inf` for a batch with a
+    /// failed pair, as the reference does), and the number of tokens scored.
+    pub fn batch_losses(
+        &self,
+        path: &Path,
+        batches: &[Batch],
+    ) -> Result<(Vec<f64>, usize), FinetuneError> {
+        let mut tokens = 0;
+        let service = self.load(path)?;
+        let losses = self
+            .pair_losses(&service, batches)
+            .into_iter()
+            .map(|pairs| {
+                let mut sum = 0.0f64;
+                let mut count = 0usize;
+                for pair in pairs {
+                    match pair {
+                        Ok(p) => {
+                            sum += p.losses.iter().map(|&x| f64::from(x)).sum::<f64>();
+                            count += p.losses.len();
+                        }
+                        Err(e) => {
+                            tracing::warn!(model = %path.display(), error = %e, "batch failed");
+                            return f64::INFINITY;
+                        }
+                    }
+                }
+                tokens += count;
+                if count == 0 {
+                    f64::INFINITY
+                } else {
+                    sum / count as f64
+                }
+            })
+            .collect();
+        Ok((losses, tokens))
+    }
+
+    /// Losses of every candidate on the same batches, then wins, win rates and this
+    /// round's weights from `policy`. Failing models get `inf` losses (and so no wins
+    /// and weight 0); they never stop the round.
+    pub fn evaluate(
+        &self,
+        candidates: &[Candidate],
+        batches: &[Batch],
+        policy: &dyn Policy,
+        current_block: u64,
+    ) -> Result<EvalOutcome, FinetuneError> {
+        let start = Instant::now();
+        let mut tokens = 0;
+        let mut rows = Vec::with_capacity(candidates.len());
+        for c in candidates {
+            let result = c
+                .path
+                .clone()
+                .and_then(|p| self.batch_losses(&p, batches).map_err(|e| e.to_string()));
+            let (losses, error) = match result {
+                Ok((losses, n)) => {
+                    tokens += n;
+                    (losses, None)
+                }
+                Err(e) => {
+                    tracing::warn!(uid = c.uid, model = %c.id, error = %e, "model scores zero");
+                    (vec![f64::INFINITY; batches.len()], Some(e))
+                }
+            };
+            rows.push((losses, error));
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let blocks: Vec<u64> = candidates.iter().map(|c| c.block).collect();
+        let losses: Vec<Vec<f64>> = rows.iter().map(|(l, _)| l.clone()).collect();
+        let wins = policy.compute_wins(current_block, &blocks, &losses)?;
+        let alive: Vec<bool> = losses
+            .iter()
+            .map(|l| l.iter().any(|x| x.is_finite()))
+            .collect();
+        let weights = policy.step_weights(&wins.win_rate, &alive)?;
+        let scores = candidates
+            .iter()
+            .zip(rows)
+            .enumerate()
+            .map(|(i, (c, (losses, error)))| ModelScore {
+                uid: c.uid,
+                model: c.id.to_string(),
+                block: c.block,
+                mean_loss: if losses.is_empty() {
+                    f64::INFINITY
+                } else {
+                    losses.iter().sum::<f64>() / losses.len() as f64
+                },
+                losses,
+                wins: wins.wins[i],
+                win_rate: wins.win_rate[i],
+                weight: weights[i],
+                error,
+            })
+            .collect();
+        Ok(EvalOutcome {
+            scores,
+            tokens,
+            secs,
+        })
+    }
+}
