@@ -196,7 +196,9 @@ impl Default for NeuronConfig {
             temperature: 0.7,
             top_k: 50,
             top_p: 0.95,
-            system_prompt: "You are a helpful AI assistant. You answer questions accurately and concisely.".into(),
+            system_prompt:
+                "You are a helpful AI assistant. You answer questions accurately and concisely."
+                    .into(),
             strategy: "llm".into(),
             events_retention_bytes: 2 * 1024 * 1024 * 1024,
             dont_save_events: false,
@@ -268,10 +270,7 @@ impl Default for ScriptsConfig {
     fn default() -> Self {
         Self {
             root: PathBuf::from("."),
-            http_allowlist: vec![
-                "en.wikipedia.org".into(),
-                "api.stackexchange.com".into(),
-            ],
+            http_allowlist: vec!["en.wikipedia.org".into(), "api.stackexchange.com".into()],
             hook_timeout_ms: 120_000,
             live_tools: false,
         }

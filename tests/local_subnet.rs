@@ -37,7 +37,11 @@ async fn local_subnet_ranks_llm_miner_above_echo_and_phrase() {
         .await
         .expect("local run");
     assert_eq!(seen, 3, "one progress callback per step");
-    assert!(report.failures.is_empty(), "failed steps: {:?}", report.failures);
+    assert!(
+        report.failures.is_empty(),
+        "failed steps: {:?}",
+        report.failures
+    );
     assert!(report.epochs >= 1, "an epoch ran during the run");
 
     let chain = LocalChain::open(&options.data_dir.join("chain.sqlite")).unwrap();
@@ -50,7 +54,11 @@ async fn local_subnet_ranks_llm_miner_above_echo_and_phrase() {
     assert!(validator.last_update > 0);
 
     let score = |strategy: &str| {
-        let miner = report.miners.iter().find(|m| m.strategy == strategy).unwrap();
+        let miner = report
+            .miners
+            .iter()
+            .find(|m| m.strategy == strategy)
+            .unwrap();
         report
             .final_rows
             .iter()
@@ -58,8 +66,18 @@ async fn local_subnet_ranks_llm_miner_above_echo_and_phrase() {
             .unwrap()
             .score
     };
-    assert!(score("llm") > score("echo"), "llm {} vs echo {}", score("llm"), score("echo"));
-    assert!(score("llm") > score("phrase"), "llm {} vs phrase {}", score("llm"), score("phrase"));
+    assert!(
+        score("llm") > score("echo"),
+        "llm {} vs echo {}",
+        score("llm"),
+        score("echo")
+    );
+    assert!(
+        score("llm") > score("phrase"),
+        "llm {} vs phrase {}",
+        score("llm"),
+        score("phrase")
+    );
 
     let report_dir = dir.path().join("report");
     write_report(&report_dir, &options, &report).unwrap();

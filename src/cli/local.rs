@@ -89,10 +89,7 @@ pub fn run(args: &LocalArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
         return Ok(());
     };
     write_report(&report_dir, &options, &report)?;
-    println!(
-        "{}",
-        table(&report.final_rows)
-    );
+    println!("{}", table(&report.final_rows));
     println!(
         "{} steps ({} failed), {} epochs; report: {}",
         report.events.len() + report.failures.len(),

@@ -28,10 +28,17 @@ pub struct ValidatorArgs {
 }
 
 fn hotkey(config: &Config) -> anyhow::Result<Keypair> {
-    let wallet = Wallet::new(config.wallet_dir(), &config.wallet.name, &config.wallet.hotkey);
-    wallet
-        .hotkey(&Password::EnvOrPrompt)
-        .with_context(|| format!("loading hotkey {}/{}", config.wallet.name, config.wallet.hotkey))
+    let wallet = Wallet::new(
+        config.wallet_dir(),
+        &config.wallet.name,
+        &config.wallet.hotkey,
+    );
+    wallet.hotkey(&Password::EnvOrPrompt).with_context(|| {
+        format!(
+            "loading hotkey {}/{}",
+            config.wallet.name, config.wallet.hotkey
+        )
+    })
 }
 
 fn scripts_with_reload(config: &Config) -> anyhow::Result<(ScriptHost, Watcher)> {

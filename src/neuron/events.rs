@@ -115,8 +115,7 @@ mod tests {
         }
         let live = std::fs::read_to_string(log.path()).unwrap();
         assert!(live.len() <= 64, "live file stays under the limit");
-        let last: serde_json::Value =
-            serde_json::from_str(live.lines().last().unwrap()).unwrap();
+        let last: serde_json::Value = serde_json::from_str(live.lines().last().unwrap()).unwrap();
         assert_eq!(last["step"], 9);
         assert!(dir.path().join("events.1.jsonl").exists());
         assert!(dir.path().join("events.2.jsonl").exists());

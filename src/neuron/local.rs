@@ -161,7 +161,9 @@ async fn ensure_registered(
     if let Some(uid) = metagraph.uid_of(&hotkey.ss58()) {
         return Ok(uid);
     }
-    Ok(chain.burned_register(coldkey, netuid, &hotkey.ss58()).await?)
+    Ok(chain
+        .burned_register(coldkey, netuid, &hotkey.ss58())
+        .await?)
 }
 
 /// Opens or creates the chain file and the demo subnet; returns the chain and netuid.
@@ -179,7 +181,11 @@ pub async fn open_chain(
     };
     let netuid = match chain.status().await?.subnets.first() {
         Some(&netuid) => netuid,
-        None => chain.create_subnet(&owner.ss58(), demo_hyperparameters()).await?,
+        None => {
+            chain
+                .create_subnet(&owner.ss58(), demo_hyperparameters())
+                .await?
+        }
     };
     Ok((chain, netuid))
 }
@@ -251,9 +257,15 @@ pub async fn run(
         config.neuron.seed = Some(options.seed.wrapping_add(index as u64 * 1_000_003));
         config.neuron.full_path = Some(options.data_dir.join(format!("validator{index}")));
         config.neuron.sample_size = config.neuron.sample_size.min(options.miners.max(1));
-        validators.push(Validator::new(config, Arc::clone(&shared), hotkey, scripts.clone())?);
+        validators.push(Validator::new(
+            config,
+            Arc::clone(&shared),
+            hotkey,
+            scripts.clone(),
+        )?);
     }
-    // The first epoch hands out validator permits.
+    // The first epoch hands out validator permits (one epoch per block at most).
+    tokio::time::sleep(chain.block_time()).await;
     chain.run_epoch_now(netuid).await?;
 
     let mut report = LocalReport {
@@ -273,11 +285,9 @@ pub async fn run(
             let result = validator.step().await;
             let metagraph = shared.metagraph(netuid).await?;
             let epochs = chain.epoch_status(netuid).await?.epochs;
-            if index == 0 {
-                if let Ok(event) = &result {
-                    for response in &event.responses {
-                        last_rewards.insert(response.uid, response.reward);
-                    }
+            if let (0, Ok(event)) = (index, &result) {
+                for response in &event.responses {
+                    last_rewards.insert(response.uid, response.reward);
                 }
             }
             let scores = &validator.state().scores;

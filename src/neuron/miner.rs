@@ -30,7 +30,11 @@ pub struct MinerHandler {
 
 impl MinerHandler {
     /// A handler running strategy `scripts/miners/STRATEGY.rhai` from `scripts`.
-    pub fn new(scripts: ScriptHost, strategy: impl Into<String>, blacklist: BlacklistConfig) -> Self {
+    pub fn new(
+        scripts: ScriptHost,
+        strategy: impl Into<String>,
+        blacklist: BlacklistConfig,
+    ) -> Self {
         Self {
             scripts,
             strategy: strategy.into(),
@@ -176,7 +180,12 @@ impl AxonHandler for MinerHandler {
         let mut map = Map::new();
         map.insert(
             "roles".into(),
-            prompt.roles.iter().map(|r| Dynamic::from(r.clone())).collect::<rhai::Array>().into(),
+            prompt
+                .roles
+                .iter()
+                .map(|r| Dynamic::from(r.clone()))
+                .collect::<rhai::Array>()
+                .into(),
         );
         map.insert(
             "messages".into(),

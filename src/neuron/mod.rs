@@ -16,7 +16,9 @@ use crate::chain::local::LocalChain;
 use crate::chain::{Chain, ChainError, LOCAL_SIM};
 use crate::config::Config;
 use crate::models::Resolver;
-use crate::script::{HostConfig, HttpConfig, ModelIds, ScriptError, ScriptHost, Services, SourceTree};
+use crate::script::{
+    HostConfig, HttpConfig, ModelIds, ScriptError, ScriptHost, Services, SourceTree,
+};
 
 /// Connects to the chain the config names: the embedded chain file for `local-sim`,
 /// else a subtensor node (finney, test, local, or a URL).
@@ -53,18 +55,29 @@ pub fn script_host(config: &Config) -> Result<ScriptHost, ScriptError> {
         allow_hosts: config.scripts.http_allowlist.clone(),
         ..HttpConfig::default()
     };
-    let services = Services::with_resolver(Resolver::default(), &ids, http, SourceTree::default_roots());
+    let services =
+        Services::with_resolver(Resolver::default(), &ids, http, SourceTree::default_roots());
     let mut host = HostConfig::new(&config.scripts.root);
     host.limits.wall_time = std::time::Duration::from_millis(config.scripts.hook_timeout_ms);
-    let mode = if config.scripts.live_tools { "live" } else { "offline" };
+    let mode = if config.scripts.live_tools {
+        "live"
+    } else {
+        "offline"
+    };
     let neuron = &config.neuron;
     for (key, value) in [
         ("wiki_mode", rhai::Dynamic::from(mode.to_string())),
-        ("max_tokens", rhai::Dynamic::from(neuron.max_tokens as rhai::INT)),
+        (
+            "max_tokens",
+            rhai::Dynamic::from(neuron.max_tokens as rhai::INT),
+        ),
         ("temperature", rhai::Dynamic::from(neuron.temperature)),
         ("top_k", rhai::Dynamic::from(neuron.top_k as rhai::INT)),
         ("top_p", rhai::Dynamic::from(neuron.top_p)),
-        ("system_prompt", rhai::Dynamic::from(neuron.system_prompt.clone())),
+        (
+            "system_prompt",
+            rhai::Dynamic::from(neuron.system_prompt.clone()),
+        ),
     ] {
         host.config.insert(key.into(), value);
     }

@@ -11,7 +11,11 @@ use plotters::prelude::*;
 use super::local::{LocalError, LocalOptions, LocalReport};
 
 /// Writes `report.md` and `scores.svg` into `dir`.
-pub fn write_report(dir: &Path, options: &LocalOptions, report: &LocalReport) -> Result<(), LocalError> {
+pub fn write_report(
+    dir: &Path,
+    options: &LocalOptions,
+    report: &LocalReport,
+) -> Result<(), LocalError> {
     let fail = |path: &Path, message: String| LocalError::Report {
         path: path.to_path_buf(),
         message,
@@ -41,7 +45,10 @@ pub fn render_markdown(options: &LocalOptions, report: &LocalReport) -> String {
         report.failures.len()
     );
     let _ = writeln!(md, "## Miners (final)\n");
-    let _ = writeln!(md, "| uid | strategy | mean reward | moving score | incentive |");
+    let _ = writeln!(
+        md,
+        "| uid | strategy | mean reward | moving score | incentive |"
+    );
     let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
     let means = mean_reward_by_uid(report);
     let mut rows = report.final_rows.clone();

@@ -163,7 +163,10 @@ mod tests {
     fn save_then_load_round_trips_and_missing_is_fresh() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
-        assert_eq!(ValidatorState::load(&path).unwrap(), ValidatorState::default());
+        assert_eq!(
+            ValidatorState::load(&path).unwrap(),
+            ValidatorState::default()
+        );
         let state = ValidatorState {
             step: 7,
             scores: vec![0.5],

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::events::{EventLog, EventLogError};
 use super::state::{StateError, ValidatorState};
@@ -56,7 +56,7 @@ pub enum ValidatorError {
 }
 
 /// One miner's answer in a step, as logged.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ResponseEvent {
     /// Queried uid.
     pub uid: u16,
@@ -77,7 +77,7 @@ pub struct ResponseEvent {
 }
 
 /// Everything about one step: one line of `events.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct StepEvent {
     /// Step number.
     pub step: u64,
@@ -224,7 +224,12 @@ impl Validator {
             unique_coldkeys: self.config.neuron.query_unique_coldkeys,
             unique_ips: self.config.neuron.query_unique_ips,
         };
-        let uids = select_uids(&metagraph, &filter, self.config.neuron.sample_size, &mut rng);
+        let uids = select_uids(
+            &metagraph,
+            &filter,
+            self.config.neuron.sample_size,
+            &mut rng,
+        );
         let axons: Vec<AxonInfo> = uids.iter().map(|&uid| axon_of(&metagraph, uid)).collect();
         let synapse = PromptingSynapse {
             roles: vec!["user".into()],
@@ -296,16 +301,18 @@ impl Validator {
                 .zip(responses)
                 .zip(completions)
                 .zip(breakdowns)
-                .map(|(((&uid, response), completion), breakdown)| ResponseEvent {
-                    uid,
-                    hotkey: metagraph.neurons[usize::from(uid)].hotkey.clone(),
-                    completion,
-                    status_code: response.status_code,
-                    status_message: response.status_message,
-                    latency_s: response.latency.as_secs_f64(),
-                    reward: breakdown.total,
-                    components: breakdown.components,
-                })
+                .map(
+                    |(((&uid, response), completion), breakdown)| ResponseEvent {
+                        uid,
+                        hotkey: metagraph.neurons[usize::from(uid)].hotkey.clone(),
+                        completion,
+                        status_code: response.status_code,
+                        status_message: response.status_message,
+                        latency_s: response.latency.as_secs_f64(),
+                        reward: breakdown.total,
+                        components: breakdown.components,
+                    },
+                )
                 .collect(),
             generate_s,
             query_s,
@@ -343,25 +350,30 @@ impl Validator {
     /// next step tries again), never fatal.
     async fn maybe_set_weights(&mut self, metagraph: &Metagraph, self_uid: u16) -> Option<u64> {
         let neuron = &self.config.neuron;
-        let due = metagraph.block.saturating_sub(self.state.last_weights_block)
+        let due = metagraph
+            .block
+            .saturating_sub(self.state.last_weights_block)
             > neuron.epoch_length
             || self.state.last_weights_block == 0;
         let permitted = metagraph.neurons[usize::from(self_uid)].validator_permit;
         if neuron.disable_set_weights || !due || !permitted {
             return None;
         }
-        let weights = self.state.normalized_weights();
-        let (uids, values) = match normalize_weights(
-            &(0..weights.len() as u16).collect::<Vec<_>>(),
-            &weights,
-        ) {
-            Ok(pair) if !pair.0.is_empty() => pair,
-            Ok(_) => return None,
-            Err(err) => {
-                tracing::warn!("weights not set: {err}");
-                return None;
-            }
-        };
+        let weights: Vec<f32> = self
+            .state
+            .normalized_weights()
+            .into_iter()
+            .map(|w| w as f32)
+            .collect();
+        let (uids, values) =
+            match normalize_weights(&(0..weights.len() as u16).collect::<Vec<_>>(), &weights) {
+                Ok(pair) if !pair.0.is_empty() => pair,
+                Ok(_) => return None,
+                Err(err) => {
+                    tracing::warn!("weights not set: {err}");
+                    return None;
+                }
+            };
         match self
             .chain
             .set_weights(
@@ -396,6 +408,8 @@ fn axon_of(metagraph: &Metagraph, uid: u16) -> AxonInfo {
     }
 }
 
-fn to_json<T: Serialize>(value: &T) -> serde_json::Value {
-    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+/// A script map as JSON for the event log.
+fn to_json(map: &rhai::Map) -> serde_json::Value {
+    rhai::serde::from_dynamic(&rhai::Dynamic::from_map(map.clone()))
+        .unwrap_or(serde_json::Value::Null)
 }

@@ -343,6 +343,23 @@ fn blake2_256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+/// Wallet keys sign chain transactions (hotkey for weights/serving/commitments, coldkey
+/// for registration/stake/transfers).
+impl crate::chain::Signer for Keypair {
+    fn ss58(&self) -> String {
+        Keypair::ss58(self)
+    }
+
+    fn public(&self) -> [u8; 32] {
+        Keypair::public(self)
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<[u8; 64], crate::chain::ChainError> {
+        self.try_sign(message)
+            .map_err(|e| crate::chain::ChainError::InvalidInput(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,22 +459,5 @@ mod tests {
             let again = Keypair::from_mnemonic(phrase, None).unwrap();
             assert_eq!(again.public(), k.public());
         }
-    }
-}
-
-/// Wallet keys sign chain transactions (hotkey for weights/serving/commitments, coldkey
-/// for registration/stake/transfers).
-impl crate::chain::Signer for Keypair {
-    fn ss58(&self) -> String {
-        Keypair::ss58(self)
-    }
-
-    fn public(&self) -> [u8; 32] {
-        Keypair::public(self)
-    }
-
-    fn sign(&self, message: &[u8]) -> Result<[u8; 64], crate::chain::ChainError> {
-        self.try_sign(message)
-            .map_err(|e| crate::chain::ChainError::InvalidInput(e.to_string()))
     }
 }
