@@ -1,7 +1,7 @@
 //! Scoring throughput: 1,000 (reference, completion) pairs with rouge-L + diff, the
 //! same pairs `benches/score_python.py` times with the Python `rouge` package + difflib.
 //!
-//! CARGO_TARGET_DIR=/work/target-release cargo bench --bench score
+//! cargo bench --bench score
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use neuron::score::{RewardFn, RewardSpec, RougeMetric, RougeVariant};

@@ -2,7 +2,7 @@
 //! each weight every miner (random u16 weights, fixed seed), in steady state (bonds
 //! from a previous epoch present). Target: 4096 uids under 100 ms.
 //!
-//! `CARGO_TARGET_DIR=/work/target-release cargo bench --bench yuma`
+//! `cargo bench --bench yuma`
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use neuron::chain::yuma::{EpochInput, epoch, vec_u16_max_upscale_to_u16};
