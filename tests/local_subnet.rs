@@ -2,7 +2,12 @@
 //! with different strategies serving real axons on 127.0.0.1, one validator querying
 //! them through the dendrite and scoring with the QA task's rewards. Checks that
 //! weights reach the chain, an epoch runs, and the incentive mechanism orders the
-//! strategies (the LLM miner above echo and phrase).
+//! strategies (the LLM miner above echo, phrase and the weak control).
+//!
+//! The run is deterministic (seeded validator, miners seeded by the question), so the
+//! ordering asserted here is that of seed 7. With the 135M model the persona's
+//! challenges are weak and rewards small; the margin is narrow, which is why the seed is
+//! fixed rather than the claim made for every seed.
 
 use std::time::Duration;
 
@@ -23,8 +28,8 @@ async fn local_subnet_ranks_llm_miner_above_echo_and_phrase() {
     config.neuron.max_tokens = 48;
     let options = LocalOptions {
         data_dir: dir.path().join("run"),
-        miners: 3,
-        strategies: vec!["llm".into(), "echo".into(), "phrase".into()],
+        miners: 4,
+        strategies: vec!["llm".into(), "echo".into(), "phrase".into(), "weak".into()],
         validators: 1,
         steps: 3,
         seed: 7,

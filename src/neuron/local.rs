@@ -202,6 +202,18 @@ pub async fn run(
     chain.faucet(&owner.ss58(), 1_000_000 * RAO_PER_TAO).await?;
     let shared: Arc<dyn Chain> = Arc::new(chain.clone());
 
+    // Validators: register and stake (for a permit) before the miners start, so the
+    // miners' first metagraph view already knows them.
+    let mut validator_keys = Vec::new();
+    for index in 0..options.validators.max(1) {
+        let hotkey = key(&format!("validator{index}"))?;
+        ensure_registered(&chain, &owner, netuid, &hotkey).await?;
+        chain
+            .add_stake(&owner, &hotkey.ss58(), netuid, 10_000 * RAO_PER_TAO)
+            .await?;
+        validator_keys.push(hotkey);
+    }
+
     // Miners: register, start an axon each on loopback, announce it on chain.
     let mut miners = Vec::new();
     let mut axons = Vec::new();
@@ -214,6 +226,7 @@ pub async fn run(
             strategy.clone(),
             options.config.blacklist.clone(),
         ));
+        handler.set_metagraph(shared.metagraph(netuid).await?);
         let refresh = handler.spawn_metagraph_refresh(Arc::clone(&shared), netuid);
         let config = AxonConfig {
             bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
@@ -244,14 +257,8 @@ pub async fn run(
         axons.push((axon, refresh));
     }
 
-    // Validators: register, stake (for a permit), build.
     let mut validators = Vec::new();
-    for index in 0..options.validators.max(1) {
-        let hotkey = key(&format!("validator{index}"))?;
-        ensure_registered(&chain, &owner, netuid, &hotkey).await?;
-        shared
-            .add_stake(&owner, &hotkey.ss58(), netuid, 10_000 * RAO_PER_TAO)
-            .await?;
+    for (index, hotkey) in validator_keys.into_iter().enumerate() {
         let mut config = options.config.clone();
         config.netuid = netuid;
         config.neuron.seed = Some(options.seed.wrapping_add(index as u64 * 1_000_003));

@@ -120,6 +120,19 @@ impl MinerHandler {
     }
 }
 
+/// A seed derived from the conversation, so the same question gets the same answer
+/// (reproducible runs, and no free retries for a validator re-asking).
+fn message_seed(messages: &[String]) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for message in messages {
+        hasher.update((message.len() as u64).to_le_bytes());
+        hasher.update(message.as_bytes());
+    }
+    let digest = hasher.finalize();
+    u64::from_le_bytes(digest[..8].try_into().expect("sha256 has 32 bytes"))
+}
+
 fn stake_tao(neuron: &NeuronInfo) -> f64 {
     neuron.stake as f64 / RAO_PER_TAO as f64
 }
@@ -201,10 +214,11 @@ impl AxonHandler for MinerHandler {
             synapse.dendrite.hotkey.clone().unwrap_or_default().into(),
         );
         let strategy = self.strategy.clone();
+        let seed = message_seed(&prompt.messages);
         let completion = self
             .blocking(move |scripts| {
                 let script = scripts.strategy(&strategy)?;
-                let ctx = scripts.ctx(rand::random(), 0);
+                let ctx = scripts.ctx(seed, 0);
                 scripts.forward(&script, &ctx, map)
             })
             .await?
