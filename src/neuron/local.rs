@@ -149,8 +149,8 @@ fn key(role: &str) -> Result<Keypair, LocalError> {
     Ok(Keypair::from_uri(&format!("//neuron-local//{role}"))?)
 }
 
-/// Opens the run's chain (creating it with `block_time` on first use), its subnet, and
-/// registers `hotkey` (funded from the faucet); returns the hotkey's uid.
+/// Registers `hotkey` on `netuid` (burning from `coldkey`) unless it already is;
+/// returns its uid.
 async fn ensure_registered(
     chain: &LocalChain,
     coldkey: &Keypair,

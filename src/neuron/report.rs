@@ -133,12 +133,60 @@ fn plot_scores(path: &Path, report: &LocalReport) -> Result<(), String> {
         .copied()
         .fold(0.0_f64, f64::max)
         .max(1e-3);
-    let mut chart = ChartBuilder::on(&top)
-        .caption("moving score per miner", ("sans-serif", 18))
+    let scores = |i: usize| -> Vec<(usize, f64)> {
+        report
+            .score_history
+            .iter()
+            .enumerate()
+            .map(|(step, scores)| (step + 1, scores.get(i).copied().unwrap_or(0.0)))
+            .collect()
+    };
+    let incentives = |i: usize| -> Vec<(usize, f64)> {
+        report
+            .incentive_history
+            .iter()
+            .map(|(step, incentives)| (*step, incentives.get(i).copied().unwrap_or(0.0)))
+            .collect()
+    };
+    let top_panel = Panel {
+        caption: "moving score per miner",
+        y_max: max_score * 1.05,
+        point_size: 0,
+        legend: true,
+    };
+    plot_panel(&top, &top_panel, steps, report, scores)?;
+    let bottom_panel = Panel {
+        caption: "incentive after each epoch",
+        y_max: 1.0,
+        point_size: 3,
+        legend: false,
+    };
+    plot_panel(&bottom, &bottom_panel, steps, report, incentives)?;
+    root.present().map_err(|e| e.to_string())
+}
+
+/// How one panel of the plot looks.
+struct Panel {
+    caption: &'static str,
+    y_max: f64,
+    point_size: u32,
+    legend: bool,
+}
+
+/// Draws one line per miner on `area`; `points(i)` gives miner `i`'s (step, value)s.
+fn plot_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    panel: &Panel,
+    steps: usize,
+    report: &LocalReport,
+    points: impl Fn(usize) -> Vec<(usize, f64)>,
+) -> Result<(), String> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(panel.caption, ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(30)
         .y_label_area_size(50)
-        .build_cartesian_2d(0..steps, 0.0..max_score * 1.05)
+        .build_cartesian_2d(0..steps, 0.0..panel.y_max)
         .map_err(|e| e.to_string())?;
     chart
         .configure_mesh()
@@ -147,45 +195,21 @@ fn plot_scores(path: &Path, report: &LocalReport) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     for (i, miner) in report.miners.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let series = report
-            .score_history
-            .iter()
-            .enumerate()
-            .map(|(step, scores)| (step + 1, scores.get(i).copied().unwrap_or(0.0)));
-        chart
-            .draw_series(LineSeries::new(series, color.stroke_width(2)))
-            .map_err(|e| e.to_string())?
-            .label(format!("uid {} {}", miner.uid, miner.strategy))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        let line = LineSeries::new(points(i), color.stroke_width(2)).point_size(panel.point_size);
+        let series = chart.draw_series(line).map_err(|e| e.to_string())?;
+        if panel.legend {
+            series
+                .label(format!("uid {} {}", miner.uid, miner.strategy))
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| e.to_string())?;
-
-    let mut chart = ChartBuilder::on(&bottom)
-        .caption("incentive after each epoch", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0..steps, 0.0..1.0_f64)
-        .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc("step")
-        .draw()
-        .map_err(|e| e.to_string())?;
-    for (i, _) in report.miners.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let series = report
-            .incentive_history
-            .iter()
-            .map(|(step, incentives)| (*step, incentives.get(i).copied().unwrap_or(0.0)));
+    if panel.legend {
         chart
-            .draw_series(LineSeries::new(series, color.stroke_width(2)).point_size(3))
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
             .map_err(|e| e.to_string())?;
     }
-    root.present().map_err(|e| e.to_string())
+    Ok(())
 }
