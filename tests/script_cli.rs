@@ -1,5 +1,6 @@
-//! `neuron task list` / `neuron task check` as a script author runs them (no model
-//! needed: library scripts and failing files).
+//! `neuron task list` / `neuron task check` as a script author runs them, and CI's check
+//! of every script the repository ships (which runs each task's seeded generate on the
+//! default models).
 
 use std::process::Command;
 
@@ -57,4 +58,58 @@ fn check_fails_with_position_and_list_shows_the_rejection() {
     let (success, out) = neuron(&["task", "run", "nope", "--scripts", root]);
     assert!(!success);
     assert!(out.contains("no task script named `nope`"), "{out}");
+}
+
+/// Every `.rhai` file under the shipped script folders, sorted.
+fn shipped_scripts(root: &std::path::Path) -> Vec<String> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rhai") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    for dir in ["tasks", "personas", "tools", "scripts", "examples"] {
+        walk(&root.join(dir), &mut files);
+    }
+    files.sort();
+    files
+        .iter()
+        .map(|f| f.strip_prefix(root).unwrap().display().to_string())
+        .collect()
+}
+
+/// What CI runs over the repository's scripts: compile, contract, and for each task one
+/// seeded generate with persona and challenge on the default models.
+#[test]
+fn every_shipped_script_passes_task_check() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files = shipped_scripts(root);
+    assert!(
+        files.iter().filter(|f| f.starts_with("tasks/")).count() >= 6,
+        "{files:?}"
+    );
+    let mut args = vec!["task", "check", "--scripts", root.to_str().unwrap()];
+    args.extend(["--set", "max_tokens=16"]);
+    let paths: Vec<String> = files
+        .iter()
+        .map(|f| root.join(f).display().to_string())
+        .collect();
+    args.extend(paths.iter().map(String::as_str));
+    let (ok, out) = neuron(&args);
+    assert!(ok, "{out}");
+    for file in &files {
+        assert!(
+            out.contains(&format!("ok    {}", root.join(file).display())),
+            "{file} not checked:\n{out}"
+        );
+    }
+    // Tasks (wherever they live) print their generated step; other scripts do not.
+    let tasks = out.matches(": task script `").count();
+    assert!(tasks >= 6, "{out}");
+    assert_eq!(out.matches("  reference: ").count(), tasks, "{out}");
 }
