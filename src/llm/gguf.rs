@@ -9,6 +9,7 @@
 
 use std::io::{Read, Seek};
 
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::Embedding;
@@ -24,18 +25,62 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2"];
 /// re-quantised to Q8_0 at load on CPU unless disabled.
 const SLOW_ON_CPU: &[GgmlDType] = &[GgmlDType::Q4_1, GgmlDType::Q5_0, GgmlDType::Q5_1];
 
+/// Several projections of one input (q/k/v, or gate/up) with their output widths. When
+/// the weights share a quantisation type they are stacked row-wise into one matrix, so
+/// that one matmul (one pass over the input, one dispatch to the thread pool) replaces
+/// several; the rows of a quantised matrix are independent, so the results are the same.
+enum Projections {
+    Fused(QMatMul, Vec<usize>),
+    Separate(Vec<QMatMul>),
+}
+
+impl Projections {
+    fn new(parts: Vec<QTensor>, device: &Device) -> Result<Self, LlmError> {
+        let dtype = parts[0].dtype();
+        if parts.iter().any(|p| p.dtype() != dtype) {
+            let separate = parts.into_iter().map(QMatMul::from_qtensor);
+            return Ok(Self::Separate(separate.collect::<Result<_, _>>()?));
+        }
+        let widths: Vec<usize> = parts.iter().map(|p| p.shape().dims()[0]).collect();
+        let inputs = parts[0].shape().dims()[1];
+        let mut data = Vec::new();
+        for part in &parts {
+            data.extend_from_slice(&part.data()?);
+        }
+        let rows = widths.iter().sum();
+        let stacked = qtensor_from_ggml(dtype, &data, vec![rows, inputs], device)?;
+        Ok(Self::Fused(QMatMul::from_qtensor(stacked)?, widths))
+    }
+
+    /// One output per projection, in the order given to [`Projections::new`].
+    fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>, LlmError> {
+        match self {
+            Self::Fused(w, widths) => {
+                let y = w.forward(x)?;
+                let mut start = 0;
+                let mut out = Vec::with_capacity(widths.len());
+                for &width in widths {
+                    out.push(y.narrow(D::Minus1, start, width)?);
+                    start += width;
+                }
+                Ok(out)
+            }
+            Self::Separate(ws) => Ok(ws.iter().map(|w| w.forward(x)).collect::<Result<_, _>>()?),
+        }
+    }
+}
+
 struct Layer {
-    wq: QMatMul,
-    wk: QMatMul,
-    wv: QMatMul,
+    /// Query, key and value projections.
+    qkv: Projections,
     wo: QMatMul,
     bq: Option<Tensor>,
     bk: Option<Tensor>,
     bv: Option<Tensor>,
     attn_norm: RmsNorm,
     ffn_norm: RmsNorm,
-    gate: QMatMul,
-    up: QMatMul,
+    /// Feed-forward gate and up projections.
+    gate_up: Projections,
     down: QMatMul,
 }
 
@@ -185,18 +230,23 @@ impl GgufModel {
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
             let p = |n: &str| format!("blk.{i}.{n}");
+            let qkv = ["attn_q.weight", "attn_k.weight", "attn_v.weight"]
+                .map(|n| tensor(reader, &p(n)))
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+            let gate_up = ["ffn_gate.weight", "ffn_up.weight"]
+                .map(|n| tensor(reader, &p(n)))
+                .into_iter()
+                .collect::<Result<_, _>>()?;
             layers.push(Layer {
-                wq: matmul(tensor(reader, &p("attn_q.weight"))?)?,
-                wk: matmul(tensor(reader, &p("attn_k.weight"))?)?,
-                wv: matmul(tensor(reader, &p("attn_v.weight"))?)?,
+                qkv: Projections::new(qkv, device)?,
                 wo: matmul(tensor(reader, &p("attn_output.weight"))?)?,
                 bq: optional(reader, &p("attn_q.bias"))?,
                 bk: optional(reader, &p("attn_k.bias"))?,
                 bv: optional(reader, &p("attn_v.bias"))?,
                 attn_norm: RmsNorm::from_qtensor(tensor(reader, &p("attn_norm.weight"))?, eps)?,
                 ffn_norm: RmsNorm::from_qtensor(tensor(reader, &p("ffn_norm.weight"))?, eps)?,
-                gate: matmul(tensor(reader, &p("ffn_gate.weight"))?)?,
-                up: matmul(tensor(reader, &p("ffn_up.weight"))?)?,
+                gate_up: Projections::new(gate_up, device)?,
                 down: matmul(tensor(reader, &p("ffn_down.weight"))?)?,
             });
         }
@@ -260,8 +310,12 @@ impl GgufModel {
             let h = self.attention(layer, &h, mask.as_ref(), &cos, &sin, slot)?;
             x = (h + x)?;
             let h = layer.ffn_norm.forward(&x)?;
-            let gate = candle_nn::ops::silu(&layer.gate.forward(&h)?)?;
-            let h = layer.down.forward(&(gate * layer.up.forward(&h)?)?)?;
+            let [gate, up]: [Tensor; 2] = layer
+                .gate_up
+                .forward(&h)?
+                .try_into()
+                .map_err(|_| LlmError::BadModel("gate/up projection shape".into()))?;
+            let h = layer.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
             x = (h + x)?;
         }
         // Only the kept rows go through the (vocab-wide) output projection.
@@ -281,9 +335,13 @@ impl GgufModel {
         slot: &mut Option<(Tensor, Tensor)>,
     ) -> Result<Tensor, LlmError> {
         let (b, seq, width) = x.dims3()?;
+        let [q, k, v]: [Tensor; 3] = layer
+            .qkv
+            .forward(x)?
+            .try_into()
+            .map_err(|_| LlmError::BadModel("q/k/v projection shape".into()))?;
         let project =
-            |w: &QMatMul, bias: &Option<Tensor>, heads: usize| -> Result<Tensor, LlmError> {
-                let mut y = w.forward(x)?;
+            |mut y: Tensor, bias: &Option<Tensor>, heads: usize| -> Result<Tensor, LlmError> {
                 if let Some(bias) = bias {
                     y = y.broadcast_add(bias)?;
                 }
@@ -298,9 +356,9 @@ impl GgufModel {
                 candle_nn::rotary_emb::rope_i(&t, cos, sin)?
             })
         };
-        let q = rope(project(&layer.wq, &layer.bq, self.n_head)?)?;
-        let k = rope(project(&layer.wk, &layer.bk, self.n_kv_head)?)?;
-        let v = project(&layer.wv, &layer.bv, self.n_kv_head)?;
+        let q = rope(project(q, &layer.bq, self.n_head)?)?;
+        let k = rope(project(k, &layer.bk, self.n_kv_head)?)?;
+        let v = project(v, &layer.bv, self.n_kv_head)?;
         let (k, v) = match slot.take() {
             Some((k0, v0)) => (Tensor::cat(&[&k0, &k], 2)?, Tensor::cat(&[&v0, &v], 2)?),
             None => (k, v),
@@ -318,7 +376,7 @@ impl GgufModel {
             }
             None => att,
         };
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let att = candle_nn::ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v)?.transpose(1, 2)?.reshape((b, seq, width))?;
         Ok(layer.wo.forward(&y)?)
     }
