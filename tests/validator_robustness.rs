@@ -257,7 +257,9 @@ async fn killed_validator_process_resumes_with_nothing_lost() {
             .args(["--neuron.moving_average_alpha", "0.1"])
             .args(["--neuron.decay_alpha", "0", "--neuron.epoch_length", "3"])
             .args(extra)
-            // An empty cache: the run must not need a model.
+            // Models that cannot load, in an empty cache: the run must not load one.
+            .args(["--neuron.model_id", "/nonexistent/llm.gguf"])
+            .args(["--neuron.embed_model_id", "/nonexistent/embedder"])
             .env("NEURON_HOME", subnet.dir.path().join("home"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
