@@ -8,11 +8,11 @@ use anyhow::Context;
 use clap::Args;
 use neuron::chain::AxonServe;
 use neuron::config::{Config, ConfigArgs};
-use neuron::net::{Axon, AxonConfig, VERSION_AS_INT};
+use neuron::net::{Axon, AxonConfig, Dendrite, VERSION_AS_INT};
 use neuron::neuron::miner::MinerHandler;
 use neuron::neuron::validator::Validator;
 use neuron::neuron::{connect_chain, script_host};
-use neuron::script::{ScriptHost, Watcher};
+use neuron::script::{NeuronLink, ScriptHost, Watcher};
 use neuron::wallet::{Keypair, Password, Wallet};
 
 /// Options of `neuron miner` (everything else is configuration).
@@ -79,11 +79,19 @@ pub fn miner(config_args: &ConfigArgs) -> anyhow::Result<()> {
         .with_context(|| format!("strategy scripts/miners/{}.rhai", config.neuron.strategy))?;
     tokio::runtime::Runtime::new()?.block_on(async {
         let chain = connect_chain(&config).await?;
-        let handler = Arc::new(MinerHandler::new(
-            scripts,
-            config.neuron.strategy.clone(),
-            config.blacklist.clone(),
-        ));
+        let link = NeuronLink::new(
+            Arc::clone(&chain),
+            config.netuid,
+            Dendrite::new(hotkey.clone())?,
+        );
+        let handler = Arc::new(
+            MinerHandler::new(
+                scripts,
+                config.neuron.strategy.clone(),
+                config.blacklist.clone(),
+            )
+            .with_link(link),
+        );
         let refresh = handler.spawn_metagraph_refresh(Arc::clone(&chain), config.netuid);
         let bind: SocketAddr = format!("{}:{}", config.axon.ip, config.axon.port)
             .parse()

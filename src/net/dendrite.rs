@@ -2,8 +2,8 @@
 //! HTTP client, in parallel, with a per-request timeout; client-side failures map to the
 //! SDK's status codes (503 unreachable, 408 timeout, 422 unparsable response, …).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,7 +11,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use super::synapse::{Synapse, TerminalInfo};
+use super::synapse::{PromptingSynapse, Synapse, TerminalInfo};
 use super::{AxonInfo, NetError, VERSION_AS_INT, float_repr, now_ns, signing_message};
 use crate::wallet::Keypair;
 
@@ -35,6 +35,71 @@ impl DendriteResponse {
     /// Whether the axon answered 200.
     pub fn is_success(&self) -> bool {
         self.status_code == 200
+    }
+}
+
+/// Sessions of one dendrite for concurrent callers.
+///
+/// An axon accepts a session's (hotkey and UUID's) requests only in increasing nonce
+/// order, and concurrent calls through one session can arrive out of order, the later
+/// one then refusing the earlier as a replay. Each caller takes a session no other
+/// caller holds ([`DendritePool::session`], creating one when all are taken); it goes
+/// back to the pool when dropped.
+#[derive(Clone)]
+pub struct DendritePool {
+    base: Dendrite,
+    idle: Arc<Mutex<Vec<Dendrite>>>,
+}
+
+impl From<Dendrite> for DendritePool {
+    fn from(base: Dendrite) -> Self {
+        Self {
+            idle: Arc::new(Mutex::new(vec![base.clone()])),
+            base,
+        }
+    }
+}
+
+impl DendritePool {
+    /// The signing hotkey's SS58 address.
+    pub fn hotkey(&self) -> &str {
+        self.base.hotkey()
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Dendrite>> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A session for the caller alone, until the returned guard is dropped.
+    pub fn session(&self) -> PooledSession {
+        let dendrite = self.idle().pop().unwrap_or_else(|| self.base.session());
+        PooledSession {
+            pool: self.clone(),
+            dendrite: Some(dendrite),
+        }
+    }
+}
+
+/// A dendrite session taken from a [`DendritePool`]; derefs to the [`Dendrite`] and
+/// goes back to the pool when dropped.
+pub struct PooledSession {
+    pool: DendritePool,
+    dendrite: Option<Dendrite>,
+}
+
+impl std::ops::Deref for PooledSession {
+    type Target = Dendrite;
+
+    fn deref(&self) -> &Dendrite {
+        self.dendrite.as_ref().expect("present until dropped")
+    }
+}
+
+impl Drop for PooledSession {
+    fn drop(&mut self) {
+        if let Some(dendrite) = self.dendrite.take() {
+            self.pool.idle().push(dendrite);
+        }
     }
 }
 
@@ -79,6 +144,16 @@ impl Dendrite {
             client,
             last_nonce: Arc::new(AtomicI64::new(0)),
         })
+    }
+
+    /// Another session of this dendrite: the same key and connection pool, its own
+    /// UUID and nonces (see [`DendritePool`]).
+    pub fn session(&self) -> Self {
+        Self {
+            uuid: uuid::Uuid::now_v1(&node_id()).to_string(),
+            last_nonce: Arc::new(AtomicI64::new(0)),
+            ..self.clone()
+        }
     }
 
     /// Sets the IP sent as `bt_header_dendrite_ip` (cosmetic: axons use the TCP peer).
@@ -167,6 +242,32 @@ impl Dendrite {
         timeout: Duration,
     ) -> Vec<DendriteResponse> {
         futures::future::join_all(axons.iter().map(|a| self.call(a, synapse, timeout))).await
+    }
+
+    /// Sends `prompt` to every axon in parallel, as [`Dendrite::query`] does; each
+    /// response comes with its completion (empty unless the axon answered 200 with a
+    /// readable `PromptingSynapse`).
+    pub async fn prompt(
+        &self,
+        axons: &[AxonInfo],
+        prompt: &PromptingSynapse,
+        timeout: Duration,
+    ) -> Result<Vec<(DendriteResponse, String)>, NetError> {
+        let synapse = prompt.to_synapse(Arc::new(PromptingSynapse::schema()))?;
+        let responses = self.query(axons, &synapse, timeout).await;
+        Ok(responses
+            .into_iter()
+            .map(|r| {
+                let completion = if r.is_success() {
+                    PromptingSynapse::from_synapse(&r.synapse)
+                        .map(|s| s.completion)
+                        .unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                (r, completion)
+            })
+            .collect())
     }
 
     /// Queries one axon.

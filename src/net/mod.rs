@@ -10,7 +10,7 @@ mod synapse;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use axon::{Axon, AxonConfig, AxonHandler, Forwarded, HandlerError, NonceError, NonceTracker};
-pub use dendrite::{Dendrite, DendriteResponse, DendriteStream};
+pub use dendrite::{Dendrite, DendritePool, DendriteResponse, DendriteStream, PooledSession};
 pub use pyrepr::{float_repr, py_repr, py_str};
 pub use synapse::{
     DEFAULT_TIMEOUT, Field, FieldType, PromptingSynapse, StreamPromptingSynapse, Synapse,
@@ -73,6 +73,15 @@ impl AxonInfo {
             hotkey: hotkey.into(),
             coldkey: String::new(),
             version: VERSION_AS_INT,
+        }
+    }
+
+    /// The axon `neuron` serves on chain, or an unroutable one (IP 0, port 0) that a
+    /// dendrite answers with 503, like the SDK's, when it serves none.
+    pub fn of_neuron(neuron: &crate::chain::NeuronInfo) -> Self {
+        match &neuron.axon {
+            Some(axon) => Self::new(axon.ip.to_string(), axon.port, neuron.hotkey.clone()),
+            None => Self::new("0.0.0.0", 0, neuron.hotkey.clone()),
         }
     }
 

@@ -1,9 +1,10 @@
 //! The validator's event log: one JSON object per line (`events.jsonl`), rotated by
 //! size into `events.1.jsonl`, `events.2.jsonl`, ... (oldest dropped past `keep`).
+//! A line torn by a crash mid-write is dropped when the log is reopened.
 
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// Errors writing the event log.
@@ -34,12 +35,13 @@ impl EventLog {
             source,
         };
         std::fs::create_dir_all(dir).map_err(err)?;
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
+            .read(true)
             .append(true)
             .open(&path)
             .map_err(err)?;
-        let written = file.metadata().map_err(err)?.len();
+        let written = drop_torn_tail(&mut file).map_err(err)?;
         Ok(Self {
             path,
             file,
@@ -101,6 +103,34 @@ impl EventLog {
     }
 }
 
+/// Truncates `file` after its last newline (a line without one was cut short by a
+/// crash); returns the resulting length.
+fn drop_torn_tail(file: &mut File) -> std::io::Result<u64> {
+    const CHUNK: u64 = 64 * 1024;
+    let len = file.metadata()?.len();
+    let mut end = len;
+    let mut buf = vec![0u8; CHUNK as usize];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(chunk)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            end = start + i as u64 + 1;
+            break;
+        }
+        end = start;
+    }
+    if end < len {
+        tracing::warn!(
+            dropped_bytes = len - end,
+            "event log ends with a torn line (crash mid-write); dropping it"
+        );
+        file.set_len(end)?;
+    }
+    Ok(end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,5 +165,21 @@ mod tests {
             .unwrap();
         let text = std::fs::read_to_string(dir.path().join("events.jsonl")).unwrap();
         assert_eq!(text, "1\n2\n");
+    }
+
+    #[test]
+    fn a_torn_last_line_is_dropped_on_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.jsonl");
+        std::fs::write(&path, "{\"step\":0}\n{\"step\":1}\n{\"st").unwrap();
+        EventLog::open(dir.path(), 1 << 20, 1)
+            .unwrap()
+            .append(&serde_json::json!({ "step": 2 }))
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"step\":0}\n{\"step\":1}\n{\"step\":2}\n");
+        std::fs::write(&path, "no newline at all").unwrap();
+        EventLog::open(dir.path(), 1 << 20, 1).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
     }
 }

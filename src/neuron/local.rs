@@ -18,8 +18,8 @@ use super::validator::{StepEvent, Validator, ValidatorError};
 use crate::chain::local::{LocalChain, LocalConfig};
 use crate::chain::{AxonServe, Chain, ChainError, Hyperparameters, RAO_PER_TAO, proportion};
 use crate::config::Config;
-use crate::net::{Axon, AxonConfig};
-use crate::script::ScriptHost;
+use crate::net::{Axon, AxonConfig, Dendrite};
+use crate::script::{NeuronLink, ScriptHost};
 use crate::wallet::{Keypair, WalletError};
 
 /// Errors setting up or running a local subnet.
@@ -221,11 +221,16 @@ pub async fn run(
         let strategy = options.strategies[index % options.strategies.len()].clone();
         let hotkey = key(&format!("miner{index}"))?;
         let uid = ensure_registered(&chain, &owner, netuid, &hotkey).await?;
-        let handler = Arc::new(MinerHandler::new(
-            scripts.clone(),
-            strategy.clone(),
-            options.config.blacklist.clone(),
-        ));
+        let dendrite =
+            Dendrite::new(hotkey.clone()).map_err(|e| LocalError::Axon(e.to_string()))?;
+        let handler = Arc::new(
+            MinerHandler::new(
+                scripts.clone(),
+                strategy.clone(),
+                options.config.blacklist.clone(),
+            )
+            .with_link(NeuronLink::new(Arc::clone(&shared), netuid, dendrite)),
+        );
         handler.set_metagraph(shared.metagraph(netuid).await?);
         let refresh = handler.spawn_metagraph_refresh(Arc::clone(&shared), netuid);
         let config = AxonConfig {

@@ -15,7 +15,7 @@ use rhai::{Dynamic, Map};
 use crate::chain::{Chain, Metagraph, NeuronInfo, RAO_PER_TAO};
 use crate::config::BlacklistConfig;
 use crate::net::{AxonHandler, Forwarded, HandlerError, PromptingSynapse, Synapse, SynapseSchema};
-use crate::script::ScriptHost;
+use crate::script::{Ctx, NeuronLink, ScriptHost};
 
 /// How often the miner re-reads the metagraph for its blacklist and priority.
 pub const METAGRAPH_REFRESH: Duration = Duration::from_secs(12);
@@ -26,6 +26,7 @@ pub struct MinerHandler {
     strategy: String,
     blacklist: BlacklistConfig,
     metagraph: Arc<RwLock<Option<Metagraph>>>,
+    link: Option<NeuronLink>,
 }
 
 impl MinerHandler {
@@ -40,6 +41,23 @@ impl MinerHandler {
             strategy: strategy.into(),
             blacklist,
             metagraph: Arc::new(RwLock::new(None)),
+            link: None,
+        }
+    }
+
+    /// The same handler lending `link` (this miner's chain and dendrite) to its
+    /// strategy's `chain` and `dendrite` modules, e.g. for a proxy strategy.
+    pub fn with_link(mut self, link: NeuronLink) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// A hook context seeded with `seed`, with this miner's link if it has one.
+    fn ctx(&self, scripts: &ScriptHost, seed: u64) -> Ctx {
+        let ctx = scripts.ctx(seed, 0);
+        match &self.link {
+            Some(link) => ctx.with_link(link.clone()),
+            None => ctx,
         }
     }
 
@@ -109,12 +127,16 @@ impl MinerHandler {
         }
     }
 
+    /// Runs `call` on a blocking thread with the scripts and a context seeded with
+    /// `seed`.
     async fn blocking<T: Send + 'static>(
         &self,
-        call: impl FnOnce(ScriptHost) -> T + Send + 'static,
+        seed: u64,
+        call: impl FnOnce(ScriptHost, Ctx) -> T + Send + 'static,
     ) -> Result<T, HandlerError> {
         let scripts = self.scripts.clone();
-        tokio::task::spawn_blocking(move || call(scripts))
+        let ctx = self.ctx(&scripts, seed);
+        tokio::task::spawn_blocking(move || call(scripts, ctx))
             .await
             .map_err(|e| HandlerError(format!("script worker: {e}")))
     }
@@ -151,9 +173,8 @@ impl AxonHandler for MinerHandler {
         let map = Self::request_map(request, &hotkey, neuron.as_ref());
         let strategy = self.strategy.clone();
         let verdict = self
-            .blocking(move |scripts| {
+            .blocking(rand::random(), move |scripts, ctx| {
                 let script = scripts.strategy(&strategy)?;
-                let ctx = scripts.ctx(rand::random(), 0);
                 scripts.blacklist(&script, &ctx, map)
             })
             .await;
@@ -171,9 +192,8 @@ impl AxonHandler for MinerHandler {
         let map = Self::request_map(request, &hotkey, neuron.as_ref());
         let strategy = self.strategy.clone();
         let scripted = self
-            .blocking(move |scripts| {
+            .blocking(rand::random(), move |scripts, ctx| {
                 let script = scripts.strategy(&strategy)?;
-                let ctx = scripts.ctx(rand::random(), 0);
                 scripts.priority(&script, &ctx, map)
             })
             .await;
@@ -213,12 +233,12 @@ impl AxonHandler for MinerHandler {
             "hotkey".into(),
             synapse.dendrite.hotkey.clone().unwrap_or_default().into(),
         );
+        map.insert("timeout".into(), Dynamic::from_float(synapse.timeout));
         let strategy = self.strategy.clone();
         let seed = message_seed(&prompt.messages);
         let completion = self
-            .blocking(move |scripts| {
+            .blocking(seed, move |scripts, ctx| {
                 let script = scripts.strategy(&strategy)?;
-                let ctx = scripts.ctx(seed, 0);
                 scripts.forward(&script, &ctx, map)
             })
             .await?

@@ -43,8 +43,10 @@ pub async fn connect_chain(config: &Config) -> Result<Arc<dyn Chain>, ChainError
 
 /// The script host over `config.scripts.root`, with the configured models (loaded on
 /// first use), HTTP allowlist and hook time limit. Scripts read the generation
-/// settings (`max_tokens`, `temperature`, `top_k`, `top_p`, `system_prompt`) and
-/// `wiki_mode` (`offline` or `live`) from `ctx.config`.
+/// settings (`max_tokens`, `temperature`, `top_k`, `top_p`, `system_prompt`),
+/// `wiki_mode` (`offline` or `live`) and the validator's `sample_size`,
+/// `moving_average_alpha`, `decay_alpha`, `vpermit_tao_limit`, `query_unique_coldkeys` and
+/// `query_unique_ips` from `ctx.config`.
 pub fn script_host(config: &Config) -> Result<ScriptHost, ScriptError> {
     let ids = ModelIds {
         llm: config.neuron.model_id.clone(),
@@ -77,6 +79,27 @@ pub fn script_host(config: &Config) -> Result<ScriptHost, ScriptError> {
         (
             "system_prompt",
             rhai::Dynamic::from(neuron.system_prompt.clone()),
+        ),
+        (
+            "sample_size",
+            rhai::Dynamic::from(neuron.sample_size as rhai::INT),
+        ),
+        (
+            "moving_average_alpha",
+            rhai::Dynamic::from(neuron.moving_average_alpha),
+        ),
+        ("decay_alpha", rhai::Dynamic::from(neuron.decay_alpha)),
+        (
+            "vpermit_tao_limit",
+            rhai::Dynamic::from(neuron.vpermit_tao_limit),
+        ),
+        (
+            "query_unique_coldkeys",
+            rhai::Dynamic::from(neuron.query_unique_coldkeys),
+        ),
+        (
+            "query_unique_ips",
+            rhai::Dynamic::from(neuron.query_unique_ips),
         ),
     ] {
         host.config.insert(key.into(), value);

@@ -6,6 +6,17 @@
 //! Scripts decide *what* to ask and how to score it; this module owns the loop, the
 //! state, signing and the chain. A failing script, a hanging miner or an unreachable
 //! chain fails (and logs) one step, never the loop.
+//!
+//! `scripts/validator.rhai` may replace two defaults: `select_uids(ctx, metagraph, k)`
+//! (which miners a step queries; default [`select_uids`]) and `update_scores(ctx,
+//! scores, rewards)` (default [`ValidatorState::update_scores`]). What a hook returns
+//! is checked; a hook that fails or returns something invalid is logged and the
+//! default is used for that step.
+//!
+//! `--neuron.num_concurrent_forwards N` runs N steps at once (task generation, queries
+//! and scoring overlap, as SN1's concurrent forwards do); their score updates are then
+//! applied one after the other in step order and the state is saved once, atomically,
+//! for the whole batch.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,19 +26,24 @@ use std::time::{Duration, Instant};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
+use tracing::{error, warn};
 
 use super::events::{EventLog, EventLogError};
 use super::state::{StateError, ValidatorState};
 use super::uids::{UidFilter, select_uids};
 use crate::chain::{Chain, ChainError, Metagraph, normalize_weights};
 use crate::config::Config;
-use crate::net::{AxonInfo, Dendrite, PromptingSynapse};
+use crate::net::{AxonInfo, Dendrite, DendritePool, PromptingSynapse};
 use crate::score::Component;
-use crate::script::{ScriptError, ScriptHost};
+use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost};
 use crate::wallet::Keypair;
 
 /// Persona script used to turn queries into challenges.
 pub const PERSONA_SCRIPT: &str = "human";
+
+/// Pause of [`Validator::run`] after a batch whose every step failed (a chain down at
+/// start, a broken task rotation), so the loop retries without spinning.
+pub const FAILED_BATCH_PAUSE: Duration = Duration::from_secs(1);
 
 /// Errors that fail one validator step (the loop logs them and goes on).
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +69,14 @@ pub enum ValidatorError {
     /// A blocking script call panicked or was cancelled.
     #[error("script worker: {0}")]
     Worker(String),
+    /// The step ran but the state after it could not be saved.
+    #[error("step {step} not persisted: {reason}")]
+    NotPersisted {
+        /// The step.
+        step: u64,
+        /// Why saving failed.
+        reason: String,
+    },
 }
 
 /// One miner's answer in a step, as logged.
@@ -114,12 +138,16 @@ pub struct Validator {
     config: Config,
     chain: Arc<dyn Chain>,
     hotkey: Arc<Keypair>,
-    dendrite: Dendrite,
+    /// Dendrite sessions, one per concurrent step (shared with the scripts' link).
+    dendrite: DendritePool,
+    link: NeuronLink,
     scripts: ScriptHost,
     state: ValidatorState,
     state_path: PathBuf,
     events: Option<EventLog>,
     base_seed: u64,
+    /// The last metagraph read from the chain, used while the chain is unreachable.
+    metagraph: Option<Arc<Metagraph>>,
 }
 
 impl Validator {
@@ -144,18 +172,23 @@ impl Validator {
             )?)
         };
         let base_seed = config.neuron.seed.unwrap_or_else(rand::random);
-        let dendrite = Dendrite::new(hotkey.clone())
-            .map_err(|e| ValidatorError::Worker(format!("dendrite: {e}")))?;
+        let dendrite = DendritePool::from(
+            Dendrite::new(hotkey.clone())
+                .map_err(|e| ValidatorError::Worker(format!("dendrite: {e}")))?,
+        );
+        let link = NeuronLink::new(Arc::clone(&chain), config.netuid, dendrite.clone());
         Ok(Self {
             config,
             chain,
             hotkey: Arc::new(hotkey),
             dendrite,
+            link,
             scripts,
             state,
             state_path,
             events,
             base_seed,
+            metagraph: None,
         })
     }
 
@@ -164,132 +197,220 @@ impl Validator {
         &self.state
     }
 
-    /// Runs `steps` steps (forever when `None`) until `stop` resolves; step errors are
-    /// logged and the loop goes on. Returns the events of the successful steps.
+    /// Runs `steps` steps (forever when `None`), `--neuron.num_concurrent_forwards` at
+    /// a time, calling `on_step` with each step's outcome in step order. Step errors
+    /// are logged and the loop goes on (after [`FAILED_BATCH_PAUSE`] when a whole batch
+    /// failed).
     pub async fn run(
         &mut self,
         steps: Option<u64>,
         mut on_step: impl FnMut(&Result<StepEvent, ValidatorError>),
     ) {
+        let concurrent = self.config.neuron.num_concurrent_forwards.max(1) as u64;
         let mut done = 0;
         while steps.is_none_or(|n| done < n) {
-            let result = self.step().await;
-            if let Err(err) = &result {
-                tracing::warn!(step = self.state.step, "validator step failed: {err}");
+            let batch = steps.map_or(concurrent, |n| concurrent.min(n - done));
+            let results = self.step_batch(batch as usize).await;
+            let all_failed = results.iter().all(Result::is_err);
+            for result in results {
+                on_step(&result);
+                done += 1;
             }
-            on_step(&result);
-            done += 1;
+            if all_failed && steps.is_none_or(|n| done < n) {
+                tokio::time::sleep(FAILED_BATCH_PAUSE).await;
+            }
         }
     }
 
-    /// One validator step. State is saved before it returns, whatever happened after
-    /// the miners were scored.
+    /// One validator step (a batch of one).
     pub async fn step(&mut self) -> Result<StepEvent, ValidatorError> {
-        let step = self.state.step;
-        let seed = self.base_seed.wrapping_add(step);
+        self.step_batch(1)
+            .await
+            .pop()
+            .expect("a batch has at least one step")
+    }
+
+    /// Runs up to `n` steps at once over one metagraph, then applies their score
+    /// updates in step order, sets weights when due and saves the state; returns one
+    /// outcome per step run, in order. Every step counts, failed or not, so a script
+    /// failing on one seed does not fail the same step forever. When the batch cannot
+    /// start (no metagraph, not registered) it is one failed step.
+    pub async fn step_batch(&mut self, n: usize) -> Vec<Result<StepEvent, ValidatorError>> {
+        let first = self.state.step;
+        let (metagraph, self_uid) = match self.sync_metagraph().await {
+            Ok(pair) => pair,
+            Err(err) => {
+                warn!(step = first, "validator step failed: {err}");
+                self.state.step += 1;
+                if let Err(save) = self.state.save(&self.state_path) {
+                    warn!("{save}");
+                }
+                return vec![Err(err)];
+            }
+        };
+        let steps = first..first + n.max(1) as u64;
+        let outcomes = futures::future::join_all(
+            steps
+                .clone()
+                .map(|step| self.forward(step, &metagraph, self_uid)),
+        )
+        .await;
+        let mut results = Vec::with_capacity(outcomes.len());
+        for (step, outcome) in steps.zip(outcomes) {
+            self.state.step = step + 1;
+            match &outcome {
+                Ok(event) => self.update_scores(event).await,
+                Err(err) => warn!(step, "validator step failed: {err}"),
+            }
+            results.push(outcome);
+        }
+        let weights_set_at = self.maybe_set_weights(&metagraph, self_uid).await;
+        if let Err(err) = self.state.save(&self.state_path) {
+            warn!("{err}");
+            let reason = err.to_string();
+            return results
+                .into_iter()
+                .map(|r| {
+                    r.and_then(|event| {
+                        Err(ValidatorError::NotPersisted {
+                            step: event.step,
+                            reason: reason.clone(),
+                        })
+                    })
+                })
+                .collect();
+        }
+        if let Some(Ok(last)) = results.iter_mut().rev().find(|r| r.is_ok()) {
+            last.weights_set_at = weights_set_at;
+        }
+        if let Some(events) = &mut self.events {
+            for result in &mut results {
+                if let Ok(event) = result
+                    && let Err(err) = events.append(event)
+                {
+                    *result = Err(err.into());
+                }
+            }
+        }
+        results
+    }
+
+    /// Reads the metagraph (keeping the last good one while the chain is unreachable),
+    /// finds this validator's uid and aligns the score table with the hotkeys.
+    async fn sync_metagraph(&mut self) -> Result<(Arc<Metagraph>, u16), ValidatorError> {
         let netuid = self.config.netuid;
-        let metagraph = self.chain.metagraph(netuid).await?;
+        let metagraph = match self.chain.metagraph(netuid).await {
+            Ok(metagraph) => {
+                let metagraph = Arc::new(metagraph);
+                self.metagraph = Some(Arc::clone(&metagraph));
+                metagraph
+            }
+            Err(err) => match &self.metagraph {
+                Some(last) => {
+                    warn!(
+                        block = last.block,
+                        "chain unreachable, scoring with the last metagraph: {err}"
+                    );
+                    Arc::clone(last)
+                }
+                None => return Err(err.into()),
+            },
+        };
         let my_hotkey = self.hotkey.ss58();
         let self_uid = metagraph
             .uid_of(&my_hotkey)
-            .ok_or_else(|| ValidatorError::NotRegistered(my_hotkey.clone(), netuid))?;
+            .ok_or(ValidatorError::NotRegistered(my_hotkey, netuid))?;
         let hotkeys: Vec<String> = metagraph.neurons.iter().map(|n| n.hotkey.clone()).collect();
         self.state.sync_hotkeys(&hotkeys);
+        Ok((metagraph, self_uid))
+    }
 
-        // Task, persona and challenge: script work, on a blocking thread.
-        let started = Instant::now();
+    /// Runs `work` on a blocking thread with the scripts and the context of `step`
+    /// (seeded, lending this validator's chain and dendrite to the script modules).
+    async fn with_scripts<T: Send + 'static>(
+        &self,
+        step: u64,
+        work: impl FnOnce(&ScriptHost, &Ctx) -> T + Send + 'static,
+    ) -> Result<T, ValidatorError> {
         let scripts = self.scripts.clone();
+        let ctx = scripts
+            .ctx(self.seed(step), step)
+            .with_link(self.link.clone());
+        tokio::task::spawn_blocking(move || work(&scripts, &ctx))
+            .await
+            .map_err(|e| ValidatorError::Worker(e.to_string()))
+    }
+
+    fn seed(&self, step: u64) -> u64 {
+        self.base_seed.wrapping_add(step)
+    }
+
+    /// Everything of step `step` up to its rewards: task, persona and challenge, the
+    /// uids to query, the dendrite query and the scoring. Touches no state.
+    async fn forward(
+        &self,
+        step: u64,
+        metagraph: &Arc<Metagraph>,
+        self_uid: u16,
+    ) -> Result<StepEvent, ValidatorError> {
+        let started = Instant::now();
         let task_weights = self.task_weights();
-        let (task_script, instance, persona, challenge) =
-            tokio::task::spawn_blocking(move || -> Result<_, ValidatorError> {
-                let ctx = scripts.ctx(seed, step);
+        let (task_script, instance, persona, challenge) = self
+            .with_scripts(step, move |scripts, ctx| -> Result<_, ValidatorError> {
                 let task = scripts
-                    .pick_task(&ctx, &task_weights)
+                    .pick_task(ctx, &task_weights)
                     .ok_or_else(|| ValidatorError::NoTasks(scripts.root().to_path_buf()))?;
-                let instance = scripts.generate(&task, &ctx)?;
+                let instance = scripts.generate(&task, ctx)?;
                 let persona_script = scripts.persona_script(PERSONA_SCRIPT)?;
-                let persona = scripts.persona(&persona_script, &ctx)?;
-                let challenge = scripts.challenge(&persona_script, &ctx, &instance, &persona)?;
+                let persona = scripts.persona(&persona_script, ctx)?;
+                let challenge = scripts.challenge(&persona_script, ctx, &instance, &persona)?;
                 Ok((task, instance, persona, challenge))
             })
-            .await
-            .map_err(|e| ValidatorError::Worker(e.to_string()))??;
+            .await??;
         let generate_s = started.elapsed().as_secs_f64();
 
-        // Query a sample of miners.
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let filter = UidFilter {
-            self_uid: Some(self_uid),
-            vpermit_tao_limit: self.config.neuron.vpermit_tao_limit,
-            unique_coldkeys: self.config.neuron.query_unique_coldkeys,
-            unique_ips: self.config.neuron.query_unique_ips,
-        };
-        let uids = select_uids(
-            &metagraph,
-            &filter,
-            self.config.neuron.sample_size,
-            &mut rng,
-        );
-        let axons: Vec<AxonInfo> = uids.iter().map(|&uid| axon_of(&metagraph, uid)).collect();
-        let synapse = PromptingSynapse {
+        let uids = self.select_uids(step, metagraph, self_uid).await;
+        let axons: Vec<AxonInfo> = uids
+            .iter()
+            .map(|&uid| AxonInfo::of_neuron(&metagraph.neurons[usize::from(uid)]))
+            .collect();
+        let prompt = PromptingSynapse {
             roles: vec!["user".into()],
             messages: vec![challenge.clone()],
             completion: String::new(),
-        }
-        .to_synapse(Arc::new(PromptingSynapse::schema()))
-        .map_err(|e| ValidatorError::Worker(format!("synapse: {e}")))?;
+        };
         let started = Instant::now();
         let timeout = Duration::from_secs_f64(self.config.neuron.timeout);
-        let responses = self.dendrite.query(&axons, &synapse, timeout).await;
+        let (responses, completions): (Vec<_>, Vec<String>) = self
+            .dendrite
+            .session()
+            .prompt(&axons, &prompt, timeout)
+            .await
+            .map_err(|e| ValidatorError::Worker(format!("synapse: {e}")))?
+            .into_iter()
+            .unzip();
         let query_s = started.elapsed().as_secs_f64();
 
-        // Score.
-        let completions: Vec<String> = responses
-            .iter()
-            .map(|r| {
-                if r.is_success() {
-                    PromptingSynapse::from_synapse(&r.synapse)
-                        .map(|s| s.completion)
-                        .unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
-            .collect();
         let started = Instant::now();
-        let scripts = self.scripts.clone();
-        let reward_instance = instance.clone();
-        let reward_challenge = challenge.clone();
-        let reward_completions = completions.clone();
-        let breakdowns = tokio::task::spawn_blocking(move || {
-            let ctx = scripts.ctx(seed, step);
-            scripts.reward(
-                &task_script,
-                &ctx,
-                &reward_instance,
-                &reward_challenge,
-                &reward_completions,
-            )
-        })
-        .await
-        .map_err(|e| ValidatorError::Worker(e.to_string()))??;
+        let (reward_instance, reward_challenge, reward_completions) =
+            (instance.clone(), challenge.clone(), completions.clone());
+        let breakdowns = self
+            .with_scripts(step, move |scripts, ctx| {
+                scripts.reward(
+                    &task_script,
+                    ctx,
+                    &reward_instance,
+                    &reward_challenge,
+                    &reward_completions,
+                )
+            })
+            .await??;
         let score_s = started.elapsed().as_secs_f64();
-        let rewards: Vec<f64> = breakdowns.iter().map(|b| b.total).collect();
-        self.state.update_scores(
-            &uids,
-            &rewards,
-            self.config.neuron.moving_average_alpha,
-            self.config.neuron.decay_alpha,
-        );
-        self.state.step += 1;
 
-        let weights_set_at = self.maybe_set_weights(&metagraph, self_uid).await;
-        self.state.save(&self.state_path)?;
-
-        let event = StepEvent {
+        Ok(StepEvent {
             step,
             block: metagraph.block,
-            seed,
+            seed: self.seed(step),
             task: instance.task.clone(),
             persona: to_json(&persona),
             query: instance.query.clone(),
@@ -317,14 +438,69 @@ impl Validator {
             generate_s,
             query_s,
             score_s,
-            weights_set_at,
-        };
-        if let Some(events) = &mut self.events {
-            events.append(&event)?;
-        }
-        Ok(event)
+            weights_set_at: None,
+        })
     }
 
+    /// The uids step `step` queries: the `select_uids` hook's when it defines one and
+    /// its answer is valid, else SN1's sampling ([`select_uids`]) seeded by the step.
+    async fn select_uids(&self, step: u64, metagraph: &Arc<Metagraph>, self_uid: u16) -> Vec<u16> {
+        let k = self.config.neuron.sample_size;
+        if let Some(script) = self
+            .scripts
+            .validator_hooks()
+            .filter(|s| s.hooks.select_uids)
+        {
+            let graph = Arc::clone(metagraph);
+            let hooked = self
+                .with_scripts(step, move |scripts, ctx| {
+                    scripts.select_uids(&script, ctx, &graph, k)
+                })
+                .await;
+            if let Some(uids) = hook_result("select_uids", step, hooked) {
+                return uids;
+            }
+        }
+        let filter = UidFilter {
+            self_uid: Some(self_uid),
+            vpermit_tao_limit: self.config.neuron.vpermit_tao_limit,
+            unique_coldkeys: self.config.neuron.query_unique_coldkeys,
+            unique_ips: self.config.neuron.query_unique_ips,
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed(step));
+        select_uids(metagraph, &filter, k, &mut rng)
+    }
+
+    /// Folds a scored step into the moving scores: the `update_scores` hook's result
+    /// when it defines one and its answer is valid, else SN1's EMA and decay.
+    async fn update_scores(&mut self, event: &StepEvent) {
+        let uids: Vec<u16> = event.responses.iter().map(|r| r.uid).collect();
+        let rewards: Vec<f64> = event.responses.iter().map(|r| r.reward).collect();
+        if let Some(script) = self
+            .scripts
+            .validator_hooks()
+            .filter(|s| s.hooks.update_scores)
+        {
+            let scores = self.state.scores.clone();
+            let (hook_uids, hook_rewards) = (uids.clone(), rewards.clone());
+            let hooked = self
+                .with_scripts(event.step, move |scripts, ctx| {
+                    scripts.update_scores(&script, ctx, &scores, &hook_uids, &hook_rewards)
+                })
+                .await;
+            if let Some(scores) = hook_result("update_scores", event.step, hooked) {
+                self.state.scores = scores;
+                return;
+            }
+        }
+        let neuron = &self.config.neuron;
+        self.state.update_scores(
+            &uids,
+            &rewards,
+            neuron.moving_average_alpha,
+            neuron.decay_alpha,
+        );
+    }
     /// Task-name → probability overrides from `--neuron.tasks`/`--neuron.task_p`.
     fn task_weights(&self) -> BTreeMap<String, f64> {
         let neuron = &self.config.neuron;
@@ -370,7 +546,7 @@ impl Validator {
                 Ok(pair) if !pair.0.is_empty() => pair,
                 Ok(_) => return None,
                 Err(err) => {
-                    tracing::warn!("weights not set: {err}");
+                    warn!("weights not set: {err}");
                     return None;
                 }
             };
@@ -391,21 +567,30 @@ impl Validator {
                 Some(receipt.block)
             }
             Err(err) => {
-                tracing::warn!("setting weights failed: {err}");
+                warn!("setting weights failed: {err}");
                 None
             }
         }
     }
 }
 
-/// The dendrite target for `uid` (its served axon, or an unroutable one that fails
-/// with 503 like the SDK's).
-fn axon_of(metagraph: &Metagraph, uid: u16) -> AxonInfo {
-    let neuron = &metagraph.neurons[usize::from(uid)];
-    match &neuron.axon {
-        Some(axon) => AxonInfo::new(axon.ip.to_string(), axon.port, neuron.hotkey.clone()),
-        None => AxonInfo::new("0.0.0.0", 0, neuron.hotkey.clone()),
-    }
+/// A validator hook's answer: `Some` when the hook is defined and its answer valid;
+/// `None` (the default applies) when it is not defined, or failed (logged).
+fn hook_result<T>(
+    hook: &str,
+    step: u64,
+    outcome: Result<Result<Option<T>, ScriptError>, ValidatorError>,
+) -> Option<T> {
+    let err = match outcome {
+        Ok(Ok(answer)) => return answer,
+        Ok(Err(err)) => err.to_string(),
+        Err(err) => err.to_string(),
+    };
+    error!(
+        step,
+        hook, "validator hook failed, using the default: {err}"
+    );
+    None
 }
 
 /// A script map as JSON for the event log.

@@ -17,14 +17,23 @@ pub enum ScriptKind {
     /// `scripts/miners/*.rhai`: `fn forward(ctx, synapse)`, optional
     /// `fn blacklist(ctx, request)` and `fn priority(ctx, request)`.
     Strategy,
+    /// `scripts/validator.rhai`: optional `fn select_uids(ctx, metagraph, k)` and
+    /// `fn update_scores(ctx, scores, rewards)`, replacing the validator's defaults.
+    Validator,
     /// `tools/` and the rest of `scripts/`: any functions, imported by others.
     Library,
 }
+
+/// Path of the validator hooks script, relative to the script root.
+pub const VALIDATOR_HOOKS: &str = "scripts/validator.rhai";
 
 impl ScriptKind {
     /// The kind for a path relative to the script root, falling back to the hooks the
     /// script defines for files elsewhere (e.g. `examples/custom_task.rhai`).
     pub fn detect(rel: &Path, ast: &AST) -> Self {
+        if rel == Path::new(VALIDATOR_HOOKS) {
+            return Self::Validator;
+        }
         let mut parts = rel.components().map(|c| c.as_os_str().to_string_lossy());
         match (parts.next().as_deref(), parts.next().as_deref()) {
             (Some("tasks"), _) => return Self::Task,
@@ -51,6 +60,7 @@ impl ScriptKind {
             Self::Task => "task",
             Self::Persona => "persona",
             Self::Strategy => "strategy",
+            Self::Validator => "validator",
             Self::Library => "library",
         }
     }
@@ -77,6 +87,10 @@ pub struct HookSet {
     pub blacklist: bool,
     /// Strategy: `priority(ctx, request)`.
     pub priority: bool,
+    /// Validator: `select_uids(ctx, metagraph, k)`.
+    pub select_uids: bool,
+    /// Validator: `update_scores(ctx, scores, rewards)`.
+    pub update_scores: bool,
 }
 
 fn has_fn(ast: &AST, name: &str, arity: usize) -> bool {
@@ -101,7 +115,7 @@ pub(crate) fn check_hooks(kind: ScriptKind, ast: &AST) -> Result<HookSet, String
             require_fn(ast, "challenge", &["ctx", "task", "persona"], &mut missing);
         }
         ScriptKind::Strategy => require_fn(ast, "forward", &["ctx", "synapse"], &mut missing),
-        ScriptKind::Library => {}
+        ScriptKind::Validator | ScriptKind::Library => {}
     }
     if !missing.is_empty() {
         return Err(format!(
@@ -115,6 +129,8 @@ pub(crate) fn check_hooks(kind: ScriptKind, ast: &AST) -> Result<HookSet, String
         ("reward", 3, kind == ScriptKind::Task),
         ("blacklist", 2, kind == ScriptKind::Strategy),
         ("priority", 2, kind == ScriptKind::Strategy),
+        ("select_uids", 3, kind == ScriptKind::Validator),
+        ("update_scores", 3, kind == ScriptKind::Validator),
     ] {
         if applies && ast.iter_functions().any(|f| f.name == name) && !has_fn(ast, name, arity) {
             wrong_arity.push(format!("`{name}` must take {arity} parameters"));
@@ -127,10 +143,13 @@ pub(crate) fn check_hooks(kind: ScriptKind, ast: &AST) -> Result<HookSet, String
         reward: kind == ScriptKind::Task && has_fn(ast, "reward", 3),
         blacklist: kind == ScriptKind::Strategy && has_fn(ast, "blacklist", 2),
         priority: kind == ScriptKind::Strategy && has_fn(ast, "priority", 2),
+        select_uids: kind == ScriptKind::Validator && has_fn(ast, "select_uids", 3),
+        update_scores: kind == ScriptKind::Validator && has_fn(ast, "update_scores", 3),
     })
 }
 
-fn number(value: &Dynamic) -> Option<f64> {
+/// A Rhai number (float or integer) as `f64`.
+pub(crate) fn number(value: &Dynamic) -> Option<f64> {
     value
         .as_float()
         .ok()
@@ -259,5 +278,20 @@ mod tests {
             .unwrap();
         let hooks = check_hooks(ScriptKind::Strategy, &ast).unwrap();
         assert!(hooks.blacklist && !hooks.priority);
+        let ast = engine.compile("fn select_uids(ctx, m) { [] }").unwrap();
+        let err = check_hooks(ScriptKind::Validator, &ast).unwrap_err();
+        assert!(err.contains("`select_uids` must take 3"), "{err}");
+        let ast = engine.compile("fn update_scores(c, s, r) { s }").unwrap();
+        let hooks = check_hooks(ScriptKind::Validator, &ast).unwrap();
+        assert!(hooks.update_scores && !hooks.select_uids);
+    }
+
+    #[test]
+    fn only_scripts_validator_rhai_is_the_validator_script() {
+        let ast = rhai::Engine::new().compile("fn f() {}").unwrap();
+        let kind = |p: &str| ScriptKind::detect(Path::new(p), &ast);
+        assert_eq!(kind("scripts/validator.rhai"), ScriptKind::Validator);
+        assert_eq!(kind("scripts/finetune/validator.rhai"), ScriptKind::Library);
+        assert_eq!(kind("tools/validator.rhai"), ScriptKind::Library);
     }
 }

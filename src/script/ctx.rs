@@ -8,6 +8,8 @@ use rand::{Rng as _, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rhai::{Array, Dynamic, INT, ImmutableString, Map};
 
+use super::link::NeuronLink;
+
 /// A seeded random stream shared by every clone (scripts pass it around by value).
 ///
 /// ChaCha8 with an explicit seed: the same seed gives the same stream on every platform.
@@ -119,6 +121,9 @@ pub struct Ctx {
     pub config: Map,
     /// Metagraph rows as maps (`ctx.metagraph`), read-only; empty where not available.
     pub metagraph: Array,
+    /// The neuron the hook runs for (chain and dendrite), when it runs inside one. Not
+    /// visible to scripts; the `chain` and `dendrite` modules use it.
+    link: Option<NeuronLink>,
 }
 
 impl Ctx {
@@ -130,7 +135,19 @@ impl Ctx {
             step,
             config,
             metagraph: Array::new(),
+            link: None,
         }
+    }
+
+    /// The same context lending `link` to the `chain` and `dendrite` modules.
+    pub fn with_link(mut self, link: NeuronLink) -> Self {
+        self.link = Some(link);
+        self
+    }
+
+    /// The neuron link, if the context has one.
+    pub(crate) fn link(&self) -> Option<&NeuronLink> {
+        self.link.as_ref()
     }
 
     /// The same context with `rows` as the metagraph view.

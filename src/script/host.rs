@@ -7,15 +7,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use rhai::{AST, Array, CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Map, Scope};
+use rhai::{AST, Array, CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, INT, Map, Scope};
 use walkdir::WalkDir;
 
 use super::contract::{self, HookSet, ScriptKind, TaskSpec};
 use super::ctx::Ctx;
+use super::link::NeuronLink;
 use super::resolver::{self, RootResolver};
 use super::sandbox::{self, DeadlineGuard, Limits, WALL_TIME_TOKEN};
 use super::services::Services;
 use super::{SCRIPT_ROOTS, ScriptError, api};
+use crate::chain::Metagraph;
 use crate::score::Breakdown;
 
 /// How the host is set up.
@@ -390,6 +392,11 @@ impl ScriptHost {
         self.named(ScriptKind::Strategy, name)
     }
 
+    /// The live validator hooks script (`scripts/validator.rhai`), if there is one.
+    pub fn validator_hooks(&self) -> Option<Arc<Script>> {
+        self.live(ScriptKind::Validator).into_iter().next()
+    }
+
     /// Picks a task by weight from the live rotation, using `ctx`'s RNG; `weights`
     /// overrides a task's `WEIGHT` by name (config beats script defaults).
     pub fn pick_task(&self, ctx: &Ctx, weights: &BTreeMap<String, f64>) -> Option<Arc<Script>> {
@@ -416,23 +423,43 @@ impl ScriptHost {
         hook: &str,
         args: impl FuncArgs,
     ) -> Result<Dynamic, ScriptError> {
+        self.call_linked(None, script, hook, args)
+    }
+
+    /// [`ScriptHost::call`] for a hook given `ctx`: the `chain` and `dendrite` modules
+    /// act for `ctx`'s neuron, if it has one.
+    fn call_for(
+        &self,
+        ctx: &Ctx,
+        script: &Script,
+        hook: &str,
+        args: impl FuncArgs,
+    ) -> Result<Dynamic, ScriptError> {
+        self.call_linked(ctx.link(), script, hook, args)
+    }
+
+    fn call_linked(
+        &self,
+        link: Option<&NeuronLink>,
+        script: &Script,
+        hook: &str,
+        args: impl FuncArgs,
+    ) -> Result<Dynamic, ScriptError> {
         let _deadline = DeadlineGuard::start(self.inner.limits.wall_time);
         let mut scope = Scope::new();
+        let mut options = CallFnOptions::new();
+        if let Some(link) = link {
+            options = options.with_tag(link.clone());
+        }
         self.inner
             .engine
-            .call_fn_with_options::<Dynamic>(
-                CallFnOptions::new(),
-                &mut scope,
-                &script.ast,
-                hook,
-                args,
-            )
+            .call_fn_with_options::<Dynamic>(options, &mut scope, &script.ast, hook, args)
             .map_err(|e| self.runtime_error(&script.rel, hook, &e))
     }
 
     /// Runs a task's `generate(ctx)` and checks its result.
     pub fn generate(&self, task: &Script, ctx: &Ctx) -> Result<TaskInstance, ScriptError> {
-        let out = self.call(task, "generate", (ctx.clone(),))?;
+        let out = self.call_for(ctx, task, "generate", (ctx.clone(),))?;
         let bad = |found: String| ScriptError::BadReturn {
             file: task.rel.clone(),
             hook: "generate".into(),
@@ -476,7 +503,7 @@ impl ScriptHost {
             let mut fields = task.fields.clone();
             fields.insert("challenge".into(), challenge.into());
             let list: Array = completions.iter().map(|c| c.as_str().into()).collect();
-            let out = self.call(script, "reward", (ctx.clone(), fields, list))?;
+            let out = self.call_for(ctx, script, "reward", (ctx.clone(), fields, list))?;
             let bad = |found: String| ScriptError::BadReturn {
                 file: script.rel.clone(),
                 hook: "reward".into(),
@@ -521,7 +548,7 @@ impl ScriptHost {
 
     /// Runs a persona script's `persona(ctx)`.
     pub fn persona(&self, script: &Script, ctx: &Ctx) -> Result<Map, ScriptError> {
-        let out = self.call(script, "persona", (ctx.clone(),))?;
+        let out = self.call_for(ctx, script, "persona", (ctx.clone(),))?;
         let found = out.type_name().to_string();
         out.try_cast::<Map>().ok_or_else(|| ScriptError::BadReturn {
             file: script.rel.clone(),
@@ -539,7 +566,8 @@ impl ScriptHost {
         task: &TaskInstance,
         persona: &Map,
     ) -> Result<String, ScriptError> {
-        let out = self.call(
+        let out = self.call_for(
+            ctx,
             script,
             "challenge",
             (ctx.clone(), task.fields.clone(), persona.clone()),
@@ -550,7 +578,7 @@ impl ScriptHost {
     /// Runs a strategy's `forward(ctx, synapse)`: the completion text. A map result is
     /// read for its `completion` field.
     pub fn forward(&self, script: &Script, ctx: &Ctx, synapse: Map) -> Result<String, ScriptError> {
-        let out = self.call(script, "forward", (ctx.clone(), synapse))?;
+        let out = self.call_for(ctx, script, "forward", (ctx.clone(), synapse))?;
         let out = match out.clone().try_cast::<Map>() {
             Some(map) => map.get("completion").cloned().unwrap_or(Dynamic::UNIT),
             None => out,
@@ -570,7 +598,7 @@ impl ScriptHost {
         if !script.hooks.blacklist {
             return Ok(None);
         }
-        let out = self.call(script, "blacklist", (ctx.clone(), request))?;
+        let out = self.call_for(ctx, script, "blacklist", (ctx.clone(), request))?;
         let parsed = if let Ok(b) = out.as_bool() {
             Some((b, String::new()))
         } else if let Some(arr) = out.clone().try_cast::<Array>() {
@@ -608,7 +636,7 @@ impl ScriptHost {
         if !script.hooks.priority {
             return Ok(None);
         }
-        let out = self.call(script, "priority", (ctx.clone(), request))?;
+        let out = self.call_for(ctx, script, "priority", (ctx.clone(), request))?;
         out.as_float()
             .ok()
             .or_else(|| out.as_int().ok().map(|i| i as f64))
@@ -619,6 +647,105 @@ impl ScriptHost {
                 expected: "a number".into(),
                 found: out.type_name().into(),
             })
+    }
+
+    /// Runs the validator's `select_uids(ctx, metagraph, k)` if `script` defines it:
+    /// the uids to query this step. `metagraph` goes in as rows (see the `chain`
+    /// module); the result must be at most `k` distinct uids registered in it.
+    pub fn select_uids(
+        &self,
+        script: &Script,
+        ctx: &Ctx,
+        metagraph: &Metagraph,
+        k: usize,
+    ) -> Result<Option<Vec<u16>>, ScriptError> {
+        if !script.hooks.select_uids {
+            return Ok(None);
+        }
+        let rows = api::metagraph_rows(metagraph);
+        let k_int = INT::try_from(k).unwrap_or(INT::MAX);
+        let out = self.call_for(ctx, script, "select_uids", (ctx.clone(), rows, k_int))?;
+        let registered = metagraph.neurons.len();
+        let bad = |found: String| ScriptError::BadReturn {
+            file: script.rel.clone(),
+            hook: "select_uids".into(),
+            expected: format!("an array of at most {k} distinct uids in 0..{registered}"),
+            found,
+        };
+        let type_name = out.type_name().to_string();
+        let items = out.try_cast::<Array>().ok_or_else(|| bad(type_name))?;
+        if items.len() > k {
+            return Err(bad(format!("{} uids", items.len())));
+        }
+        let mut seen = BTreeSet::new();
+        let mut uids = Vec::with_capacity(items.len());
+        for item in &items {
+            let uid = item
+                .as_int()
+                .map_err(|t| bad(format!("an element of type {t}")))?;
+            let uid = u16::try_from(uid)
+                .ok()
+                .filter(|&u| usize::from(u) < registered)
+                .ok_or_else(|| bad(format!("uid {uid}, which is not registered")))?;
+            if !seen.insert(uid) {
+                return Err(bad(format!("uid {uid} twice")));
+            }
+            uids.push(uid);
+        }
+        Ok(Some(uids))
+    }
+
+    /// Runs the validator's `update_scores(ctx, scores, rewards)` if `script` defines
+    /// it: `scores` per uid, `rewards` one `#{ uid, reward }` per queried uid. The
+    /// result must be one finite, non-negative number per uid of `scores`.
+    pub fn update_scores(
+        &self,
+        script: &Script,
+        ctx: &Ctx,
+        scores: &[f64],
+        uids: &[u16],
+        rewards: &[f64],
+    ) -> Result<Option<Vec<f64>>, ScriptError> {
+        if !script.hooks.update_scores {
+            return Ok(None);
+        }
+        let score_list: Array = scores.iter().map(|&s| Dynamic::from_float(s)).collect();
+        let reward_list: Array = uids
+            .iter()
+            .zip(rewards)
+            .map(|(&uid, &reward)| {
+                let mut row = Map::new();
+                row.insert("uid".into(), Dynamic::from_int(INT::from(uid)));
+                row.insert("reward".into(), Dynamic::from_float(reward));
+                row.into()
+            })
+            .collect();
+        let out = self.call_for(
+            ctx,
+            script,
+            "update_scores",
+            (ctx.clone(), score_list, reward_list),
+        )?;
+        let bad = |found: String| ScriptError::BadReturn {
+            file: script.rel.clone(),
+            hook: "update_scores".into(),
+            expected: format!("an array of {} finite numbers ≥ 0", scores.len()),
+            found,
+        };
+        let type_name = out.type_name().to_string();
+        let items = out.try_cast::<Array>().ok_or_else(|| bad(type_name))?;
+        if items.len() != scores.len() {
+            return Err(bad(format!("{} values", items.len())));
+        }
+        items
+            .iter()
+            .map(|item| match contract::number(item) {
+                Some(x) if x.is_finite() && x >= 0.0 => Ok(x),
+                Some(x) => Err(bad(format!("the value {x}"))),
+                None => Err(bad(format!("an element of type {}", item.type_name()))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     fn string(&self, script: &Script, hook: &str, out: Dynamic) -> Result<String, ScriptError> {

@@ -1,7 +1,7 @@
 //! The Rhai scripting host: one sandboxed [`rhai::Engine`], the script roots
 //! (`tasks/`, `personas/`, `tools/`, `scripts/`), contract checks, hot reload and the
 //! API modules scripts call (`llm`, `embed`, `score`, `http`, `corpus`, `source`, `rng`,
-//! `log`, `time`).
+//! `log`, `time`, and inside a neuron `chain` and `dendrite`).
 //!
 //! Scripts are untrusted: every hook runs under [`Limits`] (operations, call depth,
 //! sizes, wall time) and reaches the outside world only through the registered API
@@ -13,6 +13,7 @@ mod corpus;
 mod ctx;
 mod host;
 mod http;
+mod link;
 mod reload;
 mod resolver;
 mod sandbox;
@@ -22,11 +23,12 @@ mod source;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use contract::{HookSet, ScriptKind, TaskSpec};
+pub use contract::{HookSet, ScriptKind, TaskSpec, VALIDATOR_HOOKS};
 pub use corpus::{Article, Corpus, DatedEvent};
 pub use ctx::{Ctx, Rng};
 pub use host::{HostConfig, Listing, ReloadStatus, Script, ScriptHost, TaskInstance};
 pub use http::{HttpClient, HttpConfig};
+pub use link::NeuronLink;
 pub use reload::Watcher;
 pub use sandbox::Limits;
 pub use services::{Lazy, ModelIds, Services};

@@ -75,6 +75,13 @@ pub(crate) fn apply(engine: &mut Engine, limits: &Limits) {
     });
 }
 
+/// Time left before this thread's script deadline, if a hook is running.
+pub(crate) fn remaining() -> Option<Duration> {
+    DEADLINE
+        .with(Cell::get)
+        .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+}
+
 /// Sets this thread's script deadline for as long as it lives; an enclosing, earlier
 /// deadline stays in force. The previous deadline is restored on drop.
 pub(crate) struct DeadlineGuard {

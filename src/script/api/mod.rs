@@ -12,7 +12,9 @@ macro_rules! def {
     };
 }
 
+mod chain;
 mod corpus;
+mod dendrite;
 mod embed;
 mod http;
 mod llm;
@@ -24,9 +26,12 @@ mod time;
 
 use std::sync::Arc;
 
-use rhai::{Dynamic, Engine, EvalAltResult};
+use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext};
 
+use super::link::NeuronLink;
 use super::services::Services;
+
+pub(crate) use chain::metagraph_rows;
 
 /// Registers every API module on `engine`.
 pub(crate) fn register(engine: &mut Engine, services: Arc<Services>) {
@@ -37,6 +42,8 @@ pub(crate) fn register(engine: &mut Engine, services: Arc<Services>) {
         ("http", http::module(services.clone())),
         ("corpus", corpus::module(services.clone())),
         ("source", source::module(services)),
+        ("chain", chain::module()),
+        ("dendrite", dendrite::module()),
         ("log", log::module()),
         ("time", time::module()),
         ("rng", rng::module()),
@@ -54,4 +61,20 @@ fn fail(err: impl std::fmt::Display) -> Box<EvalAltResult> {
 /// Converts a serialisable core value to a Rhai value.
 fn to_dynamic(value: impl serde::Serialize) -> Result<Dynamic, Box<EvalAltResult>> {
     rhai::serde::to_dynamic(value)
+}
+
+/// The neuron the current call runs for, or a script error saying that `module` needs
+/// one (the host runs outside a validator or miner, e.g. under `neuron task check`).
+fn neuron_link(
+    context: &NativeCallContext,
+    module: &str,
+) -> Result<NeuronLink, Box<EvalAltResult>> {
+    context
+        .tag()
+        .and_then(|tag| tag.clone().try_cast::<NeuronLink>())
+        .ok_or_else(|| {
+            fail(format!(
+                "`{module}` is only available to scripts run by a validator or miner with a chain and a dendrite"
+            ))
+        })
 }
