@@ -120,6 +120,7 @@ pub struct Validator {
     state_path: PathBuf,
     events: Option<EventLog>,
     base_seed: u64,
+    last_metagraph: Option<Metagraph>,
 }
 
 impl Validator {
@@ -156,6 +157,7 @@ impl Validator {
             state_path,
             events,
             base_seed,
+            last_metagraph: None,
         })
     }
 
@@ -188,7 +190,7 @@ impl Validator {
         let step = self.state.step;
         let seed = self.base_seed.wrapping_add(step);
         let netuid = self.config.netuid;
-        let metagraph = self.chain.metagraph(netuid).await?;
+        let metagraph = self.metagraph().await?;
         let my_hotkey = self.hotkey.ss58();
         let self_uid = metagraph
             .uid_of(&my_hotkey)
@@ -323,6 +325,31 @@ impl Validator {
             events.append(&event)?;
         }
         Ok(event)
+    }
+
+    /// The subnet's metagraph. While the chain cannot be reached (connection lost or a
+    /// read timed out) it is the last one read, so scoring goes on; setting weights
+    /// fails meanwhile and succeeds at the first due step after the chain is back.
+    async fn metagraph(&mut self) -> Result<Metagraph, ValidatorError> {
+        match self.chain.metagraph(self.config.netuid).await {
+            Ok(metagraph) => {
+                self.last_metagraph = Some(metagraph.clone());
+                Ok(metagraph)
+            }
+            Err(err @ (ChainError::Connection(_) | ChainError::Timeout { .. })) => {
+                match &self.last_metagraph {
+                    Some(last) => {
+                        tracing::warn!(
+                            block = last.block,
+                            "chain unreachable, scoring with the last metagraph: {err}"
+                        );
+                        Ok(last.clone())
+                    }
+                    None => Err(err.into()),
+                }
+            }
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// Task-name → probability overrides from `--neuron.tasks`/`--neuron.task_p`.
