@@ -5,13 +5,11 @@
 use std::time::Duration;
 
 use neuron::chain::local::{LocalChain, LocalConfig};
-use neuron::chain::{
-    AxonServe, Chain, ChainError, Hyperparameters, RAO_PER_TAO, Signer, uri_keypair,
-};
-use subxt_signer::sr25519::Keypair;
+use neuron::chain::{AxonServe, Chain, ChainError, Hyperparameters, RAO_PER_TAO};
+use neuron::wallet::Keypair;
 
 fn key(uri: &str) -> Keypair {
-    uri_keypair(uri).expect("dev key")
+    Keypair::from_uri(uri).expect("dev key")
 }
 
 /// A fresh chain with 100 ms blocks in a temp dir.

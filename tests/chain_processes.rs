@@ -1,13 +1,16 @@
 //! Several real `neuron` processes sharing one local chain file, and crash safety:
 //! processes killed with SIGKILL in the middle of transactions leave a consistent file.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::succeeded as ok;
 use neuron::chain::local::LocalChain;
-use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO, Signer, uri_keypair};
-use subxt_signer::sr25519::Keypair;
+use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
+use neuron::wallet::Keypair;
 
 fn neuron(file: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_neuron"));
@@ -17,16 +20,6 @@ fn neuron(file: &Path, args: &[&str]) -> Command {
         .args(args)
         .env("RUST_LOG", "warn");
     cmd
-}
-
-fn ok(out: Output) -> String {
-    assert!(
-        out.status.success(),
-        "neuron failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test]
@@ -75,7 +68,7 @@ async fn processes_share_one_chain_file() {
     let mg = chain.metagraph(1).await.unwrap();
     let mut uids: Vec<u16> = (0..4)
         .map(|i| {
-            let hot = uri_keypair(&format!("//Hot{i}")).unwrap().ss58();
+            let hot = Keypair::from_uri(&format!("//Hot{i}")).unwrap().ss58();
             mg.uid_of(&hot).expect("registered by another process")
         })
         .collect();
@@ -83,7 +76,7 @@ async fn processes_share_one_chain_file() {
     assert_eq!(uids, vec![0, 1, 2, 3]);
 
     // A write from this process is visible to another.
-    let hot0 = uri_keypair("//Hot0").unwrap();
+    let hot0 = Keypair::from_uri("//Hot0").unwrap();
     chain.set_commitment(&hot0, 1, b"shared").await.unwrap();
     let listed = ok(neuron(&file, &["commit"]).output().unwrap());
     assert!(listed.contains("shared"), "{listed}");
@@ -133,13 +126,13 @@ async fn killed_processes_leave_consistent_state() {
         )
         .await
         .unwrap();
-    let cold = uri_keypair("//Cold").unwrap();
+    let cold = Keypair::from_uri("//Cold").unwrap();
     chain
         .faucet(&cold.ss58(), 2000 * RAO_PER_TAO)
         .await
         .unwrap();
     let hotkeys: Vec<Keypair> = (0..1024)
-        .map(|i| uri_keypair(&format!("//Hot{i}")).unwrap())
+        .map(|i| Keypair::from_uri(&format!("//Hot{i}")).unwrap())
         .collect();
     for hot in &hotkeys {
         chain.burned_register(&cold, 1, &hot.ss58()).await.unwrap();

@@ -12,13 +12,14 @@ use std::time::Duration;
 use candle_core::quantized::{QTensor, gguf_file};
 use candle_core::{Device, Tensor};
 use neuron::chain::local::{LocalChain, LocalConfig};
-use neuron::chain::{Chain, Hyperparameters, Signer};
+use neuron::chain::{Chain, Hyperparameters};
 use neuron::finetune::{
-    Evaluator, ModelId, ModelStore, ScriptPolicy, StoreConfig, UriSigner, Validator,
-    ValidatorConfig, hash_directory, load_pairs,
+    Evaluator, ModelId, ModelStore, ScriptPolicy, StoreConfig, Validator, ValidatorConfig,
+    hash_directory, load_pairs,
 };
 use neuron::llm::LoadOptions;
 use neuron::models::Resolver;
+use neuron::wallet::Keypair;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -60,7 +61,7 @@ fn model_dir(root: &Path, namespace: &str) -> PathBuf {
     dir
 }
 
-async fn commit(chain: &LocalChain, key: &UriSigner, netuid: u16, namespace: &str, dir: &Path) {
+async fn commit(chain: &LocalChain, key: &Keypair, netuid: u16, namespace: &str, dir: &Path) {
     let id = ModelId {
         namespace: namespace.into(),
         name: "smol".into(),
@@ -105,7 +106,7 @@ async fn better_and_earlier_models_win_and_failures_score_zero() {
         },
     )
     .unwrap();
-    let owner = UriSigner::from_uri("//Alice").unwrap();
+    let owner = Keypair::from_uri("//Alice").unwrap();
     let params = Hyperparameters {
         weights_rate_limit: 0,
         min_allowed_weights: 1,
@@ -116,9 +117,9 @@ async fn better_and_earlier_models_win_and_failures_score_zero() {
         .faucet(&owner.ss58(), 1_000_000_000_000)
         .await
         .unwrap();
-    let validator = UriSigner::from_uri("//Alice//validator").unwrap();
-    let miners: Vec<UriSigner> = (1..=5)
-        .map(|i| UriSigner::from_uri(&format!("//Alice//miner{i}")).unwrap())
+    let validator = Keypair::from_uri("//Alice//validator").unwrap();
+    let miners: Vec<Keypair> = (1..=5)
+        .map(|i| Keypair::from_uri(&format!("//Alice//miner{i}")).unwrap())
         .collect();
     for key in std::iter::once(&validator).chain(&miners) {
         chain

@@ -25,6 +25,49 @@ pub const RAO_PER_TAO: u64 = 1_000_000_000;
 /// Network name of the embedded local chain.
 pub const LOCAL_SIM: &str = "local-sim";
 
+/// The chain that `--subtensor.network` and `--subtensor.chain_endpoint` select.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// The embedded local chain (`local-sim`), a SQLite file.
+    LocalSim,
+    /// A subtensor node.
+    Subtensor {
+        /// The network as named (`finney`, `test`, `local`, a URL, ...).
+        name: String,
+        /// The WebSocket URL to reach it.
+        endpoint: String,
+    },
+}
+
+impl Network {
+    /// `local-sim` without an endpoint is the embedded chain; anything else is subtensor,
+    /// at `endpoint` when given (it overrides the network's own URL; with the default
+    /// name `local-sim` it also names the network), else at the URL of the network name
+    /// (see [`subtensor::NETWORKS`]). An unknown name is an
+    /// [`ChainError::InvalidInput`] naming every accepted value.
+    pub fn select(network: &str, endpoint: Option<&str>) -> Result<Self, ChainError> {
+        match (network, endpoint) {
+            (LOCAL_SIM, None) => Ok(Self::LocalSim),
+            (_, Some(url)) => Ok(Self::Subtensor {
+                // The default network name says nothing about a node given by URL.
+                name: if network == LOCAL_SIM { url } else { network }.to_string(),
+                endpoint: subtensor::resolve_endpoint(url)?,
+            }),
+            (_, None) => match subtensor::resolve_endpoint(network) {
+                Ok(endpoint) => Ok(Self::Subtensor {
+                    name: network.to_string(),
+                    endpoint,
+                }),
+                Err(_) => Err(ChainError::InvalidInput(format!(
+                    "unknown network {network:?}: use {LOCAL_SIM} (the embedded chain), {}, or a \
+                     ws:// / wss:// URL",
+                    subtensor::NETWORKS.map(|(name, _)| name).join(", ")
+                ))),
+            },
+        }
+    }
+}
+
 /// A key that can sign chain transactions. The wallet's keypairs implement it.
 pub trait Signer: Send + Sync {
     /// SS58 address (format 42) of the public key; the account id on chain.
@@ -431,30 +474,6 @@ pub fn normalize_weights(
     Ok((out_uids, out_weights))
 }
 
-/// Development and URI keys (`//Alice`, `mnemonic//hard/soft`) via subxt-signer.
-impl Signer for subxt_signer::sr25519::Keypair {
-    fn ss58(&self) -> String {
-        self.public_key().to_account_id().to_string()
-    }
-
-    fn public(&self) -> [u8; 32] {
-        self.public_key().0
-    }
-
-    fn sign(&self, message: &[u8]) -> Result<[u8; 64], ChainError> {
-        Ok(subxt_signer::sr25519::Keypair::sign(self, message).0)
-    }
-}
-
-/// The keypair for a secret URI such as `//Alice` or `<mnemonic>//hard/soft`.
-pub fn uri_keypair(uri: &str) -> Result<subxt_signer::sr25519::Keypair, ChainError> {
-    let secret: subxt_signer::SecretUri = uri
-        .parse()
-        .map_err(|e| ChainError::InvalidInput(format!("secret URI: {e}")))?;
-    subxt_signer::sr25519::Keypair::from_uri(&secret)
-        .map_err(|e| ChainError::InvalidInput(format!("secret URI: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -502,20 +521,40 @@ mod tests {
     }
 
     #[test]
-    fn uri_keys_match_substrate_dev_accounts() {
-        let alice = uri_keypair("//Alice").unwrap();
+    fn networks_select_the_local_chain_or_a_subtensor_endpoint() {
+        assert_eq!(Network::select(LOCAL_SIM, None).unwrap(), Network::LocalSim);
         assert_eq!(
-            alice.ss58(),
-            "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY"
+            Network::select("finney", None).unwrap(),
+            Network::Subtensor {
+                name: "finney".into(),
+                endpoint: "wss://entrypoint-finney.opentensor.ai:443".into()
+            }
         );
-        let sig = Signer::sign(&alice, b"msg").unwrap();
-        assert!(subxt_signer::sr25519::verify(
-            &subxt_signer::sr25519::Signature(sig),
-            b"msg",
-            &alice.public_key()
-        ));
+        // An explicit endpoint wins over the name, even over local-sim (then it names
+        // the network too).
+        for (name, shown) in [("finney", "finney"), (LOCAL_SIM, "ws://10.0.0.1:9944")] {
+            assert_eq!(
+                Network::select(name, Some("ws://10.0.0.1:9944")).unwrap(),
+                Network::Subtensor {
+                    name: shown.into(),
+                    endpoint: "ws://10.0.0.1:9944".into()
+                }
+            );
+        }
+        let err = Network::select("mainnet", None).unwrap_err().to_string();
+        for word in [
+            "\"mainnet\"",
+            LOCAL_SIM,
+            "finney",
+            "test",
+            "archive",
+            "local",
+            "ws://",
+        ] {
+            assert!(err.contains(word), "{word}: {err}");
+        }
         assert!(matches!(
-            uri_keypair("not a uri at all"),
+            Network::select("finney", Some("http://x:9944")),
             Err(ChainError::InvalidInput(_))
         ));
     }

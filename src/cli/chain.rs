@@ -1,7 +1,14 @@
-//! `neuron chain ...`: create and inspect the local chain, register, serve, stake, set
-//! weights, commit and run epochs.
+//! `neuron chain ...`: inspect a chain, register, serve, stake, transfer, set weights and
+//! commitments on the embedded local chain (`local-sim`) or on subtensor (`finney`,
+//! `test`, `local`, a URL); create the local chain and run its epochs.
+//!
+//! The chain-generic commands go through the `Chain` trait, so they behave the same on
+//! both. Keys come from the bittensor wallet (`--wallet.*`): the hotkey signs weights,
+//! serving and commitments, the coldkey registration, staking and transfers.
+//! `--coldkey-uri`/`--hotkey-uri` replace them with development keys.
 
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,55 +16,118 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use serde::{Deserialize, Serialize};
 
 use neuron::chain::local::{LocalChain, LocalConfig};
+use neuron::chain::subtensor::{SignerRole, SubtensorChain, SubtensorOptions, WeightsReveal};
 use neuron::chain::{
-    AxonServe, Chain, Hyperparameters, LOCAL_SIM, Metagraph, RAO_PER_TAO, Signer,
-    normalize_weights, proportion, uri_keypair,
+    AxonServe, Chain, ChainError, Hyperparameters, LOCAL_SIM, Metagraph, Network, RAO_PER_TAO,
+    normalize_weights, proportion,
 };
-use subxt_signer::sr25519::Keypair;
+use neuron::wallet::Keypair;
+
+use super::wallet::WalletFlags;
 
 /// Options shared by every `neuron chain` command.
 #[derive(Debug, Args)]
 pub struct ChainArgs {
-    /// Chain to use; `local-sim` is the embedded local chain.
-    #[arg(long = "subtensor.network", default_value = LOCAL_SIM, global = true)]
-    network: String,
-    /// Local chain file (default `$NEURON_HOME/chain/local-sim.sqlite`).
-    #[arg(long = "chain.file", env = "NEURON_CHAIN_FILE", global = true)]
-    chain_file: Option<PathBuf>,
+    #[command(flatten)]
+    network: NetworkArgs,
+    #[command(flatten)]
+    keys: KeyArgs,
     #[command(subcommand)]
     command: ChainCommand,
 }
 
-/// Which keys sign, as secret URIs (`//Alice`, `<mnemonic>//hard/soft`).
+/// Which chain: `--subtensor.network`, `--subtensor.chain_endpoint`, `--chain.file`.
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    /// Chain: local-sim (the embedded chain), finney, test, local, archive or a ws:// URL.
+    #[arg(long = "subtensor.network", default_value = LOCAL_SIM, global = true)]
+    network: String,
+    /// Subtensor endpoint URL; overrides the network's own (and selects subtensor).
+    #[arg(long = "subtensor.chain_endpoint", global = true, value_name = "URL")]
+    chain_endpoint: Option<String>,
+    /// Local chain file (default `$NEURON_HOME/chain/local-sim.sqlite`).
+    #[arg(
+        long = "chain.file",
+        alias = "chain-db",
+        env = "NEURON_CHAIN_FILE",
+        global = true
+    )]
+    chain_file: Option<PathBuf>,
+}
+
+impl NetworkArgs {
+    fn select(&self) -> Result<Network> {
+        Ok(Network::select(
+            &self.network,
+            self.chain_endpoint.as_deref(),
+        )?)
+    }
+
+    fn local_file(&self) -> PathBuf {
+        self.chain_file
+            .clone()
+            .unwrap_or_else(LocalChain::default_path)
+    }
+
+    /// Opens the selected chain: the local chain file or a subtensor connection.
+    pub async fn connect(&self) -> Result<Arc<dyn Chain>> {
+        Ok(match self.select()? {
+            Network::LocalSim => Arc::new(LocalChain::open(&self.local_file())?),
+            Network::Subtensor { name, endpoint } => {
+                Arc::new(connect_subtensor(&name, &endpoint).await?)
+            }
+        })
+    }
+}
+
+async fn connect_subtensor(name: &str, endpoint: &str) -> Result<SubtensorChain> {
+    SubtensorChain::connect(name, Some(endpoint), SubtensorOptions::default())
+        .await
+        .with_context(|| {
+            format!(
+                "subtensor network {name:?} at {endpoint} is not reachable \
+                 (check --subtensor.network / --subtensor.chain_endpoint)"
+            )
+        })
+}
+
+/// Which keys sign: the wallet's (default) or development secret URIs.
 #[derive(Debug, Args)]
 struct KeyArgs {
-    /// Coldkey secret URI.
-    #[arg(long, default_value = "//Alice")]
-    coldkey_uri: String,
-    /// Hotkey secret URI.
-    #[arg(long, default_value = "//Alice//hot")]
-    hotkey_uri: String,
+    #[command(flatten)]
+    wallet: WalletFlags,
+    /// Sign with this secret URI instead of the wallet's coldkey (a development key such
+    /// as //Alice, or `<mnemonic>//hard/soft`).
+    #[arg(long, global = true, value_name = "URI")]
+    coldkey_uri: Option<String>,
+    /// Sign with this secret URI instead of the wallet's hotkey.
+    #[arg(long, global = true, value_name = "URI")]
+    hotkey_uri: Option<String>,
 }
 
 impl KeyArgs {
-    fn coldkey(&self) -> Result<Keypair> {
-        uri_keypair(&self.coldkey_uri).context("--coldkey-uri")
+    fn uri(&self, role: SignerRole) -> Option<&str> {
+        match role {
+            SignerRole::Coldkey => self.coldkey_uri.as_deref(),
+            SignerRole::Hotkey => self.hotkey_uri.as_deref(),
+        }
     }
 
-    fn hotkey(&self) -> Result<Keypair> {
-        uri_keypair(&self.hotkey_uri).context("--hotkey-uri")
+    fn signer(&self, role: SignerRole) -> Result<Keypair> {
+        self.wallet.signer(role, self.uri(role))
     }
 
-    fn hotkey_address(&self) -> Result<String> {
-        Ok(self.hotkey()?.ss58())
+    fn address(&self, role: SignerRole) -> Result<String> {
+        self.wallet.address(role, self.uri(role))
     }
 }
 
 #[derive(Debug, Subcommand)]
 enum ChainCommand {
-    /// Create a local chain file with one subnet (netuid 1).
+    /// Create a local chain file with one subnet (netuid 1). Local chain only.
     Init {
         /// Seconds per block.
         #[arg(long, default_value_t = 12.0)]
@@ -72,15 +142,10 @@ enum ChainCommand {
         #[command(flatten)]
         params: ParamArgs,
     },
-    /// Block height, subnets, epochs and value bookkeeping.
+    /// Network, block height and runtime (subtensor); subnets, epochs and value
+    /// bookkeeping (local chain).
     Status,
-    /// Print a subnet's neurons (like `btcli subnet metagraph`).
-    Metagraph {
-        /// Subnet.
-        #[arg(long, default_value_t = 1)]
-        netuid: u16,
-    },
-    /// Credit TAO to an address (local chain only).
+    /// Credit TAO to an address. Local chain only.
     Faucet {
         /// Address to credit (default: the coldkey's).
         #[arg(long)]
@@ -88,18 +153,49 @@ enum ChainCommand {
         /// Amount in TAO.
         #[arg(long)]
         amount: f64,
-        #[command(flatten)]
-        keys: KeyArgs,
     },
-    /// Burned registration of the hotkey, paid by the coldkey.
+    /// Reveal weights committed by `weights` on a commit-reveal subnet. Subtensor only.
+    Reveal {
+        /// Subnet.
+        #[arg(long, default_value_t = 1)]
+        netuid: u16,
+    },
+    /// Show the epoch schedule; with --now run an epoch at the current block. Local
+    /// chain only.
+    Epoch {
+        /// Subnet.
+        #[arg(long, default_value_t = 1)]
+        netuid: u16,
+        /// Run an epoch now.
+        #[arg(long)]
+        now: bool,
+    },
+    #[command(flatten)]
+    Generic(GenericCommand),
+}
+
+/// The commands every chain supports, run through the `Chain` trait.
+#[derive(Debug, Subcommand)]
+enum GenericCommand {
+    /// Print a subnet's neurons (like `btcli subnet metagraph`).
+    Metagraph {
+        /// Subnet.
+        #[arg(long, default_value_t = 1)]
+        netuid: u16,
+    },
+    /// Print a subnet's hyperparameters.
+    Hyperparameters {
+        /// Subnet.
+        #[arg(long, default_value_t = 1)]
+        netuid: u16,
+    },
+    /// Burned registration of the hotkey, paid and signed by the coldkey.
     Register {
         /// Subnet.
         #[arg(long, default_value_t = 1)]
         netuid: u16,
-        #[command(flatten)]
-        keys: KeyArgs,
     },
-    /// Publish the hotkey's axon endpoint.
+    /// Publish the hotkey's axon endpoint (signed by the hotkey).
     Serve {
         /// Subnet.
         #[arg(long, default_value_t = 1)]
@@ -113,10 +209,8 @@ enum ChainCommand {
         /// Software version (major*10^6 + minor*10^3 + patch).
         #[arg(long, default_value_t = 10_005_000)]
         version: u32,
-        #[command(flatten)]
-        keys: KeyArgs,
     },
-    /// Add or remove stake on the hotkey from the coldkey.
+    /// Add or remove stake on the hotkey (signed by the coldkey).
     Stake {
         /// `add` or `remove`.
         #[arg(value_parser = ["add", "remove"])]
@@ -124,13 +218,21 @@ enum ChainCommand {
         /// Subnet.
         #[arg(long, default_value_t = 1)]
         netuid: u16,
+        /// Amount in TAO (for `remove` on subtensor: in the subnet's alpha).
+        #[arg(long)]
+        amount: f64,
+    },
+    /// Transfer TAO from the coldkey to an address (signed by the coldkey).
+    Transfer {
+        /// Destination address (SS58).
+        #[arg(long)]
+        dest: String,
         /// Amount in TAO.
         #[arg(long)]
         amount: f64,
-        #[command(flatten)]
-        keys: KeyArgs,
     },
-    /// Set the hotkey's weights (floats, max-normalised like the SDK).
+    /// Set the hotkey's weights (floats, max-normalised like the SDK). On a subtensor
+    /// subnet with commit-reveal, commits them instead (reveal with `reveal`).
     Weights {
         /// Subnet.
         #[arg(long, default_value_t = 1)]
@@ -144,8 +246,6 @@ enum ChainCommand {
         /// Weights version key.
         #[arg(long, default_value_t = 0)]
         version_key: u64,
-        #[command(flatten)]
-        keys: KeyArgs,
     },
     /// Publish the hotkey's commitment (with --data) or list the subnet's commitments.
     Commit {
@@ -155,18 +255,27 @@ enum ChainCommand {
         /// Text to commit (at most 128 bytes).
         #[arg(long)]
         data: Option<String>,
-        #[command(flatten)]
-        keys: KeyArgs,
     },
-    /// Show the epoch schedule; with --now run an epoch at the current block.
-    Epoch {
-        /// Subnet.
-        #[arg(long, default_value_t = 1)]
-        netuid: u16,
-        /// Run an epoch now.
-        #[arg(long)]
-        now: bool,
-    },
+}
+
+impl ChainCommand {
+    /// Why this command cannot run on subtensor, for commands of the local chain.
+    fn local_only(&self) -> Option<&'static str> {
+        match self {
+            Self::Init { .. } => Some(
+                "`init` creates the embedded local chain file; a subtensor network already exists",
+            ),
+            Self::Faucet { .. } => Some(
+                "`faucet` mints TAO on the embedded local chain; on subtensor TAO comes from a \
+                 transfer",
+            ),
+            Self::Epoch { .. } => Some(
+                "`epoch` runs the embedded chain's Yuma epochs; a subtensor node runs its own \
+                 every tempo blocks",
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// Hyperparameters settable at `init` (defaults as `Hyperparameters::default()`).
@@ -231,57 +340,45 @@ fn tao(rao: u64) -> String {
 
 /// Runs `neuron chain ...`.
 pub async fn run(args: ChainArgs) -> Result<()> {
-    if args.network != LOCAL_SIM {
-        bail!(
-            "network {:?}: `neuron chain` drives the local chain (`--subtensor.network {LOCAL_SIM}`)",
-            args.network
-        );
-    }
-    let path = args.chain_file.unwrap_or_else(LocalChain::default_path);
-    if let ChainCommand::Init {
-        block_time,
-        force,
-        owner,
-        params,
-    } = &args.command
-    {
-        if !block_time.is_finite() || *block_time <= 0.0 {
-            bail!("--block-time must be a positive number of seconds");
-        }
-        if *force {
-            for suffix in ["", "-wal", "-shm"] {
-                let file = PathBuf::from(format!("{}{suffix}", path.display()));
-                if file.exists() {
-                    std::fs::remove_file(&file)
-                        .with_context(|| format!("remove {}", file.display()))?;
-                }
+    let ChainArgs {
+        network,
+        keys,
+        command,
+    } = args;
+    match network.select()? {
+        Network::LocalSim => run_local(network.local_file(), &keys, command).await,
+        Network::Subtensor { name, endpoint } => {
+            if let Some(why) = command.local_only() {
+                bail!(
+                    "not available on subtensor network {name:?}: {why}. Use \
+                     `--subtensor.network {LOCAL_SIM}` for the embedded chain"
+                );
             }
+            let chain = connect_subtensor(&name, &endpoint).await?;
+            run_subtensor(&chain, &keys, command).await
         }
-        let config = LocalConfig {
-            block_time: Duration::from_secs_f64(*block_time),
-        };
-        let chain = LocalChain::create(&path, config)?;
-        let owner = match owner {
-            Some(owner) => owner.clone(),
-            None => uri_keypair("//Alice")?.ss58(),
-        };
-        let netuid = chain
-            .create_subnet(&owner, params.apply(Hyperparameters::default())?)
-            .await?;
-        println!(
-            "created local chain {} ({}s blocks), subnet {netuid} owned by {owner}",
-            path.display(),
-            block_time
-        );
-        return Ok(());
     }
-    let local = LocalChain::open(&path)?;
-    let chain: Arc<dyn Chain> = Arc::new(local.clone());
-    match args.command {
-        ChainCommand::Init { .. } => unreachable!("handled above"),
+}
+
+/// The local-chain commands, then the generic ones on the local chain.
+async fn run_local(path: PathBuf, keys: &KeyArgs, command: ChainCommand) -> Result<()> {
+    let local = match &command {
+        ChainCommand::Init {
+            block_time,
+            force,
+            owner,
+            params,
+        } => return init_local(&path, *block_time, *force, owner.as_deref(), params).await,
+        ChainCommand::Reveal { .. } => bail!(
+            "`reveal` is for subtensor subnets with commit-reveal; the embedded chain does not \
+             emulate commit-reveal (a subnet with it enabled refuses set_weights)"
+        ),
+        _ => LocalChain::open(&path)?,
+    };
+    match command {
         ChainCommand::Status => {
             let status = local.status().await?;
-            println!("network    {}", chain.network());
+            println!("network    {LOCAL_SIM} ({})", path.display());
             println!(
                 "block      {} ({:?} per block)",
                 status.block, status.block_time
@@ -298,8 +395,8 @@ pub async fn run(args: ChainArgs) -> Result<()> {
             );
             for netuid in status.subnets {
                 let epoch = local.epoch_status(netuid).await?;
-                let p = chain.hyperparameters(netuid).await?;
-                let n = chain.metagraph(netuid).await?.neurons.len();
+                let p = local.hyperparameters(netuid).await?;
+                let n = local.metagraph(netuid).await?.neurons.len();
                 println!(
                     "subnet {netuid}: {n}/{} uids, tempo {}, {} epochs, last at {}, next at {}",
                     p.max_allowed_uids,
@@ -310,18 +407,10 @@ pub async fn run(args: ChainArgs) -> Result<()> {
                 );
             }
         }
-        ChainCommand::Metagraph { netuid } => {
-            let mg = chain.metagraph(netuid).await?;
-            println!("{}", metagraph_table(&mg));
-        }
-        ChainCommand::Faucet {
-            address,
-            amount,
-            keys,
-        } => {
+        ChainCommand::Faucet { address, amount } => {
             let address = match address {
                 Some(a) => a,
-                None => keys.coldkey()?.ss58(),
+                None => keys.address(SignerRole::Coldkey)?,
             };
             local.faucet(&address, tao_to_rao(amount)?).await?;
             println!(
@@ -329,18 +418,120 @@ pub async fn run(args: ChainArgs) -> Result<()> {
                 tao(local.balance(&address).await?)
             );
         }
-        ChainCommand::Register { netuid, keys } => {
-            let coldkey = keys.coldkey()?;
-            let hotkey = keys.hotkey_address()?;
+        ChainCommand::Epoch { netuid, now } => {
+            if now {
+                let block = local.run_epoch_now(netuid).await?;
+                println!("ran an epoch of subnet {netuid} at block {block}");
+            }
+            let e = local.epoch_status(netuid).await?;
+            println!(
+                "subnet {netuid}: {} epochs, last at block {}, next at block {} (now {})",
+                e.epochs,
+                e.last_epoch_block,
+                e.next_epoch_block,
+                local.current_block().await?
+            );
+        }
+        ChainCommand::Generic(command) => run_generic(&local, keys, command).await?,
+        ChainCommand::Init { .. } | ChainCommand::Reveal { .. } => unreachable!("handled above"),
+    }
+    Ok(())
+}
+
+async fn init_local(
+    path: &std::path::Path,
+    block_time: f64,
+    force: bool,
+    owner: Option<&str>,
+    params: &ParamArgs,
+) -> Result<()> {
+    if !block_time.is_finite() || block_time <= 0.0 {
+        bail!("--block-time must be a positive number of seconds");
+    }
+    if force {
+        for suffix in ["", "-wal", "-shm"] {
+            let file = PathBuf::from(format!("{}{suffix}", path.display()));
+            if file.exists() {
+                std::fs::remove_file(&file)
+                    .with_context(|| format!("remove {}", file.display()))?;
+            }
+        }
+    }
+    let config = LocalConfig {
+        block_time: Duration::from_secs_f64(block_time),
+    };
+    let chain = LocalChain::create(path, config)?;
+    let owner = match owner {
+        Some(owner) => owner.to_string(),
+        None => Keypair::from_uri("//Alice")?.ss58(),
+    };
+    let netuid = chain
+        .create_subnet(&owner, params.apply(Hyperparameters::default())?)
+        .await?;
+    println!(
+        "created local chain {} ({block_time}s blocks), subnet {netuid} owned by {owner}",
+        path.display(),
+    );
+    Ok(())
+}
+
+/// Subtensor: status, commit-reveal weights and reveals, then the generic commands.
+async fn run_subtensor(
+    chain: &SubtensorChain,
+    keys: &KeyArgs,
+    command: ChainCommand,
+) -> Result<()> {
+    match command {
+        ChainCommand::Status => {
+            println!("network    {}", chain.network());
+            println!("endpoint   {}", chain.endpoint());
+            println!("block      {} (finalized)", chain.current_block().await?);
+            println!("runtime    spec version {}", chain.spec_version().await?);
+        }
+        ChainCommand::Reveal { netuid } => {
+            reveal_weights(chain, &keys.signer(SignerRole::Hotkey)?, netuid).await?;
+        }
+        ChainCommand::Generic(GenericCommand::Weights {
+            netuid,
+            uids,
+            weights,
+            version_key,
+        }) if chain.commit_reveal_enabled(netuid).await? => {
+            let (uids, values) = normalize_weights(&uids, &weights)?;
+            let reveal = WeightsReveal::with_random_salt(netuid, uids, values, version_key);
+            commit_weights(chain, &keys.signer(SignerRole::Hotkey)?, reveal).await?;
+        }
+        ChainCommand::Generic(command) => run_generic(chain, keys, command).await?,
+        ChainCommand::Init { .. } | ChainCommand::Faucet { .. } | ChainCommand::Epoch { .. } => {
+            unreachable!("local-only commands are refused before connecting")
+        }
+    }
+    Ok(())
+}
+
+/// The commands every chain supports, through the `Chain` trait.
+async fn run_generic(chain: &dyn Chain, keys: &KeyArgs, command: GenericCommand) -> Result<()> {
+    match command {
+        GenericCommand::Metagraph { netuid } => {
+            let mg = chain.metagraph(netuid).await?;
+            println!("{}", metagraph_table(&mg));
+        }
+        GenericCommand::Hyperparameters { netuid } => {
+            let p = chain.hyperparameters(netuid).await?;
+            let text = serde_yaml::to_string(&p).context("hyperparameters as YAML")?;
+            print!("subnet {netuid} on {}\n{text}", chain.network());
+        }
+        GenericCommand::Register { netuid } => {
+            let hotkey = keys.address(SignerRole::Hotkey)?;
+            let coldkey = keys.signer(SignerRole::Coldkey)?;
             let uid = chain.burned_register(&coldkey, netuid, &hotkey).await?;
             println!("registered {hotkey} on subnet {netuid} as uid {uid}");
         }
-        ChainCommand::Serve {
+        GenericCommand::Serve {
             netuid,
             ip,
             port,
             version,
-            keys,
         } => {
             let axon = AxonServe {
                 version,
@@ -348,16 +539,17 @@ pub async fn run(args: ChainArgs) -> Result<()> {
                 port,
                 protocol: 4,
             };
-            let r = chain.serve_axon(&keys.hotkey()?, netuid, &axon).await?;
+            let hotkey = keys.signer(SignerRole::Hotkey)?;
+            let r = chain.serve_axon(&hotkey, netuid, &axon).await?;
             println!("serving {ip}:{port} on subnet {netuid} (block {})", r.block);
         }
-        ChainCommand::Stake {
+        GenericCommand::Stake {
             action,
             netuid,
             amount,
-            keys,
         } => {
-            let (coldkey, hotkey) = (keys.coldkey()?, keys.hotkey_address()?);
+            let hotkey = keys.address(SignerRole::Hotkey)?;
+            let coldkey = keys.signer(SignerRole::Coldkey)?;
             let rao = tao_to_rao(amount)?;
             if action == "add" {
                 chain.add_stake(&coldkey, &hotkey, netuid, rao).await?;
@@ -369,26 +561,33 @@ pub async fn run(args: ChainArgs) -> Result<()> {
                 tao(rao)
             );
         }
-        ChainCommand::Weights {
+        GenericCommand::Transfer { dest, amount } => {
+            let coldkey = keys.signer(SignerRole::Coldkey)?;
+            let rao = tao_to_rao(amount)?;
+            let r = chain.transfer(&coldkey, &dest, rao).await?;
+            println!("transferred {} τ to {dest} (block {})", tao(rao), r.block);
+        }
+        GenericCommand::Weights {
             netuid,
             uids,
             weights,
             version_key,
-            keys,
         } => {
             let (uids, values) = normalize_weights(&uids, &weights)?;
+            let hotkey = keys.signer(SignerRole::Hotkey)?;
             let r = chain
-                .set_weights(&keys.hotkey()?, netuid, &uids, &values, version_key)
+                .set_weights(&hotkey, netuid, &uids, &values, version_key)
                 .await?;
             println!(
                 "weights set at block {}: uids {uids:?} values {values:?}",
                 r.block
             );
         }
-        ChainCommand::Commit { netuid, data, keys } => match data {
+        GenericCommand::Commit { netuid, data } => match data {
             Some(data) => {
+                let hotkey = keys.signer(SignerRole::Hotkey)?;
                 let r = chain
-                    .set_commitment(&keys.hotkey()?, netuid, data.as_bytes())
+                    .set_commitment(&hotkey, netuid, data.as_bytes())
                     .await?;
                 println!("committed at block {}", r.block);
             }
@@ -404,22 +603,152 @@ pub async fn run(args: ChainArgs) -> Result<()> {
                 }
             }
         },
-        ChainCommand::Epoch { netuid, now } => {
-            if now {
-                let block = local.run_epoch_now(netuid).await?;
-                println!("ran an epoch of subnet {netuid} at block {block}");
-            }
-            let e = local.epoch_status(netuid).await?;
-            println!(
-                "subnet {netuid}: {} epochs, last at block {}, next at block {} (now {})",
-                e.epochs,
-                e.last_epoch_block,
-                e.next_epoch_block,
-                chain.current_block().await?
-            );
-        }
     }
     Ok(())
+}
+
+/// A commit-reveal v2 commitment waiting for its reveal, as kept on disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingReveal {
+    /// Endpoint of the chain it was committed on.
+    endpoint: String,
+    /// Block that included the commit.
+    commit_block: u64,
+    /// The blocks in which the chain accepts the reveal.
+    window: RangeInclusive<u64>,
+    /// What the reveal sends.
+    reveal: WeightsReveal,
+}
+
+/// `$NEURON_HOME/chain/reveals/netuid<N>-<hotkey>.json`: the pending reveals of one
+/// hotkey on one subnet.
+fn reveals_file(netuid: u16, hotkey: &str) -> PathBuf {
+    neuron::home::neuron_home()
+        .join("chain")
+        .join("reveals")
+        .join(format!("netuid{netuid}-{hotkey}.json"))
+}
+
+fn load_reveals(path: &std::path::Path) -> Result<Vec<PendingReveal>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a list of pending reveals", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn save_reveals(path: &std::path::Path, pending: &[PendingReveal]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(pending)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Commits weights with commit-reveal v2 and keeps what the reveal needs.
+async fn commit_weights(
+    chain: &SubtensorChain,
+    hotkey: &Keypair,
+    reveal: WeightsReveal,
+) -> Result<()> {
+    let netuid = reveal.netuid;
+    println!(
+        "subnet {netuid} requires commit-reveal (CommitRevealWeightsEnabled), so the chain \
+         refuses plain weights: committing their hash (commit-reveal v2) instead"
+    );
+    let receipt = chain
+        .commit_weights(hotkey, &reveal)
+        .await
+        .map_err(|e| match e {
+            ChainError::Connection(_) | ChainError::Timeout { .. } => anyhow::Error::new(e),
+            refused => anyhow::Error::new(refused).context(
+                "the chain refused the commit-reveal v2 commit. If this runtime only accepts \
+                 timelocked commits (commit-reveal v3/v4, `commit_timelocked_weights`), neuron \
+                 cannot set weights on this subnet: use btcli or the bittensor SDK's \
+                 set_weights, which encrypt the weights to drand and let the chain reveal them",
+            ),
+        })?;
+    let window = chain.reveal_window(netuid, receipt.block).await?;
+    let path = reveals_file(netuid, &hotkey.ss58());
+    let mut pending = load_reveals(&path)?;
+    pending.push(PendingReveal {
+        endpoint: chain.endpoint().to_string(),
+        commit_block: receipt.block,
+        window: window.clone(),
+        reveal,
+    });
+    save_reveals(&path, &pending)?;
+    println!(
+        "committed at block {}. The weights count once revealed: run `neuron chain reveal \
+         --netuid {netuid}` between blocks {} and {} (the reveal is kept in {})",
+        receipt.block,
+        window.start(),
+        window.end(),
+        path.display()
+    );
+    Ok(())
+}
+
+/// Reveals this hotkey's pending commits whose window is open; drops expired ones.
+async fn reveal_weights(chain: &SubtensorChain, hotkey: &Keypair, netuid: u16) -> Result<()> {
+    let path = reveals_file(netuid, &hotkey.ss58());
+    let all = load_reveals(&path)?;
+    let (mine, mut kept): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|p| p.endpoint == chain.endpoint());
+    if mine.is_empty() {
+        bail!(
+            "no pending commits of {} on subnet {netuid} at {} (in {}); commit with `neuron \
+             chain weights` first",
+            hotkey.ss58(),
+            chain.endpoint(),
+            path.display()
+        );
+    }
+    let block = chain.current_block().await?;
+    let (mut revealed, mut expired) = (0, 0);
+    let mut next_window: Option<u64> = None;
+    for pending in mine {
+        if block < *pending.window.start() {
+            next_window = Some(
+                next_window.map_or(*pending.window.start(), |b| b.min(*pending.window.start())),
+            );
+            kept.push(pending);
+        } else if block > *pending.window.end() {
+            eprintln!(
+                "the commit of block {} expired: its reveal window ended at block {} (now {block})",
+                pending.commit_block,
+                pending.window.end()
+            );
+            expired += 1;
+        } else {
+            match chain.reveal_weights(hotkey, &pending.reveal).await {
+                Ok(r) => {
+                    println!(
+                        "revealed the weights committed at block {} (block {}): uids {:?} values {:?}",
+                        pending.commit_block, r.block, pending.reveal.uids, pending.reveal.values
+                    );
+                    revealed += 1;
+                }
+                Err(e) => {
+                    kept.push(pending);
+                    save_reveals(&path, &kept)?;
+                    return Err(e).context("revealing weights");
+                }
+            }
+        }
+    }
+    save_reveals(&path, &kept)?;
+    match (revealed, next_window) {
+        (0, Some(from)) => {
+            bail!("too early to reveal: the next reveal window opens at block {from} (now {block})")
+        }
+        (0, None) => bail!("nothing to reveal: {expired} expired commit(s) dropped"),
+        _ => Ok(()),
+    }
 }
 
 /// A btcli-like metagraph table.

@@ -7,12 +7,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use neuron::chain::Chain;
-use neuron::chain::local::LocalChain;
+use neuron::chain::subtensor::SignerRole;
 use neuron::finetune::{
-    Batch, Candidate, Evaluator, ModelId, ModelStore, Policy, ScriptPolicy, StoreConfig, UriSigner,
-    Validator, ValidatorConfig, batches, hash_directory, load_pairs, read_models,
+    Batch, Candidate, Evaluator, ModelId, ModelStore, Policy, ScriptPolicy, StoreConfig, Validator,
+    ValidatorConfig, batches, hash_directory, load_pairs, read_models,
 };
+use neuron::wallet::Keypair;
+
+use super::chain::NetworkArgs;
+use super::wallet::WalletFlags;
 use neuron::llm::{LoadOptions, parse_device};
 
 /// `neuron finetune …`
@@ -31,21 +34,28 @@ pub enum FinetuneCommand {
 /// Chain selection shared by the subcommands that talk to a chain.
 #[derive(Debug, Args)]
 pub struct ChainArgs {
-    /// Local chain file (default `$NEURON_HOME/chain/local-sim.sqlite`).
-    #[arg(long)]
-    chain_db: Option<PathBuf>,
+    #[command(flatten)]
+    network: NetworkArgs,
     /// Subnet.
     #[arg(long, default_value_t = 1)]
     netuid: u16,
 }
 
-impl ChainArgs {
-    fn open(&self) -> Result<Arc<dyn Chain>> {
-        let path = self
-            .chain_db
-            .clone()
-            .unwrap_or_else(LocalChain::default_path);
-        Ok(Arc::new(LocalChain::open(&path)?))
+/// The hotkey that signs commitments and weights: the wallet's, or a development key.
+#[derive(Debug, Args)]
+pub struct HotkeyArgs {
+    #[command(flatten)]
+    wallet: WalletFlags,
+    /// Sign with this secret URI instead of the wallet's hotkey (a development key such
+    /// as //Alice, or `<mnemonic>//hard/soft`).
+    #[arg(long, value_name = "URI")]
+    hotkey_uri: Option<String>,
+}
+
+impl HotkeyArgs {
+    fn signer(&self) -> Result<Keypair> {
+        self.wallet
+            .signer(SignerRole::Hotkey, self.hotkey_uri.as_deref())
     }
 }
 
@@ -70,9 +80,8 @@ pub struct CommitArgs {
     /// Offline models directory (`DIR/NAMESPACE/NAME[/COMMIT]/…`).
     #[arg(long)]
     models_dir: Option<PathBuf>,
-    /// Secret URI of the miner's hotkey (e.g. `//Alice`).
-    #[arg(long, env = "NEURON_HOTKEY_URI")]
-    hotkey_uri: String,
+    #[command(flatten)]
+    hotkey: HotkeyArgs,
 }
 
 /// Model loading flags.
@@ -156,9 +165,8 @@ pub struct ValidateArgs {
     /// Never download from the Hugging Face hub.
     #[arg(long)]
     offline: bool,
-    /// Secret URI of the validator's hotkey (e.g. `//Alice`).
-    #[arg(long, env = "NEURON_HOTKEY_URI")]
-    hotkey_uri: String,
+    #[command(flatten)]
+    hotkey: HotkeyArgs,
     /// State file (default `$NEURON_HOME/finetune/validator-NETUID.json`).
     #[arg(long)]
     state: Option<PathBuf>,
@@ -222,8 +230,8 @@ async fn commit(args: CommitArgs) -> Result<()> {
     };
     id.hash = Some(hash_directory(&dir)?);
     let text = id.to_compressed()?;
-    let signer = UriSigner::from_uri(&args.hotkey_uri)?;
-    let chain = args.chain.open()?;
+    let signer = args.hotkey.signer()?;
+    let chain = args.chain.network.connect().await?;
     let receipt = chain
         .set_commitment(&signer, args.chain.netuid, text.as_bytes())
         .await?;
@@ -233,7 +241,7 @@ async fn commit(args: CommitArgs) -> Result<()> {
 }
 
 async fn list(args: ChainArgs) -> Result<()> {
-    let chain = args.open()?;
+    let chain = args.network.connect().await?;
     for (uid, block, id) in read_models(chain.as_ref(), args.netuid).await? {
         match id {
             Ok(id) => println!("{uid}\t{block}\t{}", id.to_compressed()?),
@@ -373,8 +381,8 @@ async fn validate(args: ValidateArgs) -> Result<()> {
         .unwrap_or_else(|| home.join("validator").join("events.jsonl"));
     let pairs = load_pairs(&data).with_context(|| "loading evaluation data (--data)")?;
     let policy = args.load.policy()?;
-    let chain = args.chain.open()?;
-    let signer = Arc::new(UriSigner::from_uri(&args.hotkey_uri)?);
+    let signer = Arc::new(args.hotkey.signer()?);
+    let chain = args.chain.network.connect().await?;
     let config = ValidatorConfig {
         netuid: args.chain.netuid,
         state_path: args.state.clone().unwrap_or_else(|| {

@@ -47,7 +47,7 @@ enum Command {
     Miner(Configured<neuron_run::MinerArgs>),
     /// Inspect the configuration.
     Config(Configured<config::ConfigArgsCommand>),
-    /// Local chain: init, status, metagraph, register, serve, stake, weights, commit, epoch.
+    /// The chain (local or subtensor): status, metagraph, register, stake, weights, ...
     Chain(chain::ChainArgs),
     /// Model and dataset artifacts: fetch, list, path.
     #[command(subcommand)]

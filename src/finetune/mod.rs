@@ -8,7 +8,6 @@
 mod data;
 mod eval;
 mod policy;
-mod signer;
 mod store;
 mod validator;
 
@@ -21,7 +20,6 @@ use sha2::{Digest, Sha256};
 pub use data::{Batch, Pair, batches, load_pairs, pair_from_event};
 pub use eval::{Candidate, EvalOutcome, Evaluator, ModelScore, PairLoss};
 pub use policy::{Competition, Policy, PolicySettings, ScriptPolicy};
-pub use signer::UriSigner;
 pub use store::{ModelCheck, ModelStore, StoreConfig, inspect_gguf};
 pub use validator::{RoundReport, Validator, ValidatorConfig, ValidatorState, read_models};
 
@@ -41,9 +39,6 @@ pub enum FinetuneError {
         /// What is wrong.
         reason: String,
     },
-    /// A secret URI does not give a key (the URI itself is never echoed).
-    #[error("bad secret uri: {0}")]
-    BadKey(String),
     /// A file or directory could not be read or written.
     #[error("{path}: {source}")]
     Io {

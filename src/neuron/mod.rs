@@ -13,7 +13,8 @@ pub mod validator;
 use std::sync::Arc;
 
 use crate::chain::local::LocalChain;
-use crate::chain::{Chain, ChainError, LOCAL_SIM};
+use crate::chain::subtensor::{SubtensorChain, SubtensorOptions};
+use crate::chain::{Chain, ChainError, Network};
 use crate::config::Config;
 use crate::models::Resolver;
 use crate::script::{
@@ -21,24 +22,25 @@ use crate::script::{
 };
 
 /// Connects to the chain the config names: the embedded chain file for `local-sim`,
-/// else a subtensor node (finney, test, local, or a URL).
+/// else a subtensor node (finney, test, local, or a URL; `chain_endpoint` overrides the
+/// network's URL), see [`Network::select`].
 pub async fn connect_chain(config: &Config) -> Result<Arc<dyn Chain>, ChainError> {
-    if config.subtensor.network == LOCAL_SIM && config.subtensor.chain_endpoint.is_none() {
-        let path = config.chain_db_path();
-        if !path.exists() {
-            return Err(ChainError::Storage(format!(
-                "no local chain at {}: create one with `neuron chain init` or run `neuron local`",
-                path.display()
-            )));
+    let subtensor = &config.subtensor;
+    match Network::select(&subtensor.network, subtensor.chain_endpoint.as_deref())? {
+        Network::LocalSim => {
+            let path = config.chain_db_path();
+            if !path.exists() {
+                return Err(ChainError::Storage(format!(
+                    "no local chain at {}: create one with `neuron chain init` or run `neuron local`",
+                    path.display()
+                )));
+            }
+            Ok(Arc::new(LocalChain::open(&path)?))
         }
-        return Ok(Arc::new(LocalChain::open(&path)?));
+        Network::Subtensor { name, endpoint } => Ok(Arc::new(
+            SubtensorChain::connect(&name, Some(&endpoint), SubtensorOptions::default()).await?,
+        )),
     }
-    let endpoint = config
-        .subtensor
-        .chain_endpoint
-        .as_deref()
-        .unwrap_or(&config.subtensor.network);
-    Ok(Arc::new(crate::chain::subtensor::connect(endpoint).await?))
 }
 
 /// The script host over `config.scripts.root`, with the configured models (loaded on

@@ -305,16 +305,20 @@ impl Validator {
                 self.metagraph = Some(Arc::clone(&metagraph));
                 metagraph
             }
-            Err(err) => match &self.metagraph {
-                Some(last) => {
-                    warn!(
-                        block = last.block,
-                        "chain unreachable, scoring with the last metagraph: {err}"
-                    );
-                    Arc::clone(last)
+            // Only an unreachable chain falls back; any other error is the chain's answer.
+            Err(err @ (ChainError::Connection(_) | ChainError::Timeout { .. })) => {
+                match &self.metagraph {
+                    Some(last) => {
+                        warn!(
+                            block = last.block,
+                            "chain unreachable, scoring with the last metagraph: {err}"
+                        );
+                        Arc::clone(last)
+                    }
+                    None => return Err(err.into()),
                 }
-                None => return Err(err.into()),
-            },
+            }
+            Err(err) => return Err(err.into()),
         };
         let my_hotkey = self.hotkey.ss58();
         let self_uid = metagraph

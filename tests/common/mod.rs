@@ -51,13 +51,7 @@ pub fn run_python(python: &Path, script: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("spawn python");
-    assert!(
-        out.status.success(),
-        "python failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("python stdout is utf-8")
+    succeeded(out)
 }
 
 fn run(cmd: &mut Command) {
@@ -65,4 +59,25 @@ fn run(cmd: &mut Command) {
         .status()
         .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     assert!(status.success(), "{cmd:?} failed with {status}");
+}
+
+/// The stdout of a finished process that had to succeed; panics with its stderr.
+pub fn succeeded(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "process failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("stdout is utf-8")
+}
+
+/// The stderr of a finished process that had to fail; panics with its stdout.
+pub fn failed(out: std::process::Output) -> String {
+    assert!(
+        !out.status.success(),
+        "process should have failed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).expect("stderr is utf-8")
 }

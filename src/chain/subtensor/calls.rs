@@ -7,6 +7,7 @@
 //! the Python encoder of bittensor 10.5.0 in `tests/subtensor_python.rs`.
 
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 
 use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
@@ -247,7 +248,7 @@ impl SubtensorCall {
 }
 
 /// What a commit-reveal v2 commitment hides, and what the later reveal sends.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WeightsReveal {
     /// Subnet.
     pub netuid: u16,
@@ -262,6 +263,22 @@ pub struct WeightsReveal {
 }
 
 impl WeightsReveal {
+    /// Weights to commit with a fresh random salt of 8 u16 values, as the SDK makes it.
+    pub fn with_random_salt(
+        netuid: u16,
+        uids: Vec<u16>,
+        values: Vec<u16>,
+        version_key: u64,
+    ) -> Self {
+        Self {
+            netuid,
+            uids,
+            values,
+            salt: (0..8).map(|_| rand::random::<u16>()).collect(),
+            version_key,
+        }
+    }
+
     /// The commit hash for `hotkey` (the signer of both commit and reveal), as the chain
     /// recomputes it: see [`weights_commit_hash`]. Uses `netuid` as the storage index
     /// (mechanism 0).
@@ -290,4 +307,56 @@ pub fn weights_commit_hash(
 ) -> [u8; 32] {
     let encoded = (hotkey, netuid_index, uids, values, salt, version_key).encode();
     Blake2b::<U32>::digest(&encoded).into()
+}
+
+/// The commit-reveal epoch of `block` on `netuid`, as subtensor's `get_epoch_index`
+/// computes it: `(block + netuid + 1) / (tempo + 1)`.
+pub fn epoch_index(netuid: u16, tempo: u64, block: u64) -> u64 {
+    (block + u64::from(netuid) + 1) / (tempo + 1)
+}
+
+/// The blocks in which the chain accepts the reveal of weights committed at
+/// `commit_block`: exactly the epoch `epoch_index(commit_block) + reveal_period`
+/// (`RevealPeriodEpochs`), as subtensor's `is_reveal_block_range` checks.
+pub fn reveal_window(
+    netuid: u16,
+    tempo: u64,
+    reveal_period: u64,
+    commit_block: u64,
+) -> RangeInclusive<u64> {
+    let epoch = epoch_index(netuid, tempo, commit_block) + reveal_period;
+    let first = (epoch * (tempo + 1)).saturating_sub(u64::from(netuid) + 1);
+    first..=first + tempo
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reveal_window_is_the_whole_reveal_epoch() {
+        let (netuid, tempo) = (2, 9);
+        // Epochs of netuid 2 with tempo 9 start at blocks 7, 17, 27, ...
+        assert_eq!(epoch_index(netuid, tempo, 6), 0);
+        assert_eq!(epoch_index(netuid, tempo, 7), 1);
+        let window = reveal_window(netuid, tempo, 1, 12);
+        assert_eq!(window, 17..=26);
+        for block in window.clone() {
+            assert_eq!(
+                epoch_index(netuid, tempo, block),
+                epoch_index(netuid, tempo, 12) + 1
+            );
+        }
+        assert_eq!(epoch_index(netuid, tempo, window.end() + 1), 3);
+        assert_eq!(reveal_window(netuid, tempo, 2, 7), 27..=36);
+    }
+
+    #[test]
+    fn random_salts_differ_and_have_eight_values() {
+        let a = WeightsReveal::with_random_salt(1, vec![0], vec![65535], 0);
+        let b = WeightsReveal::with_random_salt(1, vec![0], vec![65535], 0);
+        assert_eq!(a.salt.len(), 8);
+        assert_ne!(a.salt, b.salt);
+        assert_ne!(a.commit_hash([1; 32]), b.commit_hash([1; 32]));
+    }
 }

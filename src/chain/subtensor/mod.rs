@@ -18,6 +18,7 @@ pub mod neurons;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::ops::RangeInclusive;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,7 +39,9 @@ use crate::chain::{
     AxonServe, Chain, ChainError, Commitment, Hyperparameters, Metagraph, NeuronInfo, Signer,
     TxReceipt,
 };
-pub use calls::{SignerRole, SubtensorCall, WeightsReveal, weights_commit_hash};
+pub use calls::{
+    SignerRole, SubtensorCall, WeightsReveal, epoch_index, reveal_window, weights_commit_hash,
+};
 pub use neurons::{NeuronInfoLite, NeuronsLiteForm, decode_neurons_lite};
 
 /// The subxt client type used throughout.
@@ -68,11 +71,6 @@ pub fn resolve_endpoint(network: &str) -> Result<String, ChainError> {
     Err(ChainError::InvalidInput(format!(
         "unknown subtensor network {network:?}: use finney, test, archive, local or a ws:// / wss:// URL"
     )))
-}
-
-/// Connects to a subtensor network by name or URL with default [`SubtensorOptions`].
-pub async fn connect(network: &str) -> Result<SubtensorChain, ChainError> {
-    SubtensorChain::connect(network, None, SubtensorOptions::default()).await
 }
 
 /// How far a transaction must get before a write returns.
@@ -156,16 +154,29 @@ impl SubtensorChain {
             Some(url) => resolve_endpoint(url)?,
             None => resolve_endpoint(network)?,
         };
-        let chain = Self {
+        let conn = match tokio::time::timeout(options.request_timeout, open(&endpoint)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(reason)) => {
+                return Err(ChainError::Connection(format!(
+                    "cannot connect to subtensor at {endpoint}: {reason}"
+                )));
+            }
+            Err(_) => {
+                return Err(ChainError::Timeout {
+                    what: format!("subtensor at {endpoint} to answer"),
+                    seconds: options.request_timeout.as_secs_f64().ceil() as u64,
+                });
+            }
+        };
+        Ok(Self {
             network: network.to_string(),
             endpoint,
             options,
-            state: Mutex::new(ConnState::default()),
-        };
-        chain
-            .read(|at| async move { Ok(at.block_number()) })
-            .await?;
-        Ok(chain)
+            state: Mutex::new(ConnState {
+                current: Some(conn),
+                ..ConnState::default()
+            }),
+        })
     }
 
     /// The WebSocket URL in use.
@@ -184,6 +195,23 @@ impl SubtensorChain {
             ensure_subnet(&at, netuid).await?;
             let value = fetch_subnet_value(&at, "CommitRevealWeightsEnabled", netuid).await?;
             value_bool(&value).ok_or_else(|| decode_err("CommitRevealWeightsEnabled", &value))
+        })
+        .await
+    }
+
+    /// The blocks in which weights committed at `commit_block` on `netuid` can be
+    /// revealed (see [`calls::reveal_window`]), from the subnet's `Tempo` and
+    /// `RevealPeriodEpochs`.
+    pub async fn reveal_window(
+        &self,
+        netuid: u16,
+        commit_block: u64,
+    ) -> Result<RangeInclusive<u64>, ChainError> {
+        self.read(move |at| async move {
+            ensure_subnet(&at, netuid).await?;
+            let tempo = fetch_subnet_u64(&at, "Tempo", netuid).await?;
+            let period = fetch_subnet_u64(&at, "RevealPeriodEpochs", netuid).await?;
+            Ok(calls::reveal_window(netuid, tempo, period, commit_block))
         })
         .await
     }
