@@ -425,3 +425,15 @@ fn corpus_and_bad_returns() {
     let err = host.generate(&c, &host.ctx(0, 0)).unwrap_err().to_string();
     assert!(err.contains("unknown corpus `nope`"), "{err}");
 }
+
+#[test]
+fn every_log_level_is_callable_from_scripts() {
+    let body = r#"log::verbose("v"); log::info("i"); log::warn("w"); log::error("e");
+        #{ query: "q", reference: "r" }"#;
+    let (_dir, host) = temp_host(
+        &[("tasks/logs.rhai", &task_src("logs", body))],
+        Limits::default(),
+    );
+    let task = host.task("logs").unwrap();
+    assert_eq!(host.generate(&task, &host.ctx(1, 0)).unwrap().query, "q");
+}

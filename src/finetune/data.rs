@@ -22,32 +22,40 @@ pub struct Pair {
 /// A group of pairs scored together (one loss per batch per model).
 pub type Batch = Vec<Pair>;
 
-/// The pair in one validator event (`events.jsonl` written by `neuron validator`):
-/// the prompt is `challenge` (else `query`); the response is `best_completion`, else
-/// the completion with the highest reward among `completions` (strings) and `rewards`
-/// (numbers, same order). Events without a prompt or a non-empty best completion give
-/// `None`.
+/// The pair in one validator event: the prompt is `challenge` (else `query`); the
+/// response is the best-rewarded non-empty completion, read from our own events
+/// (`events.jsonl` of `neuron validator`: `responses[]` with `completion` and `reward`)
+/// or from SN1's Python event format (`best_completion`, else parallel `completions`
+/// and `rewards` arrays). Events without a prompt or a non-empty completion give `None`.
 pub fn pair_from_event(event: &Value) -> Option<Pair> {
     let prompt = event
         .get("challenge")
         .or_else(|| event.get("query"))?
         .as_str()?
         .trim();
-    let response = match event.get("best_completion").and_then(Value::as_str) {
-        Some(best) => best.to_string(),
-        None => {
-            let completions = event.get("completions")?.as_array()?;
-            let rewards = event.get("rewards")?.as_array()?;
-            completions
-                .iter()
-                .zip(rewards)
-                .filter_map(|(c, r)| Some((c.as_str()?, r.as_f64()?)))
-                .filter(|(c, r)| !c.trim().is_empty() && r.is_finite())
-                .max_by(|a, b| a.1.total_cmp(&b.1))?
-                .0
-                .to_string()
-        }
+    let scored: Vec<(&str, f64)> = if let Some(responses) = event.get("responses") {
+        responses
+            .as_array()?
+            .iter()
+            .filter_map(|r| Some((r.get("completion")?.as_str()?, r.get("reward")?.as_f64()?)))
+            .collect()
+    } else if let Some(best) = event.get("best_completion").and_then(Value::as_str) {
+        vec![(best, 0.0)]
+    } else {
+        let completions = event.get("completions")?.as_array()?;
+        let rewards = event.get("rewards")?.as_array()?;
+        completions
+            .iter()
+            .zip(rewards)
+            .filter_map(|(c, r)| Some((c.as_str()?, r.as_f64()?)))
+            .collect()
     };
+    let response = scored
+        .into_iter()
+        .filter(|(c, r)| !c.trim().is_empty() && r.is_finite())
+        .max_by(|a, b| a.1.total_cmp(&b.1))?
+        .0
+        .to_string();
     (!prompt.is_empty() && !response.trim().is_empty()).then(|| Pair {
         prompt: prompt.to_string(),
         response,
@@ -150,6 +158,26 @@ mod tests {
             pair_from_event(&json!({"challenge": "Q", "completions": [""], "rewards": [1]})),
             None
         );
+    }
+
+    #[test]
+    fn our_validator_events_give_their_best_response() {
+        let response = |completion: &str, reward: f64| {
+            json!({"uid": 1, "hotkey": "5X",
+            "completion": completion, "status_code": 200, "status_message": "Success",
+            "latency_s": 0.1, "reward": reward, "components": []})
+        };
+        let event = json!({"step": 3, "challenge": "Who?", "query": "q",
+            "responses": [response("meh", 0.2), response("best", 0.9), response("", 1.0)]});
+        assert_eq!(
+            pair_from_event(&event),
+            Some(Pair {
+                prompt: "Who?".into(),
+                response: "best".into()
+            })
+        );
+        let failed = json!({"challenge": "Who?", "responses": [response("", 0.0)]});
+        assert_eq!(pair_from_event(&failed), None);
     }
 
     #[test]

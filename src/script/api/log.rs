@@ -1,4 +1,5 @@
 //! `log`: structured logging from scripts (target `neuron::script`, with the file).
+//! The debug level is `log::verbose`: `debug` is a reserved word in Rhai.
 
 use rhai::{ImmutableString, Module, NativeCallContext};
 
@@ -6,7 +7,7 @@ pub(super) fn module() -> Module {
     let mut m = Module::new();
     def!(
         &mut m,
-        "debug",
+        "verbose",
         |c: NativeCallContext, msg: ImmutableString| {
             tracing::debug!(target: "neuron::script", file = c.call_source().unwrap_or("?"), "{msg}")
         }

@@ -2,12 +2,15 @@
 computes the per-token loss of the same responses, on the same GGUF, that
 `neuron finetune eval --dump FILE` scored, and compares.
 
-usage: python llamacpp_loss.py MODEL.gguf DUMP.jsonl [--threads N]
+usage: python llamacpp_loss.py MODEL.gguf DUMP.jsonl [--threads N] [--kv-f32]
 
 The prompt is tokenized by llama.cpp (special tokens parsed, BOS as the vocab asks);
 the response uses the token ids from the dump, so both engines score identical ids.
 Prints tokens/s of the loss pass (model load excluded) and the differences of the
 per-batch mean losses (what the validator compares) and per-token losses.
+
+llama.cpp keeps its KV cache in f16 by default; `--kv-f32` keeps it in f32 like candle,
+which is what an exact comparison needs (see docs/benchmarks.md).
 """
 
 import argparse
@@ -23,11 +26,13 @@ def main():
     ap.add_argument("model")
     ap.add_argument("dump")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kv-f32", action="store_true", help="f32 KV cache (default f16)")
     args = ap.parse_args()
     rows = [json.loads(l) for l in open(args.dump) if l.strip()]
     rows = [r for r in rows if "tokens" in r]
     llm = Llama(model_path=args.model, n_ctx=2048, n_batch=2048, logits_all=True,
-                n_threads=args.threads, verbose=False)
+                n_threads=args.threads, verbose=False,
+                **({"type_k": 0, "type_v": 0} if args.kv_f32 else {}))
     ours, theirs, batch_of = [], [], []
     tokens = 0
     elapsed = 0.0
