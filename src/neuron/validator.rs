@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::events::{EventLog, EventLogError};
 use super::state::{StateError, ValidatorState};
@@ -22,8 +22,8 @@ use super::uids::{UidFilter, select_uids};
 use crate::chain::{Chain, ChainError, Metagraph, normalize_weights};
 use crate::config::Config;
 use crate::net::{AxonInfo, Dendrite, PromptingSynapse};
-use crate::score::Component;
-use crate::script::{ScriptError, ScriptHost};
+use crate::score::{Breakdown, Component};
+use crate::script::{Script, ScriptError, ScriptHost, TaskInstance};
 use crate::wallet::Keypair;
 
 /// Persona script used to turn queries into challenges.
@@ -56,7 +56,7 @@ pub enum ValidatorError {
 }
 
 /// One miner's answer in a step, as logged.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResponseEvent {
     /// Queried uid.
     pub uid: u16,
@@ -77,7 +77,7 @@ pub struct ResponseEvent {
 }
 
 /// Everything about one step: one line of `events.jsonl`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepEvent {
     /// Step number.
     pub step: u64,
@@ -262,10 +262,11 @@ impl Validator {
         let reward_challenge = challenge.clone();
         let reward_completions = completions.clone();
         let breakdowns = tokio::task::spawn_blocking(move || {
-            let ctx = scripts.ctx(seed, step);
-            scripts.reward(
+            score_completions(
+                &scripts,
                 &task_script,
-                &ctx,
+                seed,
+                step,
                 &reward_instance,
                 &reward_challenge,
                 &reward_completions,
@@ -398,9 +399,25 @@ impl Validator {
     }
 }
 
+/// Scores one step's completions with the task's current script, in the step's seeded
+/// context (`seed`, `step`): its `reward` hook, else its `REWARDS`/`PENALTIES`. Every
+/// validator step is scored here, and `neuron replay` re-scores recorded steps with it.
+pub fn score_completions(
+    scripts: &ScriptHost,
+    task: &Script,
+    seed: u64,
+    step: u64,
+    instance: &TaskInstance,
+    challenge: &str,
+    completions: &[String],
+) -> Result<Vec<Breakdown>, ScriptError> {
+    let ctx = scripts.ctx(seed, step);
+    scripts.reward(task, &ctx, instance, challenge, completions)
+}
+
 /// The dendrite target for `uid` (its served axon, or an unroutable one that fails
 /// with 503 like the SDK's).
-fn axon_of(metagraph: &Metagraph, uid: u16) -> AxonInfo {
+pub(crate) fn axon_of(metagraph: &Metagraph, uid: u16) -> AxonInfo {
     let neuron = &metagraph.neurons[usize::from(uid)];
     match &neuron.axon {
         Some(axon) => AxonInfo::new(axon.ip.to_string(), axon.port, neuron.hotkey.clone()),
