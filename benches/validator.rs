@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use neuron::chain::{Chain, ChainError, RAO_PER_TAO};
-use neuron::config::Config;
+use neuron::config::{BlacklistConfig, Config};
 use neuron::neuron::local::{ServedMiner, open_chain, serve_miner};
 use neuron::neuron::validator::Validator;
 use neuron::script::{HostConfig, ScriptHost, Services};
@@ -103,7 +103,6 @@ async fn subnet(dir: &Path) -> (Validator, Vec<ServedMiner>) {
     for index in 0..MINERS {
         let strategy = ["echo", "weak", "phrase"][index % 3];
         let miner = Keypair::from_uri(&format!("//BenchMiner{index}")).unwrap();
-        let config = Config::default();
         miners.push(
             serve_miner(
                 &chain,
@@ -112,7 +111,7 @@ async fn subnet(dir: &Path) -> (Validator, Vec<ServedMiner>) {
                 &miner,
                 strategy,
                 &scripts,
-                &config.blacklist,
+                &BlacklistConfig::default(),
             )
             .await
             .unwrap(),
@@ -123,8 +122,10 @@ async fn subnet(dir: &Path) -> (Validator, Vec<ServedMiner>) {
         Ok(_) | Err(ChainError::InvalidInput(_)) => {} // an epoch already ran this block
         Err(err) => panic!("epoch: {err}"),
     }
-    let mut config = Config::default();
-    config.netuid = netuid;
+    let mut config = Config {
+        netuid,
+        ..Config::default()
+    };
     config.scripts.root = root;
     config.neuron.sample_size = MINERS;
     config.neuron.timeout = 10.0;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::Args;
 use comfy_table::Table;
+use comfy_table::presets::ASCII_FULL_CONDENSED;
 use neuron::config::{Config, ConfigArgs};
 use neuron::neuron::replay::{
     MalformedLines, REPRODUCED_TOLERANCE, Replay, ReplayOptions, TaskScripts, replay,
@@ -124,13 +125,13 @@ fn print(replay: &Replay) {
         },
     );
     println!(
-        "{} responses: {} changed by more than {REPRODUCED_TOLERANCE:e}, largest change {:.6}",
+        "{} responses: {} changed by more than {REPRODUCED_TOLERANCE:e}, largest change {:.3e}",
         replay.responses().count(),
         replay.changed_responses(),
         replay.max_difference()
     );
     let mut miners = Table::new();
-    miners.set_header([
+    miners.load_preset(ASCII_FULL_CONDENSED).set_header([
         "uid",
         "hotkey",
         "responses",
@@ -154,7 +155,7 @@ fn print(replay: &Replay) {
     }
     println!("{miners}");
     let mut tasks = Table::new();
-    tasks.set_header([
+    tasks.load_preset(ASCII_FULL_CONDENSED).set_header([
         "task",
         "steps",
         "re-scored",
