@@ -10,6 +10,8 @@ mod generate;
 mod local;
 mod models;
 mod neuron_run;
+mod prompt;
+mod replay;
 mod task;
 mod wallet;
 
@@ -45,6 +47,12 @@ enum Command {
     Validator(Configured<neuron_run::ValidatorArgs>),
     /// Serve an SN1 miner with a strategy script.
     Miner(Configured<neuron_run::MinerArgs>),
+    /// Ask a subnet's miners one question (the SDK's `bt.prompt`): the best answer by
+    /// incentive, or every answer with `--all`.
+    Prompt(Configured<prompt::PromptArgs>),
+    /// Re-score recorded validator steps (events.jsonl) with the current task scripts:
+    /// recorded vs new mean reward and weights per miner.
+    Replay(Configured<replay::ReplayArgs>),
     /// Inspect the configuration.
     Config(Configured<config::ConfigArgsCommand>),
     /// The chain (local or subtensor): status, metagraph, register, stake, weights, ...
@@ -84,6 +92,8 @@ pub fn main() -> anyhow::Result<()> {
         Command::Local(c) => local::run(&c.args, &c.config),
         Command::Validator(c) => neuron_run::validator(&c.args, &c.config),
         Command::Miner(c) => neuron_run::miner(&c.config),
+        Command::Prompt(c) => prompt::run(&c.args, &c.config),
+        Command::Replay(c) => replay::run(&c.args, &c.config),
         Command::Config(c) => config::run(&c.args.command, &c.config),
         Command::Chain(args) => tokio::runtime::Runtime::new()?.block_on(chain::run(args)),
         Command::Models(cmd) => models::run(cmd),

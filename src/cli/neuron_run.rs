@@ -27,7 +27,8 @@ pub struct ValidatorArgs {
     steps: Option<u64>,
 }
 
-fn hotkey(config: &Config) -> anyhow::Result<Keypair> {
+/// The configured wallet's hotkey (`--wallet.path/name/hotkey`).
+pub(super) fn hotkey(config: &Config) -> anyhow::Result<Keypair> {
     let wallet = Wallet::new(
         config.wallet_dir(),
         &config.wallet.name,

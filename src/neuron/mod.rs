@@ -1,10 +1,12 @@
 //! The neuron loops: validator state and events, the validator step, the miner
-//! service, and `neuron local` orchestration; plus the set-up they share (chain
-//! connection, script host) built from a [`Config`].
+//! service, `neuron local` orchestration, `neuron prompt` and `neuron replay`; plus
+//! the set-up they share (chain connection, script host) built from a [`Config`].
 
 pub mod events;
 pub mod local;
 pub mod miner;
+pub mod prompt;
+pub mod replay;
 pub mod report;
 pub mod state;
 pub mod uids;

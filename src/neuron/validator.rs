@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
 use super::events::{EventLog, EventLogError};
@@ -34,8 +34,8 @@ use super::uids::{UidFilter, select_uids};
 use crate::chain::{Chain, ChainError, Metagraph, normalize_weights};
 use crate::config::Config;
 use crate::net::{AxonInfo, Dendrite, DendritePool, PromptingSynapse};
-use crate::score::Component;
-use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost};
+use crate::score::{Breakdown, Component};
+use crate::script::{Ctx, NeuronLink, Script, ScriptError, ScriptHost, TaskInstance};
 use crate::wallet::Keypair;
 
 /// Persona script used to turn queries into challenges.
@@ -80,7 +80,7 @@ pub enum ValidatorError {
 }
 
 /// One miner's answer in a step, as logged.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResponseEvent {
     /// Queried uid.
     pub uid: u16,
@@ -101,7 +101,7 @@ pub struct ResponseEvent {
 }
 
 /// Everything about one step: one line of `events.jsonl`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepEvent {
     /// Step number.
     pub step: u64,
@@ -400,7 +400,8 @@ impl Validator {
             (instance.clone(), challenge.clone(), completions.clone());
         let breakdowns = self
             .with_scripts(step, move |scripts, ctx| {
-                scripts.reward(
+                score_completions(
+                    scripts,
                     &task_script,
                     ctx,
                     &reward_instance,
@@ -595,6 +596,21 @@ fn hook_result<T>(
         hook, "validator hook failed, using the default: {err}"
     );
     None
+}
+
+/// Scores one step's completions with the task's current script in the step's context
+/// (`ScriptHost::ctx(seed, step)`): its `reward` hook, else its `REWARDS`/`PENALTIES`.
+/// Every validator step is scored here, and `neuron replay` re-scores recorded steps
+/// with it.
+pub fn score_completions(
+    scripts: &ScriptHost,
+    task: &Script,
+    ctx: &Ctx,
+    instance: &TaskInstance,
+    challenge: &str,
+    completions: &[String],
+) -> Result<Vec<Breakdown>, ScriptError> {
+    scripts.reward(task, ctx, instance, challenge, completions)
 }
 
 /// A script map as JSON for the event log.

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::relevance::{Embed, relevance};
 use super::rouge::{RougeVariant, rouge_variant};
@@ -169,6 +169,14 @@ impl Serialize for RewardFn {
     }
 }
 
+impl<'de> Deserialize<'de> for RewardFn {
+    /// Parses the names [`RewardFn::from_str`] accepts (what serialising writes).
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A reward function with its weight in a [`RewardSpec`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Weighted {
@@ -295,7 +303,7 @@ impl RewardSpec {
 }
 
 /// Whether a component added to the reward or scaled it down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Added as `weight·value` (against the reference).
@@ -305,7 +313,7 @@ pub enum Role {
 }
 
 /// One reward function's raw value for one completion.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Component {
     /// The function (serialised by its canonical name).
     pub function: RewardFn,
@@ -363,6 +371,23 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn components_round_trip_through_json() {
+        let component = Component {
+            function: "rouge-1:p".parse().unwrap(),
+            role: Role::Penalty,
+            weight: 0.5,
+            value: 0.1 + 0.2,
+        };
+        let json = serde_json::to_string(&component).unwrap();
+        assert!(json.contains(r#""function":"rouge-1:p""#), "{json}");
+        assert!(json.contains(r#""role":"penalty""#), "{json}");
+        assert_eq!(serde_json::from_str::<Component>(&json).unwrap(), component);
+        let bad = json.replace("rouge-1:p", "rouge-9");
+        let err = serde_json::from_str::<Component>(&bad).unwrap_err();
+        assert!(err.to_string().contains("rouge-9"), "{err}");
     }
 
     #[test]

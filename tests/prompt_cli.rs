@@ -1,0 +1,193 @@
+//! `neuron prompt` end to end: the real binary reads the metagraph of an embedded chain,
+//! signs `PromptingSynapse` requests with a wallet hotkey and queries real miner axons
+//! on 127.0.0.1 (the echo and phrase strategies). The phrase miner holds the higher
+//! incentive after a Yuma epoch, so its answer is the best one even though echo
+//! answers too.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use neuron::chain::local::{LocalChain, LocalConfig};
+use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
+use neuron::config::BlacklistConfig;
+use neuron::neuron::local::{demo_hyperparameters, serve_miner};
+use neuron::script::{HostConfig, ScriptHost, Services};
+use neuron::wallet::{Keypair, Wallet};
+
+const PROMPT: &str = "Heraclitus was a";
+const PHRASE: &str = "Can you please repeat that?";
+
+async fn neuron(dir: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_neuron"));
+    cmd.arg("prompt")
+        .args(args)
+        .arg("--subtensor.db_path")
+        .arg(dir.join("chain.sqlite"))
+        .arg("--wallet.path")
+        .arg(dir.join("wallets"))
+        .args(["--wallet.name", "caller", "--wallet.hotkey", "default"])
+        .env("RUST_LOG", "warn");
+    tokio::task::spawn_blocking(move || cmd.output().expect("run neuron"))
+        .await
+        .unwrap()
+}
+
+fn stdout_of(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "neuron prompt failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits for the next block of the embedded chain (one epoch per block at most).
+async fn next_block(chain: &LocalChain) {
+    let now = chain.current_block().await.unwrap();
+    while chain.current_block().await.unwrap() <= now {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_asks_miners_and_prints_the_best_answer_by_incentive() {
+    let dir = tempfile::tempdir().unwrap();
+    let chain = LocalChain::create(
+        &dir.path().join("chain.sqlite"),
+        LocalConfig {
+            block_time: Duration::from_millis(100),
+        },
+    )
+    .unwrap();
+    let owner = Keypair::from_uri("//PromptOwner").unwrap();
+    chain
+        .faucet(&owner.ss58(), 100_000 * RAO_PER_TAO)
+        .await
+        .unwrap();
+    let netuid = chain
+        .create_subnet(
+            &owner.ss58(),
+            Hyperparameters {
+                tempo: 60_000,
+                weights_rate_limit: 0,
+                ..demo_hyperparameters()
+            },
+        )
+        .await
+        .unwrap();
+
+    // The caller: a wallet hotkey, registered and staked (it sets the weights too).
+    let caller = Keypair::from_uri("//PromptCaller").unwrap();
+    Wallet::new(dir.path().join("wallets"), "caller", "default")
+        .set_hotkey(&caller, None, false)
+        .unwrap();
+    let caller_uid = chain
+        .burned_register(&owner, netuid, &caller.ss58())
+        .await
+        .unwrap();
+    chain
+        .add_stake(&owner, &caller.ss58(), netuid, 1_000 * RAO_PER_TAO)
+        .await
+        .unwrap();
+
+    let scripts = ScriptHost::new(
+        HostConfig::new(env!("CARGO_MANIFEST_DIR")),
+        Services::standard(),
+    )
+    .unwrap();
+    let mut miners = Vec::new();
+    for strategy in ["echo", "phrase"] {
+        let hotkey = Keypair::from_uri(&format!("//PromptMiner-{strategy}")).unwrap();
+        miners.push(
+            serve_miner(
+                &chain,
+                &owner,
+                netuid,
+                &hotkey,
+                strategy,
+                &scripts,
+                &BlacklistConfig::default(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let (echo, phrase) = (miners[0].miner.uid, miners[1].miner.uid);
+
+    // A permit for the caller, its weights (phrase above echo), and an epoch.
+    next_block(&chain).await;
+    chain.run_epoch_now(netuid).await.unwrap();
+    chain
+        .set_weights(&caller, netuid, &[echo, phrase], &[1, 3], 0)
+        .await
+        .unwrap();
+    next_block(&chain).await;
+    chain.run_epoch_now(netuid).await.unwrap();
+    let metagraph = chain.metagraph(netuid).await.unwrap();
+    let incentive = |uid: u16| metagraph.neurons[usize::from(uid)].incentive;
+    assert!(
+        incentive(phrase) > incentive(echo) && incentive(echo) > 0,
+        "phrase {} echo {}",
+        incentive(phrase),
+        incentive(echo)
+    );
+
+    // Default: the top miners by incentive; the best answer is phrase's.
+    let out = neuron(dir.path(), &[PROMPT, "--netuid", "1", "--timeout", "10"]).await;
+    assert_eq!(stdout_of(&out).trim_end(), PHRASE);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("uid {phrase} ")), "{stderr}");
+
+    // --all: every answer with uid, status and latency.
+    let all = stdout_of(&neuron(dir.path(), &[PROMPT, "--all"]).await);
+    for (uid, completion) in [(echo, PROMPT), (phrase, PHRASE)] {
+        let row = all
+            .lines()
+            .find(|l| l.starts_with(&format!("| {uid} ")))
+            .unwrap_or_else(|| panic!("no row for uid {uid}:\n{all}"));
+        assert!(row.contains("| 200 ") && row.contains(completion), "{row}");
+    }
+    assert!(all.contains("latency (s)"), "{all}");
+    assert!(
+        !all.contains(&format!("| {caller_uid} ")),
+        "never asks itself:\n{all}"
+    );
+
+    // --uids picks the miners; --top 1 only the highest incentive.
+    let uid = echo.to_string();
+    let only_echo = stdout_of(&neuron(dir.path(), &[PROMPT, "--uids", &uid]).await);
+    assert_eq!(only_echo.trim_end(), PROMPT);
+    let top = stdout_of(&neuron(dir.path(), &[PROMPT, "--top", "1", "--all"]).await);
+    assert!(
+        top.contains(PHRASE) && !top.contains(&format!("| {echo} ")),
+        "{top}"
+    );
+
+    // Failures: an unknown uid, a uid without an axon, a bad timeout.
+    let out = neuron(dir.path(), &[PROMPT, "--uids", "99"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("uid 99 is not on netuid 1"), "{stderr}");
+    let caller_arg = caller_uid.to_string();
+    let out = neuron(
+        dir.path(),
+        &[PROMPT, "--uids", &caller_arg, "--timeout", "2"],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no miner answered") && stderr.contains(&format!("uid {caller_uid}: 503")),
+        "{stderr}"
+    );
+    let out = neuron(dir.path(), &[PROMPT, "--timeout", "0"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--timeout must be a positive"), "{stderr}");
+
+    for miner in miners {
+        miner.shutdown().await;
+    }
+}
