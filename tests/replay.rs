@@ -12,8 +12,7 @@ use std::time::Duration;
 use neuron::config::Config;
 use neuron::neuron::local::{self, LocalOptions};
 use neuron::neuron::replay::{
-    MalformedLines, REPRODUCED_TOLERANCE, ReplayError, ReplayOptions, StepOutcome, TaskScripts,
-    replay,
+    MalformedLines, ReplayError, ReplayOptions, StepOutcome, TaskScripts, replay,
 };
 use neuron::neuron::state::ValidatorState;
 use neuron::neuron::validator::{ResponseEvent, StepEvent};
@@ -156,7 +155,7 @@ async fn replay_reproduces_recorded_rewards_and_sees_edited_ones() {
         for (replayed, original) in responses.iter().zip(&event.responses) {
             assert_eq!(replayed.uid, original.uid);
             assert!(
-                (replayed.rescored - original.reward).abs() <= REPRODUCED_TOLERANCE,
+                replayed.rescored.to_bits() == original.reward.to_bits(),
                 "step {} uid {}: recorded {} re-scored {}",
                 event.step,
                 original.uid,
@@ -172,8 +171,7 @@ async fn replay_reproduces_recorded_rewards_and_sees_edited_ones() {
     for miner in &unchanged.miners {
         let expected = weights[usize::from(miner.uid)];
         assert!(
-            (miner.recorded_weight - expected).abs() <= REPRODUCED_TOLERANCE
-                && (miner.rescored_weight - expected).abs() <= REPRODUCED_TOLERANCE,
+            miner.recorded_weight == expected && miner.rescored_weight == expected,
             "uid {}: validator weight {expected}, replay {} / {}",
             miner.uid,
             miner.recorded_weight,

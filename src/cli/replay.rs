@@ -8,9 +8,7 @@ use clap::Args;
 use comfy_table::Table;
 use comfy_table::presets::ASCII_FULL_CONDENSED;
 use neuron::config::{Config, ConfigArgs};
-use neuron::neuron::replay::{
-    MalformedLines, REPRODUCED_TOLERANCE, Replay, ReplayOptions, TaskScripts, replay,
-};
+use neuron::neuron::replay::{MalformedLines, Replay, ReplayOptions, TaskScripts, replay};
 use neuron::neuron::script_host;
 use neuron::script::{ReloadStatus, ScriptHost};
 
@@ -125,7 +123,7 @@ fn print(replay: &Replay) {
         },
     );
     println!(
-        "{} responses: {} changed by more than {REPRODUCED_TOLERANCE:e}, largest change {:.3e}",
+        "{} responses: {} not reproduced exactly, largest change {:.3e}",
         replay.responses().count(),
         replay.changed_responses(),
         replay.max_difference()

@@ -25,10 +25,6 @@ use super::state::ValidatorState;
 use super::validator::{StepEvent, score_completions};
 use crate::script::{Script, ScriptError, ScriptHost, ScriptKind, TaskInstance};
 
-/// A re-scored reward within this of the recorded one counts as reproduced (the JSON
-/// text of a float can parse back one unit in the last place off).
-pub const REPRODUCED_TOLERANCE: f64 = 1e-12;
-
 /// Errors reading recorded events or loading the task scripts to replay them with.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -279,7 +275,7 @@ impl Replay {
         })
     }
 
-    /// Re-scored responses whose reward moved by more than [`REPRODUCED_TOLERANCE`].
+    /// Re-scored responses whose reward is not bit-for-bit the recorded one.
     pub fn changed_responses(&self) -> usize {
         self.responses()
             .filter(|r| !reproduced(r.recorded, r.rescored))
@@ -298,9 +294,10 @@ impl Replay {
     }
 }
 
-/// Whether a re-scored reward reproduces a recorded one (NaN matches NaN).
+/// Whether a re-scored reward reproduces a recorded one exactly (NaN matches NaN; event
+/// logs read floats back bit-exact, serde_json's `float_roundtrip`).
 fn reproduced(recorded: f64, rescored: f64) -> bool {
-    (recorded.is_nan() && rescored.is_nan()) || (rescored - recorded).abs() <= REPRODUCED_TOLERANCE
+    (recorded.is_nan() && rescored.is_nan()) || rescored == recorded
 }
 
 /// The events files `path` names, oldest first: the file itself, or for a directory its
@@ -665,9 +662,15 @@ mod tests {
     }
 
     #[test]
-    fn reproduced_allows_one_ulp_of_json_but_not_more() {
+    fn reproduced_means_bit_exact_and_json_keeps_floats_exact() {
         assert!(reproduced(0.1 + 0.2, 0.30000000000000004));
         assert!(reproduced(f64::NAN, f64::NAN));
-        assert!(!reproduced(0.5, 0.5 + 1e-9));
+        assert!(!reproduced(0.5, 0.5 + f64::EPSILON));
+        let value = 0.022716840842701598_f64;
+        let text = serde_json::to_string(&value).unwrap();
+        assert_eq!(
+            serde_json::from_str::<f64>(&text).unwrap().to_bits(),
+            value.to_bits()
+        );
     }
 }
