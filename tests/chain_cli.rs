@@ -401,7 +401,17 @@ async fn local_chain_signs_with_the_wallet() {
         (ALICE, bob.as_str())
     );
     assert_eq!(neuron.stake, 5_000_000_000);
-    assert!(neuron.last_update > 0, "weights set by the wallet's hotkey");
+    // The weights row itself (the metagraph does not carry weights; `last_update` may
+    // still be the registration block when both land in the same block).
+    let db = rusqlite::Connection::open(env.home().join("chain/local-sim.sqlite")).unwrap();
+    let row: Vec<u8> = db
+        .query_row(
+            "SELECT weights FROM neurons WHERE netuid = 1 AND uid = 0",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(!row.is_empty(), "weights set by the wallet's hotkey");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
