@@ -247,7 +247,7 @@ async fn replay_reproduces_recorded_rewards_and_sees_edited_ones() {
         root.to_str().unwrap(),
     ]));
     assert!(
-        same.contains("2 steps from") && same.contains("0 changed"),
+        same.contains("2 steps from") && same.contains("0 not reproduced exactly"),
         "{same}"
     );
     assert!(same.contains("new weight"), "{same}");
@@ -259,7 +259,7 @@ async fn replay_reproduces_recorded_rewards_and_sees_edited_ones() {
         "--tasks",
         edited.join("tasks").to_str().unwrap(),
     ]));
-    let line = format!("{} changed", changed.changed_responses());
+    let line = format!("{} not reproduced exactly", changed.changed_responses());
     assert!(other.contains(&line), "{other}");
 }
 
