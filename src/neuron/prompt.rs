@@ -4,7 +4,6 @@
 //! and the best answer is the successful one of the miner with the highest incentive
 //! (the network's own judgement of who answers best).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::chain::{Metagraph, proportion};
@@ -119,25 +118,17 @@ pub async fn ask(
         roles: vec!["user".into()],
         messages: vec![prompt.to_string()],
         completion: String::new(),
-    }
-    .to_synapse(Arc::new(PromptingSynapse::schema()))?;
+    };
     let axons: Vec<AxonInfo> = uids
         .iter()
         .map(|&uid| AxonInfo::of_neuron(&metagraph.neurons[usize::from(uid)]))
         .collect();
-    let responses = dendrite.query(&axons, &synapse, timeout).await;
+    let responses = dendrite.prompt(&axons, &synapse, timeout).await?;
     Ok(uids
         .iter()
         .zip(responses)
-        .map(|(&uid, response)| {
+        .map(|(&uid, (response, completion))| {
             let neuron = &metagraph.neurons[usize::from(uid)];
-            let completion = if response.is_success() {
-                PromptingSynapse::from_synapse(&response.synapse)
-                    .map(|s| s.completion)
-                    .unwrap_or_default()
-            } else {
-                String::new()
-            };
             Answer {
                 uid,
                 hotkey: neuron.hotkey.clone(),
