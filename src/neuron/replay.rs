@@ -3,8 +3,8 @@
 //! the recorded and the re-scored mean reward and the weights each would lead to.
 //!
 //! This is how a validator tests a reward change before going live. Re-scoring goes
-//! through [`score_completions`], the function every validator step is scored with, in
-//! the step's recorded seeded context, so unchanged scripts reproduce the recorded
+//! through [`ScriptHost::reward`], the call every validator step is scored with, in
+//! the step's recorded seeded context (`ScriptHost::ctx(seed, step)`), so unchanged scripts reproduce the recorded
 //! rewards exactly. Weights come from the validator's own moving average
 //! ([`ValidatorState::update_scores`]) and L1 normalisation, starting from zero scores
 //! at the first recorded step.
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use rhai::Map;
 
 use super::state::ValidatorState;
-use super::validator::{StepEvent, score_completions};
+use super::validator::StepEvent;
 use crate::script::{Script, ScriptError, ScriptHost, ScriptKind, TaskInstance};
 
 /// Errors reading recorded events or loading the task scripts to replay them with.
@@ -491,8 +491,7 @@ impl<'a> Replayer<'a> {
             .iter()
             .map(|r| r.completion.clone())
             .collect();
-        match score_completions(
-            self.scripts,
+        match self.scripts.reward(
             &script,
             &self.scripts.ctx(event.seed, event.step),
             &task_instance(event),

@@ -34,8 +34,8 @@ use super::uids::{UidFilter, select_uids};
 use crate::chain::{Chain, ChainError, Metagraph, normalize_weights};
 use crate::config::Config;
 use crate::net::{AxonInfo, Dendrite, DendritePool, PromptingSynapse};
-use crate::score::{Breakdown, Component};
-use crate::script::{Ctx, NeuronLink, Script, ScriptError, ScriptHost, TaskInstance};
+use crate::score::Component;
+use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost};
 use crate::wallet::Keypair;
 
 /// Persona script used to turn queries into challenges.
@@ -400,8 +400,7 @@ impl Validator {
             (instance.clone(), challenge.clone(), completions.clone());
         let breakdowns = self
             .with_scripts(step, move |scripts, ctx| {
-                score_completions(
-                    scripts,
+                scripts.reward(
                     &task_script,
                     ctx,
                     &reward_instance,
@@ -596,21 +595,6 @@ fn hook_result<T>(
         hook, "validator hook failed, using the default: {err}"
     );
     None
-}
-
-/// Scores one step's completions with the task's current script in the step's context
-/// (`ScriptHost::ctx(seed, step)`): its `reward` hook, else its `REWARDS`/`PENALTIES`.
-/// Every validator step is scored here, and `neuron replay` re-scores recorded steps
-/// with it.
-pub fn score_completions(
-    scripts: &ScriptHost,
-    task: &Script,
-    ctx: &Ctx,
-    instance: &TaskInstance,
-    challenge: &str,
-    completions: &[String],
-) -> Result<Vec<Breakdown>, ScriptError> {
-    scripts.reward(task, ctx, instance, challenge, completions)
 }
 
 /// A script map as JSON for the event log.
