@@ -33,29 +33,33 @@ pub fn pair_from_event(event: &Value) -> Option<Pair> {
         .or_else(|| event.get("query"))?
         .as_str()?
         .trim();
-    let scored: Vec<(&str, f64)> = if let Some(responses) = event.get("responses") {
-        responses
-            .as_array()?
-            .iter()
-            .filter_map(|r| Some((r.get("completion")?.as_str()?, r.get("reward")?.as_f64()?)))
-            .collect()
-    } else if let Some(best) = event.get("best_completion").and_then(Value::as_str) {
-        vec![(best, 0.0)]
-    } else {
-        let completions = event.get("completions")?.as_array()?;
-        let rewards = event.get("rewards")?.as_array()?;
-        completions
-            .iter()
-            .zip(rewards)
-            .filter_map(|(c, r)| Some((c.as_str()?, r.as_f64()?)))
-            .collect()
+    let response = match event.get("best_completion").and_then(Value::as_str) {
+        Some(best) => best.to_string(),
+        None => {
+            let scored: Vec<(&str, f64)> = match event.get("responses") {
+                Some(responses) => responses
+                    .as_array()?
+                    .iter()
+                    .filter_map(|r| {
+                        Some((r.get("completion")?.as_str()?, r.get("reward")?.as_f64()?))
+                    })
+                    .collect(),
+                None => event
+                    .get("completions")?
+                    .as_array()?
+                    .iter()
+                    .zip(event.get("rewards")?.as_array()?)
+                    .filter_map(|(c, r)| Some((c.as_str()?, r.as_f64()?)))
+                    .collect(),
+            };
+            scored
+                .into_iter()
+                .filter(|(c, r)| !c.trim().is_empty() && r.is_finite())
+                .max_by(|a, b| a.1.total_cmp(&b.1))?
+                .0
+                .to_string()
+        }
     };
-    let response = scored
-        .into_iter()
-        .filter(|(c, r)| !c.trim().is_empty() && r.is_finite())
-        .max_by(|a, b| a.1.total_cmp(&b.1))?
-        .0
-        .to_string();
     (!prompt.is_empty() && !response.trim().is_empty()).then(|| Pair {
         prompt: prompt.to_string(),
         response,
