@@ -1,18 +1,24 @@
 //! Sentence embeddings with BERT-family models (all-MiniLM-L6-v2 by default) on candle.
 //!
-//! Matches sentence-transformers: batches padded to their longest member, truncation at
-//! the model's `max_seq_length` (256 for MiniLM), mean pooling over real tokens (or CLS
-//! pooling when the pooling config asks for it), then L2 normalisation.
+//! Matches sentence-transformers: truncation at the model's `max_seq_length` (256 for
+//! MiniLM), mean pooling over real tokens (or CLS pooling when the pooling config asks
+//! for it), then L2 normalisation. Unlike it, sentences are not padded to a common
+//! length but packed end to end (see [`bert`]).
+
+mod bert;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use candle_transformers::models::bert::Config;
+use tokenizers::{Tokenizer, TruncationParams};
 
-/// Sentences embedded per forward pass.
-const BATCH: usize = 64;
+use bert::{Packed, PackedBert};
+
+/// Tokens embedded per forward pass: bounds the memory of the intermediate activations
+/// (about 30 KB per token for MiniLM) whatever the number and length of the texts.
+const TOKENS_PER_PASS: usize = 4096;
 /// Truncation length when the model directory does not say.
 const DEFAULT_MAX_LEN: usize = 256;
 
@@ -54,11 +60,10 @@ enum Pooling {
 
 /// A loaded sentence-embedding model. `Send + Sync`; share it behind an `Arc`.
 pub struct Embedder {
-    model: BertModel,
+    model: PackedBert,
     tokenizer: Tokenizer,
     pooling: Pooling,
     dim: usize,
-    device: Device,
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, EmbedError> {
@@ -107,11 +112,8 @@ impl Embedder {
             DEFAULT_MAX_LEN
         }
         .min(config.max_position_embeddings);
-        let padding = PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..tokenizer.get_padding().cloned().unwrap_or_default()
-        };
-        tokenizer.with_padding(Some(padding));
+        // Packed sentences need no padding (tokenizer.json may ask for it).
+        tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: max_len,
@@ -136,13 +138,12 @@ impl Embedder {
         // SAFETY: the weights file is memory-mapped read-only; it must not be modified
         // while the model is loaded (it lives in the artifact cache, written once).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device)? };
-        let model = BertModel::load(vb, &config)?;
+        let model = PackedBert::load(vb, &config)?;
         Ok(Self {
             model,
             tokenizer,
             pooling,
             dim: config.hidden_size,
-            device: device.clone(),
         })
     }
 
@@ -153,51 +154,32 @@ impl Embedder {
 
     /// Embeds `texts`, returning one L2-normalised vector per text, in order.
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
-        // Sorting by length keeps padding (wasted compute) small within each batch.
-        let mut order: Vec<usize> = (0..texts.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
-        let mut out = vec![Vec::new(); texts.len()];
-        for chunk in order.chunks(BATCH) {
-            let batch: Vec<&str> = chunk.iter().map(|&i| texts[i]).collect();
-            for (&i, v) in chunk.iter().zip(self.embed_batch(&batch)?) {
-                out[i] = v;
-            }
-        }
-        Ok(out)
-    }
-
-    fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
-        let len = encodings[0].get_ids().len();
-        let ids: Vec<u32> = encodings
-            .iter()
-            .flat_map(|e| e.get_ids().to_vec())
-            .collect();
-        let mask: Vec<u32> = encodings
-            .iter()
-            .flat_map(|e| e.get_attention_mask().to_vec())
-            .collect();
-        let ids = Tensor::from_vec(ids, (texts.len(), len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (texts.len(), len), &self.device)?;
-        let types = ids.zeros_like()?;
-        let hidden = self.model.forward(&ids, &types, Some(&mask))?;
-        let pooled = match self.pooling {
-            Pooling::Mean => {
-                let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
-                let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
-                summed.broadcast_div(&mask.sum(1)?)?
+        let mut out = Vec::with_capacity(texts.len());
+        let mut pass = Packed::default();
+        for encoding in &encodings {
+            let ids = encoding.get_ids();
+            if !pass.ids.is_empty() && pass.ids.len() + ids.len() > TOKENS_PER_PASS {
+                out.extend(self.embed_packed(&std::mem::take(&mut pass))?);
             }
-            Pooling::Cls => hidden.narrow(1, 0, 1)?.squeeze(1)?,
-        };
-        let norm = pooled
-            .sqr()?
-            .sum_keepdim(1)?
-            .sqrt()?
-            .clamp(1e-12, f32::MAX)?;
-        Ok(pooled.broadcast_div(&norm)?.to_vec2()?)
+            pass.push(ids);
+        }
+        if !pass.ids.is_empty() {
+            out.extend(self.embed_packed(&pass)?);
+        }
+        Ok(out)
+    }
+
+    fn embed_packed(&self, packed: &Packed) -> Result<Vec<Vec<f32>>, EmbedError> {
+        let hidden = self.model.forward(packed)?;
+        Ok(bert::pool(
+            &hidden,
+            &packed.lengths,
+            self.pooling == Pooling::Mean,
+        )?)
     }
 }
 
