@@ -128,13 +128,17 @@ fn bench_llm(args: LlmBench) -> Result<()> {
     };
     let info = service.info().clone();
     println!(
-        "model: {} ({}, {}, context {}), device {}, requantize {}",
+        "model: {} ({}, {}, context {}), device {}, kernels {}",
         path.display(),
         info.arch,
         info.format,
         info.context,
         args.model.device,
-        !args.model.no_requantize
+        match (args.model.candle_kernels, args.model.no_requantize) {
+            (false, _) => "neuron's own where supported",
+            (true, false) => "candle's, Q4_1/Q5_x re-quantised to Q8_0",
+            (true, true) => "candle's, weights as shipped",
+        }
     );
     service.chat_blocking(messages.clone(), params.clone())?; // warm-up
     let (mut prompt_rates, mut decode_rates) = (Vec::new(), Vec::new());

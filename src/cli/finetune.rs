@@ -16,7 +16,7 @@ use neuron::wallet::Keypair;
 
 use super::chain::NetworkArgs;
 use super::wallet::WalletFlags;
-use neuron::llm::{LoadOptions, parse_device};
+use neuron::llm::{CpuKernels, LoadOptions, parse_device};
 
 /// `neuron finetune …`
 #[derive(Debug, Subcommand)]
@@ -90,9 +90,13 @@ pub struct LoadArgs {
     /// cpu, cuda:N or metal.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Keep Q4_1/Q5_x weights as shipped instead of re-quantising them to Q8_0.
+    /// Keep Q4_1/Q5_x weights that candle multiplies as shipped instead of re-quantising
+    /// them to Q8_0.
     #[arg(long)]
     no_requantize: bool,
+    /// Multiply quantised weights with candle's CPU kernels only, not neuron's own.
+    #[arg(long)]
+    candle_kernels: bool,
     /// Policy script.
     #[arg(long, default_value = "scripts/finetune/validator.rhai")]
     policy: PathBuf,
@@ -102,7 +106,10 @@ impl LoadArgs {
     fn evaluator(&self) -> Result<Evaluator> {
         Ok(Evaluator::new(LoadOptions {
             device: parse_device(&self.device)?,
-            requantize: !self.no_requantize,
+            cpu_kernels: CpuKernels {
+                own: !self.candle_kernels,
+                requantize: !self.no_requantize,
+            },
             ..LoadOptions::default()
         }))
     }

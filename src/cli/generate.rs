@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use neuron::llm::{
-    ChatMessage, LlmService, LoadOptions, RequestOptions, SamplingParams, parse_device,
+    ChatMessage, CpuKernels, LlmService, LoadOptions, RequestOptions, SamplingParams, parse_device,
 };
 use neuron::models::Resolver;
 
@@ -19,9 +19,14 @@ pub struct ModelArgs {
     /// cpu, cuda:N or metal (GPU needs a build with `--features cuda|metal`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Keep Q4_1/Q5_x weights as shipped instead of re-quantising them to Q8_0 (slower on CPU).
+    /// Keep Q4_1/Q5_x weights that candle multiplies as shipped instead of re-quantising
+    /// them to Q8_0 (slower on CPU).
     #[arg(long)]
     pub no_requantize: bool,
+    /// Multiply quantised weights with candle's CPU kernels only, not neuron's own
+    /// AVX-512 VNNI / AVX2 ones (for comparison).
+    #[arg(long)]
+    pub candle_kernels: bool,
     /// Cap on the context window in tokens.
     #[arg(long)]
     pub max_context: Option<usize>,
@@ -33,7 +38,10 @@ impl ModelArgs {
         let path = Resolver::default().resolve(&self.model)?;
         let options = LoadOptions {
             device: parse_device(&self.device)?,
-            requantize: !self.no_requantize,
+            cpu_kernels: CpuKernels {
+                own: !self.candle_kernels,
+                requantize: !self.no_requantize,
+            },
             max_context: self.max_context,
             ..LoadOptions::default()
         };

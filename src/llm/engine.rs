@@ -181,7 +181,7 @@ impl Engine {
             },
             &mut file,
             &options.device,
-            options.requantize,
+            options.cpu_kernels,
             options.max_context,
         )?;
         let info = ModelInfo {
