@@ -1,7 +1,10 @@
-//! `neuron models fetch|list|path`: artifact resolution from the command line.
+//! `neuron models fetch|list|path|export`: artifact resolution from the command line.
+
+use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
+use neuron::llm::{ExportDType, export_safetensors};
 use neuron::models::{ArtifactKind, Resolver};
 
 /// Model and dataset artifacts.
@@ -18,6 +21,18 @@ pub enum ModelsCommand {
     Path {
         /// Artifact id (or an existing path).
         id: String,
+    },
+    /// Dequantise a llama GGUF into a Hugging Face safetensors directory (to run it
+    /// unquantised, e.g. in bf16 on a GPU).
+    Export {
+        /// Model id or path of a .gguf file.
+        model: String,
+        /// Output directory (created).
+        #[arg(long)]
+        to: PathBuf,
+        /// Weight type.
+        #[arg(long, value_enum, default_value = "bf16")]
+        dtype: ExportDType,
     },
 }
 
@@ -58,6 +73,11 @@ pub fn run(cmd: ModelsCommand) -> Result<()> {
             }
         }
         ModelsCommand::Path { id } => println!("{}", resolver.resolve(&id)?.display()),
+        ModelsCommand::Export { model, to, dtype } => {
+            let gguf = resolver.resolve(&model)?;
+            export_safetensors(&gguf, &to, dtype)?;
+            println!("{}", to.display());
+        }
     }
     Ok(())
 }

@@ -100,14 +100,14 @@ fn open_err(path: &Path, reason: impl ToString) -> LlmError {
     }
 }
 
-fn md_str(ct: &gguf_file::Content, key: &str) -> Option<String> {
+pub(super) fn md_str(ct: &gguf_file::Content, key: &str) -> Option<String> {
     ct.metadata
         .get(key)
         .and_then(|v| v.to_string().ok())
         .cloned()
 }
 
-fn md_u32(ct: &gguf_file::Content, key: &str) -> Option<u32> {
+pub(super) fn md_u32(ct: &gguf_file::Content, key: &str) -> Option<u32> {
     ct.metadata.get(key).and_then(|v| v.to_u32().ok())
 }
 

@@ -166,7 +166,7 @@ fn md<'a>(ct: &'a gguf_file::Content, key: &str) -> Result<&'a gguf_file::Value,
         .ok_or_else(|| LlmError::BadModel(format!("GGUF metadata lacks `{key}`")))
 }
 
-fn md_usize(ct: &gguf_file::Content, key: &str) -> Result<usize, LlmError> {
+pub(super) fn md_usize(ct: &gguf_file::Content, key: &str) -> Result<usize, LlmError> {
     let v = md(ct, key)?;
     v.to_u32()
         .map(|x| x as usize)
@@ -174,7 +174,7 @@ fn md_usize(ct: &gguf_file::Content, key: &str) -> Result<usize, LlmError> {
         .map_err(|e| LlmError::BadModel(format!("GGUF `{key}`: {e}")))
 }
 
-fn md_f32(ct: &gguf_file::Content, key: &str) -> Option<f32> {
+pub(super) fn md_f32(ct: &gguf_file::Content, key: &str) -> Option<f32> {
     ct.metadata.get(key).and_then(|v| v.to_f32().ok())
 }
 

@@ -6,6 +6,7 @@
 #[cfg(target_arch = "x86_64")]
 mod cpu_matmul;
 mod engine;
+mod export;
 mod gguf;
 mod safetensors;
 mod service;
@@ -13,6 +14,7 @@ mod template;
 mod tokenizer;
 
 pub use engine::ModelInfo;
+pub use export::{ExportDType, export_safetensors};
 pub use gguf::SUPPORTED_ARCHITECTURES;
 pub use service::{LlmService, RequestOptions};
 
