@@ -121,18 +121,21 @@ struct Layer {
     down: QLinear,
 }
 
-/// Per-request attention state: one (key, value) pair per layer.
+/// Positions a request's key/value buffers grow by (preallocated, so that appending a
+/// position writes in place instead of copying the whole cache).
+const CACHE_CHUNK: usize = 256;
+
+/// Per-request attention state: the keys and values of every layer.
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<candle_nn::kv_cache::KvCache>,
 }
 
 impl KvCache {
     /// Number of positions already cached.
     pub fn len(&self) -> usize {
-        match self.layers.first() {
-            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
-            _ => 0,
-        }
+        self.layers
+            .first()
+            .map_or(0, candle_nn::kv_cache::KvCache::current_seq_len)
     }
 }
 
@@ -319,7 +322,9 @@ impl GgufModel {
     /// A fresh, empty cache for one request.
     pub fn new_cache(&self) -> KvCache {
         KvCache {
-            layers: vec![None; self.layers.len()],
+            layers: (0..self.layers.len())
+                .map(|_| candle_nn::kv_cache::KvCache::new(2, CACHE_CHUNK))
+                .collect(),
         }
     }
 
@@ -348,9 +353,9 @@ impl GgufModel {
         let cos = self.cos.narrow(0, pos, seq)?;
         let sin = self.sin.narrow(0, pos, seq)?;
         let mut x = self.embed.forward(&input)?;
-        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = layer.attn_norm.forward(&x)?;
-            let h = self.attention(layer, &h, mask.as_ref(), &cos, &sin, slot)?;
+            let h = self.attention(layer, &h, mask.as_ref(), &cos, &sin, layer_cache)?;
             x = (h + x)?;
             let h = layer.ffn_norm.forward(&x)?;
             let [gate, up]: [Tensor; 2] = layer
@@ -375,7 +380,7 @@ impl GgufModel {
         mask: Option<&Tensor>,
         cos: &Tensor,
         sin: &Tensor,
-        slot: &mut Option<(Tensor, Tensor)>,
+        cache: &mut candle_nn::kv_cache::KvCache,
     ) -> Result<Tensor, LlmError> {
         let (b, seq, width) = x.dims3()?;
         let [q, k, v]: [Tensor; 3] = layer
@@ -402,11 +407,7 @@ impl GgufModel {
         let q = rope(project(q, &layer.bq, self.n_head)?)?;
         let k = rope(project(k, &layer.bk, self.n_kv_head)?)?;
         let v = project(v, &layer.bv, self.n_kv_head)?;
-        let (k, v) = match slot.take() {
-            Some((k0, v0)) => (Tensor::cat(&[&k0, &k], 2)?, Tensor::cat(&[&v0, &v], 2)?),
-            None => (k, v),
-        };
-        *slot = Some((k.clone(), v.clone()));
+        let (k, v) = cache.append(&k, &v)?;
         // The query heads that share a key/value head are stacked into one matrix per
         // group, so the cached keys and values are used in place, not repeated per head.
         let (groups, per_group) = (self.n_kv_head, self.n_head / self.n_kv_head);
@@ -551,6 +552,25 @@ mod parity_tests {
         let (b, b2) = reference(&path);
         let (d, d2) = (max_abs_diff(&a, &b), max_abs_diff(&a2, &b2));
         assert!(d < 1e-3 && d2 < 1e-3, "{d} {d2}");
+
+        // The cache grows past its first chunk, in one call or across calls alike.
+        let mut f = std::fs::File::open(&path).unwrap();
+        let ct = gguf_file::Content::read(&mut f).unwrap();
+        let meta = GgufMeta {
+            content: &ct,
+            arch: "llama".into(),
+        };
+        let model =
+            GgufModel::load(meta, &mut f, &Device::Cpu, CpuKernels::default(), None).unwrap();
+        let tokens: Vec<u32> = (0..CACHE_CHUNK as u32 + 44).map(|i| 100 + i * 7).collect();
+        let mut whole = model.new_cache();
+        let at_once = model.forward(&tokens, &mut whole, 1).unwrap();
+        let mut parts = model.new_cache();
+        model.forward(&tokens[..250], &mut parts, 1).unwrap();
+        let in_parts = model.forward(&tokens[250..], &mut parts, 1).unwrap();
+        assert_eq!((whole.len(), parts.len()), (tokens.len(), tokens.len()));
+        let d = max_abs_diff(&at_once.squeeze(0).unwrap(), &in_parts.squeeze(0).unwrap());
+        assert!(d < 1e-3, "{d}");
     }
 
     /// On the quantised weights each matmul of this crate's kernels agrees with candle's
