@@ -11,11 +11,9 @@
 //! types, other devices, or a CPU with neither AVX2 nor AVX-512 VNNI. The module is
 //! x86-64 only.
 
-use std::sync::OnceLock;
-
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Result, Tensor};
-use neuron_qmatmul::{Format, Isa, Weights};
+use neuron_qmatmul::{Format, Isa, Matrix};
 
 /// Whether weights of `dtype` on `device` are multiplied by this module's kernels.
 pub(crate) fn supports(dtype: GgmlDType, device: &candle_core::Device) -> bool {
@@ -30,72 +28,54 @@ fn format_of(dtype: GgmlDType) -> Option<Format> {
     }
 }
 
-/// The worker threads: as many as candle uses (`CANDLE_NUM_THREADS`, else all cores).
-fn pool() -> &'static rayon::ThreadPool {
-    static POOL: OnceLock<rayon::ThreadPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(candle_core::utils::get_num_threads())
-            .thread_name(|i| format!("neuron-qmatmul-{i}"))
-            .build()
-            .expect("spawning the quantized-matmul threads")
-    })
-}
-
 /// A quantised weight matrix `(rows, cols)` multiplied on the CPU by the
 /// `neuron-qmatmul` kernels. Computes `x · Wᵀ`, like candle's `QMatMul`.
 pub(crate) struct CpuQMatMul {
-    format: Format,
-    isa: Isa,
-    rows: usize,
-    cols: usize,
-    /// The ggml blocks, row after row, as in the GGUF file.
-    data: Vec<u8>,
+    matrix: Matrix,
 }
 
 impl CpuQMatMul {
     /// Takes over `weights` when they are on the CPU, of a type handled here, and the CPU
     /// has the instructions; otherwise `None`.
     pub fn new(weights: &QTensor) -> Result<Option<Self>> {
-        let (Some(format), Some(isa), true) = (
-            format_of(weights.dtype()),
-            neuron_qmatmul::detect(),
-            weights.device().is_cpu(),
-        ) else {
+        match neuron_qmatmul::detect() {
+            Some(isa) => Self::for_isa(weights, isa),
+            None => Ok(None),
+        }
+    }
+
+    /// Like [`CpuQMatMul::new`] with the kernels of `isa` (which this CPU must have).
+    fn for_isa(weights: &QTensor, isa: Isa) -> Result<Option<Self>> {
+        let (Some(format), true) = (format_of(weights.dtype()), weights.device().is_cpu()) else {
             return Ok(None);
         };
         let (rows, cols) = weights.shape().dims2()?;
-        Ok(Some(Self {
-            format,
-            isa,
-            rows,
-            cols,
-            data: weights.data()?.into_owned(),
-        }))
+        let matrix = Matrix::new(isa, format, rows, cols, &weights.data()?);
+        Ok(Some(Self { matrix }))
     }
 
     /// `x · Wᵀ` for `x` of shape `(..., cols)`; the result has shape `(..., rows)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut dims = x.dims().to_vec();
-        if dims.last() != Some(&self.cols) {
+        if dims.last() != Some(&self.matrix.cols()) {
             candle_core::bail!(
                 "quantized matmul: input {:?} does not end in {}",
                 x.shape(),
-                self.cols
+                self.matrix.cols()
             );
         }
         let input = x
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let weights = Weights {
-            format: self.format,
-            rows: self.rows,
-            cols: self.cols,
-            data: &self.data,
-        };
-        let output = neuron_qmatmul::matmul(self.isa, weights, &input, pool());
-        *dims.last_mut().expect("checked above") = self.rows;
+        // candle's spinning pool for quantised matmuls (`CANDLE_NUM_THREADS` threads, the
+        // calling one included): waking parked threads for each of the ~120 matmuls of a
+        // decoding step would cost more than the kernels.
+        let pool = candle_core::utils::barrier_pool();
+        let output = self
+            .matrix
+            .matmul(&input, |units, work| pool.execute_chunked(units, work));
+        *dims.last_mut().expect("checked above") = self.matrix.rows();
         Tensor::from_vec(output, dims, x.device())?.to_dtype(x.dtype())
     }
 }
@@ -130,8 +110,7 @@ mod tests {
         let q = QTensor::quantize(weights, dtype).unwrap();
         isas.iter()
             .map(|&isa| {
-                let mut ours = CpuQMatMul::new(&q).unwrap().expect("supported");
-                ours.isa = isa;
+                let ours = CpuQMatMul::for_isa(&q, isa).unwrap().expect("supported");
                 let y = ours.forward(x).unwrap().flatten_all().unwrap();
                 (isa, y.to_vec1().unwrap())
             })

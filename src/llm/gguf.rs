@@ -431,7 +431,7 @@ impl GgufModel {
             .reshape((b, self.n_head, seq, self.head_dim))?
             .transpose(1, 2)?
             .reshape((b, seq, width))?;
-        Ok(layer.wo.forward(&y)?)
+        layer.wo.forward(&y)
     }
 }
 

@@ -4,20 +4,19 @@
 //! A crate of its own so that the kernels are compiled with optimisations in every
 //! profile (intrinsics left uninlined by a debug build run ~50× slower).
 //!
-//! The weights stay in ggml's block layout; activations are quantised to 8 bits per
-//! 32-value block the way candle does it (ggml's `Q8_1`: scale, scale × sum, 32 × i8),
-//! and each block's dot product is one `vpdpbusd` (u8 × i8 → i32), two blocks at a
-//! time, or `vpmaddubsw` with AVX2.
+//! Activations are quantised to 8 bits per 32-value block the way candle does it
+//! (ggml's `Q8_1`: scale, scale × sum, 32 × i8). With AVX-512 VNNI the weights are
+//! repacked at load into tiles of 16 rows, so that one `vpdpbusd` (u8 × i8 → i32) adds
+//! four products to each of 16 rows at once and the per-block scales of 16 rows are one
+//! vector: about two instructions per row and block. With AVX2 the ggml blocks are used
+//! as they are, one row at a time (`vpmaddubsw`).
 #![cfg(target_arch = "x86_64")]
 
+use std::ops::Range;
 use std::sync::OnceLock;
-
-use rayon::prelude::*;
 
 /// Values per quantisation block (Q4_1, Q8_0 and the activations' Q8_1 alike).
 pub const BLOCK: usize = 32;
-/// Weight rows per parallel task.
-const ROWS_PER_TASK: usize = 16;
 
 /// Quantisation type of the weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,24 +72,10 @@ pub fn detect() -> Option<Isa> {
 
 /// Whether `isa` can run on this CPU.
 pub fn supported(isa: Isa) -> bool {
-    match (detect(), isa) {
-        (Some(Isa::Avx512Vnni), _) => true,
-        (Some(Isa::Avx2), Isa::Avx2) => true,
-        _ => false,
-    }
-}
-
-/// A weight matrix `(rows, cols)` of ggml blocks, row after row.
-#[derive(Debug, Clone, Copy)]
-pub struct Weights<'a> {
-    /// Block type.
-    pub format: Format,
-    /// Output features.
-    pub rows: usize,
-    /// Input features (a multiple of [`BLOCK`]).
-    pub cols: usize,
-    /// `rows × cols / 32` blocks.
-    pub data: &'a [u8],
+    matches!(
+        (detect(), isa),
+        (Some(Isa::Avx512Vnni), _) | (Some(Isa::Avx2), Isa::Avx2)
+    )
 }
 
 /// Activations quantised to 8 bits per block of 32 (ggml's `Q8_1`), one row per input.
@@ -101,6 +86,8 @@ struct QuantizedRows {
     scales: Vec<f32>,
     /// Per block: `d · Σq` (the term a weight minimum multiplies).
     sums: Vec<f32>,
+    /// Per block: `Σq` exactly (undoes the +128 of the repacked Q8_0 weights).
+    value_sums: Vec<i32>,
     /// The quantised values, `rows × cols`.
     values: Vec<i8>,
 }
@@ -111,6 +98,7 @@ impl QuantizedRows {
         let mut out = Self {
             scales: Vec::with_capacity(blocks),
             sums: Vec::with_capacity(blocks),
+            value_sums: Vec::with_capacity(blocks),
             values: Vec::with_capacity(x.len()),
         };
         for block in x.chunks_exact(BLOCK) {
@@ -128,6 +116,7 @@ impl QuantizedRows {
             out.scales.push(d);
             // candle's rounding (ggml rounds `d · Σq` once, from the exact `d`).
             out.sums.push(as_f16(as_f16(sum as f32) * d));
+            out.value_sums.push(sum);
         }
         out
     }
@@ -137,85 +126,213 @@ impl QuantizedRows {
 struct Activation<'a> {
     scales: &'a [f32],
     sums: &'a [f32],
+    value_sums: &'a [i32],
     values: &'a [i8],
 }
 
-/// `x · Wᵀ` for `x` of `batch × w.cols` values (row-major); returns `batch × w.rows`.
-/// Runs on `pool` when it has more than one thread, else on the calling thread.
+/// Rows per tile of the AVX-512 layout.
+const TILE_ROWS: usize = 16;
+
+/// A quantised weight matrix `(rows, cols)`, laid out for one instruction set.
 ///
-/// # Panics
-/// If `isa` is not [`supported`] on this CPU, or the lengths do not match the shapes.
-pub fn matmul(isa: Isa, w: Weights, x: &[f32], pool: &rayon::ThreadPool) -> Vec<f32> {
-    assert!(supported(isa), "{isa:?} is not available on this CPU");
-    assert!(
-        w.cols % BLOCK == 0 && x.len() % w.cols == 0,
-        "input is not whole rows"
-    );
-    assert_eq!(
-        w.data.len(),
-        w.rows * w.cols / BLOCK * w.format.block_bytes()
-    );
-    let batch = x.len() / w.cols;
-    let activations = QuantizedRows::new(x);
-    // Row-major `(rows, batch)`: each task fills whole weight rows.
-    let mut transposed = vec![0f32; w.rows * batch];
-    let task = |(chunk, out): (usize, &mut [f32])| {
-        let first = chunk * ROWS_PER_TASK;
-        for (r, out_row) in out.chunks_mut(batch).enumerate() {
-            row_dots(isa, w, first + r, &activations, out_row);
-        }
-    };
-    let task_len = ROWS_PER_TASK * batch;
-    if pool.current_num_threads() > 1 {
-        pool.install(|| {
-            transposed
-                .par_chunks_mut(task_len)
-                .enumerate()
-                .for_each(task)
-        });
-    } else {
-        transposed.chunks_mut(task_len).enumerate().for_each(task);
-    }
-    if batch == 1 {
-        return transposed;
-    }
-    let mut output = vec![0f32; transposed.len()];
-    for (r, row) in transposed.chunks(batch).enumerate() {
-        for (b, v) in row.iter().enumerate() {
-            output[b * w.rows + r] = *v;
-        }
-    }
-    output
+/// For [`Isa::Avx2`] the data are ggml's blocks, row after row. For
+/// [`Isa::Avx512Vnni`] they are tiles of 16 rows (the last one padded with zero rows);
+/// within a tile, block after block, each block as: the 16 rows' f16 scales, for Q4_1
+/// their 16 f16 minimums, then the values in chunks of 64 bytes, 4 per row: for Q4_1 the
+/// ggml bytes `4c..4c+4` (values `4c..4c+4` in the low nibbles, `16+4c..` in the high
+/// ones) for `c` in 0..4; for Q8_0 values `4c..4c+4` plus 128, as unsigned bytes, for
+/// `c` in 0..8.
+pub struct Matrix {
+    isa: Isa,
+    format: Format,
+    rows: usize,
+    cols: usize,
+    data: Vec<u8>,
 }
 
-/// Dot products of weight row `row` with every activation row.
-fn row_dots(isa: Isa, w: Weights, row: usize, x: &QuantizedRows, out: &mut [f32]) {
-    let blocks = w.cols / BLOCK;
-    let bytes = blocks * w.format.block_bytes();
-    let weights = &w.data[row * bytes..(row + 1) * bytes];
-    for (b, out) in out.iter_mut().enumerate() {
-        let range = b * blocks..(b + 1) * blocks;
-        let act = Activation {
-            scales: &x.scales[range.clone()],
-            sums: &x.sums[range],
-            values: &x.values[b * w.cols..(b + 1) * w.cols],
-        };
-        // SAFETY: `matmul` checked that `isa` runs on this CPU; the weight row and the
-        // activation row hold the same number of blocks.
-        *out = unsafe {
-            match (isa, w.format) {
-                (Isa::Avx512Vnni, Format::Q4_1) => x86::q4_1_vnni(weights, &act),
-                (Isa::Avx512Vnni, Format::Q8_0) => x86::q8_0_vnni(weights, &act),
-                (Isa::Avx2, Format::Q4_1) => x86::q4_1_avx2(weights, &act),
-                (Isa::Avx2, Format::Q8_0) => x86::q8_0_avx2(weights, &act),
+impl Matrix {
+    /// Lays out `ggml_blocks` (`rows × cols / 32` blocks of `format`, row after row) for
+    /// `isa`.
+    ///
+    /// # Panics
+    /// If `isa` is not [`supported`] on this CPU, or the lengths do not match the shape.
+    pub fn new(isa: Isa, format: Format, rows: usize, cols: usize, ggml_blocks: &[u8]) -> Self {
+        assert!(supported(isa), "{isa:?} is not available on this CPU");
+        assert!(
+            cols.is_multiple_of(BLOCK),
+            "{cols} columns are not whole blocks"
+        );
+        let block_bytes = format.block_bytes();
+        assert_eq!(ggml_blocks.len(), rows * cols / BLOCK * block_bytes);
+        let data = match isa {
+            Isa::Avx2 => ggml_blocks.to_vec(),
+            Isa::Avx512Vnni => {
+                let blocks = cols / BLOCK;
+                let tiles = rows.div_ceil(TILE_ROWS);
+                let mut data = vec![0u8; tiles * TILE_ROWS * blocks * block_bytes];
+                let block_at = |row: usize, j: usize| {
+                    let start = (row * blocks + j) * block_bytes;
+                    &ggml_blocks[start..start + block_bytes]
+                };
+                for (index, tile_block) in
+                    data.chunks_exact_mut(TILE_ROWS * block_bytes).enumerate()
+                {
+                    let (tile, j) = (index / blocks, index % blocks);
+                    for r in 0..TILE_ROWS.min(rows - tile * TILE_ROWS) {
+                        let src = block_at(tile * TILE_ROWS + r, j);
+                        tile_block[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+                        match format {
+                            Format::Q4_1 => {
+                                tile_block[32 + 2 * r..34 + 2 * r].copy_from_slice(&src[2..4]);
+                                for c in 0..4 {
+                                    let dst = 64 + c * 64 + 4 * r;
+                                    tile_block[dst..dst + 4]
+                                        .copy_from_slice(&src[4 + 4 * c..8 + 4 * c]);
+                                }
+                            }
+                            Format::Q8_0 => {
+                                for c in 0..8 {
+                                    let dst = 32 + c * 64 + 4 * r;
+                                    for i in 0..4 {
+                                        tile_block[dst + i] = src[2 + 4 * c + i].wrapping_add(128);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                data
             }
         };
+        Self {
+            isa,
+            format,
+            rows,
+            cols,
+            data,
+        }
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// `x · Wᵀ` for `x` of `batch × cols` values (row-major); returns `batch × rows`.
+    ///
+    /// The work is split into units of rows by `parallel_for(n, work)`, which must call
+    /// `work` on ranges that cover `0..n` exactly once (in any order, on any threads),
+    /// e.g. `|n, work| work(0..n)` to run on the calling thread.
+    ///
+    /// # Panics
+    /// If `x` is not whole rows of `cols` values.
+    pub fn matmul<P>(&self, x: &[f32], parallel_for: P) -> Vec<f32>
+    where
+        P: FnOnce(usize, &(dyn Fn(Range<usize>) + Sync)),
+    {
+        assert!(
+            x.len().is_multiple_of(self.cols),
+            "input is not whole rows of {}",
+            self.cols
+        );
+        let batch = x.len() / self.cols;
+        let activations = QuantizedRows::new(x);
+        let unit_rows = self.unit_rows();
+        let units = self.rows.div_ceil(unit_rows);
+        // Row-major `(rows, batch)`, padded to whole units: each unit owns a slice.
+        let mut transposed = vec![0f32; units * unit_rows * batch];
+        let out = SharedOutput(transposed.as_mut_ptr());
+        parallel_for(units, &|range: Range<usize>| {
+            assert!(range.end <= units);
+            let len = unit_rows * batch;
+            for unit in range {
+                // SAFETY: `parallel_for` hands out disjoint ranges of units, so each slice
+                // is written by one thread only, and all are done when it returns.
+                let out =
+                    unsafe { std::slice::from_raw_parts_mut(out.start().add(unit * len), len) };
+                self.unit(unit, &activations, out);
+            }
+        });
+        transposed.truncate(self.rows * batch);
+        if batch == 1 {
+            return transposed;
+        }
+        let mut output = vec![0f32; transposed.len()];
+        for (r, row) in transposed.chunks(batch).enumerate() {
+            for (b, v) in row.iter().enumerate() {
+                output[b * self.rows + r] = *v;
+            }
+        }
+        output
+    }
+
+    /// Rows per unit of work: a tile, or one row.
+    fn unit_rows(&self) -> usize {
+        match self.isa {
+            Isa::Avx512Vnni => TILE_ROWS,
+            Isa::Avx2 => 1,
+        }
+    }
+
+    /// Computes one unit of rows against every activation row into `out`, row-major
+    /// `(unit rows, batch)`.
+    fn unit(&self, unit: usize, x: &QuantizedRows, out: &mut [f32]) {
+        let blocks = self.cols / BLOCK;
+        let batch = out.len() / self.unit_rows();
+        let unit_bytes = self.data.len() / self.rows.div_ceil(self.unit_rows());
+        let weights = &self.data[unit * unit_bytes..(unit + 1) * unit_bytes];
+        for b in 0..batch {
+            let range = b * blocks..(b + 1) * blocks;
+            let act = Activation {
+                scales: &x.scales[range.clone()],
+                sums: &x.sums[range.clone()],
+                value_sums: &x.value_sums[range],
+                values: &x.values[b * self.cols..(b + 1) * self.cols],
+            };
+            // SAFETY: `new` checked that `self.isa` runs on this CPU; the weights hold
+            // `blocks` blocks per row, as does the activation row.
+            unsafe {
+                match (self.isa, self.format) {
+                    (Isa::Avx512Vnni, format) => {
+                        let mut tile = [0f32; TILE_ROWS];
+                        match format {
+                            Format::Q4_1 => x86::q4_1_tile(weights, &act, &mut tile),
+                            Format::Q8_0 => x86::q8_0_tile(weights, &act, &mut tile),
+                        }
+                        for (r, v) in tile.iter().enumerate() {
+                            out[r * batch + b] = *v;
+                        }
+                    }
+                    (Isa::Avx2, Format::Q4_1) => out[b] = x86::q4_1_avx2(weights, &act),
+                    (Isa::Avx2, Format::Q8_0) => out[b] = x86::q8_0_avx2(weights, &act),
+                }
+            }
+        }
     }
 }
 
+/// The output buffer, shared by the threads of one [`Matrix::matmul`] (each writes its
+/// own units).
+struct SharedOutput(*mut f32);
+
+impl SharedOutput {
+    fn start(&self) -> *mut f32 {
+        self.0
+    }
+}
+
+// SAFETY: see `Matrix::matmul`: every thread writes a disjoint part of the buffer, which
+// outlives the parallel section.
+unsafe impl Sync for SharedOutput {}
+
 mod x86 {
-    //! The kernels. Each takes one weight row (`blocks` ggml blocks) and one activation
-    //! row of the same number of blocks.
+    //! The kernels: a tile of 16 rows (AVX-512 VNNI) or one row (AVX2) of weights
+    //! against one activation row of as many blocks.
     use std::arch::x86_64::*;
 
     use super::{Activation, BLOCK};
@@ -242,96 +359,58 @@ mod x86 {
         }
     }
 
-    /// Per-block scale vector: lanes 0–7 `a`, lanes 8–15 `b`.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn scales_pair(a: f32, b: f32) -> __m512 {
-        _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(a), _mm512_set1_ps(b))
-    }
-
+    /// Q4_1 tile (see `Matrix`): 16 rows against one activation row, into `out`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c,fma")]
-    pub(super) unsafe fn q4_1_vnni(w: &[u8], x: &Activation) -> f32 {
+    pub(super) unsafe fn q4_1_tile(w: &[u8], x: &Activation, out: &mut [f32; 16]) {
         unsafe {
-            let blocks = x.scales.len();
-            let block = |i: usize| w.as_ptr().add(i * 20);
+            let low_nibbles = _mm512_set1_epi8(0x0F);
             let mut acc = _mm512_setzero_ps();
-            let mut minimums = 0f32;
-            let mut i = 0;
-            while i + 2 <= blocks {
-                let (a, b) = (block(i), block(i + 1));
-                let nibbles = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(q4_nibbles(a.add(4))),
-                    q4_nibbles(b.add(4)),
-                    1,
-                );
-                let values = _mm512_loadu_si512(x.values.as_ptr().add(i * BLOCK).cast());
-                let dots = _mm512_dpbusd_epi32(_mm512_setzero_si512(), nibbles, values);
-                let scale = scales_pair(f16_at(a) * x.scales[i], f16_at(b) * x.scales[i + 1]);
+            for j in 0..x.scales.len() {
+                let block = w.as_ptr().add(j * 320);
+                // Four activation values as one i32, broadcast to the 16 rows.
+                let quad = |q: usize| {
+                    let p = x.values.as_ptr().add(j * BLOCK + 4 * q).cast::<i32>();
+                    _mm512_set1_epi32(p.read_unaligned())
+                };
+                let mut dots = _mm512_setzero_si512();
+                for c in 0..4 {
+                    let packed = _mm512_loadu_si512(block.add(64 + 64 * c).cast());
+                    let low = _mm512_and_si512(packed, low_nibbles);
+                    let high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low_nibbles);
+                    dots = _mm512_dpbusd_epi32(dots, low, quad(c));
+                    dots = _mm512_dpbusd_epi32(dots, high, quad(4 + c));
+                }
+                let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
+                let m = _mm512_cvtph_ps(_mm256_loadu_si256(block.add(32).cast()));
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.scales[j]));
                 acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, acc);
-                minimums += f16_at(a.add(2)) * x.sums[i] + f16_at(b.add(2)) * x.sums[i + 1];
-                i += 2;
+                acc = _mm512_fmadd_ps(m, _mm512_set1_ps(x.sums[j]), acc);
             }
-            let mut total = _mm512_reduce_add_ps(acc) + minimums;
-            if i < blocks {
-                let a = block(i);
-                let values = _mm256_loadu_si256(x.values.as_ptr().add(i * BLOCK).cast());
-                let dots =
-                    _mm256_dpbusd_epi32(_mm256_setzero_si256(), q4_nibbles(a.add(4)), values);
-                total += hsum_i32x8(dots) as f32 * f16_at(a) * x.scales[i]
-                    + f16_at(a.add(2)) * x.sums[i];
-            }
-            total
+            _mm512_storeu_ps(out.as_mut_ptr(), acc);
         }
     }
 
+    /// Q8_0 tile (see `Matrix`): 16 rows against one activation row, into `out`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c,fma")]
-    pub(super) unsafe fn q8_0_vnni(w: &[u8], x: &Activation) -> f32 {
+    pub(super) unsafe fn q8_0_tile(w: &[u8], x: &Activation, out: &mut [f32; 16]) {
         unsafe {
-            let blocks = x.scales.len();
-            let block = |i: usize| w.as_ptr().add(i * 34);
             let mut acc = _mm512_setzero_ps();
-            let mut i = 0;
-            while i + 2 <= blocks {
-                let (a, b) = (block(i), block(i + 1));
-                let weights = _mm512_inserti64x4(
-                    _mm512_castsi256_si512(_mm256_loadu_si256(a.add(2).cast())),
-                    _mm256_loadu_si256(b.add(2).cast()),
-                    1,
-                );
-                let values = _mm512_loadu_si512(x.values.as_ptr().add(i * BLOCK).cast());
-                // vpdpbusd multiplies unsigned by signed bytes: move each weight's sign
-                // onto its activation (|w| · ±x).
-                let negative = _mm512_movepi8_mask(weights);
-                let signed = _mm512_mask_sub_epi8(values, negative, _mm512_setzero_si512(), values);
-                let dots =
-                    _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_abs_epi8(weights), signed);
-                let scale = scales_pair(f16_at(a) * x.scales[i], f16_at(b) * x.scales[i + 1]);
+            for j in 0..x.scales.len() {
+                let block = w.as_ptr().add(j * 544);
+                // The weights are stored plus 128: Σ(w + 128)·a = Σw·a + 128·Σa.
+                let mut dots = _mm512_set1_epi32(-128 * x.value_sums[j]);
+                for c in 0..8 {
+                    let p = x.values.as_ptr().add(j * BLOCK + 4 * c).cast::<i32>();
+                    let quad = _mm512_set1_epi32(p.read_unaligned());
+                    let weights = _mm512_loadu_si512(block.add(32 + 64 * c).cast());
+                    dots = _mm512_dpbusd_epi32(dots, weights, quad);
+                }
+                let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
+                let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.scales[j]));
                 acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, acc);
-                i += 2;
             }
-            let mut total = _mm512_reduce_add_ps(acc);
-            if i < blocks {
-                let a = block(i);
-                let weights = _mm256_loadu_si256(a.add(2).cast());
-                let values = _mm256_loadu_si256(x.values.as_ptr().add(i * BLOCK).cast());
-                let dots = _mm256_dpbusd_epi32(
-                    _mm256_setzero_si256(),
-                    _mm256_sign_epi8(weights, weights),
-                    _mm256_sign_epi8(values, weights),
-                );
-                total += hsum_i32x8(dots) as f32 * f16_at(a) * x.scales[i];
-            }
-            total
+            _mm512_storeu_ps(out.as_mut_ptr(), acc);
         }
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn hsum_i32x8(v: __m256i) -> i32 {
-        let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-        _mm_cvtsi128_si32(s)
     }
 
     #[inline]
