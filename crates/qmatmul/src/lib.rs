@@ -78,28 +78,42 @@ pub fn supported(isa: Isa) -> bool {
     )
 }
 
-/// Activations quantised to 8 bits per block of 32 (ggml's `Q8_1`), one row per input.
-/// Like candle (and ggml), the values are quantised with the exact scale, and the scale
-/// and sum are then kept as f16, so that the products match candle's.
+/// Activations quantised per block of 32 values, one row per input.
+///
+/// `Narrow`: 8 bits (ggml's `Q8_1`). Like candle (and ggml), the values are quantised
+/// with the exact scale, and the scale and sum are then kept as f16, so that the
+/// products match candle's.
+///
+/// `Wide` (for Q4_1 weights with AVX-512 VNNI): 16 bits, multiplied by `vpdpwssd`.
+/// SmolLM2-like models carry activations in the tens of thousands in a few channels; in
+/// 8 bits such a value leaves the rest of its block a step of hundreds, and the rounding
+/// error, amplified layer after layer, moves logits by several percent (enough to turn a
+/// greedy answer). 16 bits make that step 256 times finer for about the same speed
+/// (4-bit weights are memory-bound). The values are stored as the i16 pairs the kernel
+/// broadcasts (see `x86::q4_1_tile`).
 struct QuantizedRows {
-    /// Per block: the scale `d = max|x| / 127`.
+    /// Per block: the scale `d = max|x| / 127` (narrow) or `/ 32767` (wide).
     scales: Vec<f32>,
     /// Per block: `d · Σq` (the term a weight minimum multiplies).
     sums: Vec<f32>,
-    /// Per block: `Σq` exactly (undoes the +128 of the repacked Q8_0 weights).
+    /// Narrow, per block: `Σq` exactly (undoes the +128 of the repacked Q8_0 weights).
     value_sums: Vec<i32>,
-    /// The quantised values, `rows × cols`.
+    /// Narrow: the quantised values, `rows × cols`.
     values: Vec<i8>,
+    /// Wide: per block, 16 pairs of i16 values packed in i32 (see [`QuantizedRows::wide`]).
+    pairs: Vec<i32>,
 }
 
 impl QuantizedRows {
-    fn new(x: &[f32]) -> Self {
+    /// 8-bit activations.
+    fn narrow(x: &[f32]) -> Self {
         let blocks = x.len() / BLOCK;
         let mut out = Self {
             scales: Vec::with_capacity(blocks),
             sums: Vec::with_capacity(blocks),
             value_sums: Vec::with_capacity(blocks),
             values: Vec::with_capacity(x.len()),
+            pairs: Vec::new(),
         };
         for block in x.chunks_exact(BLOCK) {
             let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -120,6 +134,57 @@ impl QuantizedRows {
         }
         out
     }
+
+    /// 16-bit activations, as pairs in the order of the Q4_1 tile kernel: for each
+    /// 4-value chunk `c` of each half of the block, the values `4c, 4c+2` then
+    /// `4c+1, 4c+3` of the first half, then the same of the second half (`16 + …`).
+    fn wide(x: &[f32]) -> Self {
+        let blocks = x.len() / BLOCK;
+        let mut out = Self {
+            scales: Vec::with_capacity(blocks),
+            sums: Vec::with_capacity(blocks),
+            value_sums: Vec::new(),
+            values: Vec::new(),
+            pairs: Vec::with_capacity(blocks * 16),
+        };
+        for block in x.chunks_exact(BLOCK) {
+            let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let d = max / 32767.0;
+            let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
+            let q: Vec<i16> = block.iter().map(|v| (v * inverse).round() as i16).collect();
+            let pair = |a: usize, b: usize| i32::from(q[a] as u16) | (i32::from(q[b]) << 16);
+            for c in 0..4 {
+                let first = 4 * c;
+                let second = 16 + 4 * c;
+                out.pairs.extend([
+                    pair(first, first + 2),
+                    pair(first + 1, first + 3),
+                    pair(second, second + 2),
+                    pair(second + 1, second + 3),
+                ]);
+            }
+            out.scales.push(d);
+            out.sums
+                .push(d * q.iter().map(|&v| i32::from(v)).sum::<i32>() as f32);
+        }
+        out
+    }
+
+    /// Activation row `b` (`blocks` blocks of 32 values).
+    fn row(&self, b: usize, blocks: usize) -> Activation<'_> {
+        let range = b * blocks..(b + 1) * blocks;
+        let per_block = |len: usize| {
+            let per = len / self.scales.len().max(1);
+            b * blocks * per..(b + 1) * blocks * per
+        };
+        Activation {
+            scales: &self.scales[range.clone()],
+            sums: &self.sums[range],
+            value_sums: &self.value_sums[per_block(self.value_sums.len())],
+            values: &self.values[per_block(self.values.len())],
+            pairs: &self.pairs[per_block(self.pairs.len())],
+        }
+    }
 }
 
 /// One activation row's blocks.
@@ -128,6 +193,7 @@ struct Activation<'a> {
     sums: &'a [f32],
     value_sums: &'a [i32],
     values: &'a [i8],
+    pairs: &'a [i32],
 }
 
 /// Rows per tile of the AVX-512 layout.
@@ -241,7 +307,11 @@ impl Matrix {
             self.cols
         );
         let batch = x.len() / self.cols;
-        let activations = QuantizedRows::new(x);
+        let activations = if self.isa == Isa::Avx512Vnni && self.format == Format::Q4_1 {
+            QuantizedRows::wide(x)
+        } else {
+            QuantizedRows::narrow(x)
+        };
         let unit_rows = self.unit_rows();
         let units = self.rows.div_ceil(unit_rows);
         // Row-major `(rows, batch)`, padded to whole units: each unit owns a slice.
@@ -287,13 +357,7 @@ impl Matrix {
         let unit_bytes = self.data.len() / self.rows.div_ceil(self.unit_rows());
         let weights = &self.data[unit * unit_bytes..(unit + 1) * unit_bytes];
         for b in 0..batch {
-            let range = b * blocks..(b + 1) * blocks;
-            let act = Activation {
-                scales: &x.scales[range.clone()],
-                sums: &x.sums[range.clone()],
-                value_sums: &x.value_sums[range],
-                values: &x.values[b * self.cols..(b + 1) * self.cols],
-            };
+            let act = x.row(b, blocks);
             // SAFETY: `new` checked that `self.isa` runs on this CPU; the weights hold
             // `blocks` blocks per row, as does the activation row.
             unsafe {
@@ -359,26 +423,30 @@ mod x86 {
         }
     }
 
-    /// Q4_1 tile (see `Matrix`): 16 rows against one activation row, into `out`.
+    /// Q4_1 tile (see `Matrix`): 16 rows against one row of wide (16-bit) activations,
+    /// into `out`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c,fma")]
     pub(super) unsafe fn q4_1_tile(w: &[u8], x: &Activation, out: &mut [f32; 16]) {
         unsafe {
-            let low_nibbles = _mm512_set1_epi8(0x0F);
+            // Two nibbles of each row's four bytes as two i16 (bits 0–3 and 16–19).
+            let nibbles = _mm512_set1_epi32(0x000F_000F);
             let mut acc = _mm512_setzero_ps();
             for j in 0..x.scales.len() {
                 let block = w.as_ptr().add(j * 320);
-                // Four activation values as one i32, broadcast to the 16 rows.
-                let quad = |q: usize| {
-                    let p = x.values.as_ptr().add(j * BLOCK + 4 * q).cast::<i32>();
-                    _mm512_set1_epi32(p.read_unaligned())
-                };
+                let pairs = x.pairs.as_ptr().add(j * 16);
                 let mut dots = _mm512_setzero_si512();
                 for c in 0..4 {
                     let packed = _mm512_loadu_si512(block.add(64 + 64 * c).cast());
-                    let low = _mm512_and_si512(packed, low_nibbles);
-                    let high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low_nibbles);
-                    dots = _mm512_dpbusd_epi32(dots, low, quad(c));
-                    dots = _mm512_dpbusd_epi32(dots, high, quad(4 + c));
+                    let pair = |k: usize| _mm512_set1_epi32(*pairs.add(4 * c + k));
+                    // Low nibbles of bytes 0 and 2 (values 4c, 4c+2), of bytes 1 and 3,
+                    // then the high nibbles (values 16+4c, …): `QuantizedRows::wide`.
+                    for (k, shift) in [0, 8, 4, 12].into_iter().enumerate() {
+                        let values = _mm512_and_si512(
+                            _mm512_srl_epi32(packed, _mm_cvtsi32_si128(shift)),
+                            nibbles,
+                        );
+                        dots = _mm512_dpwssd_epi32(dots, values, pair(k));
+                    }
                 }
                 let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
                 let m = _mm512_cvtph_ps(_mm256_loadu_si256(block.add(32).cast()));
