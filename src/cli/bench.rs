@@ -258,7 +258,7 @@ fn bench_embed(args: EmbedBench) -> Result<()> {
         let base = run_python(
             python,
             SENTENCE_TRANSFORMERS_SCRIPT,
-            &[&dir.to_string_lossy(), &args.runs.to_string(), "64"],
+            &[&dir.to_string_lossy(), &args.runs.to_string()],
             Some(serde_json::to_string(&sentences)?),
         )?;
         let rates: Vec<f64> = base["sentences_per_s"]

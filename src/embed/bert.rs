@@ -171,7 +171,7 @@ impl PackedBert {
             x = layer.attention_norm.forward(&attended)?;
             let inner = layer.intermediate.forward(&x)?;
             let inner = match layer.activation {
-                HiddenAct::Gelu => inner.gelu_erf()?,
+                HiddenAct::Gelu => super::gelu::gelu_erf(&inner)?,
                 HiddenAct::GeluApproximate => inner.gelu()?,
                 HiddenAct::Relu => inner.relu()?,
             };

@@ -6,6 +6,7 @@
 //! length but packed end to end (see [`bert`]).
 
 mod bert;
+mod gelu;
 
 use std::path::Path;
 
