@@ -4,12 +4,13 @@
 //! A crate of its own so that the kernels are compiled with optimisations in every
 //! profile (intrinsics left uninlined by a debug build run ~50× slower).
 //!
-//! Activations are quantised to 8 bits per 32-value block the way candle does it
-//! (ggml's `Q8_1`: scale, scale × sum, 32 × i8). With AVX-512 VNNI the weights are
-//! repacked at load into tiles of 16 rows, so that one `vpdpbusd` (u8 × i8 → i32) adds
-//! four products to each of 16 rows at once and the per-block scales of 16 rows are one
-//! vector: about two instructions per row and block. With AVX2 the ggml blocks are used
-//! as they are, one row at a time (`vpmaddubsw`).
+//! Activations are quantised per 32-value block: to 16 bits for Q4_1 weights, to 8 bits
+//! for Q8_0 ones the way candle does it (ggml's `Q8_1`: scale, scale × sum, 32 × i8);
+//! see `QuantizedRows`. With AVX-512 VNNI the weights are repacked at load into tiles
+//! of 16 rows, so that one `vpdpwssd` / `vpdpbusd` adds two or four products to each of
+//! 16 rows at once and the per-block scales of 16 rows are one vector: about two
+//! instructions per row and block. With AVX2 the ggml blocks are used as they are, one
+//! row at a time (`vpmaddwd` / `vpmaddubsw`).
 #![cfg(target_arch = "x86_64")]
 
 use std::ops::Range;
@@ -84,7 +85,7 @@ pub fn supported(isa: Isa) -> bool {
 /// with the exact scale, and the scale and sum are then kept as f16, so that the
 /// products match candle's.
 ///
-/// `Wide` (for Q4_1 weights with AVX-512 VNNI): 16 bits, multiplied by `vpdpwssd`.
+/// `Wide` (for Q4_1 weights): 16 bits, multiplied by `vpdpwssd` (or `vpmaddwd`).
 /// SmolLM2-like models carry activations in the tens of thousands in a few channels; in
 /// 8 bits such a value leaves the rest of its block a step of hundreds, and the rounding
 /// error, amplified layer after layer, moves logits by several percent (enough to turn a
@@ -135,7 +136,7 @@ impl QuantizedRows {
         out
     }
 
-    /// 16-bit activations, as pairs in the order of the Q4_1 tile kernel: for each
+    /// 16-bit activations, as pairs in the order of the Q4_1 kernels: for each
     /// 4-value chunk `c` of each half of the block, the values `4c, 4c+2` then
     /// `4c+1, 4c+3` of the first half, then the same of the second half (`16 + …`).
     fn wide(x: &[f32]) -> Self {
@@ -307,10 +308,9 @@ impl Matrix {
             self.cols
         );
         let batch = x.len() / self.cols;
-        let activations = if self.isa == Isa::Avx512Vnni && self.format == Format::Q4_1 {
-            QuantizedRows::wide(x)
-        } else {
-            QuantizedRows::narrow(x)
+        let activations = match self.format {
+            Format::Q4_1 => QuantizedRows::wide(x),
+            Format::Q8_0 => QuantizedRows::narrow(x),
         };
         let unit_rows = self.unit_rows();
         let units = self.rows.div_ceil(unit_rows);
@@ -411,18 +411,6 @@ mod x86 {
         }
     }
 
-    /// The 32 nibbles of a Q4_1 block (at `qs`, 16 bytes) as bytes in value order.
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn q4_nibbles(qs: *const u8) -> __m256i {
-        unsafe {
-            let packed = _mm_loadu_si128(qs.cast());
-            let low = _mm_and_si128(packed, _mm_set1_epi8(0x0F));
-            let high = _mm_and_si128(_mm_srli_epi16(packed, 4), _mm_set1_epi8(0x0F));
-            _mm256_set_m128i(high, low)
-        }
-    }
-
     /// Q4_1 tile (see `Matrix`): 16 rows against one row of wide (16-bit) activations,
     /// into `out`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c,fma")]
@@ -497,15 +485,29 @@ mod x86 {
         _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
     }
 
+    /// Q4_1 row against one row of wide (16-bit) activations, with AVX2: the nibbles
+    /// are put in the order of `QuantizedRows::wide` and multiplied by `vpmaddwd`.
     #[target_feature(enable = "avx2,f16c,fma")]
     pub(super) unsafe fn q4_1_avx2(w: &[u8], x: &Activation) -> f32 {
         unsafe {
+            // Within each group of four bytes: 0, 2, 1, 3.
+            let order = _mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15);
+            let nibble = _mm_set1_epi8(0x0F);
             let mut acc = _mm256_setzero_ps();
             let mut minimums = 0f32;
             for i in 0..x.scales.len() {
                 let a = w.as_ptr().add(i * 20);
-                let values = _mm256_loadu_si256(x.values.as_ptr().add(i * BLOCK).cast());
-                let dots = dot_u8_i8(q4_nibbles(a.add(4)), values);
+                let packed = _mm_shuffle_epi8(_mm_loadu_si128(a.add(4).cast()), order);
+                let low = _mm_and_si128(packed, nibble);
+                let high = _mm_and_si128(_mm_srli_epi16(packed, 4), nibble);
+                // Chunks 0–1 then 2–3: each its four low nibbles, then its four high ones.
+                let first = _mm256_cvtepu8_epi16(_mm_unpacklo_epi32(low, high));
+                let second = _mm256_cvtepu8_epi16(_mm_unpackhi_epi32(low, high));
+                let pairs = x.pairs.as_ptr().add(i * 16);
+                let dots = _mm256_add_epi32(
+                    _mm256_madd_epi16(first, _mm256_loadu_si256(pairs.cast())),
+                    _mm256_madd_epi16(second, _mm256_loadu_si256(pairs.add(8).cast())),
+                );
                 let scale = _mm256_set1_ps(f16_at(a) * x.scales[i]);
                 acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, acc);
                 minimums += f16_at(a.add(2)) * x.sums[i];
