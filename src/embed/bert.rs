@@ -61,21 +61,6 @@ struct Layer {
     output_norm: LayerNorm,
 }
 
-fn linear(vb: VarBuilder, inputs: usize, outputs: usize) -> Result<Linear> {
-    Ok(Linear::new(
-        vb.get((outputs, inputs), "weight")?,
-        Some(vb.get(outputs, "bias")?),
-    ))
-}
-
-fn layer_norm(vb: VarBuilder, size: usize, eps: f64) -> Result<LayerNorm> {
-    Ok(LayerNorm::new(
-        vb.get(size, "weight")?,
-        vb.get(size, "bias")?,
-        eps,
-    ))
-}
-
 impl Layer {
     fn load(vb: VarBuilder, config: &Config, head_dim: usize) -> Result<Self> {
         let h = config.hidden_size;
@@ -95,16 +80,16 @@ impl Layer {
         let eps = config.layer_norm_eps;
         Ok(Self {
             qkv,
-            attention_out: linear(attention.pp("output").pp("dense"), h, h)?,
-            attention_norm: layer_norm(attention.pp("output").pp("LayerNorm"), h, eps)?,
-            intermediate: linear(
-                vb.pp("intermediate").pp("dense"),
+            attention_out: candle_nn::linear(h, h, attention.pp("output").pp("dense"))?,
+            attention_norm: candle_nn::layer_norm(h, eps, attention.pp("output").pp("LayerNorm"))?,
+            intermediate: candle_nn::linear(
                 h,
                 config.intermediate_size,
+                vb.pp("intermediate").pp("dense"),
             )?,
             activation: config.hidden_act,
-            output: linear(vb.pp("output").pp("dense"), config.intermediate_size, h)?,
-            output_norm: layer_norm(vb.pp("output").pp("LayerNorm"), h, eps)?,
+            output: candle_nn::linear(config.intermediate_size, h, vb.pp("output").pp("dense"))?,
+            output_norm: candle_nn::layer_norm(h, eps, vb.pp("output").pp("LayerNorm"))?,
         })
     }
 }
@@ -138,7 +123,7 @@ impl PackedBert {
             token_type: e
                 .get((config.type_vocab_size, h), "token_type_embeddings.weight")?
                 .get(0)?,
-            norm: layer_norm(e.pp("LayerNorm"), h, config.layer_norm_eps)?,
+            norm: candle_nn::layer_norm(h, config.layer_norm_eps, e.pp("LayerNorm"))?,
         };
         let layers = (0..config.num_hidden_layers)
             .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), config, head_dim))
