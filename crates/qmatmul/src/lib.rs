@@ -152,7 +152,7 @@ impl QuantizedRows {
             let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
             let d = max / 32767.0;
             let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
-            let q: Vec<i16> = block.iter().map(|v| (v * inverse).round() as i16).collect();
+            let q: [i16; BLOCK] = std::array::from_fn(|i| (block[i] * inverse).round() as i16);
             let pair = |a: usize, b: usize| i32::from(q[a] as u16) | (i32::from(q[b]) << 16);
             for c in 0..4 {
                 let first = 4 * c;
