@@ -498,15 +498,20 @@ mod parity_tests {
         gguf_file::write(&mut out, &metadata, &tensors).unwrap();
     }
 
-    /// Logits after the prompt and after one more token, from our forward.
-    fn ours(path: &Path, kernels: CpuKernels) -> (Tensor, Tensor) {
+    /// Our model from the (llama) GGUF at `path`, on the CPU.
+    fn load(path: &Path, kernels: CpuKernels, max_context: Option<usize>) -> GgufModel {
         let mut f = std::fs::File::open(path).unwrap();
         let ct = gguf_file::Content::read(&mut f).unwrap();
         let meta = GgufMeta {
             content: &ct,
             arch: "llama".into(),
         };
-        let model = GgufModel::load(meta, &mut f, &Device::Cpu, kernels, Some(512)).unwrap();
+        GgufModel::load(meta, &mut f, &Device::Cpu, kernels, max_context).unwrap()
+    }
+
+    /// Logits after the prompt and after one more token, from our forward.
+    fn ours(path: &Path, kernels: CpuKernels) -> (Tensor, Tensor) {
+        let model = load(path, kernels, Some(512));
         let mut cache = model.new_cache();
         let prompt = model.forward(&PROMPT, &mut cache, 1).unwrap();
         let next = model.forward(&[NEXT], &mut cache, 1).unwrap();
@@ -554,14 +559,7 @@ mod parity_tests {
         assert!(d < 1e-3 && d2 < 1e-3, "{d} {d2}");
 
         // The cache grows past its first chunk, in one call or across calls alike.
-        let mut f = std::fs::File::open(&path).unwrap();
-        let ct = gguf_file::Content::read(&mut f).unwrap();
-        let meta = GgufMeta {
-            content: &ct,
-            arch: "llama".into(),
-        };
-        let model =
-            GgufModel::load(meta, &mut f, &Device::Cpu, CpuKernels::default(), None).unwrap();
+        let model = load(&path, CpuKernels::default(), None);
         let tokens: Vec<u32> = (0..CACHE_CHUNK as u32 + 44).map(|i| 100 + i * 7).collect();
         let mut whole = model.new_cache();
         let at_once = model.forward(&tokens, &mut whole, 1).unwrap();
