@@ -100,6 +100,20 @@ fn open_err(path: &Path, reason: impl ToString) -> LlmError {
     }
 }
 
+/// Opens a GGUF file and reads its header, checking that the file holds every tensor.
+pub(super) fn open_gguf(path: &Path) -> Result<(File, gguf_file::Content), LlmError> {
+    let mut file = File::open(path).map_err(|e| open_err(path, e))?;
+    let len = file.metadata().map_err(|e| open_err(path, e))?.len();
+    let ct = gguf_file::Content::read(&mut file).map_err(|e| {
+        LlmError::BadModel(format!(
+            "{} is not a readable GGUF file: {e}",
+            path.display()
+        ))
+    })?;
+    check_complete(&ct, len)?;
+    Ok((file, ct))
+}
+
 pub(super) fn md_str(ct: &gguf_file::Content, key: &str) -> Option<String> {
     ct.metadata
         .get(key)
@@ -132,15 +146,7 @@ impl Engine {
     }
 
     fn load_gguf(path: &Path, options: &LoadOptions) -> Result<Self, LlmError> {
-        let mut file = File::open(path).map_err(|e| open_err(path, e))?;
-        let len = file.metadata().map_err(|e| open_err(path, e))?.len();
-        let ct = gguf_file::Content::read(&mut file).map_err(|e| {
-            LlmError::BadModel(format!(
-                "{} is not a readable GGUF file: {e}",
-                path.display()
-            ))
-        })?;
-        check_complete(&ct, len)?;
+        let (mut file, ct) = open_gguf(path)?;
         let arch = md_str(&ct, "general.architecture").unwrap_or_default();
         if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
             return Err(LlmError::UnsupportedArchitecture {

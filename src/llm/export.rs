@@ -6,13 +6,12 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use candle_core::quantized::gguf_file;
 use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
 use super::LlmError;
-use super::engine::{md_str, md_u32};
-use super::gguf::{check_complete, md_f32, md_usize};
+use super::engine::{md_str, md_u32, open_gguf};
+use super::gguf::{md_f32, md_usize};
 
 /// Element type of the exported weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,12 +60,8 @@ fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor, LlmError> {
 
 /// Writes the Hugging Face directory for the GGUF at `gguf` into `out` (created).
 pub fn export_safetensors(gguf: &Path, out: &Path, dtype: ExportDType) -> Result<(), LlmError> {
+    let (mut file, ct) = open_gguf(gguf)?;
     let io = |e: std::io::Error| LlmError::BadModel(format!("{}: {e}", gguf.display()));
-    let mut file = std::fs::File::open(gguf).map_err(io)?;
-    let len = file.metadata().map_err(io)?.len();
-    let ct = gguf_file::Content::read(&mut file)
-        .map_err(|e| LlmError::BadModel(format!("{}: {e}", gguf.display())))?;
-    check_complete(&ct, len)?;
     let arch = md_str(&ct, "general.architecture").unwrap_or_default();
     if arch != "llama" {
         return Err(LlmError::UnsupportedArchitecture {
