@@ -56,3 +56,17 @@ fn exporting_something_that_is_not_a_gguf_is_a_clear_error() {
     assert!(err.to_string().contains("model.gguf"), "{err}");
     assert!(!dir.path().join("out").exists());
 }
+
+#[test]
+fn an_unwritable_destination_is_named_in_the_error() {
+    let gguf = Resolver::default()
+        .resolve("smollm2-135m-instruct")
+        .expect("fetch model");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"not a directory").unwrap();
+    let out = file.join("smollm2-hf");
+    let err = export_safetensors(&gguf, &out, ExportDType::F16).unwrap_err();
+    assert!(matches!(err, LlmError::Write { .. }), "{err}");
+    assert!(err.to_string().contains("a-file"), "{err}");
+}

@@ -61,7 +61,10 @@ fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor, LlmError> {
 /// Writes the Hugging Face directory for the GGUF at `gguf` into `out` (created).
 pub fn export_safetensors(gguf: &Path, out: &Path, dtype: ExportDType) -> Result<(), LlmError> {
     let (mut file, ct) = open_gguf(gguf)?;
-    let io = |e: std::io::Error| LlmError::BadModel(format!("{}: {e}", gguf.display()));
+    let write_err = |path: &Path, e: std::io::Error| LlmError::Write {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
     let arch = md_str(&ct, "general.architecture").unwrap_or_default();
     if arch != "llama" {
         return Err(LlmError::UnsupportedArchitecture {
@@ -111,7 +114,7 @@ pub fn export_safetensors(gguf: &Path, out: &Path, dtype: ExportDType) -> Result
     }
     let vocab = tensors["model.embed_tokens.weight"].dim(0)?;
 
-    std::fs::create_dir_all(out).map_err(io)?;
+    std::fs::create_dir_all(out).map_err(|e| write_err(out, e))?;
     candle_core::safetensors::save(&tensors, out.join("model.safetensors"))?;
     let tokenizer = super::tokenizer::from_gguf(&ct)?;
     tokenizer
@@ -149,7 +152,8 @@ pub fn export_safetensors(gguf: &Path, out: &Path, dtype: ExportDType) -> Result
         ("tokenizer_config.json", tokenizer_config),
     ] {
         let text = serde_json::to_string_pretty(&value).expect("JSON values serialise");
-        std::fs::write(out.join(name), text).map_err(io)?;
+        let path = out.join(name);
+        std::fs::write(&path, text).map_err(|e| write_err(&path, e))?;
     }
     Ok(())
 }

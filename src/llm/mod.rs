@@ -33,6 +33,14 @@ pub enum LlmError {
         /// The OS or format error.
         reason: String,
     },
+    /// An exported model file cannot be written.
+    #[error("cannot write {path}: {reason}")]
+    Write {
+        /// The file or directory being written.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
     /// The file is not a usable model (bad header, truncated, missing tensors).
     #[error("bad model: {0}")]
     BadModel(String),
