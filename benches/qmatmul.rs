@@ -1,0 +1,63 @@
+//! The quantised CPU kernels of `crates/qmatmul` on SmolLM2-135M's matrix shapes, one
+//! input row (a decoding step), on the calling thread: each kernel this CPU can run.
+//! The weight blocks are synthetic (valid f16 scales, patterned values): speed does not
+//! depend on them.
+//!
+//! `cargo bench --bench qmatmul`
+
+#[cfg(target_arch = "x86_64")]
+mod kernels {
+    use criterion::{BenchmarkId, Criterion, Throughput};
+    use neuron_qmatmul::{Format, Isa, Matrix};
+
+    /// (format, rows, cols): fused gate/up, down projection, output projection.
+    const SHAPES: [(Format, usize, usize); 3] = [
+        (Format::Q4_1, 3072, 576),
+        (Format::Q4_1, 576, 1536),
+        (Format::Q8_0, 49152, 576),
+    ];
+
+    fn blocks(format: Format, rows: usize, cols: usize) -> Vec<u8> {
+        let size = format.block_bytes();
+        let mut data: Vec<u8> = (0..rows * cols / 32 * size)
+            .map(|i| (i * 7 + 3) as u8)
+            .collect();
+        for block in data.chunks_exact_mut(size) {
+            block[..2].copy_from_slice(&[0, 0x20]); // scale ≈ 0.008
+            if format == Format::Q4_1 {
+                block[2..4].copy_from_slice(&[0, 0x20]); // minimum
+            }
+        }
+        data
+    }
+
+    pub fn bench(c: &mut Criterion) {
+        let isas: &[Isa] = match neuron_qmatmul::detect() {
+            Some(Isa::Avx512Vnni) => &[Isa::Avx512Vnni, Isa::Avx2],
+            Some(Isa::Avx2) => &[Isa::Avx2],
+            None => &[],
+        };
+        let mut group = c.benchmark_group("qmatmul");
+        for (format, rows, cols) in SHAPES {
+            let data = blocks(format, rows, cols);
+            let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
+            group.throughput(Throughput::Bytes(data.len() as u64));
+            for &isa in isas {
+                let matrix = Matrix::new(isa, format, rows, cols, &data);
+                let id = BenchmarkId::new(format!("{format:?} {rows}x{cols}"), format!("{isa:?}"));
+                group.bench_function(id, |b| b.iter(|| matrix.matmul(&x, |n, work| work(0..n))));
+            }
+        }
+        group.finish();
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+criterion::criterion_group!(benches, kernels::bench);
+#[cfg(target_arch = "x86_64")]
+criterion::criterion_main!(benches);
+
+#[cfg(not(target_arch = "x86_64"))]
+fn main() {
+    eprintln!("the quantised kernels are x86-64 only");
+}
