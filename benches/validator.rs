@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use neuron::chain::{Chain, ChainError, RAO_PER_TAO};
 use neuron::config::{BlacklistConfig, Config};
-use neuron::neuron::local::{ServedMiner, open_chain, serve_miner};
-use neuron::neuron::validator::Validator;
+use neuron::prompting::local::{ServedMiner, open_chain, serve_miner};
+use neuron::prompting::validator::Validator;
 use neuron::script::{HostConfig, ScriptHost, Services};
 use neuron::wallet::Keypair;
 

@@ -161,6 +161,8 @@ pub struct NeuronConfig {
     pub system_prompt: String,
     /// Miner strategy script name under `scripts/miners/`.
     pub strategy: String,
+    /// Persona script (under `personas/`) that turns a task's query into a challenge.
+    pub persona: String,
     /// Rotate the events log once it exceeds this many bytes.
     pub events_retention_bytes: u64,
     /// Do not write the events log.
@@ -200,6 +202,7 @@ impl Default for NeuronConfig {
                 "You are a helpful AI assistant. You answer questions accurately and concisely."
                     .into(),
             strategy: "llm".into(),
+            persona: "human".into(),
             events_retention_bytes: 2 * 1024 * 1024 * 1024,
             dont_save_events: false,
             full_path: None,
@@ -348,6 +351,7 @@ config_flags! {
     neuron_top_p: f64 => "neuron.top_p", "Miner top-p.";
     neuron_system_prompt: String => "neuron.system_prompt", "Miner system prompt.";
     neuron_strategy: String => "neuron.strategy", "Miner strategy script (scripts/miners/NAME.rhai).";
+    neuron_persona: String => "neuron.persona", "Persona script (personas/NAME.rhai) of the challenges.";
     neuron_events_retention_bytes: u64 => "neuron.events_retention_bytes", "Rotate events log past this size.";
     neuron_dont_save_events: bool => "neuron.dont_save_events", "Do not write the events log.";
     neuron_full_path: PathBuf => "neuron.full_path", "State directory.";

@@ -3,16 +3,17 @@
 //! The heavy and security-relevant parts live here (inference, scoring, the wire
 //! protocol, wallets, the chain, the loops); everything an operator tweaks lives in
 //! hot-reloadable Rhai scripts under `tasks/`, `personas/`, `tools/` and `scripts/`.
-//! See `ARCHITECTURE` in the README for the layout.
+//! docs/architecture.md describes the layers and follows a validator step through them.
 
 pub mod chain;
 pub mod config;
 pub mod embed;
 pub mod finetune;
+pub mod fsutil;
 pub mod home;
 pub mod llm;
 pub mod models;
-pub mod neuron;
+pub mod prompting;
 pub mod score;
 pub mod script;
 

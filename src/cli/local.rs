@@ -8,8 +8,8 @@ use clap::Args;
 use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
 use neuron::config::{Config, ConfigArgs};
-use neuron::neuron::local::{self, DEFAULT_STRATEGIES, LocalOptions, Progress};
-use neuron::neuron::report::write_report;
+use neuron::prompting::local::{self, DEFAULT_STRATEGIES, LocalOptions, Progress};
+use neuron::prompting::report::write_report;
 
 /// Options of `neuron local`.
 #[derive(Debug, Args)]
@@ -71,7 +71,7 @@ pub fn run(args: &LocalArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
         block_time: Duration::from_secs_f64(args.block_time),
         config: config.clone(),
     };
-    let scripts = neuron::neuron::script_host(&config).context("loading scripts")?;
+    let scripts = neuron::prompting::script_host(&config).context("loading scripts")?;
     let runtime = tokio::runtime::Runtime::new()?;
     let bar = ProgressBar::new(args.steps * args.validators.max(1) as u64);
     bar.set_style(ProgressStyle::with_template(

@@ -9,9 +9,9 @@ use clap::Args;
 use neuron::chain::AxonServe;
 use neuron::config::{Config, ConfigArgs};
 use neuron::net::{Axon, AxonConfig, Dendrite, VERSION_AS_INT};
-use neuron::neuron::miner::MinerHandler;
-use neuron::neuron::validator::Validator;
-use neuron::neuron::{connect_chain, script_host};
+use neuron::prompting::miner::MinerHandler;
+use neuron::prompting::validator::Validator;
+use neuron::prompting::{connect_chain, script_host};
 use neuron::script::{NeuronLink, ScriptHost, Watcher};
 use neuron::wallet::{Keypair, Password, Wallet};
 

@@ -8,8 +8,8 @@ use clap::Args;
 use comfy_table::Table;
 use neuron::config::{Config, ConfigArgs};
 use neuron::net::Dendrite;
-use neuron::neuron::connect_chain;
-use neuron::neuron::prompt::{self, Answer, Targets};
+use neuron::prompting::connect_chain;
+use neuron::prompting::prompt::{self, Answer, Targets};
 
 use super::neuron_run::hotkey;
 

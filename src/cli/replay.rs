@@ -8,8 +8,8 @@ use clap::Args;
 use comfy_table::Table;
 use comfy_table::presets::ASCII_FULL_CONDENSED;
 use neuron::config::{Config, ConfigArgs};
-use neuron::neuron::replay::{MalformedLines, Replay, ReplayOptions, TaskScripts, replay};
-use neuron::neuron::script_host;
+use neuron::prompting::replay::{MalformedLines, Replay, ReplayOptions, TaskScripts, replay};
+use neuron::prompting::script_host;
 use neuron::script::{ReloadStatus, ScriptHost};
 
 /// Options of `neuron replay`.

@@ -289,17 +289,7 @@ impl Validator {
             path: self.config.state_path.clone(),
             source,
         };
-        if let Some(dir) = self
-            .config
-            .state_path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-        {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
         let text = serde_json::to_string_pretty(&self.state).expect("state serialises");
-        let tmp = self.config.state_path.with_extension("tmp");
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &self.config.state_path).map_err(io)
+        crate::fsutil::write_atomic(&self.config.state_path, text.as_bytes(), 0o644).map_err(io)
     }
 }

@@ -412,24 +412,11 @@ impl Keyfile {
     }
 }
 
-/// Writes `bytes` to `path` with mode 0600 (creating parent directories), via a temporary
-/// file in the same directory so a crash never leaves a half-written key.
+/// Writes `bytes` to `path` with mode 0600 (creating parent directories), atomically and
+/// durably, so a crash never leaves a half-written key.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), WalletError> {
-    use std::io::Write;
-    let io = |e| WalletError::Io(path.to_path_buf(), e);
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-    }
-    tmp.write_all(bytes).map_err(io)?;
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    Ok(())
+    crate::fsutil::write_atomic(path, bytes, 0o600)
+        .map_err(|e| WalletError::Io(path.to_path_buf(), e))
 }
 
 #[cfg(test)]

@@ -1,8 +1,6 @@
 //! `chain::normalize_weights` against the SDK's `convert_weights_and_uids_for_emit`
 //! (bittensor 10.5.0, in the shared test venv) on random and edge-case float weights.
 
-mod common;
-
 use neuron::chain::normalize_weights;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
@@ -19,7 +17,7 @@ print(json.dumps(out))
 
 #[test]
 fn normalize_weights_matches_the_sdk() {
-    let python = common::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"]);
+    let python = crate::support::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"]);
     let mut rng = StdRng::seed_from_u64(7);
     let mut cases: Vec<(Vec<u16>, Vec<f32>)> = vec![
         (vec![0, 1, 2, 3], vec![0.5, 1.0, 0.0, 0.25]),

@@ -8,8 +8,6 @@
 //! extrinsic we send, the commit-reveal v2 hash, and `Vec<NeuronInfoLite>` in the current
 //! and the early-2024 `Vec<u8>`-wrapped form (Python encodes, we decode).
 
-mod common;
-
 use neuron::chain::AxonServe;
 use neuron::chain::subtensor::neurons::{AxonInfo, PrometheusInfo, StakeEntry};
 use neuron::chain::subtensor::{
@@ -21,8 +19,8 @@ use subxt::ext::codec::{Decode, Encode};
 use subxt::ext::frame_metadata::{RuntimeMetadata, RuntimeMetadataPrefixed, v15};
 use subxt::metadata::Metadata;
 
-const FINNEY: &[u8] = include_bytes!("fixtures/subtensor/finney.scale");
-const ENCODER: &str = include_str!("fixtures/subtensor/python_encoder.py");
+const FINNEY: &[u8] = include_bytes!("../fixtures/subtensor/finney.scale");
+const ENCODER: &str = include_str!("../fixtures/subtensor/python_encoder.py");
 const ALICE: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
 const BOB: &str = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty";
 
@@ -356,8 +354,8 @@ fn calls_hashes_and_neurons_match_the_python_encoder() {
     let req_path = dir.path().join("request.json");
     std::fs::write(&md_path, finney_as_v15()).unwrap();
     std::fs::write(&req_path, request.to_string()).unwrap();
-    let python = common::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"]);
-    let out = common::run_python(
+    let python = crate::support::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"]);
+    let out = crate::support::run_python(
         &python,
         ENCODER,
         &[md_path.to_str().unwrap(), req_path.to_str().unwrap()],
@@ -413,7 +411,7 @@ fn calls_hashes_and_neurons_match_the_python_encoder() {
     );
     // The simulated node in tests/subtensor_rpc.rs serves exactly these bytes.
     assert_eq!(
-        include_str!("fixtures/subtensor/neurons_lite_netuid1.hex").trim(),
+        include_str!("../fixtures/subtensor/neurons_lite_netuid1.hex").trim(),
         hex::encode(&typed),
         "recorded get_neurons_lite response is the Python encoder's output"
     );

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 use serde_json::Value;
 
 fn golden() -> Value {
-    serde_json::from_str(include_str!("fixtures/wire/golden.json")).unwrap()
+    serde_json::from_str(include_str!("../fixtures/wire/golden.json")).unwrap()
 }
 
 #[test]

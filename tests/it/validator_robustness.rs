@@ -23,12 +23,12 @@ use neuron::chain::{
 };
 use neuron::config::Config;
 use neuron::net::{Axon, AxonConfig, Dendrite, VERSION_AS_INT};
-use neuron::neuron::local::open_chain;
-use neuron::neuron::miner::MinerHandler;
-use neuron::neuron::script_host;
-use neuron::neuron::state::ValidatorState;
-use neuron::neuron::uids::{UidFilter, select_uids};
-use neuron::neuron::validator::{StepEvent, Validator, ValidatorError};
+use neuron::prompting::local::open_chain;
+use neuron::prompting::miner::MinerHandler;
+use neuron::prompting::script_host;
+use neuron::prompting::state::ValidatorState;
+use neuron::prompting::uids::{UidFilter, select_uids};
+use neuron::prompting::validator::{StepEvent, Validator, ValidatorError};
 use neuron::script::{NeuronLink, ReloadStatus, ScriptError, ScriptHost};
 use neuron::wallet::{Keypair, Wallet};
 use rand::SeedableRng;
@@ -61,12 +61,12 @@ fn script_root(root: &Path) {
     write(
         root,
         "scripts/miners/echo.rhai",
-        include_str!("../scripts/miners/echo.rhai"),
+        include_str!("../../scripts/miners/echo.rhai"),
     );
     write(
         root,
         "scripts/miners/proxy.rhai",
-        include_str!("../scripts/miners/proxy.rhai"),
+        include_str!("../../scripts/miners/proxy.rhai"),
     );
 }
 
@@ -745,7 +745,7 @@ async fn update_scores_hook_is_honoured_and_garbage_falls_back_to_the_default() 
 
 /// The hooks shipped commented out in `scripts/validator.rhai`, uncommented.
 fn uncommented_shipped_hooks() -> String {
-    let shipped = include_str!("../scripts/validator.rhai");
+    let shipped = include_str!("../../scripts/validator.rhai");
     let start = shipped.find("// fn ").expect("commented hooks");
     shipped[start..]
         .lines()
@@ -761,7 +761,7 @@ fn uncommented_shipped_hooks() -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shipped_hooks_are_off_and_uncommented_do_exactly_what_the_defaults_do() {
     let subnet = Subnet::start(&["echo", "echo", "echo", "echo"]).await;
-    let path = hooks_file(&subnet.root, include_str!("../scripts/validator.rhai"));
+    let path = hooks_file(&subnet.root, include_str!("../../scripts/validator.rhai"));
     let mut config = subnet.config("defaults");
     config.neuron.sample_size = 2;
     config.neuron.disable_set_weights = true;

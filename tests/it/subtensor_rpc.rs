@@ -11,15 +11,15 @@
 //! socket in the middle of a call. What a
 //! real runtime would decide (fees, rate limits, state transitions) is scripted.
 
-mod subtensor_sim;
-
 use std::time::Duration;
 
+use crate::support::subtensor_sim::{
+    ALICE, BOB, CHARLIE, Outcome, START_BLOCK, SimNode, dev, storage_item,
+};
 use neuron::chain::subtensor::{
     SubtensorChain, SubtensorOptions, WaitFor, WeightsReveal, weights_commit_hash,
 };
 use neuron::chain::{AxonServe, Chain, ChainError, Signer};
-use subtensor_sim::{ALICE, BOB, CHARLIE, Outcome, START_BLOCK, SimNode, dev, storage_item};
 use subxt::dynamic::Value;
 
 fn options() -> SubtensorOptions {

@@ -2,8 +2,6 @@
 //! axon (good and bad requests), and our dendrite against the Python axon. Real HTTP on
 //! 127.0.0.1, real sr25519.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -16,7 +14,7 @@ use neuron::net::{
 use neuron::wallet::Keypair;
 
 fn bittensor() -> std::path::PathBuf {
-    common::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"])
+    crate::support::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"])
 }
 
 /// Echoes the last message; blacklists the hotkey of //Eve.
@@ -131,7 +129,7 @@ async fn python_dendrite_against_our_axon() {
     let port = axon.local_addr().port().to_string();
     let ss58 = bob.ss58();
     let out = tokio::task::spawn_blocking(move || {
-        common::run_python(&python, PY_CLIENT, &[&port, &ss58])
+        crate::support::run_python(&python, PY_CLIENT, &[&port, &ss58])
     })
     .await
     .unwrap();

@@ -5,7 +5,6 @@
 //! every step, so a `kill -9` at any moment leaves either the old or the new state.
 
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Errors reading or writing the state file.
@@ -64,13 +63,8 @@ impl ValidatorState {
             path: path.to_path_buf(),
             source,
         };
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io)?;
-        tmp.write_all(&serde_json::to_vec(self).expect("state serialises"))
-            .map_err(io)?;
-        tmp.as_file().sync_all().map_err(io)?;
-        tmp.persist(path).map_err(|e| io(e.error))?;
+        let bytes = serde_json::to_vec(self).expect("state serialises");
+        crate::fsutil::write_atomic(path, &bytes, 0o600).map_err(io)?;
         Ok(())
     }
 

@@ -1,13 +1,11 @@
 //! Several real `neuron` processes sharing one local chain file, and crash safety:
 //! processes killed with SIGKILL in the middle of transactions leave a consistent file.
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::succeeded as ok;
+use crate::support::succeeded as ok;
 use neuron::chain::local::LocalChain;
 use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
 use neuron::wallet::Keypair;

@@ -9,8 +9,6 @@
 //! extrinsic against the metadata and checks its sr25519 signature over the payload a
 //! node verifies, but what a real runtime would decide (fees, rate limits, state
 //! transitions) is scripted by the test through [`Outcome`]s and storage writes.
-//! Included by `tests/subtensor_*.rs` with `mod subtensor_sim;`.
-#![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -28,8 +26,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
-pub const FINNEY: &[u8] = include_bytes!("../fixtures/subtensor/finney.scale");
-pub const NEURONS_LITE: &str = include_str!("../fixtures/subtensor/neurons_lite_netuid1.hex");
+pub const FINNEY: &[u8] = include_bytes!("../../fixtures/subtensor/finney.scale");
+pub const NEURONS_LITE: &str = include_str!("../../fixtures/subtensor/neurons_lite_netuid1.hex");
 pub const ALICE: &str = "5GrwvaEF5zXb26Fz9rcQpDWS57CtERHpNehXCPcNoHGKutQY";
 pub const BOB: &str = "5FHneW46xGXgs5mUiveU4sbTyGBzmstUspZC92UhjJM694ty";
 pub const CHARLIE: &str = "5FLSigC9HGRKVhB9FiEo4Y3koPsNmBmLJbpXg2mp1hXcS59Y";

@@ -6,18 +6,15 @@
 //! double of a node serving the finney runtime metadata and recorded responses, which
 //! decodes each submitted extrinsic and verifies its signature. It is not a live chain.
 
-mod common;
-mod subtensor_sim;
-
 use std::path::PathBuf;
 use std::process::Output;
 
-use common::{failed as fails, succeeded as ok};
+use crate::support::subtensor_sim::{ALICE, CHARLIE, SimNode, subnet_item};
+use crate::support::{failed as fails, succeeded as ok};
 use neuron::chain::Chain;
 use neuron::chain::local::LocalChain;
 use neuron::chain::subtensor::{reveal_window, weights_commit_hash};
 use neuron::wallet::{Keypair, encode_env_password, password_env_var};
-use subtensor_sim::{ALICE, CHARLIE, SimNode, subnet_item};
 use subxt::dynamic::Value;
 
 const COLDKEY_PASSWORD: &str = "correct horse battery";

@@ -1,8 +1,8 @@
-//! Helpers shared by the integration tests: the cache directory and pinned Python
-//! virtual environments (created once under `$NEURON_HOME/venvs`, reused afterwards).
-//!
-//! Each test file includes this with `mod common;` and uses what it needs.
-#![allow(dead_code)]
+//! Support shared by the integration tests: the cache directory, pinned Python virtual
+//! environments (created once under `$NEURON_HOME/venvs`, reused afterwards) and the
+//! simulated subtensor node (`subtensor_sim`).
+
+pub mod subtensor_sim;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};

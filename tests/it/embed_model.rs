@@ -26,7 +26,7 @@ fn embedder() -> &'static Embedder {
 #[test]
 fn matches_sentence_transformers_reference() {
     let fixture: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/embed/minilm_reference.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/embed/minilm_reference.json")).unwrap();
     let sentences: Vec<&str> = fixture["sentences"]
         .as_array()
         .unwrap()

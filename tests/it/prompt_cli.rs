@@ -11,7 +11,7 @@ use std::time::Duration;
 use neuron::chain::local::{LocalChain, LocalConfig};
 use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
 use neuron::config::BlacklistConfig;
-use neuron::neuron::local::{demo_hyperparameters, serve_miner};
+use neuron::prompting::local::{demo_hyperparameters, serve_miner};
 use neuron::script::{HostConfig, ScriptHost, Services};
 use neuron::wallet::{Keypair, Wallet};
 

@@ -14,8 +14,8 @@ use std::time::Duration;
 use neuron::chain::Chain;
 use neuron::chain::local::LocalChain;
 use neuron::config::Config;
-use neuron::neuron::local::{self, LocalOptions};
-use neuron::neuron::report::write_report;
+use neuron::prompting::local::{self, LocalOptions};
+use neuron::prompting::report::write_report;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_subnet_ranks_llm_miner_above_echo_and_phrase() {
@@ -36,7 +36,7 @@ async fn local_subnet_ranks_llm_miner_above_echo_and_phrase() {
         block_time: Duration::from_millis(200),
         config: config.clone(),
     };
-    let scripts = neuron::neuron::script_host(&config).expect("scripts load");
+    let scripts = neuron::prompting::script_host(&config).expect("scripts load");
     let mut seen = 0;
     let report = local::run(&options, scripts, |_| seen += 1)
         .await

@@ -59,7 +59,7 @@ struct DateCase {
 type PickF = fn(&PyRouge) -> f64;
 
 fn fixtures() -> Fixtures {
-    serde_json::from_str(include_str!("fixtures/score/parity.json")).expect("parity.json parses")
+    serde_json::from_str(include_str!("../fixtures/score/parity.json")).expect("parity.json parses")
 }
 
 fn close(a: f64, b: f64) -> bool {

@@ -3,8 +3,6 @@
 //! better model gets the larger weight, an identical later copy loses on ε, and models
 //! that cannot be retrieved or loaded score zero without stopping the round.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The neuron loops: validator state and events, the validator step, the miner
+//! SN1 (prompting): the neuron loops: validator state and events, the validator step, the miner
 //! service, `neuron local` orchestration, `neuron prompt` and `neuron replay`; plus
 //! the set-up they share (chain connection, script host) built from a [`Config`].
 

@@ -4,16 +4,14 @@
 //! last metagraph while the node is down, setting weights fails meanwhile, and the first
 //! step after the node returns sets them, signed by the validator's hotkey.
 
-mod subtensor_sim;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::subtensor_sim::{Outcome, SimNode};
 use neuron::chain::subtensor::{SubtensorChain, SubtensorOptions, WaitFor};
 use neuron::config::Config;
-use neuron::neuron::validator::Validator;
+use neuron::prompting::validator::Validator;
 use neuron::wallet::Keypair;
-use subtensor_sim::{Outcome, SimNode};
 
 /// A task that needs no model (a fixed question, every completion rewarded 1) and a
 /// persona that asks the query as is.
@@ -60,7 +58,7 @@ async fn validator_scores_while_the_node_is_away_and_sets_weights_when_it_return
     config.neuron.epoch_length = 0;
     config.neuron.seed = Some(1);
     config.neuron.version_key = 2013;
-    let scripts = neuron::neuron::script_host(&config).expect("scripts load");
+    let scripts = neuron::prompting::script_host(&config).expect("scripts load");
 
     let mut node = SimNode::start().await;
     let backoff = Duration::from_millis(300);

@@ -8,8 +8,8 @@ use parity_scale_codec::{Compact, Decode, Encode};
 use sha2::{Digest, Sha256};
 use subxt::metadata::Metadata;
 
-const FINNEY: &[u8] = include_bytes!("fixtures/subtensor/finney.scale");
-const NEURONS_LITE: &str = include_str!("fixtures/subtensor/neurons_lite_netuid1.hex");
+const FINNEY: &[u8] = include_bytes!("../fixtures/subtensor/finney.scale");
+const NEURONS_LITE: &str = include_str!("../fixtures/subtensor/neurons_lite_netuid1.hex");
 
 fn finney() -> Metadata {
     Metadata::decode_from(FINNEY).expect("finney metadata decodes")

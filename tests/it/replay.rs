@@ -10,12 +10,12 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use neuron::config::Config;
-use neuron::neuron::local::{self, LocalOptions};
-use neuron::neuron::replay::{
+use neuron::prompting::local::{self, LocalOptions};
+use neuron::prompting::replay::{
     MalformedLines, ReplayError, ReplayOptions, StepOutcome, TaskScripts, replay,
 };
-use neuron::neuron::state::ValidatorState;
-use neuron::neuron::validator::{ResponseEvent, StepEvent};
+use neuron::prompting::state::ValidatorState;
+use neuron::prompting::validator::{ResponseEvent, StepEvent};
 use neuron::score::RewardSpec;
 use neuron::script::{HostConfig, ScriptHost, Services};
 

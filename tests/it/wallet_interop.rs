@@ -3,8 +3,6 @@
 //! ours load there, and signatures verify both ways. Each `$NACL` operation runs
 //! Argon2i with 512 MiB, so this test does only four of them.
 
-mod common;
-
 use neuron::wallet::{Keypair, Password, Wallet, encode_env_password, password_env_var, verify};
 
 const PASSWORD: &str = "interop-pw";
@@ -36,7 +34,7 @@ print("RESULT " + json.dumps(out))
 
 #[test]
 fn wallets_and_signatures_interoperate_with_python_sdk() {
-    let python = common::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"]);
+    let python = crate::support::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"]);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_str().unwrap();
 
@@ -49,7 +47,7 @@ fn wallets_and_signatures_interoperate_with_python_sdk() {
     let msg = "interop message";
     let our_sig = format!("0x{}", hex::encode(hot.sign(msg.as_bytes())));
 
-    let out = common::run_python(&python, PY, &[path, PASSWORD, msg, &our_sig]);
+    let out = crate::support::run_python(&python, PY, &[path, PASSWORD, msg, &our_sig]);
     let line = out
         .lines()
         .find_map(|l| l.strip_prefix("RESULT "))
@@ -93,7 +91,7 @@ fn wallets_and_signatures_interoperate_with_python_sdk() {
 #[test]
 fn golden_sdk_keyfiles_load() {
     let golden: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/wire/golden.json")).unwrap();
+        serde_json::from_str(include_str!("../fixtures/wire/golden.json")).unwrap();
     let w = &golden["wallet"];
     let dir = tempfile::tempdir().unwrap();
     let wallet = Wallet::new(dir.path(), "w1", "h1");
@@ -145,12 +143,12 @@ open(out + "/fernet", "wb").write(base64.urlsafe_b64encode(basic + hmac.new(raw[
 
 #[test]
 fn legacy_ansible_vault_and_fernet_keyfiles_decrypt() {
-    let python = common::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"]);
+    let python = crate::support::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"]);
     let dir = tempfile::tempdir().unwrap();
     let key = Keypair::from_uri("//Ferdie").unwrap();
     let json =
         serde_json::to_string(&neuron::wallet::KeyfileData::from_keypair(&key, false)).unwrap();
-    common::run_python(
+    crate::support::run_python(
         &python,
         PY_LEGACY,
         &[&json, "legacy-pw", dir.path().to_str().unwrap()],
