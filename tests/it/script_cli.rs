@@ -11,7 +11,7 @@ fn neuron(args: &[&str]) -> (bool, String) {
         .output()
         .unwrap();
     let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        String::from_utf8_lossy(&out.stdout).into_owned() + &*String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)
 }
 
