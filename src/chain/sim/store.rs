@@ -432,7 +432,7 @@ pub(super) fn weights_state(
 pub(super) fn all_weights(
     tx: &Transaction<'_>,
     netuid: u16,
-) -> Result<Vec<(u16, Vec<(u16, u16)>)>, ChainError> {
+) -> Result<Vec<(u16, Pairs)>, ChainError> {
     let mut stmt = tx.prepare("SELECT uid, weights FROM neurons WHERE netuid = ?1")?;
     let rows = stmt
         .query_map([netuid], |r| {
@@ -552,6 +552,9 @@ pub(super) fn load_commitments(
     Ok(rows)
 }
 
+/// A sparse row of `(uid, value)` pairs (weights or bonds).
+pub(super) type Pairs = Vec<(u16, u16)>;
+
 /// Encodes sparse `(uid, value)` pairs as little-endian u16 pairs.
 fn encode_pairs(pairs: &[(u16, u16)]) -> Vec<u8> {
     pairs
@@ -560,7 +563,7 @@ fn encode_pairs(pairs: &[(u16, u16)]) -> Vec<u8> {
         .collect()
 }
 
-fn decode_pairs(bytes: &[u8]) -> Vec<(u16, u16)> {
+fn decode_pairs(bytes: &[u8]) -> Pairs {
     bytes
         .chunks_exact(4)
         .map(|c| {
@@ -575,8 +578,8 @@ fn decode_pairs(bytes: &[u8]) -> Vec<(u16, u16)> {
 /// One neuron row with the epoch inputs the metagraph does not show.
 pub(super) struct Row {
     pub(super) info: NeuronInfo,
-    pub(super) weights: Vec<(u16, u16)>,
-    pub(super) bonds: Vec<(u16, u16)>,
+    pub(super) weights: Pairs,
+    pub(super) bonds: Pairs,
 }
 
 /// Every neuron row of `netuid`, ordered by uid.
