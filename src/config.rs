@@ -432,7 +432,7 @@ impl Config {
         self.subtensor
             .db_path
             .clone()
-            .unwrap_or_else(crate::chain::local::LocalChain::default_path)
+            .unwrap_or_else(crate::chain::sim::SimChain::default_path)
     }
 }
 

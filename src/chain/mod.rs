@@ -1,16 +1,19 @@
 //! The chain: one object-safe [`Chain`] trait that validators, miners and the
 //! evaluator use (as `Arc<dyn Chain>`), its row types, and typed errors.
 //!
-//! Two implementations: `local::LocalChain` (the embedded default, network
-//! `local-sim`: a SQLite file with Yuma Consensus epochs, see `yuma`) and
-//! `subtensor::SubtensorChain` (a real subtensor node through subxt).
+//! Two implementations: `sim::SimChain` (the simulated chain embedded in the process,
+//! network `local-sim`: a SQLite file with Yuma Consensus epochs, see `yuma`) and
+//! `subtensor::SubtensorChain` (a real subtensor node through subxt; network `local` is
+//! one on 127.0.0.1). `commit_reveal` commits weights on a commit-reveal subnet and
+//! keeps the pending reveals on disk until they are revealed.
 //!
 //! Signers are anything implementing [`Signer`] (our wallet keypairs do). Which key
 //! signs what follows subtensor: the **hotkey** signs `set_weights`, `serve_axon` and
 //! `set_commitment`; the **coldkey** signs `burned_register`, `add_stake`,
 //! `remove_stake` and `transfer`.
 
-pub mod local;
+pub mod commit_reveal;
+pub mod sim;
 pub mod subtensor;
 pub mod yuma;
 

@@ -14,7 +14,7 @@ pub mod validator;
 
 use std::sync::Arc;
 
-use crate::chain::local::LocalChain;
+use crate::chain::sim::SimChain;
 use crate::chain::subtensor::{SubtensorChain, SubtensorOptions};
 use crate::chain::{Chain, ChainError, Network};
 use crate::config::Config;
@@ -37,7 +37,7 @@ pub async fn connect_chain(config: &Config) -> Result<Arc<dyn Chain>, ChainError
                     path.display()
                 )));
             }
-            Ok(Arc::new(LocalChain::open(&path)?))
+            Ok(Arc::new(SimChain::open(&path)?))
         }
         Network::Subtensor { name, endpoint } => Ok(Arc::new(
             SubtensorChain::connect(&name, Some(&endpoint), SubtensorOptions::default()).await?,
