@@ -23,6 +23,7 @@ use neuron::chain::{
 };
 use neuron::config::Config;
 use neuron::net::{Axon, AxonConfig, Dendrite, VERSION_AS_INT};
+use neuron::prompting::hooks::PromptingHooks;
 use neuron::prompting::local::open_chain;
 use neuron::prompting::miner::MinerHandler;
 use neuron::prompting::script_host;
