@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use neuron::models::Resolver;
-use neuron::script::{HostConfig, HttpConfig, ModelIds, ScriptHost, Services};
+use neuron::prompting::hooks::PromptingHooks;
+use neuron::script::{HostConfig, ModelIds, ScriptHost, Services};
+use neuron::services::HttpConfig;
 
 const DEBOUNCE: Duration = Duration::from_millis(50);
 

@@ -16,6 +16,7 @@ pub mod models;
 pub mod prompting;
 pub mod score;
 pub mod script;
+pub mod services;
 
 /// This neuron's spec version (`10000·major + 100·minor + patch`, SN1's convention),
 /// sent as the weights version key.

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use neuron::prompting::hooks::PromptingHooks;
 use neuron::script::{HostConfig, ReloadStatus, ScriptHost, ScriptKind, Services};
 
 /// `neuron task` subcommands.

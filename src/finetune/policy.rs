@@ -8,7 +8,8 @@ use std::sync::Arc;
 use rhai::Dynamic;
 use serde::{Deserialize, Serialize};
 
-use crate::script::{HostConfig, HttpConfig, ModelIds, Script, ScriptHost, Services};
+use crate::script::{HostConfig, ModelIds, Script, ScriptHost, Services};
+use crate::services::HttpConfig;
 
 use super::FinetuneError;
 
@@ -124,10 +125,12 @@ impl ScriptPolicy {
         Ok(())
     }
 
+    /// Calls `hook` and reads its return value as `T` (see [`Script::returned`]).
     fn call<T: serde::de::DeserializeOwned>(
         &self,
         hook: &str,
         args: impl rhai::FuncArgs,
+        expected: &str,
     ) -> Result<T, FinetuneError> {
         let script = self
             .script
@@ -135,13 +138,7 @@ impl ScriptPolicy {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let out = self.host.call(&script, hook, args).map_err(policy_err)?;
-        rhai::serde::from_dynamic(&out).map_err(|e| {
-            FinetuneError::Policy(format!(
-                "{}: `{hook}` returned {}: {e}",
-                self.path.display(),
-                out.type_name()
-            ))
-        })
+        script.returned(hook, &out, expected).map_err(policy_err)
     }
 }
 
@@ -151,11 +148,12 @@ fn to_dyn<T: Serialize>(value: &T) -> Result<Dynamic, FinetuneError> {
 
 impl Policy for ScriptPolicy {
     fn settings(&self) -> Result<PolicySettings, FinetuneError> {
-        self.call("settings", ())
+        self.call("settings", (), "a map of the loop settings")
     }
 
     fn competitions(&self) -> Result<Vec<Competition>, FinetuneError> {
-        let comps: Vec<Competition> = self.call("competitions", ())?;
+        let comps: Vec<Competition> =
+            self.call("competitions", (), "an array of competition maps")?;
         if comps.is_empty() {
             return Err(FinetuneError::Policy("competitions() is empty".into()));
         }
@@ -163,7 +161,7 @@ impl Policy for ScriptPolicy {
     }
 
     fn epsilon(&self, age_blocks: i64) -> Result<f64, FinetuneError> {
-        self.call("epsilon", (age_blocks,))
+        self.call("epsilon", (age_blocks,), "a float")
     }
 
     fn compute_wins(
@@ -189,6 +187,7 @@ impl Policy for ScriptPolicy {
                 to_dyn(&blocks)?,
                 to_dyn(&finite)?,
             ),
+            "#{ wins, win_rate }",
         )?;
         if wins.wins.len() != blocks.len() || wins.win_rate.len() != blocks.len() {
             return Err(FinetuneError::Policy(format!(
@@ -202,7 +201,11 @@ impl Policy for ScriptPolicy {
     }
 
     fn step_weights(&self, win_rate: &[f64], alive: &[bool]) -> Result<Vec<f64>, FinetuneError> {
-        let out: Vec<f64> = self.call("step_weights", (to_dyn(&win_rate)?, to_dyn(&alive)?))?;
+        let out: Vec<f64> = self.call(
+            "step_weights",
+            (to_dyn(&win_rate)?, to_dyn(&alive)?),
+            "an array of floats",
+        )?;
         if out.len() != win_rate.len() || out.iter().any(|w| !w.is_finite() || *w < 0.0) {
             return Err(FinetuneError::Policy(format!(
                 "step_weights returned {out:?} for {} models (need finite, non-negative)",
@@ -213,7 +216,7 @@ impl Policy for ScriptPolicy {
     }
 
     fn moving_average(&self, old: f64, new: f64) -> Result<f64, FinetuneError> {
-        self.call("moving_average", (old, new))
+        self.call("moving_average", (old, new), "a float")
     }
 }
 

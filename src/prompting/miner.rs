@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use rhai::{Dynamic, Map};
 
+use super::hooks::PromptingHooks;
 use crate::chain::{Chain, Metagraph, NeuronInfo, RAO_PER_TAO};
 use crate::config::BlacklistConfig;
 use crate::net::{AxonHandler, Forwarded, HandlerError, PromptingSynapse, Synapse, SynapseSchema};

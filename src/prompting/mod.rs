@@ -3,6 +3,7 @@
 //! the set-up they share (chain connection, script host) built from a [`Config`].
 
 pub mod events;
+pub mod hooks;
 pub mod local;
 pub mod miner;
 pub mod prompt;
@@ -19,9 +20,8 @@ use crate::chain::subtensor::{SubtensorChain, SubtensorOptions};
 use crate::chain::{Chain, ChainError, Network};
 use crate::config::Config;
 use crate::models::Resolver;
-use crate::script::{
-    HostConfig, HttpConfig, ModelIds, ScriptError, ScriptHost, Services, SourceTree,
-};
+use crate::script::{HostConfig, ModelIds, ScriptError, ScriptHost, Services};
+use crate::services::{HttpConfig, SourceTree};
 
 /// Connects to the chain the config names: the embedded chain file for `local-sim`,
 /// else a subtensor node (finney, test, local, or a URL; `chain_endpoint` overrides the

@@ -21,9 +21,10 @@ use std::sync::Arc;
 
 use rhai::Map;
 
+use super::hooks::{PromptingHooks, TaskInstance};
 use super::state::ValidatorState;
 use super::validator::StepEvent;
-use crate::script::{Script, ScriptError, ScriptHost, ScriptKind, TaskInstance};
+use crate::script::{Script, ScriptError, ScriptHost, ScriptKind};
 
 /// Errors reading recorded events or loading the task scripts to replay them with.
 #[derive(Debug, thiserror::Error)]

@@ -29,13 +29,14 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, warn};
 
 use super::events::{EventLog, EventLogError};
+use super::hooks::PromptingHooks;
 use super::state::{StateError, ValidatorState};
 use super::uids::{UidFilter, select_uids};
 use crate::chain::{Chain, ChainError, Metagraph, normalize_weights};
 use crate::config::Config;
 use crate::net::{AxonInfo, Dendrite, DendritePool, PromptingSynapse};
 use crate::score::Component;
-use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost};
+use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost, metagraph_rows};
 use crate::wallet::Keypair;
 
 /// Persona script used to turn queries into challenges.
@@ -330,16 +331,24 @@ impl Validator {
     }
 
     /// Runs `work` on a blocking thread with the scripts and the context of `step`
-    /// (seeded, lending this validator's chain and dendrite to the script modules).
+    /// (seeded, lending this validator's chain and dendrite to the script modules, with
+    /// the step's metagraph rows as `ctx.metagraph`: during a batch `self.metagraph` is
+    /// the metagraph [`Validator::sync_metagraph`] returned for it).
     async fn with_scripts<T: Send + 'static>(
         &self,
         step: u64,
         work: impl FnOnce(&ScriptHost, &Ctx) -> T + Send + 'static,
     ) -> Result<T, ValidatorError> {
         let scripts = self.scripts.clone();
+        let rows = self
+            .metagraph
+            .as_deref()
+            .map(metagraph_rows)
+            .unwrap_or_default();
         let ctx = scripts
             .ctx(self.seed(step), step)
-            .with_link(self.link.clone());
+            .with_link(self.link.clone())
+            .with_metagraph(rows);
         tokio::task::spawn_blocking(move || work(&scripts, &ctx))
             .await
             .map_err(|e| ValidatorError::Worker(e.to_string()))

@@ -1,5 +1,7 @@
 //! The script host: one configured engine, the compiled scripts of the roots, contract
-//! checks, atomic reload and the typed hook calls the core uses.
+//! checks, atomic reload, the sandboxed hook call and its typed-return helpers. It knows
+//! no subnet: each domain (`prompting::hooks`, `finetune::policy`) defines its hooks'
+//! types and calls them through [`ScriptHost::call_as`] / [`Script::returned`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -7,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
-use rhai::{AST, Array, CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, INT, Map, Scope};
+use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Map, Scope};
+use serde::de::DeserializeOwned;
 use walkdir::WalkDir;
 
 use super::contract::{self, HookSet, ScriptKind, TaskSpec};
@@ -17,8 +20,6 @@ use super::resolver::{self, RootResolver};
 use super::sandbox::{self, DeadlineGuard, Limits, WALL_TIME_TOKEN};
 use super::services::Services;
 use super::{SCRIPT_ROOTS, ScriptError, api};
-use crate::chain::Metagraph;
-use crate::score::Breakdown;
 
 /// How the host is set up.
 #[derive(Debug, Clone)]
@@ -75,6 +76,86 @@ impl Script {
                 .unwrap_or_default(),
         }
     }
+
+    /// The error for `hook` of this script returning `found` where the contract
+    /// `expected` something else.
+    pub fn bad_return(
+        &self,
+        hook: &str,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> ScriptError {
+        ScriptError::BadReturn {
+            file: self.rel.clone(),
+            hook: hook.into(),
+            expected: expected.into(),
+            found: found.into(),
+        }
+    }
+
+    /// Converts what `hook` returned into `T` through [`rhai::serde::from_dynamic`]
+    /// (use [`Number`] where a float or an integer will do); on a mismatch,
+    /// [`Script::bad_return`] naming the value's type and what did not fit.
+    pub fn returned<T: DeserializeOwned>(
+        &self,
+        hook: &str,
+        out: &Dynamic,
+        expected: &str,
+    ) -> Result<T, ScriptError> {
+        rhai::serde::from_dynamic(out).map_err(|err| {
+            self.bad_return(
+                hook,
+                expected,
+                format!("{} ({})", out.type_name(), serde_message(&err)),
+            )
+        })
+    }
+}
+
+/// A Rhai number, float or integer, read as `f64` (Rhai's serde bridge alone reads an
+/// integer only into an integer type).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Number(pub f64);
+
+impl<'de> serde::Deserialize<'de> for Number {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Number;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Number, E> {
+                Ok(Number(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Number, E> {
+                Ok(Number(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Number, E> {
+                Ok(Number(v as f64))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The message of a serde conversion error, without Rhai's wrapping and position.
+fn serde_message(err: &EvalAltResult) -> String {
+    let message = match err {
+        EvalAltResult::ErrorParsing(
+            rhai::ParseErrorType::BadInput(rhai::LexError::ImproperSymbol(_, m)),
+            _,
+        ) => m.clone(),
+        // Rhai's deserializer names the Rust target first, the value's type second.
+        EvalAltResult::ErrorMismatchOutputType(target, actual, _) => {
+            format!("{actual} where {target} is needed")
+        }
+        other => other.to_string(),
+    };
+    match message.rfind(" (line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    }
 }
 
 /// The outcome of the last (re)load of a file.
@@ -95,19 +176,6 @@ pub struct Listing {
     pub script: Option<Arc<Script>>,
     /// Outcome of the last load attempt.
     pub status: ReloadStatus,
-}
-
-/// A generated task instance: `generate(ctx)`'s map, with its required fields pulled out.
-#[derive(Debug, Clone)]
-pub struct TaskInstance {
-    /// The task's `NAME`.
-    pub task: String,
-    /// The query (before the persona turns it into a challenge).
-    pub query: String,
-    /// The reference answer.
-    pub reference: String,
-    /// Everything `generate` returned (context, topic, subtopic, …).
-    pub fields: Map,
 }
 
 #[derive(Debug)]
@@ -188,6 +256,12 @@ impl ScriptHost {
     /// The canonical script root.
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// The services behind the API modules (models, corpus, HTTP, sources), for hook
+    /// adapters that score or embed on the scripts' behalf.
+    pub fn services(&self) -> &Services {
+        &self.inner.services
     }
 
     /// The config values scripts see as `ctx.config`.
@@ -397,24 +471,6 @@ impl ScriptHost {
         self.live(ScriptKind::Validator).into_iter().next()
     }
 
-    /// Picks a task by weight from the live rotation, using `ctx`'s RNG; `weights`
-    /// overrides a task's `WEIGHT` by name (config beats script defaults).
-    pub fn pick_task(&self, ctx: &Ctx, weights: &BTreeMap<String, f64>) -> Option<Arc<Script>> {
-        let tasks = self.tasks();
-        let w: Vec<f64> = tasks
-            .iter()
-            .map(|t| {
-                let name = t.name();
-                weights
-                    .get(&name)
-                    .copied()
-                    .unwrap_or_else(|| t.task.as_ref().map_or(0.0, |s| s.weight))
-            })
-            .collect();
-        let i = ctx.rng.weighted_index(&w);
-        usize::try_from(i).ok().map(|i| tasks[i].clone())
-    }
-
     /// Calls `hook` in `script` under the sandbox limits. The script's `Arc` keeps the
     /// version it was called on alive until the call returns, whatever reloads happen.
     pub fn call(
@@ -428,7 +484,7 @@ impl ScriptHost {
 
     /// [`ScriptHost::call`] for a hook given `ctx`: the `chain` and `dendrite` modules
     /// act for `ctx`'s neuron, if it has one.
-    fn call_for(
+    pub fn call_for(
         &self,
         ctx: &Ctx,
         script: &Script,
@@ -438,6 +494,8 @@ impl ScriptHost {
         self.call_linked(ctx.link(), script, hook, args)
     }
 
+    /// [`ScriptHost::call`] with `link` lent to the `chain` and `dendrite` modules for
+    /// the duration of the call (none: they answer with an error).
     fn call_linked(
         &self,
         link: Option<&NeuronLink>,
@@ -457,308 +515,19 @@ impl ScriptHost {
             .map_err(|e| self.runtime_error(&script.rel, hook, &e))
     }
 
-    /// Runs a task's `generate(ctx)` and checks its result.
-    pub fn generate(&self, task: &Script, ctx: &Ctx) -> Result<TaskInstance, ScriptError> {
-        let out = self.call_for(ctx, task, "generate", (ctx.clone(),))?;
-        let bad = |found: String| ScriptError::BadReturn {
-            file: task.rel.clone(),
-            hook: "generate".into(),
-            expected: "a map with string fields `query` and `reference`".into(),
-            found,
-        };
-        let type_name = out.type_name().to_string();
-        let fields: Map = out.try_cast::<Map>().ok_or_else(|| bad(type_name))?;
-        let text = |key: &str| -> Result<String, ScriptError> {
-            match fields.get(key) {
-                Some(v) if v.is_string() => Ok(v.to_string()),
-                Some(v) => Err(bad(format!("`{key}` of type {}", v.type_name()))),
-                None => Err(bad(format!("a map without `{key}`"))),
-            }
-        };
-        Ok(TaskInstance {
-            task: task.name(),
-            query: text("query")?,
-            reference: text("reference")?,
-            fields,
-        })
-    }
-
-    /// Scores `completions` of a generated task: the task's own `reward(ctx, task,
-    /// completions)` hook when it defines one (an array of numbers, one per completion;
-    /// `task` is the generated map plus `challenge`), else its `REWARDS`/`PENALTIES` with
-    /// SN1's combination. One [`Breakdown`] per completion.
-    pub fn reward(
+    /// [`ScriptHost::call_for`] with the return value converted into `T` by
+    /// [`Script::returned`]: a value of another shape is [`ScriptError::BadReturn`]
+    /// saying what the contract `expected`.
+    pub fn call_as<T: DeserializeOwned>(
         &self,
-        script: &Script,
         ctx: &Ctx,
-        task: &TaskInstance,
-        challenge: &str,
-        completions: &[String],
-    ) -> Result<Vec<Breakdown>, ScriptError> {
-        let spec = script.task.as_ref().ok_or_else(|| ScriptError::NotFound {
-            kind: "task",
-            name: script.name(),
-        })?;
-        if script.hooks.reward {
-            let mut fields = task.fields.clone();
-            fields.insert("challenge".into(), challenge.into());
-            let list: Array = completions.iter().map(|c| c.as_str().into()).collect();
-            let out = self.call_for(ctx, script, "reward", (ctx.clone(), fields, list))?;
-            let bad = |found: String| ScriptError::BadReturn {
-                file: script.rel.clone(),
-                hook: "reward".into(),
-                expected: format!("an array of {} numbers", completions.len()),
-                found,
-            };
-            let type_name = out.type_name().to_string();
-            let values = out.try_cast::<Array>().ok_or_else(|| bad(type_name))?;
-            if values.len() != completions.len() {
-                return Err(bad(format!("{} values", values.len())));
-            }
-            return values
-                .iter()
-                .map(|v| {
-                    let total = v
-                        .as_float()
-                        .ok()
-                        .or_else(|| v.as_int().ok().map(|i| i as f64))
-                        .ok_or_else(|| bad(format!("an element of type {}", v.type_name())))?;
-                    Ok(Breakdown {
-                        total,
-                        components: Vec::new(),
-                    })
-                })
-                .collect();
-        }
-        let refs: Vec<&str> = completions.iter().map(String::as_str).collect();
-        let score_err = |message: String| ScriptError::Score {
-            file: script.rel.clone(),
-            message,
-        };
-        let result = if spec.rewards.needs_embedder() {
-            let embedder = self.inner.services.embedder.get().map_err(score_err)?;
-            let embed = |texts: &[&str]| embedder.embed(texts);
-            spec.rewards
-                .score(&task.reference, challenge, &refs, Some(&embed))
-        } else {
-            spec.rewards.score(&task.reference, challenge, &refs, None)
-        };
-        result.map_err(|e| score_err(e.to_string()))
-    }
-
-    /// Runs a persona script's `persona(ctx)`.
-    pub fn persona(&self, script: &Script, ctx: &Ctx) -> Result<Map, ScriptError> {
-        let out = self.call_for(ctx, script, "persona", (ctx.clone(),))?;
-        let found = out.type_name().to_string();
-        out.try_cast::<Map>().ok_or_else(|| ScriptError::BadReturn {
-            file: script.rel.clone(),
-            hook: "persona".into(),
-            expected: "a map".into(),
-            found,
-        })
-    }
-
-    /// Runs `challenge(ctx, task, persona)`, returning the challenge text.
-    pub fn challenge(
-        &self,
         script: &Script,
-        ctx: &Ctx,
-        task: &TaskInstance,
-        persona: &Map,
-    ) -> Result<String, ScriptError> {
-        let out = self.call_for(
-            ctx,
-            script,
-            "challenge",
-            (ctx.clone(), task.fields.clone(), persona.clone()),
-        )?;
-        self.string(script, "challenge", out)
-    }
-
-    /// Runs a strategy's `forward(ctx, synapse)`: the completion text. A map result is
-    /// read for its `completion` field.
-    pub fn forward(&self, script: &Script, ctx: &Ctx, synapse: Map) -> Result<String, ScriptError> {
-        let out = self.call_for(ctx, script, "forward", (ctx.clone(), synapse))?;
-        let out = match out.clone().try_cast::<Map>() {
-            Some(map) => map.get("completion").cloned().unwrap_or(Dynamic::UNIT),
-            None => out,
-        };
-        self.string(script, "forward", out)
-    }
-
-    /// Runs the strategy's `blacklist(ctx, request)` if it has one: `Some((true,
-    /// reason))` rejects. A bool result has an empty reason; `[bool, reason]` or
-    /// `#{blacklisted, reason}` carry one.
-    pub fn blacklist(
-        &self,
-        script: &Script,
-        ctx: &Ctx,
-        request: Map,
-    ) -> Result<Option<(bool, String)>, ScriptError> {
-        if !script.hooks.blacklist {
-            return Ok(None);
-        }
-        let out = self.call_for(ctx, script, "blacklist", (ctx.clone(), request))?;
-        let parsed = if let Ok(b) = out.as_bool() {
-            Some((b, String::new()))
-        } else if let Some(arr) = out.clone().try_cast::<Array>() {
-            match arr.as_slice() {
-                [b, reason] => b.as_bool().ok().map(|b| (b, reason.to_string())),
-                _ => None,
-            }
-        } else if let Some(map) = out.clone().try_cast::<Map>() {
-            map.get("blacklisted")
-                .and_then(|b| b.as_bool().ok())
-                .map(|b| {
-                    (
-                        b,
-                        map.get("reason").map(|r| r.to_string()).unwrap_or_default(),
-                    )
-                })
-        } else {
-            None
-        };
-        parsed.map(Some).ok_or_else(|| ScriptError::BadReturn {
-            file: script.rel.clone(),
-            hook: "blacklist".into(),
-            expected: "a bool, [bool, reason] or #{blacklisted, reason}".into(),
-            found: out.type_name().into(),
-        })
-    }
-
-    /// Runs the strategy's `priority(ctx, request)` if it has one.
-    pub fn priority(
-        &self,
-        script: &Script,
-        ctx: &Ctx,
-        request: Map,
-    ) -> Result<Option<f64>, ScriptError> {
-        if !script.hooks.priority {
-            return Ok(None);
-        }
-        let out = self.call_for(ctx, script, "priority", (ctx.clone(), request))?;
-        out.as_float()
-            .ok()
-            .or_else(|| out.as_int().ok().map(|i| i as f64))
-            .map(Some)
-            .ok_or_else(|| ScriptError::BadReturn {
-                file: script.rel.clone(),
-                hook: "priority".into(),
-                expected: "a number".into(),
-                found: out.type_name().into(),
-            })
-    }
-
-    /// Runs the validator's `select_uids(ctx, metagraph, k)` if `script` defines it:
-    /// the uids to query this step. `metagraph` goes in as rows (see the `chain`
-    /// module); the result must be at most `k` distinct uids registered in it.
-    pub fn select_uids(
-        &self,
-        script: &Script,
-        ctx: &Ctx,
-        metagraph: &Metagraph,
-        k: usize,
-    ) -> Result<Option<Vec<u16>>, ScriptError> {
-        if !script.hooks.select_uids {
-            return Ok(None);
-        }
-        let rows = api::metagraph_rows(metagraph);
-        let k_int = INT::try_from(k).unwrap_or(INT::MAX);
-        let out = self.call_for(ctx, script, "select_uids", (ctx.clone(), rows, k_int))?;
-        let registered = metagraph.neurons.len();
-        let bad = |found: String| ScriptError::BadReturn {
-            file: script.rel.clone(),
-            hook: "select_uids".into(),
-            expected: format!("an array of at most {k} distinct uids in 0..{registered}"),
-            found,
-        };
-        let type_name = out.type_name().to_string();
-        let items = out.try_cast::<Array>().ok_or_else(|| bad(type_name))?;
-        if items.len() > k {
-            return Err(bad(format!("{} uids", items.len())));
-        }
-        let mut seen = BTreeSet::new();
-        let mut uids = Vec::with_capacity(items.len());
-        for item in &items {
-            let uid = item
-                .as_int()
-                .map_err(|t| bad(format!("an element of type {t}")))?;
-            let uid = u16::try_from(uid)
-                .ok()
-                .filter(|&u| usize::from(u) < registered)
-                .ok_or_else(|| bad(format!("uid {uid}, which is not registered")))?;
-            if !seen.insert(uid) {
-                return Err(bad(format!("uid {uid} twice")));
-            }
-            uids.push(uid);
-        }
-        Ok(Some(uids))
-    }
-
-    /// Runs the validator's `update_scores(ctx, scores, rewards)` if `script` defines
-    /// it: `scores` per uid, `rewards` one `#{ uid, reward }` per queried uid. The
-    /// result must be one finite, non-negative number per uid of `scores`.
-    pub fn update_scores(
-        &self,
-        script: &Script,
-        ctx: &Ctx,
-        scores: &[f64],
-        uids: &[u16],
-        rewards: &[f64],
-    ) -> Result<Option<Vec<f64>>, ScriptError> {
-        if !script.hooks.update_scores {
-            return Ok(None);
-        }
-        let score_list: Array = scores.iter().map(|&s| Dynamic::from_float(s)).collect();
-        let reward_list: Array = uids
-            .iter()
-            .zip(rewards)
-            .map(|(&uid, &reward)| {
-                let mut row = Map::new();
-                row.insert("uid".into(), Dynamic::from_int(INT::from(uid)));
-                row.insert("reward".into(), Dynamic::from_float(reward));
-                row.into()
-            })
-            .collect();
-        let out = self.call_for(
-            ctx,
-            script,
-            "update_scores",
-            (ctx.clone(), score_list, reward_list),
-        )?;
-        let bad = |found: String| ScriptError::BadReturn {
-            file: script.rel.clone(),
-            hook: "update_scores".into(),
-            expected: format!("an array of {} finite numbers ≥ 0", scores.len()),
-            found,
-        };
-        let type_name = out.type_name().to_string();
-        let items = out.try_cast::<Array>().ok_or_else(|| bad(type_name))?;
-        if items.len() != scores.len() {
-            return Err(bad(format!("{} values", items.len())));
-        }
-        items
-            .iter()
-            .map(|item| match contract::number(item) {
-                Some(x) if x.is_finite() && x >= 0.0 => Ok(x),
-                Some(x) => Err(bad(format!("the value {x}"))),
-                None => Err(bad(format!("an element of type {}", item.type_name()))),
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some)
-    }
-
-    fn string(&self, script: &Script, hook: &str, out: Dynamic) -> Result<String, ScriptError> {
-        if out.is_string() {
-            Ok(out.to_string())
-        } else {
-            Err(ScriptError::BadReturn {
-                file: script.rel.clone(),
-                hook: hook.into(),
-                expected: "a string".into(),
-                found: out.type_name().into(),
-            })
-        }
+        hook: &str,
+        args: impl FuncArgs,
+        expected: &str,
+    ) -> Result<T, ScriptError> {
+        let out = self.call_for(ctx, script, hook, args)?;
+        script.returned(hook, &out, expected)
     }
 
     fn compile_error(&self, rel: &Path, err: &EvalAltResult) -> ScriptError {

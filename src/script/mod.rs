@@ -1,7 +1,9 @@
 //! The Rhai scripting host: one sandboxed [`rhai::Engine`], the script roots
-//! (`tasks/`, `personas/`, `tools/`, `scripts/`), contract checks, hot reload and the
-//! API modules scripts call (`llm`, `embed`, `score`, `http`, `corpus`, `source`, `rng`,
-//! `log`, `time`, and inside a neuron `chain` and `dendrite`).
+//! (`tasks/`, `personas/`, `tools/`, `scripts/`), contract checks, hot reload, the
+//! sandboxed hook call with typed-return helpers, and the API modules scripts call
+//! (`llm`, `embed`, `score`, `http`, `corpus`, `source`, `rng`, `log`, `time`, and inside
+//! a neuron `chain` and `dendrite`). The typed hooks of a subnet live with the subnet
+//! (`prompting::hooks`, `finetune::policy`).
 //!
 //! Scripts are untrusted: every hook runs under [`Limits`] (operations, call depth,
 //! sizes, wall time) and reaches the outside world only through the registered API
@@ -9,30 +11,25 @@
 
 mod api;
 mod contract;
-mod corpus;
 mod ctx;
 mod host;
-mod http;
 mod link;
 mod reload;
 mod resolver;
 mod sandbox;
 mod services;
-mod source;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use api::metagraph_rows;
 pub use contract::{HookSet, ScriptKind, TaskSpec, VALIDATOR_HOOKS};
-pub use corpus::{Article, Corpus, DatedEvent};
 pub use ctx::{Ctx, Rng};
-pub use host::{HostConfig, Listing, ReloadStatus, Script, ScriptHost, TaskInstance};
-pub use http::{HttpClient, HttpConfig};
+pub use host::{HostConfig, Listing, Number, ReloadStatus, Script, ScriptHost};
 pub use link::NeuronLink;
 pub use reload::Watcher;
 pub use sandbox::Limits;
 pub use services::{Lazy, ModelIds, Services};
-pub use source::SourceTree;
 
 /// The directories under the script root that hold scripts, in lookup order.
 pub const SCRIPT_ROOTS: [&str; 4] = ["tasks", "personas", "tools", "scripts"];
@@ -111,14 +108,6 @@ pub enum ScriptError {
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
-    },
-    /// An HTTP request was refused (allowlist, scheme) or failed.
-    #[error("http GET {url}: {message}")]
-    Http {
-        /// The requested URL.
-        url: String,
-        /// Why it failed.
-        message: String,
     },
     /// Scoring a task's completions failed.
     #[error("{file}: scoring: {message}")]

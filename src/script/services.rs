@@ -8,10 +8,7 @@ use std::sync::{Arc, OnceLock};
 use crate::embed::Embedder;
 use crate::llm::{LlmService, LoadOptions};
 use crate::models::Resolver;
-
-use super::corpus::Corpus;
-use super::http::{HttpClient, HttpConfig};
-use super::source::SourceTree;
+use crate::services::{Corpus, HttpClient, HttpConfig, SourceTree};
 
 type Loader<T> = Box<dyn Fn() -> Result<T, String> + Send + Sync>;
 

@@ -24,6 +24,7 @@ mod score_parity;
 mod score_relevance;
 mod score_robustness;
 mod script_cli;
+mod script_ctx;
 mod script_host;
 mod script_llm;
 mod script_tools;

@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use neuron::models::Resolver;
+use neuron::prompting::hooks::PromptingHooks;
 use neuron::script::{
-    Corpus, HostConfig, HttpConfig, Lazy, Limits, ModelIds, ReloadStatus, ScriptError, ScriptHost,
-    Services,
+    HostConfig, Lazy, Limits, ModelIds, ReloadStatus, ScriptError, ScriptHost, Services,
 };
+use neuron::services::{Corpus, HttpConfig};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

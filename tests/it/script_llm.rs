@@ -7,9 +7,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use neuron::models::Resolver;
-use neuron::script::{
-    Corpus, HostConfig, HttpConfig, Lazy, Limits, ModelIds, ScriptHost, Services,
-};
+use neuron::prompting::hooks::PromptingHooks;
+use neuron::script::{HostConfig, Lazy, Limits, ModelIds, ScriptHost, Services};
+use neuron::services::{Corpus, HttpConfig};
 
 /// One host for the file, so the model loads once; a generous wall-time limit because
 /// CI machines may be slow and shared (the limit itself is tested in script_host.rs).

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use neuron::models::Resolver;
-use neuron::script::{
-    Corpus, HostConfig, HttpConfig, Lazy, ModelIds, ScriptHost, Services, TaskInstance,
-};
+use neuron::prompting::hooks::{PromptingHooks, TaskInstance};
+use neuron::script::{HostConfig, Lazy, ModelIds, ScriptHost, Services};
+use neuron::services::{Corpus, HttpConfig};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/script")

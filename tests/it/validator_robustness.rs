@@ -19,6 +19,7 @@ use neuron::chain::sim::SimChain;
 use neuron::chain::{AxonServe, Chain, ChainError, Metagraph, RAO_PER_TAO};
 use neuron::config::Config;
 use neuron::net::{Axon, AxonConfig, Dendrite, VERSION_AS_INT};
+use neuron::prompting::hooks::PromptingHooks;
 use neuron::prompting::local::open_chain;
 use neuron::prompting::miner::MinerHandler;
 use neuron::prompting::script_host;

@@ -46,8 +46,9 @@ fn neuron_row(n: &NeuronInfo) -> Map {
     m
 }
 
-/// The metagraph as an array of rows, ordered by uid.
-pub(crate) fn metagraph_rows(metagraph: &Metagraph) -> Array {
+/// The metagraph as an array of rows, ordered by uid: what `chain::metagraph()`,
+/// `ctx.metagraph` and the validator's `select_uids` hook see.
+pub fn metagraph_rows(metagraph: &Metagraph) -> Array {
     metagraph
         .neurons
         .iter()

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use rhai::{Dynamic, EvalAltResult, INT, ImmutableString, Map, Module};
 
 use super::fail;
-use crate::script::corpus::{Article, Corpus, DatedEvent};
 use crate::script::services::Services;
+use crate::services::{Article, Corpus, DatedEvent};
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 

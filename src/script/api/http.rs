@@ -1,4 +1,4 @@
-//! `http`: GET to allowlisted hosts (see [`crate::script::HttpClient`]).
+//! `http`: GET to allowlisted hosts (see [`crate::services::HttpClient`]).
 
 use std::sync::Arc;
 

@@ -31,7 +31,7 @@ use rhai::{Dynamic, Engine, EvalAltResult, NativeCallContext};
 use super::link::NeuronLink;
 use super::services::Services;
 
-pub(crate) use chain::metagraph_rows;
+pub use chain::metagraph_rows;
 
 /// Registers every API module on `engine`.
 pub(crate) fn register(engine: &mut Engine, services: Arc<Services>) {

@@ -1,5 +1,5 @@
 //! `source`: read-only source files under the configured roots (see
-//! [`crate::script::SourceTree`]).
+//! [`crate::services::SourceTree`]).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use rhai::{Array, Dynamic, EvalAltResult, ImmutableString, Module};
 
 use super::fail;
 use crate::script::services::Services;
-use crate::script::source::language;
+use crate::services::language;
 
 pub(super) fn module(services: Arc<Services>) -> Module {
     let mut m = Module::new();

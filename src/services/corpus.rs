@@ -9,7 +9,7 @@ use std::path::Path;
 use regex::Regex;
 use serde::Deserialize;
 
-use super::ScriptError;
+use super::ServiceError;
 
 /// One article summary.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -52,13 +52,13 @@ const MONTHS: &str =
 
 impl Corpus {
     /// Loads the summaries JSON (an object of title → article).
-    pub fn load(path: &Path) -> Result<Self, ScriptError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScriptError::Io {
+    pub fn load(path: &Path) -> Result<Self, ServiceError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ServiceError::Io {
             path: path.to_path_buf(),
             source,
         })?;
         let map: BTreeMap<String, Article> =
-            serde_json::from_str(&text).map_err(|e| ScriptError::Io {
+            serde_json::from_str(&text).map_err(|e| ServiceError::Io {
                 path: path.to_path_buf(),
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
             })?;
@@ -268,10 +268,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.json");
         std::fs::write(&p, "[1,2]").unwrap();
-        assert!(matches!(Corpus::load(&p), Err(ScriptError::Io { .. })));
+        assert!(matches!(Corpus::load(&p), Err(ServiceError::Io { .. })));
         assert!(matches!(
             Corpus::load(&dir.path().join("missing.json")),
-            Err(ScriptError::Io { .. })
+            Err(ServiceError::Io { .. })
         ));
     }
 }

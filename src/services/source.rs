@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use walkdir::WalkDir;
 
-use super::ScriptError;
+use super::ServiceError;
 
 /// Extensions listed by default, with the language name scripts see.
 pub const LANGUAGES: [(&str, &str); 10] = [
@@ -96,8 +96,8 @@ impl SourceTree {
 
     /// Reads a file named as [`SourceTree::files`] names it. Refuses anything that
     /// resolves outside the roots or is larger than the cap.
-    pub fn read(&self, name: &str) -> Result<String, ScriptError> {
-        let denied = |message: String| ScriptError::Io {
+    pub fn read(&self, name: &str) -> Result<String, ServiceError> {
+        let denied = |message: String| ServiceError::Io {
             path: PathBuf::from(name),
             source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, message),
         };
@@ -112,7 +112,7 @@ impl SourceTree {
         let path = root
             .join(rel)
             .canonicalize()
-            .map_err(|source| ScriptError::Io {
+            .map_err(|source| ServiceError::Io {
                 path: PathBuf::from(name),
                 source,
             })?;
@@ -121,7 +121,7 @@ impl SourceTree {
         }
         let len = path
             .metadata()
-            .map_err(|source| ScriptError::Io {
+            .map_err(|source| ServiceError::Io {
                 path: PathBuf::from(name),
                 source,
             })?
@@ -129,7 +129,7 @@ impl SourceTree {
         if len > self.max_bytes {
             return Err(denied(format!("larger than {} bytes", self.max_bytes)));
         }
-        let bytes = std::fs::read(&path).map_err(|source| ScriptError::Io {
+        let bytes = std::fs::read(&path).map_err(|source| ServiceError::Io {
             path: PathBuf::from(name),
             source,
         })?;

@@ -10,7 +10,7 @@ use std::time::Duration;
 use lru::LruCache;
 use url::Url;
 
-use super::ScriptError;
+use super::ServiceError;
 
 /// Settings of the script HTTP client.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,8 +74,8 @@ impl HttpClient {
     }
 
     /// Checks that `url` is http(s) to an allowlisted host; returns the parsed URL.
-    pub fn check(&self, url: &str) -> Result<Url, ScriptError> {
-        let err = |message: String| ScriptError::Http {
+    pub fn check(&self, url: &str) -> Result<Url, ServiceError> {
+        let err = |message: String| ServiceError::Http {
             url: url.to_string(),
             message,
         };
@@ -108,7 +108,7 @@ impl HttpClient {
         &self,
         url: &str,
         query: &[(String, String)],
-    ) -> Result<Arc<String>, ScriptError> {
+    ) -> Result<Arc<String>, ServiceError> {
         let mut parsed = self.check(url)?;
         if !query.is_empty() {
             parsed.query_pairs_mut().extend_pairs(query);
@@ -119,7 +119,7 @@ impl HttpClient {
         {
             return Ok(hit.clone());
         }
-        let err = |message: String| ScriptError::Http {
+        let err = |message: String| ServiceError::Http {
             url: key.clone(),
             message,
         };
@@ -160,9 +160,9 @@ impl HttpClient {
         &self,
         url: &str,
         query: &[(String, String)],
-    ) -> Result<serde_json::Value, ScriptError> {
+    ) -> Result<serde_json::Value, ServiceError> {
         let text = self.get_text(url, query)?;
-        serde_json::from_str(&text).map_err(|e| ScriptError::Http {
+        serde_json::from_str(&text).map_err(|e| ServiceError::Http {
             url: url.to_string(),
             message: format!("response is not JSON: {e}"),
         })
