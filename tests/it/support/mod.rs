@@ -1,7 +1,8 @@
 //! Support shared by the integration tests: the cache directory, pinned Python virtual
-//! environments (created once under `$NEURON_HOME/venvs`, reused afterwards) and the
-//! simulated subtensor node (`subtensor_sim`).
+//! environments (created once under `$NEURON_HOME/venvs`, reused afterwards), the
+//! `neuron` binary runner (`bin`) and the simulated subtensor node (`subtensor_sim`).
 
+pub mod bin;
 pub mod subtensor_sim;
 
 use std::fs::File;
