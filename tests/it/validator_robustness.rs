@@ -107,18 +107,22 @@ impl Subnet {
         let mut config = Config::default();
         config.scripts.root = root.clone();
         let scripts = script_host(&config).unwrap();
-        let (mut miners, mut hanging) = (Vec::new(), Vec::new());
-        for (i, strategy) in strategies.iter().enumerate() {
+        // Every miner registered before any serves, so each one's first metagraph view
+        // knows the others (the proxy miner queries them).
+        let (mut keys, mut miners, mut hanging) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..strategies.len() {
             let key = Keypair::from_uri(&format!("//Miner{i}")).unwrap();
+            miners.push(subnet.register(&key).await.unwrap());
+            keys.push(key);
+        }
+        for (key, strategy) in keys.iter().zip(strategies) {
             if *strategy != "hang" {
-                let miner = subnet
-                    .serve_miner(&key, strategy, &scripts, &config.blacklist)
+                subnet
+                    .serve_miner(key, strategy, &scripts, &config.blacklist)
                     .await
                     .unwrap();
-                miners.push(miner.uid);
                 continue;
             }
-            miners.push(subnet.register(&key).await.unwrap());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             hanging.push(tokio::spawn(async move {
@@ -133,7 +137,7 @@ impl Subnet {
                 port: addr.port(),
                 protocol: 4,
             };
-            chain.serve_axon(&key, netuid, &serve).await.unwrap();
+            chain.serve_axon(key, netuid, &serve).await.unwrap();
         }
         // An epoch hands the staked validator its permit.
         subnet.hand_out_permits().await.unwrap();
