@@ -21,9 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use neuron::chain::{Chain, ChainError, RAO_PER_TAO};
+use neuron::chain::{Chain, RAO_PER_TAO};
 use neuron::config::{BlacklistConfig, Config};
-use neuron::prompting::local::{ServedMiner, open_chain, serve_miner};
+use neuron::prompting::local::{LocalSubnet, demo_hyperparameters};
 use neuron::prompting::validator::Validator;
 use neuron::script::{HostConfig, ScriptHost, Services};
 use neuron::wallet::Keypair;
@@ -77,51 +77,34 @@ fn script_root(root: &Path) {
 }
 
 /// A validator with a permit and its miners, all on a fresh embedded chain in `dir`.
-async fn subnet(dir: &Path) -> (Validator, Vec<ServedMiner>) {
+async fn subnet(dir: &Path) -> (Validator, LocalSubnet) {
     let root = dir.join("scripts");
     script_root(&root);
     let scripts = ScriptHost::new(HostConfig::new(&root), Services::standard()).unwrap();
-    let owner = Keypair::from_uri("//BenchOwner").unwrap();
-    let block_time = Duration::from_secs(1);
-    let (chain, netuid) = open_chain(&dir.join("chain"), block_time, &owner)
-        .await
-        .unwrap();
-    chain
-        .faucet(&owner.ss58(), 1_000_000 * RAO_PER_TAO)
-        .await
-        .unwrap();
+    let mut subnet = LocalSubnet::open(
+        &dir.join("chain"),
+        Duration::from_secs(1),
+        Keypair::from_uri("//BenchOwner").unwrap(),
+        demo_hyperparameters(),
+        1_000_000 * RAO_PER_TAO,
+    )
+    .await
+    .unwrap();
     let hotkey = Keypair::from_uri("//BenchValidator").unwrap();
-    chain
-        .burned_register(&owner, netuid, &hotkey.ss58())
+    subnet
+        .add_validator(&hotkey, 10_000 * RAO_PER_TAO)
         .await
         .unwrap();
-    chain
-        .add_stake(&owner, &hotkey.ss58(), netuid, 10_000 * RAO_PER_TAO)
-        .await
-        .unwrap();
-    let mut miners = Vec::new();
     for index in 0..MINERS {
         let strategy = ["echo", "weak", "phrase"][index % 3];
         let miner = Keypair::from_uri(&format!("//BenchMiner{index}")).unwrap();
-        miners.push(
-            serve_miner(
-                &chain,
-                &owner,
-                netuid,
-                &miner,
-                strategy,
-                &scripts,
-                &BlacklistConfig::default(),
-            )
+        subnet
+            .serve_miner(&miner, strategy, &scripts, &BlacklistConfig::default())
             .await
-            .unwrap(),
-        );
+            .unwrap();
     }
-    tokio::time::sleep(block_time).await;
-    match chain.run_epoch_now(netuid).await {
-        Ok(_) | Err(ChainError::InvalidInput(_)) => {} // an epoch already ran this block
-        Err(err) => panic!("epoch: {err}"),
-    }
+    subnet.hand_out_permits().await.unwrap();
+    let netuid = subnet.netuid();
     let mut config = Config {
         netuid,
         ..Config::default()
@@ -132,10 +115,10 @@ async fn subnet(dir: &Path) -> (Validator, Vec<ServedMiner>) {
     config.neuron.seed = Some(1);
     config.neuron.epoch_length = u64::MAX / 2; // weights once, in the warm-up
     config.neuron.full_path = Some(dir.join("validator"));
-    let chain: Arc<dyn Chain> = Arc::new(chain);
+    let chain: Arc<dyn Chain> = Arc::new(subnet.chain().clone());
     (
         Validator::new(config, chain, hotkey, scripts).unwrap(),
-        miners,
+        subnet,
     )
 }
 
@@ -179,11 +162,7 @@ fn validator_step(c: &mut Criterion) {
         parts.1 / n,
         parts.2 / n
     );
-    runtime.block_on(async {
-        for miner in miners {
-            miner.shutdown().await;
-        }
-    });
+    runtime.block_on(miners.shutdown());
 }
 
 criterion_group!(benches, validator_step);

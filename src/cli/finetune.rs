@@ -9,8 +9,8 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use neuron::chain::subtensor::SignerRole;
 use neuron::finetune::{
-    Batch, Candidate, Evaluator, ModelId, ModelStore, Policy, ScriptPolicy, StoreConfig, Validator,
-    ValidatorConfig, batches, hash_directory, load_pairs, read_models,
+    Batch, Candidate, Evaluator, FinetuneConfig, FinetuneValidator, ModelId, ModelStore, Policy,
+    ScriptPolicy, StoreConfig, batches, hash_directory, load_pairs, read_models,
 };
 use neuron::wallet::Keypair;
 
@@ -390,7 +390,7 @@ async fn validate(args: ValidateArgs) -> Result<()> {
     let policy = args.load.policy()?;
     let signer = Arc::new(args.hotkey.signer()?);
     let chain = args.chain.network.connect().await?;
-    let config = ValidatorConfig {
+    let config = FinetuneConfig {
         netuid: args.chain.netuid,
         state_path: args.state.clone().unwrap_or_else(|| {
             home.join("finetune")
@@ -399,7 +399,7 @@ async fn validate(args: ValidateArgs) -> Result<()> {
         pairs,
         version_key: args.version_key,
     };
-    let mut validator = Validator::new(
+    let mut validator = FinetuneValidator::new(
         chain,
         signer,
         policy.clone(),

@@ -1,18 +1,14 @@
 //! `neuron validator` and `neuron miner`: the long-running neurons.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use neuron::chain::AxonServe;
 use neuron::config::{Config, ConfigArgs};
-use neuron::net::{Axon, AxonConfig, Dendrite, VERSION_AS_INT};
-use neuron::prompting::miner::MinerHandler;
+use neuron::prompting::miner::{MinerSetup, serve_miner};
 use neuron::prompting::validator::Validator;
 use neuron::prompting::{connect_chain, script_host};
-use neuron::script::{NeuronLink, ScriptHost, Watcher};
+use neuron::script::{ScriptHost, Watcher};
 use neuron::wallet::{Keypair, Password, Wallet};
 
 /// Options of `neuron miner` (everything else is configuration).
@@ -75,56 +71,14 @@ pub fn miner(config_args: &ConfigArgs) -> anyhow::Result<()> {
     let config = Config::load(config_args)?;
     let hotkey = hotkey(&config)?;
     let (scripts, _watcher) = scripts_with_reload(&config)?;
-    scripts
-        .strategy(&config.neuron.strategy)
-        .with_context(|| format!("strategy scripts/miners/{}.rhai", config.neuron.strategy))?;
     tokio::runtime::Runtime::new()?.block_on(async {
         let chain = connect_chain(&config).await?;
-        let link = NeuronLink::new(
-            Arc::clone(&chain),
-            config.netuid,
-            Dendrite::new(hotkey.clone())?,
-        );
-        let handler = Arc::new(
-            MinerHandler::new(
-                scripts,
-                config.neuron.strategy.clone(),
-                config.blacklist.clone(),
-            )
-            .with_link(link),
-        );
-        let refresh = handler.spawn_metagraph_refresh(Arc::clone(&chain), config.netuid);
-        let bind: SocketAddr = format!("{}:{}", config.axon.ip, config.axon.port)
-            .parse()
-            .context("axon address")?;
-        let axon_config = AxonConfig {
-            bind,
-            external_ip: config.axon.external_ip.clone(),
-            max_body_bytes: config.axon.max_body_bytes,
-            max_in_flight_per_ip: config.axon.max_concurrent_per_ip,
-            ..AxonConfig::default()
-        };
-        let axon = Axon::serve(axon_config, hotkey.clone(), handler).await?;
-        if !config.neuron.axon_off {
-            let info = axon.info();
-            chain
-                .serve_axon(
-                    &hotkey,
-                    config.netuid,
-                    &AxonServe {
-                        version: VERSION_AS_INT as u32,
-                        ip: info.ip.parse().context("external ip")?,
-                        port: config.axon.external_port.unwrap_or(info.port),
-                        protocol: 4,
-                    },
-                )
-                .await?;
-        }
-        tracing::info!(addr = %axon.local_addr(), strategy = %config.neuron.strategy, "miner serving");
+        let setup = MinerSetup::from_config(&config, chain, hotkey, scripts)?;
+        let miner = serve_miner(setup).await?;
+        tracing::info!(addr = %miner.local_addr(), strategy = %config.neuron.strategy, "miner serving");
         tokio::signal::ctrl_c().await?;
         tracing::info!("stopping miner, draining requests");
-        refresh.abort();
-        axon.shutdown().await;
+        miner.shutdown().await;
         anyhow::Ok(())
     })
 }

@@ -10,6 +10,7 @@ use comfy_table::presets::ASCII_FULL_CONDENSED;
 use neuron::config::{Config, ConfigArgs};
 use neuron::prompting::replay::{MalformedLines, Replay, ReplayOptions, TaskScripts, replay};
 use neuron::prompting::script_host;
+use neuron::prompting::state::ScoreUpdate;
 use neuron::script::{ReloadStatus, ScriptHost};
 
 /// Options of `neuron replay`.
@@ -48,8 +49,10 @@ pub fn run(args: &ReplayArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
         }
     };
     let options = ReplayOptions {
-        alpha: config.neuron.moving_average_alpha,
-        decay: config.neuron.decay_alpha,
+        scores: ScoreUpdate {
+            alpha: config.neuron.moving_average_alpha,
+            decay: config.neuron.decay_alpha,
+        },
         malformed: if args.skip_malformed {
             MalformedLines::Skip
         } else {

@@ -3,9 +3,11 @@
 //! breakdown.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
+use neuron::prompting::challenge::{Challenge, TaskChoice};
 use neuron::prompting::hooks::PromptingHooks;
 use neuron::script::{HostConfig, ReloadStatus, ScriptHost, ScriptKind, Services};
 
@@ -169,14 +171,15 @@ fn check_one(
         println!("  weight:    {}", spec.weight);
         println!("  rewards:   {}", terms(spec.rewards.rewards()));
         println!("  penalties: {}", terms(spec.rewards.penalties()));
-        let ctx = host.ctx(seed, 0);
-        let task = host.generate(&script, &ctx)?;
-        let persona_script = host.persona_script(persona)?;
-        let p = host.persona(&persona_script, &ctx)?;
-        let challenge = host.challenge(&persona_script, &ctx, &task, &p)?;
-        println!("  query:     {}", task.query);
-        println!("  challenge: {challenge}");
-        println!("  reference: {}", task.reference);
+        let made = Challenge::make(
+            host,
+            &host.ctx(seed, 0),
+            TaskChoice::Given(Arc::new(script)),
+            persona,
+        )?;
+        println!("  query:     {}", made.instance.query);
+        println!("  challenge: {}", made.text);
+        println!("  reference: {}", made.instance.reference);
     }
     Ok(())
 }
@@ -188,34 +191,28 @@ fn step(
     completion: Option<String>,
     persona: &str,
 ) -> anyhow::Result<()> {
-    let task_script = host.task(name)?;
     let ctx = host.ctx(seed, 0);
-    let task = host.generate(&task_script, &ctx)?;
-    let persona_script = host.persona_script(persona)?;
-    let p = host.persona(&persona_script, &ctx)?;
-    let challenge = host.challenge(&persona_script, &ctx, &task, &p)?;
-    let completion = completion.unwrap_or_else(|| task.reference.clone());
+    let made = Challenge::make(host, &ctx, TaskChoice::Given(host.task(name)?), persona)?;
+    let completion = completion.unwrap_or_else(|| made.instance.reference.clone());
     let breakdown = host
         .reward(
-            &task_script,
+            &made.task,
             &ctx,
-            &task,
-            &challenge,
+            &made.instance,
+            &made.text,
             std::slice::from_ref(&completion),
         )?
         .remove(0);
-    let fields = rhai::serde::from_dynamic::<serde_json::Value>(&task.fields.clone().into())?;
-    let persona_json = rhai::serde::from_dynamic::<serde_json::Value>(&p.into())?;
     let out = serde_json::json!({
-        "task": task.task,
+        "task": made.instance.task,
         "seed": seed,
-        "persona": persona_json,
-        "query": task.query,
-        "challenge": challenge,
-        "reference": task.reference,
+        "persona": made.persona_json(),
+        "query": made.instance.query,
+        "challenge": made.text,
+        "reference": made.instance.reference,
         "completion": completion,
         "reward": breakdown,
-        "fields": fields,
+        "fields": made.fields_json(),
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

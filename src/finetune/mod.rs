@@ -21,7 +21,7 @@ pub use data::{Batch, Pair, batches, load_pairs, pair_from_event};
 pub use eval::{Candidate, EvalOutcome, Evaluator, ModelScore, PairLoss};
 pub use policy::{Competition, Policy, PolicySettings, ScriptPolicy};
 pub use store::{ModelCheck, ModelStore, StoreConfig, inspect_gguf};
-pub use validator::{RoundReport, Validator, ValidatorConfig, ValidatorState, read_models};
+pub use validator::{FinetuneConfig, FinetuneState, FinetuneValidator, RoundReport, read_models};
 
 /// Largest compressed model id, in bytes (the chain's commitment limit).
 pub const MAX_METADATA_BYTES: usize = 128;

@@ -36,9 +36,9 @@ pub async fn read_models(
         .collect())
 }
 
-/// Persistent validator state (JSON at [`ValidatorConfig::state_path`]).
+/// Persistent validator state (JSON at [`FinetuneConfig::state_path`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ValidatorState {
+pub struct FinetuneState {
     /// Rounds completed.
     pub step: u64,
     /// Moving-average weight per uid.
@@ -51,7 +51,7 @@ pub struct ValidatorState {
 
 /// How the validator runs.
 #[derive(Debug, Clone)]
-pub struct ValidatorConfig {
+pub struct FinetuneConfig {
     /// Subnet.
     pub netuid: u16,
     /// Where the state is kept between runs.
@@ -84,17 +84,17 @@ pub struct RoundReport {
 }
 
 /// The finetuning validator.
-pub struct Validator {
+pub struct FinetuneValidator {
     chain: Arc<dyn Chain>,
     signer: Arc<dyn Signer>,
     policy: Arc<dyn Policy>,
     store: ModelStore,
     evaluator: Evaluator,
-    config: ValidatorConfig,
-    state: ValidatorState,
+    config: FinetuneConfig,
+    state: FinetuneState,
 }
 
-impl Validator {
+impl FinetuneValidator {
     /// A validator; loads its state from `config.state_path` when present.
     pub fn new(
         chain: Arc<dyn Chain>,
@@ -102,14 +102,14 @@ impl Validator {
         policy: Arc<dyn Policy>,
         store: ModelStore,
         evaluator: Evaluator,
-        config: ValidatorConfig,
+        config: FinetuneConfig,
     ) -> Result<Self, FinetuneError> {
         let state = match std::fs::read_to_string(&config.state_path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| FinetuneError::Data {
                 path: config.state_path.display().to_string(),
                 reason: format!("bad validator state: {e}"),
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ValidatorState::default(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FinetuneState::default(),
             Err(source) => {
                 return Err(FinetuneError::Io {
                     path: config.state_path.clone(),
@@ -129,7 +129,7 @@ impl Validator {
     }
 
     /// The current state.
-    pub fn state(&self) -> &ValidatorState {
+    pub fn state(&self) -> &FinetuneState {
         &self.state
     }
 

@@ -4,22 +4,27 @@
 //!
 //! Keys are development keys derived from URIs (`//neuron-local//miner3`), never
 //! wallet files: this is a demo and test bed, not a place for real funds.
+//!
+//! [`LocalSubnet`] is the set-up shared by `neuron local`, the tests and the benches:
+//! the embedded chain and its subnet, staked validators and miners serving on
+//! 127.0.0.1.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::miner::MinerHandler;
-use super::validator::{StepEvent, Validator, ValidatorError};
+use super::events::StepEvent;
+use super::miner::{MinerError, MinerSetup, ServedMiner, serve_miner};
+use super::validator::{Validator, ValidatorError};
 use crate::chain::sim::{SimChain, SimConfig};
-use crate::chain::{AxonServe, Chain, ChainError, Hyperparameters, RAO_PER_TAO, proportion};
+use crate::chain::{Chain, ChainError, Hyperparameters, RAO_PER_TAO, proportion};
 use crate::config::{BlacklistConfig, Config};
-use crate::net::{Axon, AxonConfig, Dendrite};
-use crate::script::{NeuronLink, ScriptHost};
+use crate::net::AxonConfig;
+use crate::script::ScriptHost;
 use crate::wallet::{Keypair, WalletError};
 
 /// Errors setting up or running a local subnet.
@@ -31,9 +36,9 @@ pub enum LocalError {
     /// A development key could not be derived.
     #[error("dev key: {0}")]
     Key(#[from] WalletError),
-    /// A miner axon could not start.
-    #[error("miner axon: {0}")]
-    Axon(String),
+    /// A miner could not start.
+    #[error("miner: {0}")]
+    Miner(#[from] MinerError),
     /// The validator could not start.
     #[error("validator: {0}")]
     Validator(#[from] ValidatorError),
@@ -149,114 +154,136 @@ fn key(role: &str) -> Result<Keypair, LocalError> {
     Ok(Keypair::from_uri(&format!("//neuron-local//{role}"))?)
 }
 
-/// Registers `hotkey` on `netuid` (burning from `coldkey`) unless it already is;
-/// returns its uid.
-async fn ensure_registered(
-    chain: &SimChain,
-    coldkey: &Keypair,
+/// A subnet on the embedded chain, all on this machine: the chain file, the subnet,
+/// its owner (who funds, registers and stakes for everyone) and the miners it serves on
+/// 127.0.0.1.
+pub struct LocalSubnet {
+    chain: SimChain,
     netuid: u16,
-    hotkey: &Keypair,
-) -> Result<u16, LocalError> {
-    let metagraph = chain.metagraph(netuid).await?;
-    if let Some(uid) = metagraph.uid_of(&hotkey.ss58()) {
-        return Ok(uid);
-    }
-    Ok(chain
-        .burned_register(coldkey, netuid, &hotkey.ss58())
-        .await?)
+    owner: Keypair,
+    miners: Vec<(LocalMiner, ServedMiner)>,
 }
 
-/// A miner serving on 127.0.0.1: its axon and the task keeping its metagraph view fresh.
-pub struct ServedMiner {
-    /// Who it is and where it serves.
-    pub miner: LocalMiner,
-    axon: Axon,
-    refresh: tokio::task::JoinHandle<()>,
-}
-
-impl ServedMiner {
-    /// Stops the metagraph refresh and drains the axon.
-    pub async fn shutdown(self) {
-        self.refresh.abort();
-        self.axon.shutdown().await;
-    }
-}
-
-/// Registers `hotkey` on `netuid` (burning from `coldkey`) unless it already is, starts
-/// an axon on 127.0.0.1 answering with the `strategy` script, and announces it on chain.
-pub async fn serve_miner(
-    chain: &SimChain,
-    coldkey: &Keypair,
-    netuid: u16,
-    hotkey: &Keypair,
-    strategy: &str,
-    scripts: &ScriptHost,
-    blacklist: &BlacklistConfig,
-) -> Result<ServedMiner, LocalError> {
-    let shared: Arc<dyn Chain> = Arc::new(chain.clone());
-    let uid = ensure_registered(chain, coldkey, netuid, hotkey).await?;
-    let dendrite = Dendrite::new(hotkey.clone()).map_err(|e| LocalError::Axon(e.to_string()))?;
-    let handler =
-        Arc::new(
-            MinerHandler::new(scripts.clone(), strategy, blacklist.clone())
-                .with_link(NeuronLink::new(Arc::clone(&shared), netuid, dendrite)),
-        );
-    handler.set_metagraph(shared.metagraph(netuid).await?);
-    let refresh = handler.spawn_metagraph_refresh(Arc::clone(&shared), netuid);
-    let config = AxonConfig {
-        bind: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
-        ..AxonConfig::default()
-    };
-    let axon = Axon::serve(config, hotkey.clone(), handler)
-        .await
-        .map_err(|e| LocalError::Axon(e.to_string()))?;
-    let addr = axon.local_addr();
-    shared
-        .serve_axon(
-            hotkey,
+impl LocalSubnet {
+    /// Opens `data_dir/chain.sqlite` (created with `block_time` when absent) and its
+    /// first subnet (created by `owner` with `hyperparameters` when there is none), and
+    /// funds the owner with `funds` rao.
+    pub async fn open(
+        data_dir: &Path,
+        block_time: Duration,
+        owner: Keypair,
+        hyperparameters: Hyperparameters,
+        funds: u64,
+    ) -> Result<Self, LocalError> {
+        let path = data_dir.join("chain.sqlite");
+        let chain = if path.exists() {
+            SimChain::open(&path)?
+        } else {
+            std::fs::create_dir_all(data_dir).map_err(|e| ChainError::Storage(e.to_string()))?;
+            SimChain::create(&path, SimConfig { block_time })?
+        };
+        let netuid = match chain.status().await?.subnets.first() {
+            Some(&netuid) => netuid,
+            None => chain.create_subnet(&owner.ss58(), hyperparameters).await?,
+        };
+        chain.faucet(&owner.ss58(), funds).await?;
+        Ok(Self {
+            chain,
             netuid,
-            &AxonServe {
-                version: crate::net::VERSION_AS_INT as u32,
-                ip: addr.ip(),
-                port: addr.port(),
-                protocol: 4,
+            owner,
+            miners: Vec::new(),
+        })
+    }
+
+    /// The embedded chain.
+    pub fn chain(&self) -> &SimChain {
+        &self.chain
+    }
+
+    /// The subnet.
+    pub fn netuid(&self) -> u16 {
+        self.netuid
+    }
+
+    /// The miners served so far, in the order they were started.
+    pub fn miners(&self) -> Vec<LocalMiner> {
+        self.miners.iter().map(|(miner, _)| miner.clone()).collect()
+    }
+
+    /// Registers `hotkey` (burning from the owner) unless it already is; returns its
+    /// uid.
+    pub async fn register(&self, hotkey: &Keypair) -> Result<u16, LocalError> {
+        let metagraph = self.chain.metagraph(self.netuid).await?;
+        if let Some(uid) = metagraph.uid_of(&hotkey.ss58()) {
+            return Ok(uid);
+        }
+        Ok(self
+            .chain
+            .burned_register(&self.owner, self.netuid, &hotkey.ss58())
+            .await?)
+    }
+
+    /// Registers `hotkey` and stakes `stake` rao on it from the owner, so the next epoch
+    /// gives it a validator permit ([`Self::hand_out_permits`]); returns its uid.
+    pub async fn add_validator(&self, hotkey: &Keypair, stake: u64) -> Result<u16, LocalError> {
+        let uid = self.register(hotkey).await?;
+        self.chain
+            .add_stake(&self.owner, &hotkey.ss58(), self.netuid, stake)
+            .await?;
+        Ok(uid)
+    }
+
+    /// Registers `hotkey` and serves a miner with the `strategy` script on a free port
+    /// of 127.0.0.1, announced on chain ([`serve_miner`]).
+    pub async fn serve_miner(
+        &mut self,
+        hotkey: &Keypair,
+        strategy: &str,
+        scripts: &ScriptHost,
+        blacklist: &BlacklistConfig,
+    ) -> Result<LocalMiner, LocalError> {
+        let uid = self.register(hotkey).await?;
+        let served = serve_miner(MinerSetup {
+            chain: Arc::new(self.chain.clone()),
+            netuid: self.netuid,
+            hotkey: hotkey.clone(),
+            scripts: scripts.clone(),
+            strategy: strategy.to_string(),
+            blacklist: blacklist.clone(),
+            axon: AxonConfig {
+                bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+                ..AxonConfig::default()
             },
-        )
+            announce: true,
+            external_port: None,
+        })
         .await?;
-    Ok(ServedMiner {
-        miner: LocalMiner {
+        let miner = LocalMiner {
             uid,
             strategy: strategy.to_string(),
             hotkey: hotkey.ss58(),
-            addr,
-        },
-        axon,
-        refresh,
-    })
-}
+            addr: served.local_addr(),
+        };
+        self.miners.push((miner.clone(), served));
+        Ok(miner)
+    }
 
-/// Opens or creates the chain file and the demo subnet; returns the chain and netuid.
-pub async fn open_chain(
-    data_dir: &Path,
-    block_time: Duration,
-    owner: &Keypair,
-) -> Result<(SimChain, u16), LocalError> {
-    let path = data_dir.join("chain.sqlite");
-    let chain = if path.exists() {
-        SimChain::open(&path)?
-    } else {
-        std::fs::create_dir_all(data_dir).map_err(|e| ChainError::Storage(e.to_string()))?;
-        SimChain::create(&path, SimConfig { block_time })?
-    };
-    let netuid = match chain.status().await?.subnets.first() {
-        Some(&netuid) => netuid,
-        None => {
-            chain
-                .create_subnet(&owner.ss58(), demo_hyperparameters())
-                .await?
+    /// Waits one block and runs an epoch, which hands the staked validators their
+    /// permits (an epoch the subnet's tempo already ran in this block does it too).
+    pub async fn hand_out_permits(&self) -> Result<(), LocalError> {
+        tokio::time::sleep(self.chain.block_time()).await;
+        match self.chain.run_epoch_now(self.netuid).await {
+            Ok(_) | Err(ChainError::InvalidInput(_)) => Ok(()),
+            Err(err) => Err(err.into()),
         }
-    };
-    Ok((chain, netuid))
+    }
+
+    /// Stops every miner (metagraph refresh, then the axon drained).
+    pub async fn shutdown(self) {
+        for (_, served) in self.miners {
+            served.shutdown().await;
+        }
+    }
 }
 
 /// Runs a local subnet: registers and serves the miners, runs the validators'
@@ -266,9 +293,15 @@ pub async fn run(
     scripts: ScriptHost,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<LocalReport, LocalError> {
-    let owner = key("owner")?;
-    let (chain, netuid) = open_chain(&options.data_dir, options.block_time, &owner).await?;
-    chain.faucet(&owner.ss58(), 1_000_000 * RAO_PER_TAO).await?;
+    let mut subnet = LocalSubnet::open(
+        &options.data_dir,
+        options.block_time,
+        key("owner")?,
+        demo_hyperparameters(),
+        1_000_000 * RAO_PER_TAO,
+    )
+    .await?;
+    let (chain, netuid) = (subnet.chain().clone(), subnet.netuid());
     let shared: Arc<dyn Chain> = Arc::new(chain.clone());
 
     // Validators: register and stake (for a permit) before the miners start, so the
@@ -276,32 +309,19 @@ pub async fn run(
     let mut validator_keys = Vec::new();
     for index in 0..options.validators.max(1) {
         let hotkey = key(&format!("validator{index}"))?;
-        ensure_registered(&chain, &owner, netuid, &hotkey).await?;
-        chain
-            .add_stake(&owner, &hotkey.ss58(), netuid, 10_000 * RAO_PER_TAO)
-            .await?;
+        subnet.add_validator(&hotkey, 10_000 * RAO_PER_TAO).await?;
         validator_keys.push(hotkey);
     }
 
     // Miners: register, start an axon each on loopback, announce it on chain.
-    let mut served = Vec::new();
     for index in 0..options.miners {
         let strategy = &options.strategies[index % options.strategies.len()];
         let hotkey = key(&format!("miner{index}"))?;
-        served.push(
-            serve_miner(
-                &chain,
-                &owner,
-                netuid,
-                &hotkey,
-                strategy,
-                &scripts,
-                &options.config.blacklist,
-            )
-            .await?,
-        );
+        subnet
+            .serve_miner(&hotkey, strategy, &scripts, &options.config.blacklist)
+            .await?;
     }
-    let miners: Vec<LocalMiner> = served.iter().map(|m| m.miner.clone()).collect();
+    let miners = subnet.miners();
 
     let mut validators = Vec::new();
     for (index, hotkey) in validator_keys.into_iter().enumerate() {
@@ -317,13 +337,8 @@ pub async fn run(
             scripts.clone(),
         )?);
     }
-    // The first epoch hands out validator permits (one epoch per block at most: when
-    // the subnet's tempo brought one due at this very block, that one did it).
-    tokio::time::sleep(chain.block_time()).await;
-    match chain.run_epoch_now(netuid).await {
-        Ok(_) | Err(ChainError::InvalidInput(_)) => {}
-        Err(err) => return Err(err.into()),
-    }
+    // The first epoch hands out validator permits.
+    subnet.hand_out_permits().await?;
 
     let mut report = LocalReport {
         miners: miners.clone(),
@@ -385,8 +400,6 @@ pub async fn run(
         }
     }
     report.epochs = chain.epoch_status(netuid).await?.epochs - epochs_before;
-    for miner in served {
-        miner.shutdown().await;
-    }
+    subnet.shutdown().await;
     Ok(report)
 }

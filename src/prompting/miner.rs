@@ -1,5 +1,6 @@
 //! The SN1 miner: an axon whose hooks are a strategy script's `forward`, `blacklist`
-//! and `priority`, over a periodically refreshed metagraph.
+//! and `priority`, over a periodically refreshed metagraph. [`serve_miner`] assembles
+//! and starts one (used by `neuron miner`, `neuron local`, tests and benches).
 //!
 //! Defaults when the script defines no hook: blacklist rejects hotkeys not registered
 //! on the subnet (unless `--blacklist.allow_non_registered` or listed in
@@ -7,19 +8,183 @@
 //! without a validator permit (enforced, unlike SN1); priority is the caller's stake.
 //! The strategy is looked up by name on every request, so hot reloads apply at once.
 
+use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rhai::{Dynamic, Map};
 
 use super::hooks::PromptingHooks;
-use crate::chain::{Chain, Metagraph, NeuronInfo, RAO_PER_TAO};
-use crate::config::BlacklistConfig;
-use crate::net::{AxonHandler, Forwarded, HandlerError, PromptingSynapse, Synapse, SynapseSchema};
-use crate::script::{Ctx, NeuronLink, ScriptHost};
+use crate::chain::{AxonServe, Chain, ChainError, Metagraph, NeuronInfo, RAO_PER_TAO};
+use crate::config::{BlacklistConfig, Config};
+use crate::net::{
+    Axon, AxonConfig, AxonHandler, AxonInfo, Dendrite, Forwarded, HandlerError, NetError,
+    PromptingSynapse, Synapse, SynapseSchema, VERSION_AS_INT,
+};
+use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost};
+use crate::wallet::Keypair;
 
 /// How often the miner re-reads the metagraph for its blacklist and priority.
 pub const METAGRAPH_REFRESH: Duration = Duration::from_secs(12);
+
+/// Errors starting a miner.
+#[derive(Debug, thiserror::Error)]
+pub enum MinerError {
+    /// The strategy script is missing or broken.
+    #[error("strategy scripts/miners/{strategy}.rhai: {source}")]
+    Strategy {
+        /// The strategy name.
+        strategy: String,
+        /// Why it cannot be used.
+        source: ScriptError,
+    },
+    /// The chain refused or could not be reached (metagraph read, `serve_axon`).
+    #[error("chain: {0}")]
+    Chain(#[from] ChainError),
+    /// The axon could not start (or the miner's dendrite could not be built).
+    #[error("axon: {0}")]
+    Net(#[from] NetError),
+    /// The bind or announced address is not an IP address and port.
+    #[error("axon address {0:?} is not IP:PORT")]
+    Address(String),
+}
+
+/// Everything a miner is made of.
+pub struct MinerSetup {
+    /// The chain it reads the metagraph from and announces its axon on.
+    pub chain: Arc<dyn Chain>,
+    /// Its subnet.
+    pub netuid: u16,
+    /// Its hotkey (signs answers; announces the axon).
+    pub hotkey: Keypair,
+    /// The script host holding the strategy.
+    pub scripts: ScriptHost,
+    /// Strategy script name (`scripts/miners/NAME.rhai`).
+    pub strategy: String,
+    /// Default request filtering.
+    pub blacklist: BlacklistConfig,
+    /// Where and how the axon serves.
+    pub axon: AxonConfig,
+    /// Whether to announce the axon on chain (`serve_axon`).
+    pub announce: bool,
+    /// Port announced instead of the bound one (behind a port mapping).
+    pub external_port: Option<u16>,
+}
+
+impl MinerSetup {
+    /// The miner the config describes (`--neuron.strategy`, `--blacklist.*`,
+    /// `--axon.*`, `--neuron.axon_off`), over `chain`.
+    pub fn from_config(
+        config: &Config,
+        chain: Arc<dyn Chain>,
+        hotkey: Keypair,
+        scripts: ScriptHost,
+    ) -> Result<Self, MinerError> {
+        let address = format!("{}:{}", config.axon.ip, config.axon.port);
+        let bind: SocketAddr = address.parse().map_err(|_| MinerError::Address(address))?;
+        Ok(Self {
+            chain,
+            netuid: config.netuid,
+            hotkey,
+            scripts,
+            strategy: config.neuron.strategy.clone(),
+            blacklist: config.blacklist.clone(),
+            axon: AxonConfig {
+                bind,
+                external_ip: config.axon.external_ip.clone(),
+                max_body_bytes: config.axon.max_body_bytes,
+                max_in_flight_per_ip: config.axon.max_concurrent_per_ip,
+                ..AxonConfig::default()
+            },
+            announce: !config.neuron.axon_off,
+            external_port: config.axon.external_port,
+        })
+    }
+}
+
+/// A serving miner: its axon and the task keeping its metagraph view fresh.
+pub struct ServedMiner {
+    axon: Axon,
+    refresh: tokio::task::JoinHandle<()>,
+}
+
+impl ServedMiner {
+    /// The address the axon is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.axon.local_addr()
+    }
+
+    /// The axon as dendrites address it.
+    pub fn info(&self) -> AxonInfo {
+        self.axon.info()
+    }
+
+    /// Stops the metagraph refresh and drains the axon.
+    pub async fn shutdown(self) {
+        self.refresh.abort();
+        self.axon.shutdown().await;
+    }
+}
+
+/// Starts a miner: checks its strategy script, reads the metagraph, serves the axon
+/// (the handler lends the miner's chain and dendrite to its strategy), keeps the
+/// metagraph fresh every [`METAGRAPH_REFRESH`] and, when `announce` is set, announces
+/// the axon on chain.
+pub async fn serve_miner(setup: MinerSetup) -> Result<ServedMiner, MinerError> {
+    let MinerSetup {
+        chain,
+        netuid,
+        hotkey,
+        scripts,
+        strategy,
+        blacklist,
+        axon,
+        announce,
+        external_port,
+    } = setup;
+    scripts
+        .strategy(&strategy)
+        .map_err(|source| MinerError::Strategy {
+            strategy: strategy.clone(),
+            source,
+        })?;
+    let link = NeuronLink::new(Arc::clone(&chain), netuid, Dendrite::new(hotkey.clone())?);
+    let handler = Arc::new(MinerHandler::new(scripts, strategy, blacklist).with_link(link));
+    handler.set_metagraph(chain.metagraph(netuid).await?);
+    let refresh = handler.spawn_metagraph_refresh(Arc::clone(&chain), netuid);
+    let axon = match Axon::serve(axon, hotkey.clone(), handler).await {
+        Ok(axon) => axon,
+        Err(err) => {
+            refresh.abort();
+            return Err(err.into());
+        }
+    };
+    let served = ServedMiner { axon, refresh };
+    if announce {
+        let info = served.info();
+        let announced = match info.ip.parse() {
+            Ok(ip) => chain
+                .serve_axon(
+                    &hotkey,
+                    netuid,
+                    &AxonServe {
+                        version: VERSION_AS_INT as u32,
+                        ip,
+                        port: external_port.unwrap_or(info.port),
+                        protocol: 4,
+                    },
+                )
+                .await
+                .map_err(MinerError::from),
+            Err(_) => Err(MinerError::Address(info.ip)),
+        };
+        if let Err(err) = announced {
+            served.shutdown().await;
+            return Err(err);
+        }
+    }
+    Ok(served)
+}
 
 /// The script-driven axon handler of a miner.
 pub struct MinerHandler {

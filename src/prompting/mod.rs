@@ -1,7 +1,9 @@
-//! SN1 (prompting): the neuron loops: validator state and events, the validator step, the miner
-//! service, `neuron local` orchestration, `neuron prompt` and `neuron replay`; plus
-//! the set-up they share (chain connection, script host) built from a [`Config`].
+//! SN1 (prompting): the neuron loops: the challenge path, validator state and the step
+//! record, the validator step, the miner service, `neuron local` orchestration,
+//! `neuron prompt` and `neuron replay`; plus the set-up they share (chain connection,
+//! script host) built from a [`Config`].
 
+pub mod challenge;
 pub mod events;
 pub mod hooks;
 pub mod local;

@@ -4,52 +4,46 @@
 //!
 //! This is how a validator tests a reward change before going live. Re-scoring goes
 //! through [`ScriptHost::reward`], the call every validator step is scored with, in
-//! the step's recorded seeded context (`ScriptHost::ctx(seed, step)`), so unchanged scripts reproduce the recorded
-//! rewards exactly. Weights come from the validator's own moving average
-//! ([`ValidatorState::update_scores`]) and L1 normalisation, starting from zero scores
-//! at the first recorded step.
+//! the step's recorded seeded context (`ScriptHost::ctx(seed, step)`), so unchanged
+//! scripts reproduce the recorded rewards exactly. Replay does not regenerate tasks or
+//! challenges: it scores the challenge and task fields the step recorded. Weights come
+//! from the validator's own score update ([`ValidatorState::apply_rewards`]: the
+//! `update_scores` hook of `scripts/validator.rhai` when it answers validly, else the
+//! moving average) in the step's context, and L1 normalisation, starting from zero
+//! scores at the first recorded step. (A hook that needs the `chain` or `dendrite`
+//! module fails outside a validator and falls back to the moving average, logged.)
+//! Events are read with [`super::events`].
 //!
 //! Steps that cannot be re-scored (their task script is gone, or it fails now) are left
 //! out of both sides, so the comparison is always between the same steps; they are
 //! counted in the result.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rhai::Map;
 
+use super::events::{EventReader, EventsError, StepEvent, event_files};
 use super::hooks::{PromptingHooks, TaskInstance};
-use super::state::ValidatorState;
-use super::validator::StepEvent;
+use super::state::{ScoreUpdate, ValidatorState};
 use crate::script::{Script, ScriptError, ScriptHost, ScriptKind};
 
 /// Errors reading recorded events or loading the task scripts to replay them with.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    /// An events file or directory could not be read.
+    /// The recorded events could not be read (or a line is malformed and
+    /// [`MalformedLines::Fail`] was asked for).
+    #[error(transparent)]
+    Events(#[from] EventsError),
+    /// The `--tasks DIR` directory could not be read.
     #[error("reading {path}: {source}")]
     Io {
-        /// The file or directory.
+        /// The directory.
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
     },
-    /// A line is not a validator step event.
-    #[error("{path}:{line}: not a validator step event: {source}")]
-    Malformed {
-        /// The events file.
-        path: PathBuf,
-        /// 1-based line number.
-        line: usize,
-        /// What failed to parse.
-        source: serde_json::Error,
-    },
-    /// A directory without `events.jsonl` or rotated `events.N.jsonl` files.
-    #[error("{0} holds no events.jsonl or events.N.jsonl files")]
-    NoEventFiles(PathBuf),
     /// The events files hold no step at all.
     #[error("no recorded validator steps in {0}")]
     NoSteps(PathBuf),
@@ -74,7 +68,7 @@ pub enum ReplayError {
 /// What to do with a line that is not a step event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MalformedLines {
-    /// Stop with [`ReplayError::Malformed`] naming the file and line.
+    /// Stop with [`EventsError::Malformed`] naming the file and line.
     Fail,
     /// Skip it with a warning; the result lists it.
     Skip,
@@ -83,10 +77,9 @@ pub enum MalformedLines {
 /// How to replay.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
-    /// Moving-average alpha (`--neuron.moving_average_alpha`).
-    pub alpha: f64,
-    /// Score decay per step (`--neuron.decay_alpha`).
-    pub decay: f64,
+    /// The default score update (when `scripts/validator.rhai` defines no valid
+    /// `update_scores`), as the validator was configured.
+    pub scores: ScoreUpdate,
     /// Handling of malformed lines.
     pub malformed: MalformedLines,
 }
@@ -301,44 +294,6 @@ fn reproduced(recorded: f64, rescored: f64) -> bool {
     (recorded.is_nan() && rescored.is_nan()) || rescored == recorded
 }
 
-/// The events files `path` names, oldest first: the file itself, or for a directory its
-/// rotated logs (`events.3.jsonl`, `events.2.jsonl`, `events.1.jsonl`) then
-/// `events.jsonl`.
-pub fn event_files(path: &Path) -> Result<Vec<PathBuf>, ReplayError> {
-    let io = |source| ReplayError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if !std::fs::metadata(path).map_err(io)?.is_dir() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    // Sort key: rotation index, the live file (index 0) last.
-    let mut found: Vec<(std::cmp::Reverse<u64>, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(path).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let index = match name
-            .strip_prefix("events.")
-            .and_then(|r| r.strip_suffix(".jsonl"))
-        {
-            Some("") => continue,
-            Some(n) => match n.parse::<u64>() {
-                Ok(i) if i > 0 => i,
-                _ => continue,
-            },
-            None if name == "events.jsonl" => 0,
-            None => continue,
-        };
-        found.push((std::cmp::Reverse(index), entry.path()));
-    }
-    if found.is_empty() {
-        return Err(ReplayError::NoEventFiles(path.to_path_buf()));
-    }
-    found.sort();
-    Ok(found.into_iter().map(|(_, p)| p).collect())
-}
-
 /// Re-scores every step recorded under `path` (a file, or a state directory with
 /// rotated logs) with `tasks`, and summarises per miner and per task.
 pub fn replay(
@@ -414,46 +369,26 @@ impl<'a> Replayer<'a> {
     }
 
     fn read_file(&mut self, path: &Path) -> Result<(), ReplayError> {
-        let io = |source| ReplayError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut reader = BufReader::new(File::open(path).map_err(io)?);
-        let mut buf = Vec::new();
-        let mut line = 0;
-        loop {
-            buf.clear();
-            if reader.read_until(b'\n', &mut buf).map_err(io)? == 0 {
-                return Ok(());
-            }
-            line += 1;
-            if buf.trim_ascii().is_empty() {
-                continue;
-            }
-            match serde_json::from_slice::<StepEvent>(&buf) {
-                Ok(event) => self.replay_step(path, line, &event),
-                Err(source) => match self.options.malformed {
-                    MalformedLines::Fail => {
-                        return Err(ReplayError::Malformed {
-                            path: path.to_path_buf(),
-                            line,
-                            source,
-                        });
-                    }
-                    MalformedLines::Skip => {
-                        tracing::warn!(
-                            "{}:{line}: skipped, not a step event: {source}",
-                            path.display()
-                        );
-                        self.skipped_lines.push(SkippedLine {
-                            file: path.to_path_buf(),
-                            line,
-                            message: source.to_string(),
-                        });
-                    }
-                },
+        for read in EventReader::open(path)? {
+            match read {
+                Ok((line, event)) => self.replay_step(path, line, &event),
+                Err(EventsError::Malformed { path, line, source })
+                    if self.options.malformed == MalformedLines::Skip =>
+                {
+                    tracing::warn!(
+                        "{}:{line}: skipped, not a step event: {source}",
+                        path.display()
+                    );
+                    self.skipped_lines.push(SkippedLine {
+                        file: path,
+                        line,
+                        message: source.to_string(),
+                    });
+                }
+                Err(err) => return Err(err.into()),
             }
         }
+        Ok(())
     }
 
     fn replay_step(&mut self, file: &Path, line: usize, event: &StepEvent) {
@@ -469,7 +404,7 @@ impl<'a> Replayer<'a> {
                     .or_default()
                     .add(response);
             }
-            self.update_scores(responses);
+            self.update_scores(event, responses);
         }
         self.steps.push(ReplayedStep {
             file: file.to_path_buf(),
@@ -520,8 +455,8 @@ impl<'a> Replayer<'a> {
     }
 
     /// The validator's update, on both tables: a uid whose hotkey changed starts from
-    /// zero, then the moving average and decay.
-    fn update_scores(&mut self, responses: &[RescoredResponse]) {
+    /// zero, then [`ValidatorState::apply_rewards`] in the step's context.
+    fn update_scores(&mut self, event: &StepEvent, responses: &[RescoredResponse]) {
         for response in responses {
             let uid = usize::from(response.uid);
             if uid >= self.hotkeys.len() {
@@ -530,7 +465,7 @@ impl<'a> Replayer<'a> {
             self.hotkeys[uid].clone_from(&response.hotkey);
         }
         let uids: Vec<u16> = responses.iter().map(|r| r.uid).collect();
-        let (alpha, decay) = (self.options.alpha, self.options.decay);
+        let ctx = self.scripts.ctx(event.seed, event.step);
         for (state, rewards) in [
             (
                 &mut self.recorded,
@@ -542,7 +477,7 @@ impl<'a> Replayer<'a> {
             ),
         ] {
             state.sync_hotkeys(&self.hotkeys);
-            state.update_scores(&uids, &rewards, alpha, decay);
+            state.apply_rewards(self.scripts, &ctx, &uids, &rewards, self.options.scores);
         }
     }
 
@@ -614,52 +549,6 @@ fn task_instance(event: &StepEvent) -> TaskInstance {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_directory_lists_rotated_logs_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        for name in [
-            "events.jsonl",
-            "events.1.jsonl",
-            "events.10.jsonl",
-            "events.2.jsonl",
-            "events.x.jsonl",
-            "events.0.jsonl",
-            "state.json",
-        ] {
-            std::fs::write(dir.path().join(name), "").unwrap();
-        }
-        let names: Vec<String> = event_files(dir.path())
-            .unwrap()
-            .iter()
-            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(
-            names,
-            [
-                "events.10.jsonl",
-                "events.2.jsonl",
-                "events.1.jsonl",
-                "events.jsonl"
-            ]
-        );
-    }
-
-    #[test]
-    fn a_file_is_read_alone_and_missing_paths_are_errors() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("mine.jsonl");
-        std::fs::write(&file, "").unwrap();
-        assert_eq!(event_files(&file).unwrap(), vec![file]);
-        assert!(matches!(
-            event_files(&dir.path().join("absent")),
-            Err(ReplayError::Io { .. })
-        ));
-        let empty = dir.path().join("empty");
-        std::fs::create_dir(&empty).unwrap();
-        let err = event_files(&empty).unwrap_err();
-        assert!(err.to_string().contains("no events.jsonl"), "{err}");
-    }
 
     #[test]
     fn reproduced_means_bit_exact_and_json_keeps_floats_exact() {

@@ -3,9 +3,16 @@
 //!
 //! Saved atomically (write a temp file in the same directory, fsync, rename) after
 //! every step, so a `kill -9` at any moment leaves either the old or the new state.
+//!
+//! [`ValidatorState::apply_rewards`] is the one way a step's rewards reach the scores,
+//! used by the validator and by `neuron replay`: the `update_scores` hook of
+//! `scripts/validator.rhai` when it answers validly, else SN1's moving average.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+use super::hooks::PromptingHooks;
+use crate::script::{Ctx, ScriptHost};
 
 /// Errors reading or writing the state file.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +33,36 @@ pub enum StateError {
         /// What failed to parse.
         source: serde_json::Error,
     },
+}
+
+/// SN1's default score update: moving-average `alpha` and per-step `decay`
+/// (`--neuron.moving_average_alpha`, `--neuron.decay_alpha`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreUpdate {
+    /// Weight of the new reward in the moving average.
+    pub alpha: f64,
+    /// Subtracted from every score after each step (floored at 0).
+    pub decay: f64,
+}
+
+/// A validator hook's answer: `Some` when the hook answered validly; `None` (the
+/// default applies) when it is not defined, or failed (logged with the step).
+pub(crate) fn hook_answer<T, E: std::fmt::Display>(
+    hook: &str,
+    step: u64,
+    outcome: Result<Option<T>, E>,
+) -> Option<T> {
+    match outcome {
+        Ok(answer) => answer,
+        Err(err) => {
+            tracing::error!(
+                step,
+                hook,
+                "validator hook failed, using the default: {err}"
+            );
+            None
+        }
+    }
 }
 
 /// Moving-average scores and bookkeeping of one validator.
@@ -96,6 +133,28 @@ impl ValidatorState {
         for score in &mut self.scores {
             *score = (*score - decay).max(0.0);
         }
+    }
+
+    /// Folds one step's rewards into the scores exactly as the validator does: the
+    /// `update_scores` hook of `scripts/validator.rhai` (called in `ctx`, the step's
+    /// context) when it is defined and its answer valid, else [`Self::update_scores`]
+    /// with `default`. A failing or invalid hook is logged and the default applies.
+    pub fn apply_rewards(
+        &mut self,
+        scripts: &ScriptHost,
+        ctx: &Ctx,
+        uids: &[u16],
+        rewards: &[f64],
+        default: ScoreUpdate,
+    ) {
+        if let Some(script) = scripts.validator_hooks().filter(|s| s.hooks.update_scores) {
+            let hooked = scripts.update_scores(&script, ctx, &self.scores, uids, rewards);
+            if let Some(scores) = hook_answer("update_scores", ctx.step, hooked) {
+                self.scores = scores;
+                return;
+            }
+        }
+        self.update_scores(uids, rewards, default.alpha, default.decay);
     }
 
     /// Scores L1-normalised into weights (all zero when every score is zero).

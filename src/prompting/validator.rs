@@ -1,5 +1,6 @@
-//! The SN1 validator: each step picks a task script, generates a query and reference,
-//! turns the query into a persona's challenge, queries a sample of miners through the
+//! The SN1 validator: each step makes a challenge ([`Challenge::make`]: a task script
+//! generates a query and reference, the `--neuron.persona` script turns the query into
+//! a challenge), queries a sample of miners through the
 //! dendrite, scores their completions with the task's rewards, updates the moving
 //! scores and, every epoch, sets weights on the chain.
 //!
@@ -9,8 +10,9 @@
 //!
 //! `scripts/validator.rhai` may replace two defaults: `select_uids(ctx, metagraph, k)`
 //! (which miners a step queries; default [`select_uids`]) and `update_scores(ctx,
-//! scores, rewards)` (default [`ValidatorState::update_scores`]). What a hook returns
-//! is checked; a hook that fails or returns something invalid is logged and the
+//! scores, rewards)` (default [`ValidatorState::update_scores`]; both applied by
+//! [`ValidatorState::apply_rewards`], which `neuron replay` uses too). What a hook
+//! returns is checked; a hook that fails or returns something invalid is logged and the
 //! default is used for that step.
 //!
 //! `--neuron.num_concurrent_forwards N` runs N steps at once (task generation, queries
@@ -25,22 +27,18 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
-use tracing::{error, warn};
+use tracing::warn;
 
-use super::events::{EventLog, EventLogError};
+use super::challenge::{Challenge, ChallengeError, TaskChoice};
+use super::events::{EventLog, EventsError, ResponseEvent, StepEvent};
 use super::hooks::PromptingHooks;
-use super::state::{StateError, ValidatorState};
+use super::state::{ScoreUpdate, StateError, ValidatorState, hook_answer};
 use super::uids::{UidFilter, select_uids};
 use crate::chain::{Chain, ChainError, Metagraph, normalize_weights};
 use crate::config::Config;
 use crate::net::{AxonInfo, Dendrite, DendritePool, PromptingSynapse};
-use crate::score::Component;
 use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost, metagraph_rows};
 use crate::wallet::Keypair;
-
-/// Persona script used to turn queries into challenges.
-pub const PERSONA_SCRIPT: &str = "human";
 
 /// Pause of [`Validator::run`] after a batch whose every step failed (a chain down at
 /// start, a broken task rotation), so the loop retries without spinning.
@@ -60,7 +58,7 @@ pub enum ValidatorError {
     State(#[from] StateError),
     /// The event log could not be written.
     #[error(transparent)]
-    Events(#[from] EventLogError),
+    Events(#[from] EventsError),
     /// No task script is live.
     #[error("no task script is live under {0}")]
     NoTasks(PathBuf),
@@ -80,58 +78,13 @@ pub enum ValidatorError {
     },
 }
 
-/// One miner's answer in a step, as logged.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ResponseEvent {
-    /// Queried uid.
-    pub uid: u16,
-    /// Its hotkey at query time.
-    pub hotkey: String,
-    /// The completion (empty on failure).
-    pub completion: String,
-    /// Final status code (200 success; 408 timeout; 503 unreachable; ...).
-    pub status_code: u16,
-    /// Status message.
-    pub status_message: String,
-    /// Seconds from sending to answer.
-    pub latency_s: f64,
-    /// Final reward.
-    pub reward: f64,
-    /// Each reward and penalty component behind `reward`.
-    pub components: Vec<Component>,
-}
-
-/// Everything about one step: one line of `events.jsonl`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepEvent {
-    /// Step number.
-    pub step: u64,
-    /// Block at the start of the step.
-    pub block: u64,
-    /// Seed of the step's RNG (replays the task generation).
-    pub seed: u64,
-    /// Task name.
-    pub task: String,
-    /// The persona map.
-    pub persona: serde_json::Value,
-    /// The task's query.
-    pub query: String,
-    /// The challenge sent to miners.
-    pub challenge: String,
-    /// The reference answer.
-    pub reference: String,
-    /// Everything else the task generated (context, topic, ...).
-    pub task_fields: serde_json::Value,
-    /// One entry per queried miner.
-    pub responses: Vec<ResponseEvent>,
-    /// Seconds spent generating the task and challenge.
-    pub generate_s: f64,
-    /// Seconds spent in the dendrite query.
-    pub query_s: f64,
-    /// Seconds spent scoring.
-    pub score_s: f64,
-    /// Block at which weights were set after this step, if they were.
-    pub weights_set_at: Option<u64>,
+impl From<ChallengeError> for ValidatorError {
+    fn from(err: ChallengeError) -> Self {
+        match err {
+            ChallengeError::Script(err) => Self::Script(err),
+            ChallengeError::NoTasks(root) => Self::NoTasks(root),
+        }
+    }
 }
 
 /// A running validator.
@@ -367,17 +320,11 @@ impl Validator {
         self_uid: u16,
     ) -> Result<StepEvent, ValidatorError> {
         let started = Instant::now();
-        let task_weights = self.task_weights();
-        let (task_script, instance, persona, challenge) = self
-            .with_scripts(step, move |scripts, ctx| -> Result<_, ValidatorError> {
-                let task = scripts
-                    .pick_task(ctx, &task_weights)
-                    .ok_or_else(|| ValidatorError::NoTasks(scripts.root().to_path_buf()))?;
-                let instance = scripts.generate(&task, ctx)?;
-                let persona_script = scripts.persona_script(PERSONA_SCRIPT)?;
-                let persona = scripts.persona(&persona_script, ctx)?;
-                let challenge = scripts.challenge(&persona_script, ctx, &instance, &persona)?;
-                Ok((task, instance, persona, challenge))
+        let choice = TaskChoice::Weighted(self.task_weights());
+        let persona = self.config.neuron.persona.clone();
+        let challenge = self
+            .with_scripts(step, move |scripts, ctx| {
+                Challenge::make(scripts, ctx, choice, &persona)
             })
             .await??;
         let generate_s = started.elapsed().as_secs_f64();
@@ -389,7 +336,7 @@ impl Validator {
             .collect();
         let prompt = PromptingSynapse {
             roles: vec!["user".into()],
-            messages: vec![challenge.clone()],
+            messages: vec![challenge.text.clone()],
             completion: String::new(),
         };
         let started = Instant::now();
@@ -405,15 +352,14 @@ impl Validator {
         let query_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
-        let (reward_instance, reward_challenge, reward_completions) =
-            (instance.clone(), challenge.clone(), completions.clone());
+        let (scored, reward_completions) = (challenge.clone(), completions.clone());
         let breakdowns = self
             .with_scripts(step, move |scripts, ctx| {
                 scripts.reward(
-                    &task_script,
+                    &scored.task,
                     ctx,
-                    &reward_instance,
-                    &reward_challenge,
+                    &scored.instance,
+                    &scored.text,
                     &reward_completions,
                 )
             })
@@ -424,12 +370,12 @@ impl Validator {
             step,
             block: metagraph.block,
             seed: self.seed(step),
-            task: instance.task.clone(),
-            persona: to_json(&persona),
-            query: instance.query.clone(),
-            challenge,
-            reference: instance.reference.clone(),
-            task_fields: to_json(&instance.fields),
+            persona: challenge.persona_json(),
+            task_fields: challenge.fields_json(),
+            task: challenge.instance.task,
+            query: challenge.instance.query,
+            reference: challenge.instance.reference,
+            challenge: challenge.text,
             responses: uids
                 .iter()
                 .zip(responses)
@@ -470,7 +416,8 @@ impl Validator {
                     scripts.select_uids(&script, ctx, &graph, k)
                 })
                 .await;
-            if let Some(uids) = hook_result("select_uids", step, hooked) {
+            let answer = hooked.and_then(|answer| answer.map_err(ValidatorError::from));
+            if let Some(uids) = hook_answer("select_uids", step, answer) {
                 return uids;
             }
         }
@@ -484,36 +431,33 @@ impl Validator {
         select_uids(metagraph, &filter, k, &mut rng)
     }
 
-    /// Folds a scored step into the moving scores: the `update_scores` hook's result
-    /// when it defines one and its answer is valid, else SN1's EMA and decay.
+    /// Folds a scored step into the moving scores ([`ValidatorState::apply_rewards`],
+    /// in the step's context, on a blocking thread).
     async fn update_scores(&mut self, event: &StepEvent) {
-        let uids: Vec<u16> = event.responses.iter().map(|r| r.uid).collect();
-        let rewards: Vec<f64> = event.responses.iter().map(|r| r.reward).collect();
-        if let Some(script) = self
-            .scripts
-            .validator_hooks()
-            .filter(|s| s.hooks.update_scores)
+        let (uids, rewards) = (event.uids(), event.rewards());
+        let neuron = &self.config.neuron;
+        let default = ScoreUpdate {
+            alpha: neuron.moving_average_alpha,
+            decay: neuron.decay_alpha,
+        };
+        let mut state = self.state.clone();
+        let (hook_uids, hook_rewards) = (uids.clone(), rewards.clone());
+        match self
+            .with_scripts(event.step, move |scripts, ctx| {
+                state.apply_rewards(scripts, ctx, &hook_uids, &hook_rewards, default);
+                state
+            })
+            .await
         {
-            let scores = self.state.scores.clone();
-            let (hook_uids, hook_rewards) = (uids.clone(), rewards.clone());
-            let hooked = self
-                .with_scripts(event.step, move |scripts, ctx| {
-                    scripts.update_scores(&script, ctx, &scores, &hook_uids, &hook_rewards)
-                })
-                .await;
-            if let Some(scores) = hook_result("update_scores", event.step, hooked) {
-                self.state.scores = scores;
-                return;
+            Ok(state) => self.state = state,
+            Err(err) => {
+                hook_answer::<(), _>("update_scores", event.step, Err(err));
+                self.state
+                    .update_scores(&uids, &rewards, default.alpha, default.decay);
             }
         }
-        let neuron = &self.config.neuron;
-        self.state.update_scores(
-            &uids,
-            &rewards,
-            neuron.moving_average_alpha,
-            neuron.decay_alpha,
-        );
     }
+
     /// Task-name → probability overrides from `--neuron.tasks`/`--neuron.task_p`.
     fn task_weights(&self) -> BTreeMap<String, f64> {
         let neuron = &self.config.neuron;
@@ -585,29 +529,4 @@ impl Validator {
             }
         }
     }
-}
-
-/// A validator hook's answer: `Some` when the hook is defined and its answer valid;
-/// `None` (the default applies) when it is not defined, or failed (logged).
-fn hook_result<T>(
-    hook: &str,
-    step: u64,
-    outcome: Result<Result<Option<T>, ScriptError>, ValidatorError>,
-) -> Option<T> {
-    let err = match outcome {
-        Ok(Ok(answer)) => return answer,
-        Ok(Err(err)) => err.to_string(),
-        Err(err) => err.to_string(),
-    };
-    error!(
-        step,
-        hook, "validator hook failed, using the default: {err}"
-    );
-    None
-}
-
-/// A script map as JSON for the event log.
-fn to_json(map: &rhai::Map) -> serde_json::Value {
-    rhai::serde::from_dynamic(&rhai::Dynamic::from_map(map.clone()))
-        .unwrap_or(serde_json::Value::Null)
 }

@@ -5,18 +5,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::bin::neuron_command;
 use crate::support::succeeded as ok;
 use neuron::chain::sim::SimChain;
 use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
 use neuron::wallet::Keypair;
 
+/// `neuron chain --chain.file FILE ARGS`.
 fn neuron(file: &Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_neuron"));
-    cmd.arg("chain")
-        .arg("--chain.file")
-        .arg(file)
-        .args(args)
-        .env("RUST_LOG", "warn");
+    let mut cmd = neuron_command(["chain", "--chain.file"]);
+    cmd.arg(file).args(args);
     cmd
 }
 

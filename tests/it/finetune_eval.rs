@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use neuron::chain::sim::{SimChain, SimConfig};
 use neuron::chain::{Chain, Hyperparameters};
 use neuron::finetune::{
-    Evaluator, ModelId, ModelStore, ScriptPolicy, StoreConfig, Validator, ValidatorConfig,
+    Evaluator, FinetuneConfig, FinetuneValidator, ModelId, ModelStore, ScriptPolicy, StoreConfig,
     hash_directory, load_pairs,
 };
 use neuron::llm::LoadOptions;
@@ -149,13 +149,13 @@ async fn better_and_earlier_models_win_and_failures_score_zero() {
     store_config.models_dir = Some(models.clone());
     store_config.hub = false;
     let state_path = tmp.path().join("state.json");
-    let mut v = Validator::new(
+    let mut v = FinetuneValidator::new(
         Arc::new(chain.clone()),
         Arc::new(validator.clone()),
         policy,
         ModelStore::new(store_config),
         Evaluator::new(LoadOptions::default()),
-        ValidatorConfig {
+        FinetuneConfig {
             netuid,
             state_path: state_path.clone(),
             pairs: load_pairs(&fixture("pairs.jsonl")).unwrap(),

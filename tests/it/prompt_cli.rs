@@ -5,42 +5,31 @@
 //! answers too.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::Duration;
 
-use neuron::chain::sim::{SimChain, SimConfig};
+use crate::support::bin::{neuron_command, run_async};
+use crate::support::succeeded;
+use neuron::chain::sim::SimChain;
 use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
 use neuron::config::BlacklistConfig;
-use neuron::prompting::local::{demo_hyperparameters, serve_miner};
+use neuron::prompting::local::{LocalSubnet, demo_hyperparameters};
 use neuron::script::{HostConfig, ScriptHost, Services};
 use neuron::wallet::{Keypair, Wallet};
 
 const PROMPT: &str = "Heraclitus was a";
 const PHRASE: &str = "Can you please repeat that?";
 
+/// `neuron prompt ARGS` as the caller, on the chain file in `dir`.
 async fn neuron(dir: &Path, args: &[&str]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_neuron"));
-    cmd.arg("prompt")
-        .args(args)
+    let mut cmd = neuron_command(["prompt"]);
+    cmd.args(args)
         .arg("--subtensor.db_path")
         .arg(dir.join("chain.sqlite"))
         .arg("--wallet.path")
         .arg(dir.join("wallets"))
-        .args(["--wallet.name", "caller", "--wallet.hotkey", "default"])
-        .env("RUST_LOG", "warn");
-    tokio::task::spawn_blocking(move || cmd.output().expect("run neuron"))
-        .await
-        .unwrap()
-}
-
-fn stdout_of(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "neuron prompt failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+        .args(["--wallet.name", "caller", "--wallet.hotkey", "default"]);
+    run_async(cmd).await
 }
 
 /// Waits for the next block of the embedded chain (one epoch per block at most).
@@ -54,41 +43,28 @@ async fn next_block(chain: &SimChain) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompt_asks_miners_and_prints_the_best_answer_by_incentive() {
     let dir = tempfile::tempdir().unwrap();
-    let chain = SimChain::create(
-        &dir.path().join("chain.sqlite"),
-        SimConfig {
-            block_time: Duration::from_millis(100),
+    let mut subnet = LocalSubnet::open(
+        dir.path(),
+        Duration::from_millis(100),
+        Keypair::from_uri("//PromptOwner").unwrap(),
+        Hyperparameters {
+            tempo: 60_000,
+            weights_rate_limit: 0,
+            ..demo_hyperparameters()
         },
+        100_000 * RAO_PER_TAO,
     )
+    .await
     .unwrap();
-    let owner = Keypair::from_uri("//PromptOwner").unwrap();
-    chain
-        .faucet(&owner.ss58(), 100_000 * RAO_PER_TAO)
-        .await
-        .unwrap();
-    let netuid = chain
-        .create_subnet(
-            &owner.ss58(),
-            Hyperparameters {
-                tempo: 60_000,
-                weights_rate_limit: 0,
-                ..demo_hyperparameters()
-            },
-        )
-        .await
-        .unwrap();
+    let (chain, netuid) = (subnet.chain().clone(), subnet.netuid());
 
     // The caller: a wallet hotkey, registered and staked (it sets the weights too).
     let caller = Keypair::from_uri("//PromptCaller").unwrap();
     Wallet::new(dir.path().join("wallets"), "caller", "default")
         .set_hotkey(&caller, None, false)
         .unwrap();
-    let caller_uid = chain
-        .burned_register(&owner, netuid, &caller.ss58())
-        .await
-        .unwrap();
-    chain
-        .add_stake(&owner, &caller.ss58(), netuid, 1_000 * RAO_PER_TAO)
+    let caller_uid = subnet
+        .add_validator(&caller, 1_000 * RAO_PER_TAO)
         .await
         .unwrap();
 
@@ -101,20 +77,13 @@ async fn prompt_asks_miners_and_prints_the_best_answer_by_incentive() {
     for strategy in ["echo", "phrase"] {
         let hotkey = Keypair::from_uri(&format!("//PromptMiner-{strategy}")).unwrap();
         miners.push(
-            serve_miner(
-                &chain,
-                &owner,
-                netuid,
-                &hotkey,
-                strategy,
-                &scripts,
-                &BlacklistConfig::default(),
-            )
-            .await
-            .unwrap(),
+            subnet
+                .serve_miner(&hotkey, strategy, &scripts, &BlacklistConfig::default())
+                .await
+                .unwrap(),
         );
     }
-    let (echo, phrase) = (miners[0].miner.uid, miners[1].miner.uid);
+    let (echo, phrase) = (miners[0].uid, miners[1].uid);
 
     // A permit for the caller, its weights (phrase above echo), and an epoch.
     next_block(&chain).await;
@@ -136,12 +105,12 @@ async fn prompt_asks_miners_and_prints_the_best_answer_by_incentive() {
 
     // Default: the top miners by incentive; the best answer is phrase's.
     let out = neuron(dir.path(), &[PROMPT, "--netuid", "1", "--timeout", "10"]).await;
-    assert_eq!(stdout_of(&out).trim_end(), PHRASE);
+    assert_eq!(succeeded(out.clone()).trim_end(), PHRASE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("uid {phrase} ")), "{stderr}");
 
     // --all: every answer with uid, status and latency.
-    let all = stdout_of(&neuron(dir.path(), &[PROMPT, "--all"]).await);
+    let all = succeeded(neuron(dir.path(), &[PROMPT, "--all"]).await);
     for (uid, completion) in [(echo, PROMPT), (phrase, PHRASE)] {
         let row = all
             .lines()
@@ -157,9 +126,9 @@ async fn prompt_asks_miners_and_prints_the_best_answer_by_incentive() {
 
     // --uids picks the miners; --top 1 only the highest incentive.
     let uid = echo.to_string();
-    let only_echo = stdout_of(&neuron(dir.path(), &[PROMPT, "--uids", &uid]).await);
+    let only_echo = succeeded(neuron(dir.path(), &[PROMPT, "--uids", &uid]).await);
     assert_eq!(only_echo.trim_end(), PROMPT);
-    let top = stdout_of(&neuron(dir.path(), &[PROMPT, "--top", "1", "--all"]).await);
+    let top = succeeded(neuron(dir.path(), &[PROMPT, "--top", "1", "--all"]).await);
     assert!(
         top.contains(PHRASE) && !top.contains(&format!("| {echo} ")),
         "{top}"
@@ -187,7 +156,5 @@ async fn prompt_asks_miners_and_prints_the_best_answer_by_incentive() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--timeout must be a positive"), "{stderr}");
 
-    for miner in miners {
-        miner.shutdown().await;
-    }
+    subnet.shutdown().await;
 }

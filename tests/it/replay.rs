@@ -6,16 +6,18 @@
 //! answers.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::Duration;
 
+use crate::support::bin::neuron;
+use crate::support::succeeded;
+
 use neuron::config::Config;
+use neuron::prompting::events::{EventsError, ResponseEvent, StepEvent};
 use neuron::prompting::local::{self, LocalOptions};
 use neuron::prompting::replay::{
     MalformedLines, ReplayError, ReplayOptions, StepOutcome, TaskScripts, replay,
 };
-use neuron::prompting::state::ValidatorState;
-use neuron::prompting::validator::{ResponseEvent, StepEvent};
+use neuron::prompting::state::{ScoreUpdate, ValidatorState};
 use neuron::score::RewardSpec;
 use neuron::script::{HostConfig, ScriptHost, Services};
 
@@ -71,28 +73,12 @@ fn edit(path: &Path, from: &str, to: &str) {
 
 fn options(config: &Config, malformed: MalformedLines) -> ReplayOptions {
     ReplayOptions {
-        alpha: config.neuron.moving_average_alpha,
-        decay: config.neuron.decay_alpha,
+        scores: ScoreUpdate {
+            alpha: config.neuron.moving_average_alpha,
+            decay: config.neuron.decay_alpha,
+        },
         malformed,
     }
-}
-
-fn neuron(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_neuron"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run neuron")
-}
-
-fn stdout_of(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "neuron failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,7 +226,7 @@ async fn replay_reproduces_recorded_rewards_and_sees_edited_ones() {
     // The command line, as a validator runs it.
     let events = state_dir.join("events.jsonl");
     let events = events.to_str().unwrap();
-    let same = stdout_of(&neuron(&[
+    let same = succeeded(neuron([
         "replay",
         events,
         "--scripts",
@@ -251,7 +237,7 @@ async fn replay_reproduces_recorded_rewards_and_sees_edited_ones() {
         "{same}"
     );
     assert!(same.contains("new weight"), "{same}");
-    let other = stdout_of(&neuron(&[
+    let other = succeeded(neuron([
         "replay",
         events,
         "--scripts",
@@ -344,7 +330,10 @@ fn bad_input_gets_clear_answers() {
     std::fs::write(&events, format!("{good}{{not json\n\n{good}{cut}")).unwrap();
     let err = replay(&events, &scripts, &TaskScripts::Rotation, &fail).unwrap_err();
     assert!(
-        matches!(err, ReplayError::Malformed { line: 2, .. }),
+        matches!(
+            err,
+            ReplayError::Events(EventsError::Malformed { line: 2, .. })
+        ),
         "{err}"
     );
     let message = err.to_string();
@@ -444,7 +433,7 @@ fn bad_input_gets_clear_answers() {
     // prints the table and exits non-zero; a task that no longer compiles stops it.
     std::fs::write(&events, format!("{good}oops\n")).unwrap();
     let root_arg = root.to_str().unwrap();
-    let out = neuron(&["replay", events.to_str().unwrap(), "--scripts", root_arg]);
+    let out = neuron(["replay", events.to_str().unwrap(), "--scripts", root_arg]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -455,7 +444,7 @@ fn bad_input_gets_clear_answers() {
         "{stderr}"
     );
     std::fs::write(&events, line(&event(5, "thrower"))).unwrap();
-    let out = neuron(&["replay", events.to_str().unwrap(), "--scripts", root_arg]);
+    let out = neuron(["replay", events.to_str().unwrap(), "--scripts", root_arg]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -468,11 +457,140 @@ fn bad_input_gets_clear_answers() {
         "const NAME = \"exact\";\nfn generate(ctx) {",
     )
     .unwrap();
-    let out = neuron(&["replay", events.to_str().unwrap(), "--scripts", root_arg]);
+    let out = neuron(["replay", events.to_str().unwrap(), "--scripts", root_arg]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("task scripts failed to load") && stderr.contains("exact.rhai"),
         "{stderr}"
+    );
+}
+
+/// The validator's `update_scores` hook for [`replay_applies_the_update_scores_hook`]:
+/// only the step's best reward counts (the first best, in response order); every
+/// other score drops to zero. SN1's moving average would keep every rewarded miner.
+const KEEP_THE_BEST: &str = r#"
+fn update_scores(ctx, scores, rewards) {
+    let best = rewards[0];
+    for r in rewards { if r.reward > best.reward { best = r; } }
+    let out = scores.map(|s| 0.0);
+    out[best.uid] = best.reward;
+    out
+}
+"#;
+
+/// A model-free script root: the task's query is its reference and the persona's
+/// challenge is the query (echo miners earn 1), the echo and phrase strategies, and
+/// `scripts/validator.rhai` with [`KEEP_THE_BEST`].
+fn hook_root(dir: &Path) -> PathBuf {
+    let root = dir.join("hook-root");
+    let write = |rel: &str, text: &str| {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "tasks/say.rhai",
+        r#"const NAME = "say"; const WEIGHT = 1.0;
+const REWARDS = #{ "diff": 1.0 }; const PENALTIES = #{};
+fn generate(ctx) {
+    let q = `repeat after me: ${ctx.rng.int(0, 1000000)}`;
+    #{ query: q, reference: q }
+}
+"#,
+    );
+    write(
+        "personas/human.rhai",
+        "fn persona(ctx) { #{} }\nfn challenge(ctx, task, persona) { task.query }\n",
+    );
+    for strategy in ["echo", "phrase"] {
+        let rel = format!("scripts/miners/{strategy}.rhai");
+        write(
+            &rel,
+            &std::fs::read_to_string(Path::new(REPO).join(&rel)).unwrap(),
+        );
+    }
+    write("scripts/validator.rhai", KEEP_THE_BEST);
+    root
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_applies_the_update_scores_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = hook_root(dir.path());
+    let mut config = Config::default();
+    config.scripts.root = root.clone();
+    config.neuron.timeout = 10.0;
+    config.neuron.epoch_length = 2;
+    let data_dir = dir.path().join("run");
+    let run = LocalOptions {
+        data_dir: data_dir.clone(),
+        miners: 3,
+        strategies: vec!["echo".into(), "phrase".into(), "echo".into()],
+        validators: 1,
+        steps: 4,
+        seed: 11,
+        block_time: Duration::from_millis(100),
+        config: config.clone(),
+    };
+    let report = local::run(&run, host(&root), |_| {})
+        .await
+        .expect("local run");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    assert_eq!(report.events.len(), 4);
+    let state_dir = data_dir.join("validator0");
+    let validator = ValidatorState::load(&state_dir.join("state.json")).unwrap();
+    let weights = validator.normalized_weights();
+    let nonzero = weights.iter().filter(|w| **w > 0.0).count();
+    assert_eq!(nonzero, 1, "the hook kept one miner: {weights:?}");
+
+    // Replay with the hook: the validator's weights, bit for bit, on both sides.
+    let hooked = replay(
+        &state_dir,
+        &host(&root),
+        &TaskScripts::Rotation,
+        &options(&config, MalformedLines::Fail),
+    )
+    .expect("replay");
+    assert_eq!(hooked.changed_responses(), 0);
+    assert_eq!(hooked.miners.len(), 3);
+    for miner in &hooked.miners {
+        let expected = weights[usize::from(miner.uid)];
+        assert!(
+            miner.recorded_weight == expected && miner.rescored_weight == expected,
+            "uid {}: validator weight {expected}, replay {} / {}",
+            miner.uid,
+            miner.recorded_weight,
+            miner.rescored_weight
+        );
+    }
+
+    // The same events without the hook (SN1's moving average) give other weights, so
+    // the comparison above can fail.
+    std::fs::remove_file(root.join("scripts/validator.rhai")).unwrap();
+    let averaged = replay(
+        &state_dir,
+        &host(&root),
+        &TaskScripts::Rotation,
+        &options(&config, MalformedLines::Fail),
+    )
+    .expect("replay without the hook");
+    assert!(
+        averaged
+            .miners
+            .iter()
+            .any(|m| m.rescored_weight != weights[usize::from(m.uid)]),
+        "the moving average gives the hook's weights: {:?}",
+        averaged.miners
+    );
+    assert!(
+        averaged
+            .miners
+            .iter()
+            .filter(|m| m.rescored_weight > 0.0)
+            .count()
+            >= 2,
+        "{:?}",
+        averaged.miners
     );
 }

@@ -2,14 +2,13 @@
 //! of every script the repository ships (which runs each task's seeded generate on the
 //! default models).
 
-use std::process::Command;
+use crate::support::bin::{neuron_command, run};
 
+/// `neuron ARGS` (errors logged only): whether it succeeded, and stdout then stderr.
 fn neuron(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_neuron"))
-        .args(args)
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
+    let mut cmd = neuron_command(args);
+    cmd.env("RUST_LOG", "error");
+    let out = run(cmd);
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &*String::from_utf8_lossy(&out.stderr);
     (out.status.success(), text)

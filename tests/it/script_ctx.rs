@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use neuron::chain::{Chain, RAO_PER_TAO};
 use neuron::config::Config;
-use neuron::prompting::local::open_chain;
+use neuron::prompting::local::{LocalSubnet, demo_hyperparameters};
 use neuron::prompting::script_host;
 use neuron::prompting::validator::Validator;
 use neuron::wallet::Keypair;
@@ -50,28 +50,24 @@ async fn validator_hooks_see_the_steps_metagraph_in_ctx() {
     write(&root, "scripts/validator.rhai", HOOKS);
 
     let owner = Keypair::from_uri("//Owner").unwrap();
-    let (chain, netuid) = open_chain(
+    let subnet = LocalSubnet::open(
         &dir.path().join("chain"),
         Duration::from_millis(100),
-        &owner,
+        owner,
+        demo_hyperparameters(),
+        1_000 * RAO_PER_TAO,
     )
     .await
     .unwrap();
-    chain
-        .faucet(&owner.ss58(), 1_000 * RAO_PER_TAO)
-        .await
-        .unwrap();
     let validator = Keypair::from_uri("//Validator").unwrap();
     for hotkey in [
-        validator.ss58(),
-        Keypair::from_uri("//Miner0").unwrap().ss58(),
-        Keypair::from_uri("//Miner1").unwrap().ss58(),
+        validator.clone(),
+        Keypair::from_uri("//Miner0").unwrap(),
+        Keypair::from_uri("//Miner1").unwrap(),
     ] {
-        chain
-            .burned_register(&owner, netuid, &hotkey)
-            .await
-            .unwrap();
+        subnet.register(&hotkey).await.unwrap();
     }
+    let (chain, netuid) = (subnet.chain().clone(), subnet.netuid());
 
     let mut config = Config {
         netuid,

@@ -10,28 +10,28 @@
 //! seconds.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::support::bin::neuron_command;
+use crate::support::flaky_chain::FlakyChain;
 use neuron::chain::sim::SimChain;
 use neuron::chain::{AxonServe, Chain, ChainError, Metagraph, RAO_PER_TAO};
 use neuron::config::Config;
-use neuron::net::{Axon, AxonConfig, Dendrite, VERSION_AS_INT};
+use neuron::net::{Dendrite, VERSION_AS_INT};
+use neuron::prompting::events::StepEvent;
 use neuron::prompting::hooks::PromptingHooks;
-use neuron::prompting::local::open_chain;
-use neuron::prompting::miner::MinerHandler;
+use neuron::prompting::local::{LocalSubnet, demo_hyperparameters};
 use neuron::prompting::script_host;
 use neuron::prompting::state::ValidatorState;
 use neuron::prompting::uids::{UidFilter, select_uids};
-use neuron::prompting::validator::{StepEvent, Validator, ValidatorError};
+use neuron::prompting::validator::{Validator, ValidatorError};
 use neuron::script::{NeuronLink, ReloadStatus, ScriptError, ScriptHost};
 use neuron::wallet::{Keypair, Wallet};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-
-use crate::support::flaky_chain::FlakyChain;
 
 const BLOCK_TIME: Duration = Duration::from_millis(100);
 const SEED: u64 = 7;
@@ -78,7 +78,7 @@ struct Subnet {
     netuid: u16,
     validator: Keypair,
     miners: Vec<u16>,
-    _axons: Vec<Axon>,
+    _served: LocalSubnet,
     _hanging: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -87,84 +87,58 @@ impl Subnet {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("scripts");
         script_root(&root);
-        let owner = Keypair::from_uri("//Owner").unwrap();
-        let (chain, netuid) = open_chain(&dir.path().join("chain"), BLOCK_TIME, &owner)
-            .await
-            .unwrap();
-        chain
-            .faucet(&owner.ss58(), 1_000 * RAO_PER_TAO)
-            .await
-            .unwrap();
+        let mut subnet = LocalSubnet::open(
+            &dir.path().join("chain"),
+            BLOCK_TIME,
+            Keypair::from_uri("//Owner").unwrap(),
+            demo_hyperparameters(),
+            1_000 * RAO_PER_TAO,
+        )
+        .await
+        .unwrap();
+        let (chain, netuid) = (subnet.chain().clone(), subnet.netuid());
         let validator = Keypair::from_uri("//Validator").unwrap();
-        chain
-            .burned_register(&owner, netuid, &validator.ss58())
+        subnet
+            .add_validator(&validator, 100 * RAO_PER_TAO)
             .await
             .unwrap();
-        chain
-            .add_stake(&owner, &validator.ss58(), netuid, 100 * RAO_PER_TAO)
-            .await
-            .unwrap();
-        let mut keys = Vec::new();
-        let mut miners = Vec::new();
-        for i in 0..strategies.len() {
-            let key = Keypair::from_uri(&format!("//Miner{i}")).unwrap();
-            miners.push(
-                chain
-                    .burned_register(&owner, netuid, &key.ss58())
-                    .await
-                    .unwrap(),
-            );
-            keys.push(key);
-        }
-        let shared: Arc<dyn Chain> = Arc::new(chain.clone());
-        let metagraph = shared.metagraph(netuid).await.unwrap();
         let mut config = Config::default();
         config.scripts.root = root.clone();
         let scripts = script_host(&config).unwrap();
-        let (mut axons, mut hanging) = (Vec::new(), Vec::new());
+        // Every miner registered before any serves, so each one's first metagraph view
+        // knows the others (the proxy miner queries them).
+        let (mut keys, mut miners, mut hanging) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..strategies.len() {
+            let key = Keypair::from_uri(&format!("//Miner{i}")).unwrap();
+            miners.push(subnet.register(&key).await.unwrap());
+            keys.push(key);
+        }
         for (key, strategy) in keys.iter().zip(strategies) {
-            let addr = if *strategy == "hang" {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                let addr = listener.local_addr().unwrap();
-                hanging.push(tokio::spawn(async move {
-                    let mut held = Vec::new();
-                    while let Ok((socket, _)) = listener.accept().await {
-                        held.push(socket);
-                    }
-                }));
-                addr
-            } else {
-                let link = NeuronLink::new(
-                    Arc::clone(&shared),
-                    netuid,
-                    Dendrite::new(key.clone()).unwrap(),
-                );
-                let handler =
-                    MinerHandler::new(scripts.clone(), *strategy, config.blacklist.clone())
-                        .with_link(link);
-                handler.set_metagraph(metagraph.clone());
-                let bind = AxonConfig {
-                    bind: "127.0.0.1:0".parse().unwrap(),
-                    ..AxonConfig::default()
-                };
-                let axon = Axon::serve(bind, key.clone(), Arc::new(handler))
+            if *strategy != "hang" {
+                subnet
+                    .serve_miner(key, strategy, &scripts, &config.blacklist)
                     .await
                     .unwrap();
-                let addr = axon.local_addr();
-                axons.push(axon);
-                addr
-            };
+                continue;
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            hanging.push(tokio::spawn(async move {
+                let mut held = Vec::new();
+                while let Ok((socket, _)) = listener.accept().await {
+                    held.push(socket);
+                }
+            }));
             let serve = AxonServe {
                 version: VERSION_AS_INT as u32,
                 ip: addr.ip(),
                 port: addr.port(),
                 protocol: 4,
             };
-            shared.serve_axon(key, netuid, &serve).await.unwrap();
+            chain.serve_axon(key, netuid, &serve).await.unwrap();
         }
         // An epoch hands the staked validator its permit.
-        tokio::time::sleep(BLOCK_TIME).await;
-        chain.run_epoch_now(netuid).await.unwrap();
+        subnet.hand_out_permits().await.unwrap();
         Self {
             dir,
             root,
@@ -172,7 +146,7 @@ impl Subnet {
             netuid,
             validator,
             miners,
-            _axons: axons,
+            _served: subnet,
             _hanging: hanging,
         }
     }
@@ -240,10 +214,8 @@ async fn killed_validator_process_resumes_with_nothing_lost() {
     let state_file = state_dir.join("state.json");
     let log = subnet.dir.path().join("validator.log");
     let validator = |extra: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_neuron"));
-        cmd.arg("validator")
-            .arg("--subtensor.db_path")
-            .arg(subnet.chain_file())
+        let mut cmd = neuron_command(["validator", "--subtensor.db_path"]);
+        cmd.arg(subnet.chain_file())
             .args(["--netuid", &subnet.netuid.to_string()])
             .arg("--wallet.path")
             .arg(&wallets)
@@ -260,7 +232,6 @@ async fn killed_validator_process_resumes_with_nothing_lost() {
             .args(["--neuron.model_id", "/nonexistent/llm.gguf"])
             .args(["--neuron.embed_model_id", "/nonexistent/embedder"])
             .env("NEURON_HOME", subnet.dir.path().join("home"))
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         cmd
