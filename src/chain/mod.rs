@@ -5,11 +5,14 @@
 //! `local-sim`: a SQLite file with Yuma Consensus epochs, see `yuma`) and
 //! `subtensor::SubtensorChain` (a real subtensor node through subxt).
 //!
+//! [`connect::open`] opens the chain a configuration names.
+//!
 //! Signers are anything implementing [`Signer`] (our wallet keypairs do). Which key
 //! signs what follows subtensor: the **hotkey** signs `set_weights`, `serve_axon` and
 //! `set_commitment`; the **coldkey** signs `burned_register`, `add_stake`,
 //! `remove_stake` and `transfer`.
 
+pub mod connect;
 pub mod local;
 pub mod subtensor;
 pub mod yuma;

@@ -7,13 +7,15 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use neuron::chain::AxonServe;
-use neuron::config::{Config, ConfigArgs};
+use neuron::chain::subtensor::SignerRole;
+use neuron::config::Config;
 use neuron::net::{Axon, AxonConfig, Dendrite, VERSION_AS_INT};
 use neuron::prompting::miner::MinerHandler;
+use neuron::prompting::script_host;
 use neuron::prompting::validator::Validator;
-use neuron::prompting::{connect_chain, script_host};
 use neuron::script::{NeuronLink, ScriptHost, Watcher};
-use neuron::wallet::{Keypair, Password, Wallet};
+
+use super::flags::{self, ConfigArgs, open_chain};
 
 /// Options of `neuron miner` (everything else is configuration).
 #[derive(Debug, Args)]
@@ -27,21 +29,6 @@ pub struct ValidatorArgs {
     steps: Option<u64>,
 }
 
-/// The configured wallet's hotkey (`--wallet.path/name/hotkey`).
-pub(super) fn hotkey(config: &Config) -> anyhow::Result<Keypair> {
-    let wallet = Wallet::new(
-        config.wallet_dir(),
-        &config.wallet.name,
-        &config.wallet.hotkey,
-    );
-    wallet.hotkey(&Password::EnvOrPrompt).with_context(|| {
-        format!(
-            "loading hotkey {}/{}",
-            config.wallet.name, config.wallet.hotkey
-        )
-    })
-}
-
 fn scripts_with_reload(config: &Config) -> anyhow::Result<(ScriptHost, Watcher)> {
     let scripts = script_host(config).context("loading scripts")?;
     let watcher = scripts
@@ -52,11 +39,11 @@ fn scripts_with_reload(config: &Config) -> anyhow::Result<(ScriptHost, Watcher)>
 
 /// Runs the validator loop.
 pub fn validator(args: &ValidatorArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
-    let config = Config::load(config_args)?;
-    let hotkey = hotkey(&config)?;
+    let config = config_args.load()?;
+    let hotkey = flags::signer(&config.wallet, SignerRole::Hotkey, None)?;
     let (scripts, _watcher) = scripts_with_reload(&config)?;
     tokio::runtime::Runtime::new()?.block_on(async {
-        let chain = connect_chain(&config).await?;
+        let chain = open_chain(&config).await?;
         let mut validator = Validator::new(config, chain, hotkey, scripts)?;
         tokio::select! {
             _ = validator.run(args.steps, |result| {
@@ -72,14 +59,14 @@ pub fn validator(args: &ValidatorArgs, config_args: &ConfigArgs) -> anyhow::Resu
 
 /// Serves the miner axon until Ctrl-C, announcing it on chain.
 pub fn miner(config_args: &ConfigArgs) -> anyhow::Result<()> {
-    let config = Config::load(config_args)?;
-    let hotkey = hotkey(&config)?;
+    let config = config_args.load()?;
+    let hotkey = flags::signer(&config.wallet, SignerRole::Hotkey, None)?;
     let (scripts, _watcher) = scripts_with_reload(&config)?;
     scripts
         .strategy(&config.neuron.strategy)
         .with_context(|| format!("strategy scripts/miners/{}.rhai", config.neuron.strategy))?;
     tokio::runtime::Runtime::new()?.block_on(async {
-        let chain = connect_chain(&config).await?;
+        let chain = open_chain(&config).await?;
         let link = NeuronLink::new(
             Arc::clone(&chain),
             config.netuid,
