@@ -77,10 +77,13 @@ mod tests {
     use super::*;
     use std::sync::Mutex;
 
-    /// Records each flush with what `path` held at that moment.
+    /// One flush: which kind, and what `path` held at that moment.
+    type Flushed = (&'static str, Option<Vec<u8>>);
+
+    /// Records each flush.
     struct Recorder<'a> {
         path: &'a Path,
-        log: Mutex<Vec<(&'static str, Option<Vec<u8>>)>>,
+        log: Mutex<Vec<Flushed>>,
     }
 
     impl Flush for Recorder<'_> {

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::local::LocalChain;
+use super::sim::SimChain;
 use super::subtensor::{SubtensorChain, SubtensorOptions};
 use super::{Chain, ChainError, Network};
 use crate::config::SubtensorConfig;
@@ -15,12 +15,12 @@ pub fn network(config: &SubtensorConfig) -> Result<Network, ChainError> {
     Network::select(&config.network, config.chain_endpoint.as_deref())
 }
 
-/// The embedded chain's file: `subtensor.db_path`, else [`LocalChain::default_path`].
+/// The embedded chain's file: `subtensor.db_path`, else [`SimChain::default_path`].
 pub fn db_path(config: &SubtensorConfig) -> PathBuf {
     config
         .db_path
         .clone()
-        .unwrap_or_else(LocalChain::default_path)
+        .unwrap_or_else(SimChain::default_path)
 }
 
 /// Connects to the subtensor node `name` at `endpoint` (from [`Network::Subtensor`]).
@@ -33,7 +33,7 @@ pub async fn subtensor(name: &str, endpoint: &str) -> Result<SubtensorChain, Cha
 /// overrides the network's URL).
 pub async fn open(config: &SubtensorConfig) -> Result<Arc<dyn Chain>, ChainError> {
     Ok(match network(config)? {
-        Network::LocalSim => Arc::new(LocalChain::open(&db_path(config))?),
+        Network::LocalSim => Arc::new(SimChain::open(&db_path(config))?),
         Network::Subtensor { name, endpoint } => Arc::new(subtensor(&name, &endpoint).await?),
     })
 }
@@ -45,7 +45,7 @@ mod tests {
     #[test]
     fn db_path_defaults_to_the_home_chain_file() {
         let mut config = SubtensorConfig::default();
-        assert_eq!(db_path(&config), LocalChain::default_path());
+        assert_eq!(db_path(&config), SimChain::default_path());
         config.db_path = Some(PathBuf::from("/tmp/x.sqlite"));
         assert_eq!(db_path(&config), PathBuf::from("/tmp/x.sqlite"));
     }

@@ -1,9 +1,11 @@
 //! The chain: one object-safe [`Chain`] trait that validators, miners and the
 //! evaluator use (as `Arc<dyn Chain>`), its row types, and typed errors.
 //!
-//! Two implementations: `local::LocalChain` (the embedded default, network
-//! `local-sim`: a SQLite file with Yuma Consensus epochs, see `yuma`) and
-//! `subtensor::SubtensorChain` (a real subtensor node through subxt).
+//! Two implementations: `sim::SimChain` (the simulated chain embedded in the process,
+//! network `local-sim`: a SQLite file with Yuma Consensus epochs, see `yuma`) and
+//! `subtensor::SubtensorChain` (a real subtensor node through subxt; network `local` is
+//! one on 127.0.0.1). `commit_reveal` commits weights on a commit-reveal subnet and
+//! keeps the pending reveals on disk until they are revealed.
 //!
 //! [`connect::open`] opens the chain a configuration names.
 //!
@@ -12,8 +14,9 @@
 //! `set_commitment`; the **coldkey** signs `burned_register`, `add_stake`,
 //! `remove_stake` and `transfer`.
 
+pub mod commit_reveal;
 pub mod connect;
-pub mod local;
+pub mod sim;
 pub mod subtensor;
 pub mod yuma;
 

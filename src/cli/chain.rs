@@ -9,20 +9,19 @@
 //! transfers. `--coldkey-uri`/`--hotkey-uri` replace them with development keys.
 
 use std::net::IpAddr;
-use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
-use serde::{Deserialize, Serialize};
 
-use neuron::chain::local::{LocalChain, LocalConfig};
-use neuron::chain::subtensor::{SignerRole, SubtensorChain, WeightsReveal};
+use neuron::chain::commit_reveal::{self, CommitRevealError, RevealReport, RevealStore, Revealed};
+use neuron::chain::sim::{SimChain, SimConfig};
+use neuron::chain::subtensor::{SignerRole, SubtensorChain};
 use neuron::chain::{
-    AxonServe, Chain, ChainError, Hyperparameters, LOCAL_SIM, Metagraph, Network, RAO_PER_TAO,
-    connect, normalize_weights, proportion,
+    AxonServe, Chain, Hyperparameters, LOCAL_SIM, Metagraph, Network, RAO_PER_TAO, connect,
+    normalize_weights, proportion,
 };
 use neuron::config::WalletConfig;
 use neuron::wallet::Keypair;
@@ -310,7 +309,7 @@ async fn run_local(path: PathBuf, keys: &Keys, command: ChainCommand) -> Result<
             "`reveal` is for subtensor subnets with commit-reveal; the embedded chain does not \
              emulate commit-reveal (a subnet with it enabled refuses set_weights)"
         ),
-        _ => LocalChain::open(&path)?,
+        _ => SimChain::open(&path)?,
     };
     match command {
         ChainCommand::Status => {
@@ -394,10 +393,10 @@ async fn init_local(
             }
         }
     }
-    let config = LocalConfig {
+    let config = SimConfig {
         block_time: Duration::from_secs_f64(block_time),
     };
-    let chain = LocalChain::create(path, config)?;
+    let chain = SimChain::create(path, config)?;
     let owner = match owner {
         Some(owner) => owner.to_string(),
         None => Keypair::from_uri("//Alice")?.ss58(),
@@ -431,8 +430,8 @@ async fn run_subtensor(chain: &SubtensorChain, keys: &Keys, command: ChainComman
             version_key,
         }) if chain.commit_reveal_enabled(netuid).await? => {
             let (uids, values) = normalize_weights(&uids, &weights)?;
-            let reveal = WeightsReveal::with_random_salt(netuid, uids, values, version_key);
-            commit_weights(chain, &keys.signer(SignerRole::Hotkey)?, reveal).await?;
+            let hotkey = keys.signer(SignerRole::Hotkey)?;
+            commit_weights(chain, &hotkey, netuid, &uids, &values, version_key).await?;
         }
         ChainCommand::Generic(command) => run_generic(chain, keys, command).await?,
         ChainCommand::Init { .. } | ChainCommand::Faucet { .. } | ChainCommand::Epoch { .. } => {
@@ -540,147 +539,77 @@ async fn run_generic(chain: &dyn Chain, keys: &Keys, command: GenericCommand) ->
     Ok(())
 }
 
-/// A commit-reveal v2 commitment waiting for its reveal, as kept on disk.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PendingReveal {
-    /// Endpoint of the chain it was committed on.
-    endpoint: String,
-    /// Block that included the commit.
-    commit_block: u64,
-    /// The blocks in which the chain accepts the reveal.
-    window: RangeInclusive<u64>,
-    /// What the reveal sends.
-    reveal: WeightsReveal,
-}
-
-/// `$NEURON_HOME/chain/reveals/netuid<N>-<hotkey>.json`: the pending reveals of one
-/// hotkey on one subnet.
-fn reveals_file(netuid: u16, hotkey: &str) -> PathBuf {
-    neuron::home::neuron_home()
-        .join("chain")
-        .join("reveals")
-        .join(format!("netuid{netuid}-{hotkey}.json"))
-}
-
-fn load_reveals(path: &std::path::Path) -> Result<Vec<PendingReveal>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a list of pending reveals", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-fn save_reveals(path: &std::path::Path, pending: &[PendingReveal]) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(pending)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Commits weights with commit-reveal v2 and keeps what the reveal needs.
+/// Commits weights with commit-reveal v2 (`chain::commit_reveal::commit`) and says
+/// when to reveal them.
 async fn commit_weights(
     chain: &SubtensorChain,
     hotkey: &Keypair,
-    reveal: WeightsReveal,
+    netuid: u16,
+    uids: &[u16],
+    values: &[u16],
+    version_key: u64,
 ) -> Result<()> {
-    let netuid = reveal.netuid;
     println!(
         "subnet {netuid} requires commit-reveal (CommitRevealWeightsEnabled), so the chain \
          refuses plain weights: committing their hash (commit-reveal v2) instead"
     );
-    let receipt = chain
-        .commit_weights(hotkey, &reveal)
-        .await
-        .map_err(|e| match e {
-            ChainError::Connection(_) | ChainError::Timeout { .. } => anyhow::Error::new(e),
-            refused => anyhow::Error::new(refused).context(
-                "the chain refused the commit-reveal v2 commit. If this runtime only accepts \
-                 timelocked commits (commit-reveal v3/v4, `commit_timelocked_weights`), neuron \
-                 cannot set weights on this subnet: use btcli or the bittensor SDK's \
-                 set_weights, which encrypt the weights to drand and let the chain reveal them",
-            ),
-        })?;
-    let window = chain.reveal_window(netuid, receipt.block).await?;
-    let path = reveals_file(netuid, &hotkey.ss58());
-    let mut pending = load_reveals(&path)?;
-    pending.push(PendingReveal {
-        endpoint: chain.endpoint().to_string(),
-        commit_block: receipt.block,
-        window: window.clone(),
-        reveal,
-    });
-    save_reveals(&path, &pending)?;
+    let store = RevealStore::in_neuron_home();
+    let committed =
+        commit_reveal::commit(chain, hotkey, netuid, uids, values, version_key, &store).await?;
     println!(
         "committed at block {}. The weights count once revealed: run `neuron chain reveal \
          --netuid {netuid}` between blocks {} and {} (the reveal is kept in {})",
-        receipt.block,
-        window.start(),
-        window.end(),
-        path.display()
+        committed.receipt.block,
+        committed.window.start(),
+        committed.window.end(),
+        committed.path.display()
     );
     Ok(())
 }
 
-/// Reveals this hotkey's pending commits whose window is open; drops expired ones.
+/// Reveals this hotkey's pending commits whose window is open
+/// (`chain::commit_reveal::reveal_pending`) and prints what it did.
 async fn reveal_weights(chain: &SubtensorChain, hotkey: &Keypair, netuid: u16) -> Result<()> {
-    let path = reveals_file(netuid, &hotkey.ss58());
-    let all = load_reveals(&path)?;
-    let (mine, mut kept): (Vec<_>, Vec<_>) = all
-        .into_iter()
-        .partition(|p| p.endpoint == chain.endpoint());
-    if mine.is_empty() {
-        bail!(
-            "no pending commits of {} on subnet {netuid} at {} (in {}); commit with `neuron \
-             chain weights` first",
-            hotkey.ss58(),
-            chain.endpoint(),
-            path.display()
-        );
-    }
-    let block = chain.current_block().await?;
-    let (mut revealed, mut expired) = (0, 0);
-    let mut next_window: Option<u64> = None;
-    for pending in mine {
-        if block < *pending.window.start() {
-            next_window = Some(
-                next_window.map_or(*pending.window.start(), |b| b.min(*pending.window.start())),
-            );
-            kept.push(pending);
-        } else if block > *pending.window.end() {
-            eprintln!(
-                "the commit of block {} expired: its reveal window ended at block {} (now {block})",
-                pending.commit_block,
-                pending.window.end()
-            );
-            expired += 1;
-        } else {
-            match chain.reveal_weights(hotkey, &pending.reveal).await {
-                Ok(r) => {
-                    println!(
-                        "revealed the weights committed at block {} (block {}): uids {:?} values {:?}",
-                        pending.commit_block, r.block, pending.reveal.uids, pending.reveal.values
-                    );
-                    revealed += 1;
-                }
-                Err(e) => {
-                    kept.push(pending);
-                    save_reveals(&path, &kept)?;
-                    return Err(e).context("revealing weights");
-                }
-            }
+    let store = RevealStore::in_neuron_home();
+    let report = match commit_reveal::reveal_pending(chain, hotkey, netuid, &store).await {
+        Ok(report) => report,
+        Err(e @ CommitRevealError::NothingPending { .. }) => {
+            bail!("{e}; commit with `neuron chain weights` first")
         }
-    }
-    save_reveals(&path, &kept)?;
-    match (revealed, next_window) {
+        Err(CommitRevealError::Reveal { done, source }) => {
+            print_reveals(&done);
+            return Err(anyhow::Error::new(source).context("revealing weights"));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    print_reveals(&report);
+    let block = report.block;
+    match (report.revealed.len(), report.next_window) {
         (0, Some(from)) => {
             bail!("too early to reveal: the next reveal window opens at block {from} (now {block})")
         }
-        (0, None) => bail!("nothing to reveal: {expired} expired commit(s) dropped"),
+        (0, None) => bail!(
+            "nothing to reveal: {} expired commit(s) dropped",
+            report.expired.len()
+        ),
         _ => Ok(()),
+    }
+}
+
+fn print_reveals(report: &RevealReport) {
+    for expired in &report.expired {
+        eprintln!(
+            "the commit of block {} expired: its reveal window ended at block {} (now {})",
+            expired.commit_block,
+            expired.window.end(),
+            report.block
+        );
+    }
+    for Revealed { pending, receipt } in &report.revealed {
+        println!(
+            "revealed the weights committed at block {} (block {}): uids {:?} values {:?}",
+            pending.commit_block, receipt.block, pending.reveal.uids, pending.reveal.values
+        );
     }
 }
 

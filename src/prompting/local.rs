@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::miner::MinerHandler;
 use super::validator::{StepEvent, Validator, ValidatorError};
-use crate::chain::local::{LocalChain, LocalConfig};
+use crate::chain::sim::{SimChain, SimConfig};
 use crate::chain::{AxonServe, Chain, ChainError, Hyperparameters, RAO_PER_TAO, proportion};
 use crate::config::{BlacklistConfig, Config};
 use crate::net::{Axon, AxonConfig, Dendrite};
@@ -152,7 +152,7 @@ fn key(role: &str) -> Result<Keypair, LocalError> {
 /// Registers `hotkey` on `netuid` (burning from `coldkey`) unless it already is;
 /// returns its uid.
 async fn ensure_registered(
-    chain: &LocalChain,
+    chain: &SimChain,
     coldkey: &Keypair,
     netuid: u16,
     hotkey: &Keypair,
@@ -185,7 +185,7 @@ impl ServedMiner {
 /// Registers `hotkey` on `netuid` (burning from `coldkey`) unless it already is, starts
 /// an axon on 127.0.0.1 answering with the `strategy` script, and announces it on chain.
 pub async fn serve_miner(
-    chain: &LocalChain,
+    chain: &SimChain,
     coldkey: &Keypair,
     netuid: u16,
     hotkey: &Keypair,
@@ -240,13 +240,13 @@ pub async fn open_chain(
     data_dir: &Path,
     block_time: Duration,
     owner: &Keypair,
-) -> Result<(LocalChain, u16), LocalError> {
+) -> Result<(SimChain, u16), LocalError> {
     let path = data_dir.join("chain.sqlite");
     let chain = if path.exists() {
-        LocalChain::open(&path)?
+        SimChain::open(&path)?
     } else {
         std::fs::create_dir_all(data_dir).map_err(|e| ChainError::Storage(e.to_string()))?;
-        LocalChain::create(&path, LocalConfig { block_time })?
+        SimChain::create(&path, SimConfig { block_time })?
     };
     let netuid = match chain.status().await?.subnets.first() {
         Some(&netuid) => netuid,

@@ -12,7 +12,7 @@ use std::process::Output;
 use crate::support::subtensor_sim::{ALICE, CHARLIE, SimNode, subnet_item};
 use crate::support::{failed as fails, succeeded as ok};
 use neuron::chain::Chain;
-use neuron::chain::local::LocalChain;
+use neuron::chain::sim::SimChain;
 use neuron::chain::subtensor::{reveal_window, weights_commit_hash};
 use neuron::wallet::{Keypair, encode_env_password, password_env_var};
 use subxt::dynamic::Value;
@@ -391,7 +391,7 @@ async fn local_chain_signs_with_the_wallet() {
         "{refused}"
     );
 
-    let chain = LocalChain::open(&env.home().join("chain/local-sim.sqlite")).unwrap();
+    let chain = SimChain::open(&env.home().join("chain/local-sim.sqlite")).unwrap();
     let neuron = &chain.metagraph(1).await.unwrap().neurons[0];
     assert_eq!(
         (neuron.hotkey.as_str(), neuron.coldkey.as_str()),

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::succeeded as ok;
-use neuron::chain::local::LocalChain;
+use neuron::chain::sim::SimChain;
 use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
 use neuron::wallet::Keypair;
 
@@ -62,7 +62,7 @@ async fn processes_share_one_chain_file() {
     }
 
     // This process sees what the others wrote, with distinct uids 0..4.
-    let chain = LocalChain::open(&file).unwrap();
+    let chain = SimChain::open(&file).unwrap();
     let mg = chain.metagraph(1).await.unwrap();
     let mut uids: Vec<u16> = (0..4)
         .map(|i| {
@@ -110,7 +110,7 @@ async fn killed_processes_leave_consistent_state() {
     )
     .output()
     .unwrap());
-    let chain = LocalChain::open(&file).unwrap();
+    let chain = SimChain::open(&file).unwrap();
     chain
         .set_hyperparameters(
             1,
@@ -170,7 +170,7 @@ async fn killed_processes_leave_consistent_state() {
     // A last one that completes.
     ok(neuron(&file, &["epoch", "--now"]).output().unwrap());
 
-    let chain = LocalChain::open(&file).unwrap();
+    let chain = SimChain::open(&file).unwrap();
     let status = chain.status().await.unwrap();
     assert_eq!(
         status.issuance, status.accounted,

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use candle_core::quantized::{QTensor, gguf_file};
 use candle_core::{Device, Tensor};
-use neuron::chain::local::{LocalChain, LocalConfig};
+use neuron::chain::sim::{SimChain, SimConfig};
 use neuron::chain::{Chain, Hyperparameters};
 use neuron::finetune::{
     Evaluator, ModelId, ModelStore, ScriptPolicy, StoreConfig, Validator, ValidatorConfig,
@@ -59,7 +59,7 @@ fn model_dir(root: &Path, namespace: &str) -> PathBuf {
     dir
 }
 
-async fn commit(chain: &LocalChain, key: &Keypair, netuid: u16, namespace: &str, dir: &Path) {
+async fn commit(chain: &SimChain, key: &Keypair, netuid: u16, namespace: &str, dir: &Path) {
     let id = ModelId {
         namespace: namespace.into(),
         name: "smol".into(),
@@ -97,9 +97,9 @@ async fn better_and_earlier_models_win_and_failures_score_zero() {
     std::fs::create_dir_all(&ghost_dir).unwrap();
     std::fs::write(ghost_dir.join("model.gguf"), b"never published").unwrap();
 
-    let chain = LocalChain::create(
+    let chain = SimChain::create(
         &tmp.path().join("chain.sqlite"),
-        LocalConfig {
+        SimConfig {
             block_time: Duration::from_millis(100),
         },
     )

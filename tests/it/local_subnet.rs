@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use neuron::chain::Chain;
-use neuron::chain::local::LocalChain;
+use neuron::chain::sim::SimChain;
 use neuron::config::Config;
 use neuron::prompting::local::{self, LocalOptions};
 use neuron::prompting::report::write_report;
@@ -49,7 +49,7 @@ async fn local_subnet_ranks_llm_miner_above_echo_and_phrase() {
     );
     assert!(report.epochs >= 1, "an epoch ran during the run");
 
-    let chain = LocalChain::open(&options.data_dir.join("chain.sqlite")).unwrap();
+    let chain = SimChain::open(&options.data_dir.join("chain.sqlite")).unwrap();
     let metagraph = chain.metagraph(1).await.unwrap();
     let validator = metagraph
         .neurons

@@ -4,8 +4,8 @@
 mod support;
 
 mod chain_cli;
-mod chain_local;
 mod chain_processes;
+mod chain_sim;
 mod chain_weights_parity;
 mod chain_yuma;
 mod config_cli;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use neuron::chain::local::{LocalChain, LocalConfig};
+use neuron::chain::sim::{SimChain, SimConfig};
 use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
 use neuron::config::BlacklistConfig;
 use neuron::prompting::local::{demo_hyperparameters, serve_miner};
@@ -44,7 +44,7 @@ fn stdout_of(out: &Output) -> String {
 }
 
 /// Waits for the next block of the embedded chain (one epoch per block at most).
-async fn next_block(chain: &LocalChain) {
+async fn next_block(chain: &SimChain) {
     let now = chain.current_block().await.unwrap();
     while chain.current_block().await.unwrap() <= now {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -54,9 +54,9 @@ async fn next_block(chain: &LocalChain) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prompt_asks_miners_and_prints_the_best_answer_by_incentive() {
     let dir = tempfile::tempdir().unwrap();
-    let chain = LocalChain::create(
+    let chain = SimChain::create(
         &dir.path().join("chain.sqlite"),
-        LocalConfig {
+        SimConfig {
             block_time: Duration::from_millis(100),
         },
     )

@@ -12,15 +12,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use neuron::chain::local::LocalChain;
-use neuron::chain::{
-    AxonServe, Chain, ChainError, Commitment, Hyperparameters, Metagraph, RAO_PER_TAO, Signer,
-    TxReceipt,
-};
+use neuron::chain::sim::SimChain;
+use neuron::chain::{AxonServe, Chain, ChainError, Metagraph, RAO_PER_TAO};
 use neuron::config::Config;
 use neuron::net::{Axon, AxonConfig, Dendrite, VERSION_AS_INT};
 use neuron::prompting::local::open_chain;
@@ -33,6 +29,8 @@ use neuron::script::{NeuronLink, ReloadStatus, ScriptError, ScriptHost};
 use neuron::wallet::{Keypair, Wallet};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+
+use crate::support::flaky_chain::FlakyChain;
 
 const BLOCK_TIME: Duration = Duration::from_millis(100);
 const SEED: u64 = 7;
@@ -75,7 +73,7 @@ fn script_root(root: &Path) {
 struct Subnet {
     dir: tempfile::TempDir,
     root: PathBuf,
-    chain: LocalChain,
+    chain: SimChain,
     netuid: u16,
     validator: Keypair,
     miners: Vec<u16>,
@@ -444,119 +442,12 @@ async fn task_failing_at_run_time_fails_its_step_and_the_loop_goes_on() {
     assert_eq!(validator.state().step, 3, "the failed step counts");
 }
 
-/// The real chain behind a switch that makes reads and/or `set_weights` fail as a
-/// disconnected node does.
-struct FlakyChain {
-    inner: LocalChain,
-    reads_down: AtomicBool,
-    writes_down: AtomicBool,
-}
-
-impl FlakyChain {
-    fn check(&self, down: &AtomicBool) -> Result<(), ChainError> {
-        if down.load(Ordering::SeqCst) {
-            Err(ChainError::Connection("node unreachable".into()))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl Chain for FlakyChain {
-    fn network(&self) -> String {
-        self.inner.network()
-    }
-    async fn current_block(&self) -> Result<u64, ChainError> {
-        self.check(&self.reads_down)?;
-        self.inner.current_block().await
-    }
-    async fn metagraph(&self, netuid: u16) -> Result<Metagraph, ChainError> {
-        self.check(&self.reads_down)?;
-        self.inner.metagraph(netuid).await
-    }
-    async fn hyperparameters(&self, netuid: u16) -> Result<Hyperparameters, ChainError> {
-        self.check(&self.reads_down)?;
-        self.inner.hyperparameters(netuid).await
-    }
-    async fn set_weights(
-        &self,
-        hotkey: &dyn Signer,
-        netuid: u16,
-        uids: &[u16],
-        weights: &[u16],
-        version_key: u64,
-    ) -> Result<TxReceipt, ChainError> {
-        self.check(&self.writes_down)?;
-        self.inner
-            .set_weights(hotkey, netuid, uids, weights, version_key)
-            .await
-    }
-    async fn serve_axon(
-        &self,
-        hotkey: &dyn Signer,
-        netuid: u16,
-        axon: &AxonServe,
-    ) -> Result<TxReceipt, ChainError> {
-        self.inner.serve_axon(hotkey, netuid, axon).await
-    }
-    async fn burned_register(
-        &self,
-        coldkey: &dyn Signer,
-        netuid: u16,
-        hotkey: &str,
-    ) -> Result<u16, ChainError> {
-        self.inner.burned_register(coldkey, netuid, hotkey).await
-    }
-    async fn add_stake(
-        &self,
-        coldkey: &dyn Signer,
-        hotkey: &str,
-        netuid: u16,
-        amount: u64,
-    ) -> Result<TxReceipt, ChainError> {
-        self.inner.add_stake(coldkey, hotkey, netuid, amount).await
-    }
-    async fn remove_stake(
-        &self,
-        coldkey: &dyn Signer,
-        hotkey: &str,
-        netuid: u16,
-        amount: u64,
-    ) -> Result<TxReceipt, ChainError> {
-        self.inner
-            .remove_stake(coldkey, hotkey, netuid, amount)
-            .await
-    }
-    async fn transfer(
-        &self,
-        coldkey: &dyn Signer,
-        dest: &str,
-        amount: u64,
-    ) -> Result<TxReceipt, ChainError> {
-        self.inner.transfer(coldkey, dest, amount).await
-    }
-    async fn set_commitment(
-        &self,
-        hotkey: &dyn Signer,
-        netuid: u16,
-        data: &[u8],
-    ) -> Result<TxReceipt, ChainError> {
-        self.inner.set_commitment(hotkey, netuid, data).await
-    }
-    async fn commitments(&self, netuid: u16) -> Result<Vec<Commitment>, ChainError> {
-        self.inner.commitments(netuid).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chain_outage_keeps_scoring_and_weights_are_set_once_it_is_back() {
     let subnet = Subnet::start(&["echo", "echo"]).await;
-    let flaky = Arc::new(FlakyChain {
-        inner: subnet.chain.clone(),
-        reads_down: AtomicBool::new(true),
-        writes_down: AtomicBool::new(true),
-    });
+    let flaky = Arc::new(FlakyChain::new(Arc::new(subnet.chain.clone())));
+    flaky.reads_down.store(true, Ordering::SeqCst);
+    flaky.writes_down.store(true, Ordering::SeqCst);
     let mut config = subnet.config("state");
     config.neuron.decay_alpha = 0.0;
     let (mut validator, _) = subnet.validator(config, Some(flaky.clone() as Arc<dyn Chain>));

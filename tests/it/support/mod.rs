@@ -1,7 +1,9 @@
 //! Support shared by the integration tests: the cache directory, pinned Python virtual
 //! environments (created once under `$NEURON_HOME/venvs`, reused afterwards) and the
-//! simulated subtensor node (`subtensor_sim`).
+//! simulated subtensor node (`subtensor_sim`) and the fault-injecting chain wrapper
+//! (`flaky_chain`).
 
+pub mod flaky_chain;
 pub mod subtensor_sim;
 
 use std::fs::File;

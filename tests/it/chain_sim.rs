@@ -1,10 +1,10 @@
-//! The local chain through the `Chain` trait: every `set_weights` check in subtensor's
-//! order, registration and pruning, serving, stake, transfers, commitments and epochs,
-//! on a real SQLite file with real sr25519 keys.
+//! The simulated chain (`local-sim`, `chain::sim`) through the `Chain` trait: every
+//! `set_weights` check in subtensor's order, registration and pruning, serving, stake,
+//! transfers, commitments and epochs, on a real SQLite file with real sr25519 keys.
 
 use std::time::Duration;
 
-use neuron::chain::local::{LocalChain, LocalConfig};
+use neuron::chain::sim::{SimChain, SimConfig};
 use neuron::chain::{AxonServe, Chain, ChainError, Hyperparameters, RAO_PER_TAO};
 use neuron::wallet::Keypair;
 
@@ -13,10 +13,10 @@ fn key(uri: &str) -> Keypair {
 }
 
 /// A fresh chain with 100 ms blocks in a temp dir.
-fn chain(dir: &tempfile::TempDir) -> LocalChain {
-    LocalChain::create(
+fn chain(dir: &tempfile::TempDir) -> SimChain {
+    SimChain::create(
         &dir.path().join("chain.sqlite"),
-        LocalConfig {
+        SimConfig {
             block_time: Duration::from_millis(100),
         },
     )
@@ -24,7 +24,7 @@ fn chain(dir: &tempfile::TempDir) -> LocalChain {
 }
 
 /// Waits until the chain is past `block`.
-async fn wait_past(chain: &LocalChain, block: u64) -> u64 {
+async fn wait_past(chain: &SimChain, block: u64) -> u64 {
     loop {
         let now = chain.current_block().await.unwrap();
         if now > block {
@@ -45,7 +45,7 @@ fn params() -> Hyperparameters {
 }
 
 /// Funds `coldkey` and registers `hotkey` with it; returns the uid.
-async fn register(chain: &LocalChain, netuid: u16, coldkey: &Keypair, hotkey: &Keypair) -> u16 {
+async fn register(chain: &SimChain, netuid: u16, coldkey: &Keypair, hotkey: &Keypair) -> u16 {
     chain
         .faucet(&coldkey.ss58(), 10 * RAO_PER_TAO)
         .await
@@ -64,7 +64,7 @@ fn error_name(result: Result<impl std::fmt::Debug, ChainError>) -> String {
 }
 
 /// Subnet of a validator (uid 0, staked, permitted) and two miners.
-async fn subnet_with_validator(chain: &LocalChain) -> (u16, Keypair, Keypair, Keypair) {
+async fn subnet_with_validator(chain: &SimChain) -> (u16, Keypair, Keypair, Keypair) {
     let owner = key("//Owner");
     let netuid = chain.create_subnet(&owner.ss58(), params()).await.unwrap();
     let (v, m1, m2) = (key("//Val"), key("//Miner1"), key("//Miner2"));
@@ -494,14 +494,14 @@ async fn epochs_run_lazily_on_schedule() {
 async fn bad_files_and_parameters_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("nope.sqlite");
-    let err = LocalChain::open(&missing).err().expect("missing file");
+    let err = SimChain::open(&missing).err().expect("missing file");
     assert!(err.to_string().contains("neuron chain init"), "{err}");
     let chain = chain(&dir);
-    assert!(LocalChain::create(chain.path(), LocalConfig::default()).is_err());
-    let zero = LocalConfig {
+    assert!(SimChain::create(chain.path(), SimConfig::default()).is_err());
+    let zero = SimConfig {
         block_time: Duration::ZERO,
     };
-    assert!(LocalChain::create(&dir.path().join("z.sqlite"), zero).is_err());
+    assert!(SimChain::create(&dir.path().join("z.sqlite"), zero).is_err());
     for bad in [
         Hyperparameters {
             tempo: 0,
@@ -527,9 +527,9 @@ async fn bad_files_and_parameters_are_clear_errors() {
     ));
     // With hour-long blocks the chain stays at block 0: a second epoch in the block the
     // subnet was created (its first epoch boundary) is refused.
-    let slow = LocalChain::create(
+    let slow = SimChain::create(
         &dir.path().join("slow.sqlite"),
-        LocalConfig {
+        SimConfig {
             block_time: Duration::from_secs(3600),
         },
     )
