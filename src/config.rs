@@ -1,12 +1,16 @@
-//! Configuration: one YAML file (`--config`) plus command-line flags that mirror SN1
-//! and btcli (`--netuid`, `--neuron.sample_size`, `--wallet.name`, ...).
+//! Configuration: the types and defaults of the configuration tree, loading it from one
+//! YAML file, and applying `(dotted path, value)` overrides (the command-line flags that
+//! mirror SN1 and btcli, `--netuid`, `--neuron.sample_size`, `--wallet.name`, ..., which
+//! `cli::flags` declares).
 //!
-//! Precedence, lowest first: built-in defaults, the YAML file, then flags. Every flag
-//! is a dotted path into the same tree the YAML file uses, so anything settable on the
-//! command line can live in the file and vice versa. Unknown keys are rejected.
+//! Precedence, lowest first: built-in defaults, the YAML file, then overrides. Every
+//! override is a dotted path into the same tree the YAML file uses, so anything settable
+//! on the command line can live in the file and vice versa. Unknown keys are rejected.
 
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use crate::llm::DeviceSpec;
 
 /// Errors while loading or merging configuration.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +31,7 @@ pub enum ConfigError {
         /// What serde rejected (names the key and, for files, the line).
         source: serde_yaml::Error,
     },
-    /// A flag path does not lead into a mapping (e.g. `netuid.x`).
+    /// An override path does not lead into a mapping (e.g. `netuid.x`).
     #[error("flag --{0} does not name a configuration key")]
     BadPath(String),
 }
@@ -74,8 +78,6 @@ pub struct SubtensorConfig {
     pub network: String,
     /// Explicit endpoint; overrides the one implied by `network`.
     pub chain_endpoint: Option<String>,
-    /// Block time of the embedded chain, in seconds.
-    pub block_time: f64,
     /// SQLite file of the embedded chain (default: `$NEURON_HOME/chain/local-sim.sqlite`).
     pub db_path: Option<PathBuf>,
 }
@@ -85,7 +87,6 @@ impl Default for SubtensorConfig {
         Self {
             network: "local-sim".into(),
             chain_endpoint: None,
-            block_time: 12.0,
             db_path: None,
         }
     }
@@ -117,8 +118,8 @@ impl Default for WalletConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NeuronConfig {
-    /// Inference device: `cpu`, `cuda:N` or `metal`.
-    pub device: String,
+    /// Inference device of every model the neuron loads: `cpu`, `cuda:N` or `metal`.
+    pub device: DeviceSpec,
     /// Blocks between weight settings.
     pub epoch_length: u64,
     /// Seconds a miner has to answer.
@@ -178,7 +179,7 @@ pub struct NeuronConfig {
 impl Default for NeuronConfig {
     fn default() -> Self {
         Self {
-            device: "cpu".into(),
+            device: DeviceSpec::Cpu,
             epoch_length: 100,
             timeout: 10.0,
             sample_size: 50,
@@ -280,125 +281,35 @@ impl Default for ScriptsConfig {
     }
 }
 
-/// Declares the command-line flags once: each maps a typed `--dotted.path` flag onto
-/// the configuration tree.
-macro_rules! config_flags {
-    ($( $(#[$attr:meta])* $field:ident : $ty:ty => $path:literal, $doc:literal; )*) => {
-        /// Configuration flags shared by every neuron command (`--config` plus overrides).
-        #[derive(Debug, Clone, Default, clap::Args)]
-        pub struct ConfigArgs {
-            /// YAML configuration file; flags override its values.
-            #[arg(long, global = true)]
-            pub config: Option<PathBuf>,
-            $(
-                #[doc = $doc]
-                #[arg(long = $path, global = true)]
-                $(#[$attr])*
-                pub $field: Option<$ty>,
-            )*
-        }
-
-        impl ConfigArgs {
-            /// `(dotted path, value)` for every flag given on the command line.
-            fn overrides(&self) -> Vec<(&'static str, serde_yaml::Value)> {
-                let mut out = Vec::new();
-                $(
-                    if let Some(value) = &self.$field {
-                        out.push(($path, serde_yaml::to_value(value).expect("flag values serialise")));
-                    }
-                )*
-                out
-            }
-
-            /// Every dotted path a flag can set (used to check flags against the tree).
-            pub fn flag_paths() -> &'static [&'static str] {
-                &[$($path),*]
-            }
-        }
-    };
-}
-
-config_flags! {
-    netuid: u16 => "netuid", "Subnet uid.";
-    subtensor_network: String => "subtensor.network", "Chain: local-sim, finney, test, local or a ws:// URL.";
-    subtensor_chain_endpoint: String => "subtensor.chain_endpoint", "Explicit chain endpoint URL.";
-    subtensor_block_time: f64 => "subtensor.block_time", "Block time of the embedded chain (s).";
-    subtensor_db_path: PathBuf => "subtensor.db_path", "SQLite file of the embedded chain.";
-    wallet_name: String => "wallet.name", "Wallet name.";
-    wallet_hotkey: String => "wallet.hotkey", "Hotkey name.";
-    wallet_path: String => "wallet.path", "Wallets directory.";
-    neuron_device: String => "neuron.device", "Inference device: cpu, cuda:N or metal.";
-    neuron_epoch_length: u64 => "neuron.epoch_length", "Blocks between weight settings.";
-    neuron_timeout: f64 => "neuron.timeout", "Seconds a miner has to answer.";
-    neuron_sample_size: usize => "neuron.sample_size", "Miners queried per step.";
-    neuron_moving_average_alpha: f64 => "neuron.moving_average_alpha", "Alpha of the score moving average.";
-    neuron_decay_alpha: f64 => "neuron.decay_alpha", "Score decay per step.";
-    neuron_disable_set_weights: bool => "neuron.disable_set_weights", "Never set weights.";
-    neuron_axon_off: bool => "neuron.axon_off", "Do not serve an axon.";
-    neuron_vpermit_tao_limit: f64 => "neuron.vpermit_tao_limit", "Skip permitted validators above this stake.";
-    neuron_query_unique_coldkeys: bool => "neuron.query_unique_coldkeys", "One uid per coldkey per step.";
-    neuron_query_unique_ips: bool => "neuron.query_unique_ips", "One uid per IP per step.";
-    neuron_num_concurrent_forwards: usize => "neuron.num_concurrent_forwards", "Steps run at once.";
-    #[arg(num_args = 1.., value_delimiter = ',')]
-    neuron_tasks: Vec<String> => "neuron.tasks", "Task names to sample.";
-    #[arg(num_args = 1.., value_delimiter = ',')]
-    neuron_task_p: Vec<f64> => "neuron.task_p", "Task probabilities, in the order of --neuron.tasks.";
-    neuron_model_id: String => "neuron.model_id", "Chat model id or path.";
-    neuron_embed_model_id: String => "neuron.embed_model_id", "Embedding model id or path.";
-    neuron_max_tokens: usize => "neuron.max_tokens", "Token limit for generations.";
-    neuron_temperature: f64 => "neuron.temperature", "Miner sampling temperature.";
-    neuron_top_k: usize => "neuron.top_k", "Miner top-k.";
-    neuron_top_p: f64 => "neuron.top_p", "Miner top-p.";
-    neuron_system_prompt: String => "neuron.system_prompt", "Miner system prompt.";
-    neuron_strategy: String => "neuron.strategy", "Miner strategy script (scripts/miners/NAME.rhai).";
-    neuron_persona: String => "neuron.persona", "Persona script (personas/NAME.rhai) of the challenges.";
-    neuron_events_retention_bytes: u64 => "neuron.events_retention_bytes", "Rotate events log past this size.";
-    neuron_dont_save_events: bool => "neuron.dont_save_events", "Do not write the events log.";
-    neuron_full_path: PathBuf => "neuron.full_path", "State directory.";
-    neuron_seed: u64 => "neuron.seed", "Base seed of the step RNG.";
-    neuron_version_key: u64 => "neuron.version_key", "Weights version key.";
-    axon_ip: String => "axon.ip", "Axon bind address.";
-    axon_port: u16 => "axon.port", "Axon port.";
-    axon_external_ip: String => "axon.external_ip", "Address announced on chain.";
-    axon_external_port: u16 => "axon.external_port", "Port announced on chain.";
-    axon_max_body_bytes: usize => "axon.max_body_bytes", "Largest request body accepted.";
-    axon_max_concurrent_per_ip: usize => "axon.max_concurrent_per_ip", "In-flight requests per client IP.";
-    blacklist_force_validator_permit: bool => "blacklist.force_validator_permit", "Only serve validators.";
-    blacklist_allow_non_registered: bool => "blacklist.allow_non_registered", "Serve unregistered callers.";
-    #[arg(num_args = 1.., value_delimiter = ',')]
-    blacklist_allowlist: Vec<String> => "blacklist.allowlist", "Hotkeys always served.";
-    scripts_root: PathBuf => "scripts.root", "Directory with tasks/, personas/, tools/, scripts/.";
-    #[arg(num_args = 1.., value_delimiter = ',')]
-    scripts_http_allowlist: Vec<String> => "scripts.http_allowlist", "Hosts scripts may reach.";
-    scripts_hook_timeout_ms: u64 => "scripts.hook_timeout_ms", "Wall-clock limit per hook call (ms).";
-    scripts_live_tools: bool => "scripts.live_tools", "Use live web APIs instead of offline corpora.";
-}
-
 impl Config {
-    /// Loads the effective configuration: defaults, then `args.config`, then flags.
-    pub fn load(args: &ConfigArgs) -> Result<Self, ConfigError> {
+    /// Loads the effective configuration: defaults, then the YAML `file`, then each
+    /// `(dotted path, value)` of `overrides` in order (a later one wins).
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(&str, serde_yaml::Value)],
+    ) -> Result<Self, ConfigError> {
         let mut tree = serde_yaml::to_value(Config::default()).expect("defaults serialise");
-        if let Some(path) = &args.config {
+        if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 source,
             })?;
             let file: serde_yaml::Value =
                 serde_yaml::from_str(&text).map_err(|source| ConfigError::Invalid {
-                    origin: Some(path.clone()),
+                    origin: Some(path.to_path_buf()),
                     source,
                 })?;
             // Validate the file on its own first so errors name the file and line.
             serde_yaml::from_value::<Config>(file.clone()).map_err(|source| {
                 ConfigError::Invalid {
-                    origin: Some(path.clone()),
+                    origin: Some(path.to_path_buf()),
                     source,
                 }
             })?;
             merge(&mut tree, file);
         }
-        for (path, value) in args.overrides() {
-            set_path(&mut tree, path, value)?;
+        for (path, value) in overrides {
+            set_path(&mut tree, path, value.clone())?;
         }
         serde_yaml::from_value(tree).map_err(|source| ConfigError::Invalid {
             origin: None,
@@ -411,11 +322,6 @@ impl Config {
         serde_yaml::to_string(self).expect("config serialises")
     }
 
-    /// The wallets directory (a leading `~` is expanded by [`crate::wallet::Wallet`]).
-    pub fn wallet_dir(&self) -> PathBuf {
-        PathBuf::from(&self.wallet.path)
-    }
-
     /// The neuron's state directory (scores, events).
     pub fn state_dir(&self) -> PathBuf {
         self.neuron.full_path.clone().unwrap_or_else(|| {
@@ -425,14 +331,6 @@ impl Config {
                 .join(&self.wallet.hotkey)
                 .join(format!("netuid{}", self.netuid))
         })
-    }
-
-    /// The embedded chain's database file.
-    pub fn chain_db_path(&self) -> PathBuf {
-        self.subtensor
-            .db_path
-            .clone()
-            .unwrap_or_else(crate::chain::sim::SimChain::default_path)
     }
 }
 
@@ -475,46 +373,25 @@ fn set_path(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        config: ConfigArgs,
-    }
-
-    fn parse(args: &[&str]) -> ConfigArgs {
-        Cli::try_parse_from(std::iter::once("neuron").chain(args.iter().copied()))
-            .expect("flags parse")
-            .config
-    }
-
-    #[test]
-    fn every_flag_names_a_key_of_the_default_tree() {
-        let tree = serde_yaml::to_value(Config::default()).unwrap();
-        for path in ConfigArgs::flag_paths() {
-            let mut node = &tree;
-            for key in path.split('.') {
-                node = node
-                    .get(key)
-                    .unwrap_or_else(|| panic!("flag --{path} has no config key"));
-            }
-        }
+    fn value<T: Serialize>(v: T) -> serde_yaml::Value {
+        serde_yaml::to_value(v).unwrap()
     }
 
     #[test]
     fn defaults_follow_sn1() {
-        let config = Config::load(&ConfigArgs::default()).unwrap();
+        let config = Config::load(None, &[]).unwrap();
         assert_eq!(config.netuid, 1);
         assert_eq!(config.neuron.sample_size, 50);
         assert_eq!(config.neuron.moving_average_alpha, 0.1);
         assert_eq!(config.neuron.decay_alpha, 0.001);
         assert_eq!(config.neuron.epoch_length, 100);
         assert_eq!(config.neuron.timeout, 10.0);
+        assert_eq!(config.neuron.device, DeviceSpec::Cpu);
     }
 
     #[test]
-    fn file_then_flags_override_defaults() {
+    fn file_then_overrides_replace_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("neuron.yaml");
         std::fs::write(
@@ -522,25 +399,24 @@ mod tests {
             "netuid: 7\nneuron:\n  sample_size: 5\n  timeout: 3.5\nwallet:\n  name: alice\n",
         )
         .unwrap();
-        let args = parse(&[
-            "--config",
-            file.to_str().unwrap(),
-            "--neuron.sample_size",
-            "9",
-            "--neuron.tasks",
-            "qa",
-            "math",
-            "--neuron.task_p",
-            "0.25,0.75",
-        ]);
-        let config = Config::load(&args).unwrap();
+        let config = Config::load(
+            Some(&file),
+            &[
+                ("neuron.sample_size", value(9)),
+                ("neuron.tasks", value(["qa", "math"])),
+                ("neuron.sample_size", value(11)),
+            ],
+        )
+        .unwrap();
         assert_eq!(config.netuid, 7);
-        assert_eq!(config.neuron.sample_size, 9, "flag beats file");
+        assert_eq!(
+            config.neuron.sample_size, 11,
+            "override beats file, last wins"
+        );
         assert_eq!(config.neuron.timeout, 3.5, "file beats default");
         assert_eq!(config.wallet.name, "alice");
         assert_eq!(config.wallet.hotkey, "default");
         assert_eq!(config.neuron.tasks, vec!["qa", "math"]);
-        assert_eq!(config.neuron.task_p, vec![0.25, 0.75]);
     }
 
     #[test]
@@ -548,7 +424,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("bad.yaml");
         std::fs::write(&file, "neuron:\n  sample_sise: 5\n").unwrap();
-        let err = Config::load(&parse(&["--config", file.to_str().unwrap()])).unwrap_err();
+        let err = Config::load(Some(&file), &[]).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("sample_sise"), "{text}");
         assert!(text.contains("bad.yaml"), "{text}");
@@ -560,14 +436,36 @@ mod tests {
         let file = dir.path().join("bad.yaml");
         std::fs::write(&file, "neuron:\n  sample_size: many\n").unwrap();
         assert!(matches!(
-            Config::load(&parse(&["--config", file.to_str().unwrap()])),
+            Config::load(Some(&file), &[]),
             Err(ConfigError::Invalid { .. })
         ));
     }
 
     #[test]
+    fn a_device_this_build_lacks_is_rejected_in_the_file() {
+        if cfg!(feature = "cuda") {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("gpu.yaml");
+        std::fs::write(&file, "neuron:\n  device: cuda:0\n").unwrap();
+        let text = Config::load(Some(&file), &[]).unwrap_err().to_string();
+        assert!(
+            text.contains("cargo build --release --features cuda"),
+            "{text}"
+        );
+        assert!(text.contains("gpu.yaml"), "{text}");
+    }
+
+    #[test]
+    fn override_into_a_scalar_is_a_bad_path() {
+        let err = Config::load(None, &[("netuid.x", value(1))]).unwrap_err();
+        assert!(matches!(err, ConfigError::BadPath(p) if p == "netuid.x"));
+    }
+
+    #[test]
     fn missing_file_is_a_read_error() {
-        let err = Config::load(&parse(&["--config", "/nonexistent/neuron.yaml"])).unwrap_err();
+        let err = Config::load(Some(Path::new("/nonexistent/neuron.yaml")), &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
     }
 

@@ -7,12 +7,15 @@
 //! one on 127.0.0.1). `commit_reveal` commits weights on a commit-reveal subnet and
 //! keeps the pending reveals on disk until they are revealed.
 //!
+//! [`connect::open`] opens the chain a configuration names.
+//!
 //! Signers are anything implementing [`Signer`] (our wallet keypairs do). Which key
 //! signs what follows subtensor: the **hotkey** signs `set_weights`, `serve_axon` and
 //! `set_commitment`; the **coldkey** signs `burned_register`, `add_stake`,
 //! `remove_stake` and `transfer`.
 
 pub mod commit_reveal;
+pub mod connect;
 pub mod sim;
 pub mod subtensor;
 pub mod yuma;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use neuron::embed::Embedder;
-use neuron::llm::{ChatMessage, SamplingParams, parse_device};
+use neuron::llm::{ChatMessage, DeviceSpec, SamplingParams};
 use neuron::models::Resolver;
 use serde_json::Value;
 
@@ -53,7 +53,7 @@ pub struct EmbedBench {
     model: String,
     /// cpu, cuda:N or metal.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceSpec,
     /// Measured runs (after one warm-up).
     #[arg(long, default_value_t = 3)]
     runs: usize,
@@ -231,7 +231,7 @@ fn bench_embed(args: EmbedBench) -> Result<()> {
     let sentences = bench_sentences(args.sentences)?;
     let dir = Resolver::default().resolve(&args.model)?;
     let started = Instant::now();
-    let embedder = Embedder::load(&dir, &parse_device(&args.device)?)?;
+    let embedder = Embedder::load(&dir, &args.device.open()?)?;
     let load_s = started.elapsed().as_secs_f64();
     let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
     embedder.embed(&texts[..texts.len().min(8)])?; // warm-up

@@ -3,13 +3,13 @@
 //! `test`, `local`, a URL); create the local chain and run its epochs.
 //!
 //! The chain-generic commands go through the `Chain` trait, so they behave the same on
-//! both. Keys come from the bittensor wallet (`--wallet.*`): the hotkey signs weights,
-//! serving and commitments, the coldkey registration, staking and transfers.
-//! `--coldkey-uri`/`--hotkey-uri` replace them with development keys.
+//! both. The chain (`--subtensor.*`) and the keys (`--wallet.*`) come from the
+//! configuration as for every command (`--config` and flags, see `flags`): the hotkey
+//! signs weights, serving and commitments, the coldkey registration, staking and
+//! transfers. `--coldkey-uri`/`--hotkey-uri` replace them with development keys.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -18,109 +18,41 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
 use neuron::chain::commit_reveal::{self, CommitRevealError, RevealReport, RevealStore, Revealed};
 use neuron::chain::sim::{SimChain, SimConfig};
-use neuron::chain::subtensor::{SignerRole, SubtensorChain, SubtensorOptions};
+use neuron::chain::subtensor::{SignerRole, SubtensorChain};
 use neuron::chain::{
-    AxonServe, Chain, Hyperparameters, LOCAL_SIM, Metagraph, Network, RAO_PER_TAO,
+    AxonServe, Chain, Hyperparameters, LOCAL_SIM, Metagraph, Network, RAO_PER_TAO, connect,
     normalize_weights, proportion,
 };
+use neuron::config::WalletConfig;
 use neuron::wallet::Keypair;
 
-use super::wallet::WalletFlags;
+use super::flags::{self, ChainWalletArgs, KeyUris, open_subtensor};
 
 /// Options shared by every `neuron chain` command.
 #[derive(Debug, Args)]
 pub struct ChainArgs {
+    /// `--config`, the chain (`--subtensor.*`) and the wallet (`--wallet.*`).
     #[command(flatten)]
-    network: NetworkArgs,
+    config: ChainWalletArgs,
     #[command(flatten)]
-    keys: KeyArgs,
+    uris: KeyUris,
     #[command(subcommand)]
     command: ChainCommand,
 }
 
-/// Which chain: `--subtensor.network`, `--subtensor.chain_endpoint`, `--chain.file`.
-#[derive(Debug, Args)]
-pub struct NetworkArgs {
-    /// Chain: local-sim (the embedded chain), finney, test, local, archive or a ws:// URL.
-    #[arg(long = "subtensor.network", default_value = LOCAL_SIM, global = true)]
-    network: String,
-    /// Subtensor endpoint URL; overrides the network's own (and selects subtensor).
-    #[arg(long = "subtensor.chain_endpoint", global = true, value_name = "URL")]
-    chain_endpoint: Option<String>,
-    /// Local chain file (default `$NEURON_HOME/chain/local-sim.sqlite`).
-    #[arg(
-        long = "chain.file",
-        alias = "chain-db",
-        env = "NEURON_CHAIN_FILE",
-        global = true
-    )]
-    chain_file: Option<PathBuf>,
+/// Which keys sign: the configured wallet's, or development secret URIs.
+struct Keys {
+    wallet: WalletConfig,
+    uris: KeyUris,
 }
 
-impl NetworkArgs {
-    fn select(&self) -> Result<Network> {
-        Ok(Network::select(
-            &self.network,
-            self.chain_endpoint.as_deref(),
-        )?)
-    }
-
-    fn local_file(&self) -> PathBuf {
-        self.chain_file
-            .clone()
-            .unwrap_or_else(SimChain::default_path)
-    }
-
-    /// Opens the selected chain: the local chain file or a subtensor connection.
-    pub async fn connect(&self) -> Result<Arc<dyn Chain>> {
-        Ok(match self.select()? {
-            Network::LocalSim => Arc::new(SimChain::open(&self.local_file())?),
-            Network::Subtensor { name, endpoint } => {
-                Arc::new(connect_subtensor(&name, &endpoint).await?)
-            }
-        })
-    }
-}
-
-async fn connect_subtensor(name: &str, endpoint: &str) -> Result<SubtensorChain> {
-    SubtensorChain::connect(name, Some(endpoint), SubtensorOptions::default())
-        .await
-        .with_context(|| {
-            format!(
-                "subtensor network {name:?} at {endpoint} is not reachable \
-                 (check --subtensor.network / --subtensor.chain_endpoint)"
-            )
-        })
-}
-
-/// Which keys sign: the wallet's (default) or development secret URIs.
-#[derive(Debug, Args)]
-struct KeyArgs {
-    #[command(flatten)]
-    wallet: WalletFlags,
-    /// Sign with this secret URI instead of the wallet's coldkey (a development key such
-    /// as //Alice, or `<mnemonic>//hard/soft`).
-    #[arg(long, global = true, value_name = "URI")]
-    coldkey_uri: Option<String>,
-    /// Sign with this secret URI instead of the wallet's hotkey.
-    #[arg(long, global = true, value_name = "URI")]
-    hotkey_uri: Option<String>,
-}
-
-impl KeyArgs {
-    fn uri(&self, role: SignerRole) -> Option<&str> {
-        match role {
-            SignerRole::Coldkey => self.coldkey_uri.as_deref(),
-            SignerRole::Hotkey => self.hotkey_uri.as_deref(),
-        }
-    }
-
+impl Keys {
     fn signer(&self, role: SignerRole) -> Result<Keypair> {
-        self.wallet.signer(role, self.uri(role))
+        flags::signer(&self.wallet, role, self.uris.get(role))
     }
 
     fn address(&self, role: SignerRole) -> Result<String> {
-        self.wallet.address(role, self.uri(role))
+        flags::address(&self.wallet, role, self.uris.get(role))
     }
 }
 
@@ -340,12 +272,17 @@ fn tao(rao: u64) -> String {
 /// Runs `neuron chain ...`.
 pub async fn run(args: ChainArgs) -> Result<()> {
     let ChainArgs {
-        network,
-        keys,
+        config,
+        uris,
         command,
     } = args;
-    match network.select()? {
-        Network::LocalSim => run_local(network.local_file(), &keys, command).await,
+    let config = config.load()?;
+    let keys = Keys {
+        wallet: config.wallet.clone(),
+        uris,
+    };
+    match connect::network(&config.subtensor)? {
+        Network::LocalSim => run_local(connect::db_path(&config.subtensor), &keys, command).await,
         Network::Subtensor { name, endpoint } => {
             if let Some(why) = command.local_only() {
                 bail!(
@@ -353,14 +290,14 @@ pub async fn run(args: ChainArgs) -> Result<()> {
                      `--subtensor.network {LOCAL_SIM}` for the embedded chain"
                 );
             }
-            let chain = connect_subtensor(&name, &endpoint).await?;
+            let chain = open_subtensor(&name, &endpoint).await?;
             run_subtensor(&chain, &keys, command).await
         }
     }
 }
 
 /// The local-chain commands, then the generic ones on the local chain.
-async fn run_local(path: PathBuf, keys: &KeyArgs, command: ChainCommand) -> Result<()> {
+async fn run_local(path: PathBuf, keys: &Keys, command: ChainCommand) -> Result<()> {
     let local = match &command {
         ChainCommand::Init {
             block_time,
@@ -475,11 +412,7 @@ async fn init_local(
 }
 
 /// Subtensor: status, commit-reveal weights and reveals, then the generic commands.
-async fn run_subtensor(
-    chain: &SubtensorChain,
-    keys: &KeyArgs,
-    command: ChainCommand,
-) -> Result<()> {
+async fn run_subtensor(chain: &SubtensorChain, keys: &Keys, command: ChainCommand) -> Result<()> {
     match command {
         ChainCommand::Status => {
             println!("network    {}", chain.network());
@@ -509,7 +442,7 @@ async fn run_subtensor(
 }
 
 /// The commands every chain supports, through the `Chain` trait.
-async fn run_generic(chain: &dyn Chain, keys: &KeyArgs, command: GenericCommand) -> Result<()> {
+async fn run_generic(chain: &dyn Chain, keys: &Keys, command: GenericCommand) -> Result<()> {
     match command {
         GenericCommand::Metagraph { netuid } => {
             let mg = chain.metagraph(netuid).await?;

@@ -1,7 +1,7 @@
 //! `neuron config show`: print the effective configuration.
 
+use super::flags::ConfigArgs;
 use clap::{Args, Subcommand};
-use neuron::config::{Config, ConfigArgs};
 
 /// `neuron config` options.
 #[derive(Debug, Args)]
@@ -22,7 +22,7 @@ pub enum ConfigCommand {
 pub fn run(command: &ConfigCommand, args: &ConfigArgs) -> anyhow::Result<()> {
     match command {
         ConfigCommand::Show => {
-            print!("{}", Config::load(args)?.to_yaml());
+            print!("{}", args.load()?.to_yaml());
             Ok(())
         }
     }

@@ -3,7 +3,7 @@
 use anyhow::{Result, bail};
 use clap::Args;
 use neuron::embed::{Embedder, cosine};
-use neuron::llm::parse_device;
+use neuron::llm::DeviceSpec;
 use neuron::models::Resolver;
 
 /// Arguments of `neuron embed`.
@@ -15,9 +15,9 @@ pub struct EmbedArgs {
     /// Embedding model id or directory.
     #[arg(long, default_value = "all-minilm-l6-v2")]
     model: String,
-    /// cpu, cuda:N or metal.
+    /// cpu, cuda:N or metal (GPU needs a build with `--features cuda|metal`).
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceSpec,
     /// Print the cosine similarity of each text to the first instead of the vectors.
     #[arg(long)]
     cosine: bool,
@@ -29,7 +29,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         bail!("--cosine needs at least two texts");
     }
     let dir = Resolver::default().resolve(&args.model)?;
-    let embedder = Embedder::load(&dir, &parse_device(&args.device)?)?;
+    let embedder = Embedder::load(&dir, &args.device.open()?)?;
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let vectors = embedder.embed(&texts)?;
     for (text, v) in texts.iter().zip(&vectors) {

@@ -8,15 +8,24 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use neuron::chain::subtensor::SignerRole;
+use neuron::config::Config;
 use neuron::finetune::{
     Batch, Candidate, Evaluator, FinetuneConfig, FinetuneValidator, ModelId, ModelStore, Policy,
     ScriptPolicy, StoreConfig, batches, hash_directory, load_pairs, read_models,
 };
+use neuron::llm::{CpuKernels, LoadOptions};
 use neuron::wallet::Keypair;
 
-use super::chain::NetworkArgs;
-use super::wallet::WalletFlags;
-use neuron::llm::{CpuKernels, LoadOptions, parse_device};
+use super::flags::{self, ConfigArgs, open_chain};
+
+/// `neuron finetune`: the subcommand (the chain, wallet, subnet and device come from the
+/// configuration: `--subtensor.*`, `--wallet.*`, `--netuid`, `--neuron.device`).
+#[derive(Debug, Args)]
+pub struct FinetuneArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: FinetuneCommand,
+}
 
 /// `neuron finetune …`
 #[derive(Debug, Subcommand)]
@@ -28,24 +37,13 @@ pub enum FinetuneCommand {
     /// Run the validator loop: commitments → models → losses → weights on the chain.
     Validate(ValidateArgs),
     /// List the model ids committed on a subnet.
-    List(ChainArgs),
+    List,
 }
 
-/// Chain selection shared by the subcommands that talk to a chain.
-#[derive(Debug, Args)]
-pub struct ChainArgs {
-    #[command(flatten)]
-    network: NetworkArgs,
-    /// Subnet.
-    #[arg(long, default_value_t = 1)]
-    netuid: u16,
-}
-
-/// The hotkey that signs commitments and weights: the wallet's, or a development key.
+/// The hotkey that signs commitments and weights: the configured wallet's, or a
+/// development key.
 #[derive(Debug, Args)]
 pub struct HotkeyArgs {
-    #[command(flatten)]
-    wallet: WalletFlags,
     /// Sign with this secret URI instead of the wallet's hotkey (a development key such
     /// as //Alice, or `<mnemonic>//hard/soft`).
     #[arg(long, value_name = "URI")]
@@ -53,17 +51,18 @@ pub struct HotkeyArgs {
 }
 
 impl HotkeyArgs {
-    fn signer(&self) -> Result<Keypair> {
-        self.wallet
-            .signer(SignerRole::Hotkey, self.hotkey_uri.as_deref())
+    fn signer(&self, config: &Config) -> Result<Keypair> {
+        flags::signer(
+            &config.wallet,
+            SignerRole::Hotkey,
+            self.hotkey_uri.as_deref(),
+        )
     }
 }
 
 /// Arguments of `neuron finetune commit`.
 #[derive(Debug, Args)]
 pub struct CommitArgs {
-    #[command(flatten)]
-    chain: ChainArgs,
     /// Hub repository, `NAMESPACE/NAME`.
     #[arg(long)]
     repo: String,
@@ -84,12 +83,9 @@ pub struct CommitArgs {
     hotkey: HotkeyArgs,
 }
 
-/// Model loading flags.
+/// Model loading flags (the device is `--neuron.device`).
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// cpu, cuda:N or metal.
-    #[arg(long, default_value = "cpu")]
-    device: String,
     /// Keep Q4_1/Q5_x weights that candle multiplies as shipped instead of re-quantising
     /// them to Q8_0.
     #[arg(long)]
@@ -103,9 +99,9 @@ pub struct LoadArgs {
 }
 
 impl LoadArgs {
-    fn evaluator(&self) -> Result<Evaluator> {
+    fn evaluator(&self, config: &Config) -> Result<Evaluator> {
         Ok(Evaluator::new(LoadOptions {
-            device: parse_device(&self.device)?,
+            device: config.neuron.device.open()?,
             cpu_kernels: CpuKernels {
                 own: !self.candle_kernels,
                 requantize: !self.no_requantize,
@@ -159,8 +155,6 @@ pub struct EvalArgs {
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     #[command(flatten)]
-    chain: ChainArgs,
-    #[command(flatten)]
     load: LoadArgs,
     /// Evaluation data: JSONL file or directory (default: the validator's events,
     /// `$NEURON_HOME/validator/events.jsonl`).
@@ -203,13 +197,14 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Runs a `neuron finetune` subcommand.
-pub fn run(cmd: FinetuneCommand) -> Result<()> {
+pub fn run(cmd: FinetuneCommand, config_args: &ConfigArgs) -> Result<()> {
+    let config = config_args.load()?;
     let rt = tokio::runtime::Runtime::new()?;
     match cmd {
-        FinetuneCommand::Commit(args) => rt.block_on(commit(args)),
-        FinetuneCommand::Eval(args) => eval(args),
-        FinetuneCommand::Validate(args) => rt.block_on(validate(args)),
-        FinetuneCommand::List(args) => rt.block_on(list(args)),
+        FinetuneCommand::Commit(args) => rt.block_on(commit(args, &config)),
+        FinetuneCommand::Eval(args) => eval(args, &config),
+        FinetuneCommand::Validate(args) => rt.block_on(validate(args, &config)),
+        FinetuneCommand::List => rt.block_on(list(&config)),
     }
 }
 
@@ -220,7 +215,7 @@ fn store(models_dir: Option<PathBuf>, offline: bool) -> ModelStore {
     ModelStore::new(config)
 }
 
-async fn commit(args: CommitArgs) -> Result<()> {
+async fn commit(args: CommitArgs, config: &Config) -> Result<()> {
     let Some((namespace, name)) = args.repo.split_once('/') else {
         bail!("--repo must be NAMESPACE/NAME, got `{}`", args.repo);
     };
@@ -237,19 +232,19 @@ async fn commit(args: CommitArgs) -> Result<()> {
     };
     id.hash = Some(hash_directory(&dir)?);
     let text = id.to_compressed()?;
-    let signer = args.hotkey.signer()?;
-    let chain = args.chain.network.connect().await?;
+    let signer = args.hotkey.signer(config)?;
+    let chain = open_chain(config).await?;
     let receipt = chain
-        .set_commitment(&signer, args.chain.netuid, text.as_bytes())
+        .set_commitment(&signer, config.netuid, text.as_bytes())
         .await?;
     println!("{text}");
     println!("committed at block {}", receipt.block);
     Ok(())
 }
 
-async fn list(args: ChainArgs) -> Result<()> {
-    let chain = args.network.connect().await?;
-    for (uid, block, id) in read_models(chain.as_ref(), args.netuid).await? {
+async fn list(config: &Config) -> Result<()> {
+    let chain = open_chain(config).await?;
+    for (uid, block, id) in read_models(chain.as_ref(), config.netuid).await? {
         match id {
             Ok(id) => println!("{uid}\t{block}\t{}", id.to_compressed()?),
             Err(e) => println!("{uid}\t{block}\tinvalid: {e}"),
@@ -258,7 +253,7 @@ async fn list(args: ChainArgs) -> Result<()> {
     Ok(())
 }
 
-fn eval(args: EvalArgs) -> Result<()> {
+fn eval(args: EvalArgs, config: &Config) -> Result<()> {
     if !args.blocks.is_empty() && args.blocks.len() != args.models.len() {
         bail!(
             "--blocks has {} values for {} models",
@@ -300,7 +295,7 @@ fn eval(args: EvalArgs) -> Result<()> {
             },
         })
         .collect();
-    let evaluator = args.load.evaluator()?;
+    let evaluator = args.load.evaluator(config)?;
     if let Some(dump) = &args.dump {
         write_dump(&evaluator, &args.models[0], &batch_list, dump)?;
     }
@@ -380,7 +375,7 @@ fn display_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-async fn validate(args: ValidateArgs) -> Result<()> {
+async fn validate(args: ValidateArgs, config: &Config) -> Result<()> {
     let home = neuron::home::neuron_home();
     let data = args
         .data
@@ -388,13 +383,14 @@ async fn validate(args: ValidateArgs) -> Result<()> {
         .unwrap_or_else(|| home.join("validator").join("events.jsonl"));
     let pairs = load_pairs(&data).with_context(|| "loading evaluation data (--data)")?;
     let policy = args.load.policy()?;
-    let signer = Arc::new(args.hotkey.signer()?);
-    let chain = args.chain.network.connect().await?;
-    let config = FinetuneConfig {
-        netuid: args.chain.netuid,
+    let signer = Arc::new(args.hotkey.signer(config)?);
+    let chain = open_chain(config).await?;
+    let netuid = config.netuid;
+    let validator_config = FinetuneConfig {
+        netuid,
         state_path: args.state.clone().unwrap_or_else(|| {
             home.join("finetune")
-                .join(format!("validator-{}.json", args.chain.netuid))
+                .join(format!("validator-{netuid}.json"))
         }),
         pairs,
         version_key: args.version_key,
@@ -404,8 +400,8 @@ async fn validate(args: ValidateArgs) -> Result<()> {
         signer,
         policy.clone(),
         store(args.models_dir.clone(), args.offline),
-        args.load.evaluator()?,
-        config,
+        args.load.evaluator(config)?,
+        validator_config,
     )?;
     let mut done = 0u64;
     loop {

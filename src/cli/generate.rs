@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use neuron::llm::{
-    ChatMessage, CpuKernels, LlmService, LoadOptions, RequestOptions, SamplingParams, parse_device,
+    ChatMessage, CpuKernels, DeviceSpec, LlmService, LoadOptions, RequestOptions, SamplingParams,
 };
 use neuron::models::Resolver;
 
@@ -18,7 +18,7 @@ pub struct ModelArgs {
     pub model: String,
     /// cpu, cuda:N or metal (GPU needs a build with `--features cuda|metal`).
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: DeviceSpec,
     /// Keep Q4_1/Q5_x weights that candle multiplies as shipped instead of re-quantising
     /// them to Q8_0 (slower on CPU).
     #[arg(long)]
@@ -37,7 +37,7 @@ impl ModelArgs {
     pub fn load(&self) -> Result<(PathBuf, LlmService)> {
         let path = Resolver::default().resolve(&self.model)?;
         let options = LoadOptions {
-            device: parse_device(&self.device)?,
+            device: self.device.open()?,
             cpu_kernels: CpuKernels {
                 own: !self.candle_kernels,
                 requantize: !self.no_requantize,

@@ -7,9 +7,10 @@ use anyhow::Context;
 use clap::Args;
 use comfy_table::Table;
 use indicatif::{ProgressBar, ProgressStyle};
-use neuron::config::{Config, ConfigArgs};
 use neuron::prompting::local::{self, DEFAULT_STRATEGIES, LocalOptions, Progress};
 use neuron::prompting::report::write_report;
+
+use super::flags::ConfigArgs;
 
 /// Options of `neuron local`.
 #[derive(Debug, Args)]
@@ -42,15 +43,15 @@ pub struct LocalArgs {
 
 /// Runs `neuron local`.
 pub fn run(args: &LocalArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(config_args)?;
-    if config_args.neuron_timeout.is_none() {
+    let mut config = config_args.load()?;
+    if config_args.neuron.neuron_timeout.is_none() {
         // Small CPU models answer slower than SN1's GPUs; give them time.
         config.neuron.timeout = 60.0;
     }
-    if config_args.neuron_sample_size.is_none() {
+    if config_args.neuron.neuron_sample_size.is_none() {
         config.neuron.sample_size = args.miners;
     }
-    if config_args.neuron_epoch_length.is_none() {
+    if config_args.neuron.neuron_epoch_length.is_none() {
         config.neuron.epoch_length = 10;
     }
     let data_dir = args

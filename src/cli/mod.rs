@@ -6,6 +6,7 @@ mod chain;
 mod config;
 mod embed;
 mod finetune;
+mod flags;
 mod generate;
 mod local;
 mod models;
@@ -16,7 +17,7 @@ mod task;
 mod wallet;
 
 use clap::{Args, Parser, Subcommand};
-use neuron::config::ConfigArgs;
+use flags::ConfigArgs;
 use tracing_subscriber::EnvFilter;
 
 /// A Rust host for Bittensor subnet neurons.
@@ -68,11 +69,9 @@ enum Command {
     #[command(subcommand)]
     Bench(bench::BenchCommand),
     /// Finetuning subnet: commit models, evaluate them, run the validator.
-    #[command(subcommand)]
-    Finetune(finetune::FinetuneCommand),
+    Finetune(Configured<finetune::FinetuneArgs>),
     /// Task scripts: list, check, run one step.
-    #[command(subcommand)]
-    Task(task::TaskCommand),
+    Task(Configured<task::TaskArgs>),
     /// Create, regenerate, list and inspect bittensor wallets; sign and verify.
     Wallet(wallet::WalletArgs),
 }
@@ -100,8 +99,18 @@ pub fn main() -> anyhow::Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
-        Command::Finetune(cmd) => finetune::run(cmd),
-        Command::Task(cmd) => task::run(cmd),
+        Command::Finetune(c) => finetune::run(c.args.command, &c.config),
+        Command::Task(c) => task::run(c.args.command, &c.config),
         Command::Wallet(args) => wallet::run(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent_across_subcommands() {
+        super::Cli::command().debug_assert();
     }
 }

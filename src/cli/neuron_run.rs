@@ -4,12 +4,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use neuron::config::{Config, ConfigArgs};
+use neuron::chain::subtensor::SignerRole;
+use neuron::config::Config;
 use neuron::prompting::miner::{MinerSetup, serve_miner};
+use neuron::prompting::script_host;
 use neuron::prompting::validator::Validator;
-use neuron::prompting::{connect_chain, script_host};
 use neuron::script::{ScriptHost, Watcher};
-use neuron::wallet::{Keypair, Password, Wallet};
+
+use super::flags::{self, ConfigArgs, open_chain};
 
 /// Options of `neuron miner` (everything else is configuration).
 #[derive(Debug, Args)]
@@ -23,21 +25,6 @@ pub struct ValidatorArgs {
     steps: Option<u64>,
 }
 
-/// The configured wallet's hotkey (`--wallet.path/name/hotkey`).
-pub(super) fn hotkey(config: &Config) -> anyhow::Result<Keypair> {
-    let wallet = Wallet::new(
-        config.wallet_dir(),
-        &config.wallet.name,
-        &config.wallet.hotkey,
-    );
-    wallet.hotkey(&Password::EnvOrPrompt).with_context(|| {
-        format!(
-            "loading hotkey {}/{}",
-            config.wallet.name, config.wallet.hotkey
-        )
-    })
-}
-
 fn scripts_with_reload(config: &Config) -> anyhow::Result<(ScriptHost, Watcher)> {
     let scripts = script_host(config).context("loading scripts")?;
     let watcher = scripts
@@ -48,11 +35,11 @@ fn scripts_with_reload(config: &Config) -> anyhow::Result<(ScriptHost, Watcher)>
 
 /// Runs the validator loop.
 pub fn validator(args: &ValidatorArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
-    let config = Config::load(config_args)?;
-    let hotkey = hotkey(&config)?;
+    let config = config_args.load()?;
+    let hotkey = flags::signer(&config.wallet, SignerRole::Hotkey, None)?;
     let (scripts, _watcher) = scripts_with_reload(&config)?;
     tokio::runtime::Runtime::new()?.block_on(async {
-        let chain = connect_chain(&config).await?;
+        let chain = open_chain(&config).await?;
         let mut validator = Validator::new(config, chain, hotkey, scripts)?;
         tokio::select! {
             _ = validator.run(args.steps, |result| {
@@ -68,11 +55,11 @@ pub fn validator(args: &ValidatorArgs, config_args: &ConfigArgs) -> anyhow::Resu
 
 /// Serves the miner axon until Ctrl-C, announcing it on chain.
 pub fn miner(config_args: &ConfigArgs) -> anyhow::Result<()> {
-    let config = Config::load(config_args)?;
-    let hotkey = hotkey(&config)?;
+    let config = config_args.load()?;
+    let hotkey = flags::signer(&config.wallet, SignerRole::Hotkey, None)?;
     let (scripts, _watcher) = scripts_with_reload(&config)?;
     tokio::runtime::Runtime::new()?.block_on(async {
-        let chain = connect_chain(&config).await?;
+        let chain = open_chain(&config).await?;
         let setup = MinerSetup::from_config(&config, chain, hotkey, scripts)?;
         let miner = serve_miner(setup).await?;
         tracing::info!(addr = %miner.local_addr(), strategy = %config.neuron.strategy, "miner serving");

@@ -6,12 +6,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use comfy_table::Table;
-use neuron::config::{Config, ConfigArgs};
+use neuron::chain::subtensor::SignerRole;
 use neuron::net::Dendrite;
-use neuron::prompting::connect_chain;
 use neuron::prompting::prompt::{self, Answer, Targets};
 
-use super::neuron_run::hotkey;
+use super::flags::{self, ConfigArgs, open_chain};
 
 /// Options of `neuron prompt`.
 #[derive(Debug, Args)]
@@ -34,12 +33,12 @@ pub struct PromptArgs {
 
 /// Runs `neuron prompt`.
 pub fn run(args: &PromptArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
-    let config = Config::load(config_args)?;
+    let config = config_args.load()?;
     let timeout = args.timeout.unwrap_or(config.neuron.timeout);
     if !(timeout.is_finite() && timeout > 0.0) {
         bail!("--timeout must be a positive number of seconds, got {timeout}");
     }
-    let keypair = hotkey(&config)?;
+    let keypair = flags::signer(&config.wallet, SignerRole::Hotkey, None)?;
     let caller = keypair.ss58();
     let targets = if args.uids.is_empty() {
         Targets::Top(args.top)
@@ -47,7 +46,7 @@ pub fn run(args: &PromptArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
         Targets::Uids(args.uids.clone())
     };
     let answers = tokio::runtime::Runtime::new()?.block_on(async {
-        let chain = connect_chain(&config).await?;
+        let chain = open_chain(&config).await?;
         let metagraph = chain
             .metagraph(config.netuid)
             .await

@@ -7,11 +7,12 @@ use anyhow::{Context, bail};
 use clap::Args;
 use comfy_table::Table;
 use comfy_table::presets::ASCII_FULL_CONDENSED;
-use neuron::config::{Config, ConfigArgs};
 use neuron::prompting::replay::{MalformedLines, Replay, ReplayOptions, TaskScripts, replay};
 use neuron::prompting::script_host;
 use neuron::prompting::state::ScoreUpdate;
 use neuron::script::{ReloadStatus, ScriptHost};
+
+use super::flags::ConfigArgs;
 
 /// Options of `neuron replay`.
 #[derive(Debug, Args)]
@@ -34,7 +35,7 @@ pub struct ReplayArgs {
 
 /// Runs `neuron replay`.
 pub fn run(args: &ReplayArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
-    let mut config = Config::load(config_args)?;
+    let mut config = config_args.load()?;
     if let Some(root) = &args.scripts {
         config.scripts.root.clone_from(root);
     }

@@ -6,10 +6,21 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use neuron::prompting::challenge::{Challenge, TaskChoice};
 use neuron::prompting::hooks::PromptingHooks;
-use neuron::script::{HostConfig, ReloadStatus, ScriptHost, ScriptKind, Services};
+use neuron::script::{HostConfig, ReloadStatus, ScriptHost, ScriptKind};
+
+use super::flags::ConfigArgs;
+
+/// `neuron task`: the subcommand (models come from the configuration:
+/// `--neuron.model_id`, `--neuron.embed_model_id`, `--neuron.device`).
+#[derive(Debug, Args)]
+pub struct TaskArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TaskCommand,
+}
 
 /// `neuron task` subcommands.
 #[derive(Debug, Subcommand)]
@@ -65,7 +76,8 @@ pub struct HostArgs {
     set: Vec<String>,
 }
 
-fn host(args: &HostArgs) -> anyhow::Result<ScriptHost> {
+fn host(args: &HostArgs, config_args: &ConfigArgs) -> anyhow::Result<ScriptHost> {
+    let services = neuron::prompting::services(&config_args.load()?);
     let mut config = HostConfig::new(&args.scripts);
     for pair in &args.set {
         let (key, value) = pair
@@ -82,27 +94,27 @@ fn host(args: &HostArgs) -> anyhow::Result<ScriptHost> {
         };
         config.config.insert(key.into(), value);
     }
-    ScriptHost::new(config, Services::standard())
+    ScriptHost::new(config, services)
         .with_context(|| format!("loading scripts under {}", args.scripts.display()))
 }
 
 /// Runs a `task` subcommand.
-pub fn run(command: TaskCommand) -> anyhow::Result<()> {
+pub fn run(command: TaskCommand, config: &ConfigArgs) -> anyhow::Result<()> {
     match command {
-        TaskCommand::List { host: args } => list(&host(&args)?),
+        TaskCommand::List { host: args } => list(&host(&args, config)?),
         TaskCommand::Check {
             files,
             host: args,
             seed,
             persona,
-        } => check(&host(&args)?, &files, seed, &persona),
+        } => check(&host(&args, config)?, &files, seed, &persona),
         TaskCommand::Run {
             name,
             seed,
             completion,
             host: args,
             persona,
-        } => step(&host(&args)?, &name, seed, completion, &persona),
+        } => step(&host(&args, config)?, &name, seed, completion, &persona),
     }
 }
 

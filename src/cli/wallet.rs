@@ -1,120 +1,20 @@
 //! `neuron wallet ...`: create, regenerate, list and inspect bittensor wallets; sign and
 //! verify messages. Files and formats are the SDK's (see `neuron::wallet`).
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use neuron::chain::subtensor::SignerRole;
-use neuron::wallet::{Keypair, Password, Wallet, default_wallet_path, password_env_var};
+use neuron::wallet::{Keypair, Password, Wallet, password_env_var};
+
+use super::flags;
 
 /// `neuron wallet`: the wallet to act on and what to do.
 #[derive(Debug, Args)]
 pub struct WalletArgs {
+    /// `--config` and the wallet (`--wallet.*`).
     #[command(flatten)]
-    wallet: WalletFlags,
+    wallet: flags::WalletConfigArgs,
     #[command(subcommand)]
     command: WalletCommand,
-}
-
-/// Wallet selection flags, named and defaulted as in the SDK and btcli.
-#[derive(Debug, Args)]
-pub struct WalletFlags {
-    /// Wallet name.
-    #[arg(long = "wallet.name", global = true, default_value = "default")]
-    wallet_name: String,
-    /// Hotkey name.
-    #[arg(long = "wallet.hotkey", global = true, default_value = "default")]
-    wallet_hotkey: String,
-    /// Wallets directory (default ~/.bittensor/wallets).
-    #[arg(long = "wallet.path", global = true)]
-    wallet_path: Option<PathBuf>,
-}
-
-impl WalletFlags {
-    /// The wallets directory.
-    fn dir(&self) -> PathBuf {
-        self.wallet_path.clone().unwrap_or_else(default_wallet_path)
-    }
-
-    /// The selected wallet and hotkey.
-    pub fn wallet(&self) -> Wallet {
-        Wallet::new(self.dir(), &self.wallet_name, &self.wallet_hotkey)
-    }
-
-    /// The key that signs as `role`: the secret URI `uri` when given (a development key
-    /// such as `//Alice`), else the wallet's coldkey or hotkey, unlocked with its
-    /// `BT_PW_...` variable or a password prompt when encrypted. A missing key file is
-    /// an error naming the file and how to create it.
-    pub fn signer(&self, role: SignerRole, uri: Option<&str>) -> Result<Keypair> {
-        if let Some(uri) = uri {
-            return Keypair::from_uri(uri).with_context(|| format!("--{}-uri", role_name(role)));
-        }
-        let wallet = self.wallet();
-        let file = match role {
-            SignerRole::Coldkey => wallet.coldkey_file(),
-            SignerRole::Hotkey => wallet.hotkey_file(),
-        };
-        self.ensure_exists(role, file.path())?;
-        file.keypair(&Password::EnvOrPrompt).with_context(|| {
-            format!(
-                "unlocking the {} {} (set {} or enter its password at the prompt)",
-                role_name(role),
-                file.path().display(),
-                password_env_var(file.path())
-            )
-        })
-    }
-
-    /// The SS58 address of the key for `role` (from `uri` when given), read from the
-    /// wallet's public files without unlocking anything.
-    pub fn address(&self, role: SignerRole, uri: Option<&str>) -> Result<String> {
-        if uri.is_some() {
-            return Ok(self.signer(role, uri)?.ss58());
-        }
-        let wallet = self.wallet();
-        let (file, key) = match role {
-            SignerRole::Coldkey => (wallet.coldkeypub_file(), wallet.coldkeypub()),
-            SignerRole::Hotkey => (wallet.hotkey_file(), wallet.hotkeypub()),
-        };
-        let has_hotkeypub = role == SignerRole::Hotkey && wallet.hotkeypub_file().exists();
-        if !has_hotkeypub {
-            self.ensure_exists(role, file.path())?;
-        }
-        Ok(key?.ss58())
-    }
-
-    fn ensure_exists(&self, role: SignerRole, file: &std::path::Path) -> Result<()> {
-        if file.is_file() {
-            return Ok(());
-        }
-        let name = role_name(role);
-        let mut create = format!(
-            "neuron wallet new-{name} --wallet.name {}",
-            self.wallet_name
-        );
-        if role == SignerRole::Hotkey {
-            create.push_str(&format!(" --wallet.hotkey {}", self.wallet_hotkey));
-        }
-        if let Some(path) = &self.wallet_path {
-            create.push_str(&format!(" --wallet.path {}", path.display()));
-        }
-        bail!(
-            "wallet {:?} has no {name}: {} does not exist. Create one with `{create}` \
-             (or regenerate it with `neuron wallet regen-{name}`), choose another wallet \
-             with --wallet.name/--wallet.hotkey/--wallet.path, or sign with a development \
-             key: --{name}-uri //Alice",
-            self.wallet_name,
-            file.display()
-        )
-    }
-}
-
-fn role_name(role: SignerRole) -> &'static str {
-    match role {
-        SignerRole::Coldkey => "coldkey",
-        SignerRole::Hotkey => "hotkey",
-    }
 }
 
 /// Key material for regen commands (exactly one).
@@ -219,8 +119,9 @@ enum WalletCommand {
 
 /// Runs `neuron wallet ...`.
 pub fn run(args: WalletArgs) -> Result<()> {
-    let path = args.wallet.dir();
-    let wallet = args.wallet.wallet();
+    let config = args.wallet.load()?;
+    let wallet = Wallet::from_config(&config.wallet);
+    let path = wallet.path().to_path_buf();
     match args.command {
         WalletCommand::NewColdkey { n_words, write } => {
             let key = Keypair::generate(n_words)?;

@@ -5,6 +5,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod cpu_matmul;
+mod device;
 mod engine;
 mod export;
 mod gguf;
@@ -13,6 +14,7 @@ mod service;
 mod template;
 mod tokenizer;
 
+pub use device::DeviceSpec;
 pub use engine::ModelInfo;
 pub use export::{ExportDType, export_safetensors};
 pub use gguf::SUPPORTED_ARCHITECTURES;
@@ -72,7 +74,8 @@ pub enum LlmError {
     /// Sampling parameters out of range.
     #[error("invalid sampling parameters: {0}")]
     InvalidParams(String),
-    /// The device string is malformed or the device is not compiled in.
+    /// The device string is malformed, names a GPU kind this binary was built without,
+    /// or the GPU cannot be opened.
     #[error("device `{spec}`: {reason}")]
     Device {
         /// The device string given.
@@ -256,57 +259,9 @@ impl Default for LoadOptions {
     }
 }
 
-/// Parses `cpu`, `cuda`, `cuda:N` or `metal` into a device. GPU devices need the crate's
-/// `cuda` / `metal` feature.
-pub fn parse_device(spec: &str) -> Result<candle_core::Device, LlmError> {
-    let err = |reason: String| LlmError::Device {
-        spec: spec.into(),
-        reason,
-    };
-    let (kind, index) = match spec.split_once(':') {
-        Some((k, i)) => (
-            k,
-            i.parse::<usize>()
-                .map_err(|_| err(format!("`{i}` is not a device index")))?,
-        ),
-        None => (spec, 0),
-    };
-    let build_hint = |feature: &str| {
-        format!("this binary was built without GPU support; rebuild with `--features {feature}`")
-    };
-    match kind {
-        "cpu" => Ok(candle_core::Device::Cpu),
-        "cuda" if candle_core::utils::cuda_is_available() => {
-            candle_core::Device::new_cuda(index).map_err(|e| err(e.to_string()))
-        }
-        "cuda" => Err(err(build_hint("cuda"))),
-        "metal" if candle_core::utils::metal_is_available() => {
-            candle_core::Device::new_metal(index).map_err(|e| err(e.to_string()))
-        }
-        "metal" => Err(err(build_hint("metal"))),
-        other => Err(err(format!(
-            "unknown device kind `{other}`; use cpu, cuda:N or metal"
-        ))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn device_strings() {
-        assert!(parse_device("cpu").unwrap().is_cpu());
-        assert!(matches!(parse_device("tpu"), Err(LlmError::Device { .. })));
-        assert!(matches!(
-            parse_device("cuda:x"),
-            Err(LlmError::Device { .. })
-        ));
-        if !candle_core::utils::cuda_is_available() {
-            let err = parse_device("cuda:0").unwrap_err().to_string();
-            assert!(err.contains("--features cuda"), "{err}");
-        }
-    }
 
     #[test]
     fn sampling_defaults_are_greedy() {

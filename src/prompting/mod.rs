@@ -1,7 +1,7 @@
 //! SN1 (prompting): the neuron loops: the challenge path, validator state and the step
 //! record, the validator step, the miner service, `neuron local` orchestration,
-//! `neuron prompt` and `neuron replay`; plus the set-up they share (chain connection,
-//! script host) built from a [`Config`].
+//! `neuron prompt` and `neuron replay`; plus the set-up they share (script services and
+//! host) built from a [`Config`]. The chain comes from [`crate::chain::connect::open`].
 
 pub mod challenge;
 pub mod events;
@@ -15,56 +15,35 @@ pub mod state;
 pub mod uids;
 pub mod validator;
 
-use std::sync::Arc;
-
-use crate::chain::sim::SimChain;
-use crate::chain::subtensor::{SubtensorChain, SubtensorOptions};
-use crate::chain::{Chain, ChainError, Network};
 use crate::config::Config;
 use crate::models::Resolver;
 use crate::script::{HostConfig, ModelIds, ScriptError, ScriptHost, Services};
 use crate::services::{HttpConfig, SourceTree};
 
-/// Connects to the chain the config names: the embedded chain file for `local-sim`,
-/// else a subtensor node (finney, test, local, or a URL; `chain_endpoint` overrides the
-/// network's URL), see [`Network::select`].
-pub async fn connect_chain(config: &Config) -> Result<Arc<dyn Chain>, ChainError> {
-    let subtensor = &config.subtensor;
-    match Network::select(&subtensor.network, subtensor.chain_endpoint.as_deref())? {
-        Network::LocalSim => {
-            let path = config.chain_db_path();
-            if !path.exists() {
-                return Err(ChainError::Storage(format!(
-                    "no local chain at {}: create one with `neuron chain init` or run `neuron local`",
-                    path.display()
-                )));
-            }
-            Ok(Arc::new(SimChain::open(&path)?))
-        }
-        Network::Subtensor { name, endpoint } => Ok(Arc::new(
-            SubtensorChain::connect(&name, Some(&endpoint), SubtensorOptions::default()).await?,
-        )),
-    }
-}
-
-/// The script host over `config.scripts.root`, with the configured models (loaded on
-/// first use), HTTP allowlist and hook time limit. Scripts read the generation
-/// settings (`max_tokens`, `temperature`, `top_k`, `top_p`, `system_prompt`),
-/// `wiki_mode` (`offline` or `live`) and the validator's `sample_size`,
-/// `moving_average_alpha`, `decay_alpha`, `vpermit_tao_limit`, `query_unique_coldkeys` and
-/// `query_unique_ips` from `ctx.config`.
-pub fn script_host(config: &Config) -> Result<ScriptHost, ScriptError> {
+/// The services scripts use, as configured: the chat and embedding models
+/// (`neuron.model_id`, `neuron.embed_model_id`, loaded on first use on `neuron.device`)
+/// and the HTTP allowlist (`scripts.http_allowlist`).
+pub fn services(config: &Config) -> Services {
     let ids = ModelIds {
         llm: config.neuron.model_id.clone(),
         embedder: config.neuron.embed_model_id.clone(),
+        device: config.neuron.device,
         ..ModelIds::default()
     };
     let http = HttpConfig {
         allow_hosts: config.scripts.http_allowlist.clone(),
         ..HttpConfig::default()
     };
-    let services =
-        Services::with_resolver(Resolver::default(), &ids, http, SourceTree::default_roots());
+    Services::with_resolver(Resolver::default(), &ids, http, SourceTree::default_roots())
+}
+
+/// The script host over `config.scripts.root`, with the configured [`services`] and
+/// hook time limit. Scripts read the generation
+/// settings (`max_tokens`, `temperature`, `top_k`, `top_p`, `system_prompt`),
+/// `wiki_mode` (`offline` or `live`) and the validator's `sample_size`,
+/// `moving_average_alpha`, `decay_alpha`, `vpermit_tao_limit`, `query_unique_coldkeys` and
+/// `query_unique_ips` from `ctx.config`.
+pub fn script_host(config: &Config) -> Result<ScriptHost, ScriptError> {
     let mut host = HostConfig::new(&config.scripts.root);
     host.limits.wall_time = std::time::Duration::from_millis(config.scripts.hook_timeout_ms);
     let mode = if config.scripts.live_tools {
@@ -110,5 +89,5 @@ pub fn script_host(config: &Config) -> Result<ScriptHost, ScriptError> {
     ] {
         host.config.insert(key.into(), value);
     }
-    ScriptHost::new(host, services)
+    ScriptHost::new(host, services(config))
 }

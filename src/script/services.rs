@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use crate::embed::Embedder;
-use crate::llm::{LlmService, LoadOptions};
+use crate::llm::{DeviceSpec, LlmService, LoadOptions};
 use crate::models::Resolver;
 use crate::services::{Corpus, HttpClient, HttpConfig, SourceTree};
 
@@ -47,7 +47,7 @@ impl<T> fmt::Debug for Lazy<T> {
     }
 }
 
-/// Model-resolver ids of the default artifacts.
+/// Model-resolver ids of the default artifacts, and the device the models run on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelIds {
     /// Chat model (`llm` module).
@@ -56,6 +56,8 @@ pub struct ModelIds {
     pub embedder: String,
     /// Offline Wikipedia corpus (`corpus::*("wiki")`).
     pub wiki: String,
+    /// Where the chat model and the embedder run (`neuron.device`).
+    pub device: DeviceSpec,
 }
 
 impl Default for ModelIds {
@@ -64,6 +66,7 @@ impl Default for ModelIds {
             llm: "smollm2-135m-instruct".into(),
             embedder: "all-minilm-l6-v2".into(),
             wiki: "wiki-vital-summaries".into(),
+            device: DeviceSpec::Cpu,
         }
     }
 }
@@ -100,8 +103,9 @@ impl Services {
         )
     }
 
-    /// Models and corpus resolved by `resolver` under `ids` (loaded on first use, on the
-    /// CPU), HTTP with `http`, and `source_roots` for the `source` module.
+    /// Models and corpus resolved by `resolver` under `ids` (loaded on first use; the
+    /// models on `ids.device`), HTTP with `http`, and `source_roots` for the `source`
+    /// module.
     pub fn with_resolver(
         resolver: Resolver,
         ids: &ModelIds,
@@ -109,15 +113,21 @@ impl Services {
         source_roots: Vec<PathBuf>,
     ) -> Self {
         let resolver = Arc::new(resolver);
+        let device = ids.device;
         let (r, id) = (resolver.clone(), ids.llm.clone());
         let llm = Lazy::new(move || {
             let path = r.resolve(&id).map_err(|e| e.to_string())?;
-            LlmService::load(&path, LoadOptions::default()).map_err(|e| e.to_string())
+            let options = LoadOptions {
+                device: device.open().map_err(|e| e.to_string())?,
+                ..LoadOptions::default()
+            };
+            LlmService::load(&path, options).map_err(|e| e.to_string())
         });
         let (r, id) = (resolver.clone(), ids.embedder.clone());
         let embedder = Lazy::new(move || {
             let dir = r.resolve(&id).map_err(|e| e.to_string())?;
-            Embedder::load(&dir, &candle_core::Device::Cpu).map_err(|e| e.to_string())
+            let device = device.open().map_err(|e| e.to_string())?;
+            Embedder::load(&dir, &device).map_err(|e| e.to_string())
         });
         let (r, id) = (resolver, ids.wiki.clone());
         let wiki = Lazy::new(move || {

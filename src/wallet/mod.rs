@@ -7,11 +7,17 @@
 //! <path>/<wallet>/hotkeys/<hotkey>
 //! <path>/<wallet>/hotkeys/<hotkey>pub.txt
 //! ```
+//!
+//! [`Wallet::from_config`] selects the configured wallet and [`Wallet::signer`] loads the
+//! key that signs (or a development key given by secret URI).
 
 mod keyfile;
 mod keypair;
 
 use std::path::{Path, PathBuf};
+
+use crate::chain::subtensor::SignerRole;
+use crate::config::WalletConfig;
 
 pub use keyfile::{
     Encryption, Keyfile, KeyfileData, NACL_PREFIX, NACL_SALT, Password, decode_env_password,
@@ -57,13 +63,23 @@ pub enum WalletError {
     /// The operation needs a secret key but only the public key is known.
     #[error("this key has no secret (public key only)")]
     NoSecret,
+    /// The wallet has no key file for the role asked for.
+    #[error("wallet {wallet:?} has no {role}: {} does not exist", path.display())]
+    MissingKey {
+        /// The wallet's name.
+        wallet: String,
+        /// `coldkey` or `hotkey`.
+        role: &'static str,
+        /// The key file that is missing.
+        path: PathBuf,
+    },
 }
 
-/// The SDK's default wallet directory, `~/.bittensor/wallets`.
-pub fn default_wallet_path() -> PathBuf {
-    match std::env::var_os("HOME").filter(|h| !h.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".bittensor").join("wallets"),
-        None => PathBuf::from(".bittensor").join("wallets"),
+/// `coldkey` or `hotkey`: how a role's key is named in files, flags and messages.
+pub fn role_name(role: SignerRole) -> &'static str {
+    match role {
+        SignerRole::Coldkey => "coldkey",
+        SignerRole::Hotkey => "hotkey",
     }
 }
 
@@ -91,6 +107,66 @@ impl Wallet {
             name: name.into(),
             hotkey: hotkey.into(),
         }
+    }
+
+    /// The wallet a configuration selects (`wallet.path`, `wallet.name`,
+    /// `wallet.hotkey`).
+    pub fn from_config(config: &WalletConfig) -> Self {
+        Self::new(&config.path, &config.name, &config.hotkey)
+    }
+
+    /// The key that signs as `role`: the secret URI `uri` when given (a development key
+    /// such as `//Alice`, or `<mnemonic>//hard/soft`), else this wallet's coldkey or
+    /// hotkey, decrypted with `password` when encrypted. A missing key file is
+    /// [`WalletError::MissingKey`].
+    pub fn signer(
+        &self,
+        role: SignerRole,
+        uri: Option<&str>,
+        password: &Password,
+    ) -> Result<Keypair, WalletError> {
+        if let Some(uri) = uri {
+            return Keypair::from_uri(uri);
+        }
+        let file = self.key_file(role);
+        self.ensure_exists(role, file.path())?;
+        file.keypair(password)
+    }
+
+    /// The SS58 address of the key for `role` (of `uri` when given), read from the
+    /// wallet's public files without unlocking anything.
+    pub fn address(&self, role: SignerRole, uri: Option<&str>) -> Result<String, WalletError> {
+        if let Some(uri) = uri {
+            return Ok(Keypair::from_uri(uri)?.ss58());
+        }
+        let (file, key) = match role {
+            SignerRole::Coldkey => (self.coldkeypub_file(), self.coldkeypub()),
+            SignerRole::Hotkey => (self.hotkey_file(), self.hotkeypub()),
+        };
+        let has_hotkeypub = role == SignerRole::Hotkey && self.hotkeypub_file().exists();
+        if !has_hotkeypub {
+            self.ensure_exists(role, file.path())?;
+        }
+        Ok(key?.ss58())
+    }
+
+    /// The secret key file of `role`.
+    pub fn key_file(&self, role: SignerRole) -> Keyfile {
+        match role {
+            SignerRole::Coldkey => self.coldkey_file(),
+            SignerRole::Hotkey => self.hotkey_file(),
+        }
+    }
+
+    fn ensure_exists(&self, role: SignerRole, file: &Path) -> Result<(), WalletError> {
+        if file.is_file() {
+            return Ok(());
+        }
+        Err(WalletError::MissingKey {
+            wallet: self.name.clone(),
+            role: role_name(role),
+            path: file.to_path_buf(),
+        })
     }
 
     /// The wallets directory.
