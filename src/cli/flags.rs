@@ -18,6 +18,12 @@ use neuron::wallet::{Keypair, Password, Wallet, WalletError, password_env_var, r
 /// One `(dotted path, value)` a flag sets.
 type Override = (&'static str, serde_yaml::Value);
 
+/// A group of configuration flags on a command line.
+trait FlagGroup {
+    /// Appends `(dotted path, value)` for every flag of the group given.
+    fn push_overrides(&self, out: &mut Vec<Override>);
+}
+
 /// Declares a group of configuration flags: each maps a typed `--dotted.path` flag
 /// onto the configuration tree.
 macro_rules! config_flags {
@@ -35,8 +41,7 @@ macro_rules! config_flags {
             )*
         }
 
-        impl $name {
-            /// Appends `(dotted path, value)` for every flag of the group given.
+        impl FlagGroup for $name {
             fn push_overrides(&self, out: &mut Vec<Override>) {
                 $(
                     if let Some(value) = &self.$field {
@@ -44,7 +49,9 @@ macro_rules! config_flags {
                     }
                 )*
             }
+        }
 
+        impl $name {
             /// Every dotted path a flag of the group sets.
             #[cfg(test)]
             fn flag_paths() -> &'static [&'static str] {
@@ -142,10 +149,10 @@ pub struct ChainFlags {
     chain_file: Option<PathBuf>,
 }
 
-impl ChainFlags {
-    /// The chain overrides; `--chain.file` (or `NEURON_CHAIN_FILE`) sets
-    /// `subtensor.db_path` with a warning, unless `--subtensor.db_path` is given, which
-    /// wins.
+/// The chain overrides; `--chain.file` (or `NEURON_CHAIN_FILE`) sets
+/// `subtensor.db_path` with a warning, unless `--subtensor.db_path` is given, which
+/// wins.
+impl FlagGroup for ChainFlags {
     fn push_overrides(&self, out: &mut Vec<Override>) {
         if let Some(file) = &self.chain_file {
             if self.flags.subtensor_db_path.is_some() {
@@ -177,9 +184,13 @@ pub struct ConfigFile {
 }
 
 impl ConfigFile {
-    /// Loads the configuration: defaults, the file, then `overrides`.
-    fn load(&self, overrides: &[Override]) -> anyhow::Result<Config> {
-        Ok(Config::load(self.config.as_deref(), overrides)?)
+    /// Loads the configuration: defaults, the file, then the flags of `groups`.
+    fn load(&self, groups: &[&dyn FlagGroup]) -> anyhow::Result<Config> {
+        let mut overrides = Vec::new();
+        for group in groups {
+            group.push_overrides(&mut overrides);
+        }
+        Ok(Config::load(self.config.as_deref(), &overrides)?)
     }
 }
 
@@ -200,11 +211,7 @@ pub struct ConfigArgs {
 impl ConfigArgs {
     /// The effective configuration: defaults, then `--config`, then flags.
     pub fn load(&self) -> anyhow::Result<Config> {
-        let mut overrides = Vec::new();
-        self.chain.push_overrides(&mut overrides);
-        self.wallet.push_overrides(&mut overrides);
-        self.neuron.push_overrides(&mut overrides);
-        self.file.load(&overrides)
+        self.file.load(&[&self.chain, &self.wallet, &self.neuron])
     }
 }
 
@@ -222,10 +229,7 @@ pub struct ChainWalletArgs {
 impl ChainWalletArgs {
     /// The effective configuration: defaults, then `--config`, then flags.
     pub fn load(&self) -> anyhow::Result<Config> {
-        let mut overrides = Vec::new();
-        self.chain.push_overrides(&mut overrides);
-        self.wallet.push_overrides(&mut overrides);
-        self.file.load(&overrides)
+        self.file.load(&[&self.chain, &self.wallet])
     }
 }
 
@@ -241,9 +245,7 @@ pub struct WalletConfigArgs {
 impl WalletConfigArgs {
     /// The effective configuration: defaults, then `--config`, then flags.
     pub fn load(&self) -> anyhow::Result<Config> {
-        let mut overrides = Vec::new();
-        self.wallet.push_overrides(&mut overrides);
-        self.file.load(&overrides)
+        self.file.load(&[&self.wallet])
     }
 }
 
