@@ -15,7 +15,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use neuron::net::{
-    Axon, AxonConfig, AxonHandler, AxonInfo, Dendrite, Forwarded, HandlerError, PromptingSynapse,
+    Axon, AxonHandler, AxonInfo, AxonOptions, Dendrite, Forwarded, HandlerError, PromptingSynapse,
     Synapse, SynapseSchema,
 };
 use neuron::wallet::Keypair;
@@ -152,7 +152,7 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let bob = Keypair::from_uri("//Bob").unwrap();
-        let config = AxonConfig { bind: "127.0.0.1:0".parse().unwrap(), ..AxonConfig::default() };
+        let config = AxonOptions { bind: "127.0.0.1:0".parse().unwrap(), ..AxonOptions::default() };
         let ours = Axon::serve(config, bob.clone(), Arc::new(Echo)).await.unwrap();
 
         let home = std::env::var_os("NEURON_HOME").map(std::path::PathBuf::from).unwrap_or_else(neuron::home::neuron_home);

@@ -77,7 +77,7 @@ pub trait AxonHandler: Send + Sync + 'static {
 
 /// Axon settings.
 #[derive(Debug, Clone)]
-pub struct AxonConfig {
+pub struct AxonOptions {
     /// Address to bind (port 0 picks a free port).
     pub bind: SocketAddr,
     /// IP to advertise in [`Axon::info`] (default: the bound IP).
@@ -94,7 +94,7 @@ pub struct AxonConfig {
     pub shutdown_grace: Duration,
 }
 
-impl Default for AxonConfig {
+impl Default for AxonOptions {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([0, 0, 0, 0], 8091)),
@@ -345,7 +345,7 @@ impl Drop for IpGuard<'_> {
 }
 
 struct State {
-    config: AxonConfig,
+    config: AxonOptions,
     keypair: Keypair,
     hotkey: String,
     uuid: String,
@@ -371,7 +371,7 @@ pub struct Axon {
 impl Axon {
     /// Binds `config.bind` and serves `handler`'s synapses, signing as `keypair`.
     pub async fn serve(
-        config: AxonConfig,
+        config: AxonOptions,
         keypair: Keypair,
         handler: Arc<dyn AxonHandler>,
     ) -> Result<Axon, NetError> {

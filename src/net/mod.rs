@@ -9,7 +9,7 @@ mod synapse;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use axon::{Axon, AxonConfig, AxonHandler, Forwarded, HandlerError, NonceError, NonceTracker};
+pub use axon::{Axon, AxonHandler, AxonOptions, Forwarded, HandlerError, NonceError, NonceTracker};
 pub use dendrite::{Dendrite, DendritePool, DendriteResponse, DendriteStream, PooledSession};
 pub use pyrepr::{float_repr, py_repr, py_str};
 pub use synapse::{

@@ -23,7 +23,7 @@ use super::validator::{Validator, ValidatorError};
 use crate::chain::sim::{SimChain, SimConfig};
 use crate::chain::{Chain, ChainError, Hyperparameters, RAO_PER_TAO, proportion};
 use crate::config::{BlacklistConfig, Config};
-use crate::net::AxonConfig;
+use crate::net::AxonOptions;
 use crate::script::ScriptHost;
 use crate::wallet::{Keypair, WalletError};
 
@@ -250,9 +250,9 @@ impl LocalSubnet {
             scripts: scripts.clone(),
             strategy: strategy.to_string(),
             blacklist: blacklist.clone(),
-            axon: AxonConfig {
+            axon: AxonOptions {
                 bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-                ..AxonConfig::default()
+                ..AxonOptions::default()
             },
             announce: true,
             external_port: None,

@@ -18,7 +18,7 @@ use super::hooks::PromptingHooks;
 use crate::chain::{AxonServe, Chain, ChainError, Metagraph, NeuronInfo, RAO_PER_TAO};
 use crate::config::{BlacklistConfig, Config};
 use crate::net::{
-    Axon, AxonConfig, AxonHandler, AxonInfo, Dendrite, Forwarded, HandlerError, NetError,
+    Axon, AxonHandler, AxonInfo, AxonOptions, Dendrite, Forwarded, HandlerError, NetError,
     PromptingSynapse, Synapse, SynapseSchema, VERSION_AS_INT,
 };
 use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost};
@@ -64,7 +64,7 @@ pub struct MinerSetup {
     /// Default request filtering.
     pub blacklist: BlacklistConfig,
     /// Where and how the axon serves.
-    pub axon: AxonConfig,
+    pub axon: AxonOptions,
     /// Whether to announce the axon on chain (`serve_axon`).
     pub announce: bool,
     /// Port announced instead of the bound one (behind a port mapping).
@@ -89,12 +89,12 @@ impl MinerSetup {
             scripts,
             strategy: config.neuron.strategy.clone(),
             blacklist: config.blacklist.clone(),
-            axon: AxonConfig {
+            axon: AxonOptions {
                 bind,
                 external_ip: config.axon.external_ip.clone(),
                 max_body_bytes: config.axon.max_body_bytes,
                 max_in_flight_per_ip: config.axon.max_concurrent_per_ip,
-                ..AxonConfig::default()
+                ..AxonOptions::default()
             },
             announce: !config.neuron.axon_off,
             external_port: config.axon.external_port,

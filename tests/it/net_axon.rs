@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use neuron::net::{
-    Axon, AxonConfig, AxonHandler, AxonInfo, Dendrite, Forwarded, HandlerError, PromptingSynapse,
+    Axon, AxonHandler, AxonInfo, AxonOptions, Dendrite, Forwarded, HandlerError, PromptingSynapse,
     StreamPromptingSynapse, Synapse, SynapseSchema,
 };
 use neuron::wallet::Keypair;
@@ -44,11 +44,11 @@ impl AxonHandler for Echo {
     }
 }
 
-async fn serve(delay: Duration, tweak: impl FnOnce(&mut AxonConfig)) -> (Axon, Keypair) {
+async fn serve(delay: Duration, tweak: impl FnOnce(&mut AxonOptions)) -> (Axon, Keypair) {
     let bob = Keypair::from_uri("//Bob").unwrap();
-    let mut config = AxonConfig {
+    let mut config = AxonOptions {
         bind: "127.0.0.1:0".parse().unwrap(),
-        ..AxonConfig::default()
+        ..AxonOptions::default()
     };
     tweak(&mut config);
     (

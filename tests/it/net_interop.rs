@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use neuron::net::{
-    Axon, AxonConfig, AxonHandler, AxonInfo, Dendrite, Forwarded, HandlerError, PromptingSynapse,
+    Axon, AxonHandler, AxonInfo, AxonOptions, Dendrite, Forwarded, HandlerError, PromptingSynapse,
     Synapse, SynapseSchema,
 };
 use neuron::wallet::Keypair;
@@ -119,9 +119,9 @@ print("RESULT " + json.dumps(out))
 async fn python_dendrite_against_our_axon() {
     let python = bittensor();
     let bob = Keypair::from_uri("//Bob").unwrap();
-    let config = AxonConfig {
+    let config = AxonOptions {
         bind: "127.0.0.1:0".parse().unwrap(),
-        ..AxonConfig::default()
+        ..AxonOptions::default()
     };
     let axon = Axon::serve(config, bob.clone(), Arc::new(Echo))
         .await

@@ -9,7 +9,7 @@
 //! and the early-2024 `Vec<u8>`-wrapped form (Python encodes, we decode).
 
 use neuron::chain::AxonServe;
-use neuron::chain::subtensor::neurons::{AxonInfo, PrometheusInfo, StakeEntry};
+use neuron::chain::subtensor::neurons::{ChainAxonInfo, PrometheusInfo, StakeEntry};
 use neuron::chain::subtensor::{
     NeuronInfoLite, NeuronsLiteForm, SubtensorCall, WeightsReveal, decode_neurons_lite,
     parse_account, ss58, weights_commit_hash,
@@ -163,7 +163,7 @@ fn neuron(uid: u16, hotkey: &str, coldkey: &str, serving: bool) -> NeuronInfoLit
         netuid: 1,
         active: true,
         axon_info: if serving {
-            AxonInfo {
+            ChainAxonInfo {
                 block: 4_000_123,
                 version: 10_005_000,
                 ip: u128::from(u32::from(std::net::Ipv4Addr::new(203, 0, 113, 9))),
@@ -174,7 +174,7 @@ fn neuron(uid: u16, hotkey: &str, coldkey: &str, serving: bool) -> NeuronInfoLit
                 placeholder2: 0,
             }
         } else {
-            AxonInfo::default()
+            ChainAxonInfo::default()
         },
         prometheus_info: PrometheusInfo::default(),
         stake: vec![StakeEntry {
@@ -196,7 +196,7 @@ fn neuron(uid: u16, hotkey: &str, coldkey: &str, serving: bool) -> NeuronInfoLit
 
 /// A neuron as the Python encoder takes it (SS58 accounts, dicts, lists).
 fn neuron_json(n: &NeuronInfoLite) -> Json {
-    let axon = |a: &AxonInfo| {
+    let axon = |a: &ChainAxonInfo| {
         json!({"block": a.block, "version": a.version, "ip": a.ip, "port": a.port,
                "ip_type": a.ip_type, "protocol": a.protocol,
                "placeholder1": a.placeholder1, "placeholder2": a.placeholder2})

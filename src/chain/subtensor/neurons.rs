@@ -40,7 +40,7 @@ pub const NEURON_INFO_LITE_FIELDS: [&str; 18] = [
 
 /// An axon as the chain stores it (`AxonInfo`); `ip == 0` means not serving.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Encode, Decode)]
-pub struct AxonInfo {
+pub struct ChainAxonInfo {
     /// Block of the last `serve_axon`.
     pub block: u64,
     /// Software version integer.
@@ -59,7 +59,7 @@ pub struct AxonInfo {
     pub placeholder2: u8,
 }
 
-impl AxonInfo {
+impl ChainAxonInfo {
     /// The served address, or `None` when the axon is not serving (`ip == 0`) or the
     /// address does not fit its `ip_type`.
     pub fn ip_addr(&self) -> Option<std::net::IpAddr> {
@@ -116,7 +116,7 @@ pub struct NeuronInfoLite {
     /// Active in the last activity window.
     pub active: bool,
     /// Served axon.
-    pub axon_info: AxonInfo,
+    pub axon_info: ChainAxonInfo,
     /// Served Prometheus endpoint.
     pub prometheus_info: PrometheusInfo,
     /// Stake entries (a single `(coldkey, alpha)` entry at HEAD).
@@ -273,10 +273,10 @@ mod tests {
 
     #[test]
     fn axon_addresses_follow_ip_type() {
-        let mut axon = AxonInfo {
+        let mut axon = ChainAxonInfo {
             ip: u128::from(u32::from(std::net::Ipv4Addr::new(10, 0, 0, 1))),
             ip_type: 4,
-            ..AxonInfo::default()
+            ..ChainAxonInfo::default()
         };
         assert_eq!(axon.ip_addr(), Some("10.0.0.1".parse().unwrap()));
         axon.ip_type = 6;
@@ -286,6 +286,10 @@ mod tests {
         axon.ip = 1 << 40;
         axon.ip_type = 4;
         assert_eq!(axon.ip_addr(), None, "too large for IPv4");
-        assert_eq!(AxonInfo::default().ip_addr(), None, "ip 0: not serving");
+        assert_eq!(
+            ChainAxonInfo::default().ip_addr(),
+            None,
+            "ip 0: not serving"
+        );
     }
 }
