@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use neuron::models::Resolver;
+use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
 use neuron::prompting::hooks::PromptingHooks;
 use neuron::script::{HostConfig, ModelIds, ScriptHost, Services};
 use neuron::services::HttpConfig;
@@ -55,7 +56,7 @@ fn bench(c: &mut Criterion) {
         HttpConfig::default(),
         Vec::new(),
     );
-    let host = ScriptHost::new(HostConfig::new(dir.path()), services).unwrap();
+    let host = ScriptHost::new(HostConfig::new(dir.path()), services, PromptingContracts).unwrap();
     let _watcher = host.watch(DEBOUNCE).unwrap();
     let mut version = 0;
     let mut all = Vec::new();

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, criterion_group, criterion_main};
 use neuron::chain::{Chain, RAO_PER_TAO};
 use neuron::config::{BlacklistConfig, Config};
+use neuron::prompting::contract::PromptingContracts;
 use neuron::prompting::local::{LocalSubnet, demo_hyperparameters};
 use neuron::prompting::validator::Validator;
 use neuron::script::{HostConfig, ScriptHost, Services};
@@ -80,7 +81,12 @@ fn script_root(root: &Path) {
 async fn subnet(dir: &Path) -> (Validator, LocalSubnet) {
     let root = dir.join("scripts");
     script_root(&root);
-    let scripts = ScriptHost::new(HostConfig::new(&root), Services::standard()).unwrap();
+    let scripts = ScriptHost::new(
+        HostConfig::new(&root),
+        Services::standard(),
+        PromptingContracts,
+    )
+    .unwrap();
     let mut subnet = LocalSubnet::open(
         &dir.join("chain"),
         Duration::from_secs(1),

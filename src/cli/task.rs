@@ -8,8 +8,11 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use neuron::prompting::challenge::{Challenge, TaskChoice};
+use neuron::prompting::contract::{
+    PromptingContracts, PromptingLookups, PromptingScript, ScriptKind,
+};
 use neuron::prompting::hooks::PromptingHooks;
-use neuron::script::{HostConfig, ReloadStatus, ScriptHost, ScriptKind};
+use neuron::script::{HostConfig, ReloadStatus, ScriptHost};
 
 use super::flags::ConfigArgs;
 
@@ -94,7 +97,7 @@ fn host(args: &HostArgs, config_args: &ConfigArgs) -> anyhow::Result<ScriptHost>
         };
         config.config.insert(key.into(), value);
     }
-    ScriptHost::new(config, services)
+    ScriptHost::new(config, services, PromptingContracts)
         .with_context(|| format!("loading scripts under {}", args.scripts.display()))
 }
 
@@ -124,12 +127,12 @@ fn list(host: &ScriptHost) -> anyhow::Result<()> {
         let is_task = row
             .script
             .as_ref()
-            .is_some_and(|s| s.kind == ScriptKind::Task)
+            .is_some_and(|s| s.script_kind() == Some(ScriptKind::Task))
             || (row.script.is_none() && row.rel.starts_with("tasks"));
         if !is_task {
             continue;
         }
-        let (name, weight) = match row.script.as_ref().and_then(|s| s.task.clone()) {
+        let (name, weight) = match row.script.as_ref().and_then(|s| s.task_spec().cloned()) {
             Some(spec) => (spec.name, format!("{:.2}", spec.weight)),
             None => ("-".into(), "-".into()),
         };
@@ -169,11 +172,11 @@ fn check_one(
     println!(
         "{}: {} script `{}`",
         file.display(),
-        script.kind.as_str(),
+        script.kind,
         script.name()
     );
-    if script.kind == ScriptKind::Task {
-        let spec = script.task.as_ref().context("task without spec")?;
+    if script.script_kind() == Some(ScriptKind::Task) {
+        let spec = script.task_spec().context("task without spec")?;
         let terms = |t: &[neuron::score::Weighted]| {
             t.iter()
                 .map(|t| format!("{} {}", t.function, t.weight))

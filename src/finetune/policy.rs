@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rhai::Dynamic;
 use serde::{Deserialize, Serialize};
 
-use crate::script::{HostConfig, ModelIds, Script, ScriptHost, Services};
+use crate::script::{HostConfig, Libraries, ModelIds, Script, ScriptHost, Services};
 use crate::services::HttpConfig;
 
 use super::FinetuneError;
@@ -104,7 +104,8 @@ impl ScriptPolicy {
             http,
             Vec::new(),
         );
-        let host = ScriptHost::new(HostConfig::new(root), services).map_err(policy_err)?;
+        let host =
+            ScriptHost::new(HostConfig::new(root), services, Libraries).map_err(policy_err)?;
         let script = Arc::new(host.compile(path).map_err(policy_err)?);
         let policy = Self {
             host,

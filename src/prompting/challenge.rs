@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use rhai::Map;
 
+use super::contract::PromptingLookups;
 use super::hooks::{PromptingHooks, TaskInstance};
 use crate::script::{Ctx, Script, ScriptError, ScriptHost};
 

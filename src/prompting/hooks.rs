@@ -14,6 +14,7 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, INT, Map};
 use serde::Deserialize;
 
+use super::contract::{PromptingLookups, PromptingScript, ScriptKind};
 use crate::chain::Metagraph;
 use crate::score::Breakdown;
 use crate::script::{Ctx, Number, Script, ScriptError, ScriptHost, metagraph_rows};
@@ -164,7 +165,7 @@ impl PromptingHooks for ScriptHost {
                 weights
                     .get(&name)
                     .copied()
-                    .unwrap_or_else(|| t.task.as_ref().map_or(0.0, |s| s.weight))
+                    .unwrap_or_else(|| t.task_spec().map_or(0.0, |s| s.weight))
             })
             .collect();
         let i = ctx.rng.weighted_index(&w);
@@ -194,11 +195,11 @@ impl PromptingHooks for ScriptHost {
         challenge: &str,
         completions: &[String],
     ) -> Result<Vec<Breakdown>, ScriptError> {
-        let spec = script.task.as_ref().ok_or_else(|| ScriptError::NotFound {
-            kind: "task",
+        let spec = script.task_spec().ok_or_else(|| ScriptError::NotFound {
+            kind: ScriptKind::Task.as_str(),
             name: script.name(),
         })?;
-        if script.hooks.reward {
+        if script.hooks().reward {
             let mut fields = task.fields.clone();
             fields.insert("challenge".into(), challenge.into());
             let list: Array = completions.iter().map(|c| c.as_str().into()).collect();
@@ -223,9 +224,9 @@ impl PromptingHooks for ScriptHost {
                 .collect());
         }
         let refs: Vec<&str> = completions.iter().map(String::as_str).collect();
-        let score_err = |message: String| ScriptError::Score {
+        let score_err = |message: String| ScriptError::Domain {
             file: script.rel.clone(),
-            message,
+            message: format!("scoring: {message}"),
         };
         let result = if spec.rewards.needs_embedder() {
             let embedder = self.services().embedder.get().map_err(score_err)?;
@@ -280,7 +281,7 @@ impl PromptingHooks for ScriptHost {
         ctx: &Ctx,
         request: Map,
     ) -> Result<Option<(bool, String)>, ScriptError> {
-        if !script.hooks.blacklist {
+        if !script.hooks().blacklist {
             return Ok(None);
         }
         let verdict: Verdict = self.call_as(
@@ -299,7 +300,7 @@ impl PromptingHooks for ScriptHost {
         ctx: &Ctx,
         request: Map,
     ) -> Result<Option<f64>, ScriptError> {
-        if !script.hooks.priority {
+        if !script.hooks().priority {
             return Ok(None);
         }
         let Number(priority) =
@@ -314,7 +315,7 @@ impl PromptingHooks for ScriptHost {
         metagraph: &Metagraph,
         k: usize,
     ) -> Result<Option<Vec<u16>>, ScriptError> {
-        if !script.hooks.select_uids {
+        if !script.hooks().select_uids {
             return Ok(None);
         }
         let registered = metagraph.neurons.len();
@@ -352,7 +353,7 @@ impl PromptingHooks for ScriptHost {
         uids: &[u16],
         rewards: &[f64],
     ) -> Result<Option<Vec<f64>>, ScriptError> {
-        if !script.hooks.update_scores {
+        if !script.hooks().update_scores {
             return Ok(None);
         }
         let score_list: Array = scores.iter().map(|&s| Dynamic::from_float(s)).collect();
@@ -401,6 +402,7 @@ mod tests {
     use super::*;
     use crate::chain::NeuronInfo;
     use crate::models::Resolver;
+    use crate::prompting::contract::PromptingContracts;
     use crate::script::{HostConfig, ModelIds, Services};
     use crate::services::HttpConfig;
 
@@ -438,7 +440,7 @@ fn reward(ctx, task, completions) { ctx.config.out }"#,
             HttpConfig::default(),
             Vec::new(),
         );
-        ScriptHost::new(HostConfig::new(dir), services).unwrap()
+        ScriptHost::new(HostConfig::new(dir), services, PromptingContracts).unwrap()
     }
 
     /// A context whose hooks return the value of the Rhai expression `out`.

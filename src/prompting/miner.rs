@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use rhai::{Dynamic, Map};
 
+use super::contract::PromptingLookups;
 use super::hooks::PromptingHooks;
 use crate::chain::{AxonServe, Chain, ChainError, Metagraph, NeuronInfo, RAO_PER_TAO};
 use crate::config::{BlacklistConfig, Config};

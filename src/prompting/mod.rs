@@ -4,6 +4,7 @@
 //! host) built from a [`Config`]. The chain comes from [`crate::chain::connect::open`].
 
 pub mod challenge;
+pub mod contract;
 pub mod events;
 pub mod hooks;
 pub mod local;
@@ -37,8 +38,9 @@ pub fn services(config: &Config) -> Services {
     Services::with_resolver(Resolver::default(), &ids, http, SourceTree::default_roots())
 }
 
-/// The script host over `config.scripts.root`, with the configured [`services`] and
-/// hook time limit. Scripts read the generation
+/// The script host over `config.scripts.root` under SN1's contracts
+/// ([`contract::PromptingContracts`]), with the configured [`services`] and hook time
+/// limit. Scripts read the generation
 /// settings (`max_tokens`, `temperature`, `top_k`, `top_p`, `system_prompt`),
 /// `wiki_mode` (`offline` or `live`) and the validator's `sample_size`,
 /// `moving_average_alpha`, `decay_alpha`, `vpermit_tao_limit`, `query_unique_coldkeys` and
@@ -89,5 +91,5 @@ pub fn script_host(config: &Config) -> Result<ScriptHost, ScriptError> {
     ] {
         host.config.insert(key.into(), value);
     }
-    ScriptHost::new(host, services(config))
+    ScriptHost::new(host, services(config), contract::PromptingContracts)
 }

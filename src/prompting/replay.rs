@@ -24,10 +24,11 @@ use std::sync::Arc;
 
 use rhai::Map;
 
+use super::contract::{PromptingLookups, PromptingScript, ScriptKind};
 use super::events::{EventReader, EventsError, StepEvent, event_files};
 use super::hooks::{PromptingHooks, TaskInstance};
 use super::state::{ScoreUpdate, ValidatorState};
-use crate::script::{Script, ScriptError, ScriptHost, ScriptKind};
+use crate::script::{Script, ScriptError, ScriptHost};
 
 /// Errors reading recorded events or loading the task scripts to replay them with.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +114,7 @@ impl TaskScripts {
         let mut tasks: BTreeMap<String, Arc<Script>> = BTreeMap::new();
         for file in files {
             let script = scripts.compile(&file)?;
-            if script.kind != ScriptKind::Task {
+            if script.script_kind() != Some(ScriptKind::Task) {
                 return Err(ReplayError::NotATask(file));
             }
             let name = script.name();

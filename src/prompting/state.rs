@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+use super::contract::{PromptingLookups, PromptingScript};
 use super::hooks::PromptingHooks;
 use crate::script::{Ctx, ScriptHost};
 
@@ -147,7 +148,10 @@ impl ValidatorState {
         rewards: &[f64],
         default: ScoreUpdate,
     ) {
-        if let Some(script) = scripts.validator_hooks().filter(|s| s.hooks.update_scores) {
+        if let Some(script) = scripts
+            .validator_hooks()
+            .filter(|s| s.hooks().update_scores)
+        {
             let hooked = scripts.update_scores(&script, ctx, &self.scores, uids, rewards);
             if let Some(scores) = hook_answer("update_scores", ctx.step, hooked) {
                 self.scores = scores;

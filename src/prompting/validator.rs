@@ -30,6 +30,7 @@ use rand_chacha::ChaCha8Rng;
 use tracing::warn;
 
 use super::challenge::{Challenge, ChallengeError, TaskChoice};
+use super::contract::{PromptingLookups, PromptingScript};
 use super::events::{EventLog, EventsError, ResponseEvent, StepEvent};
 use super::hooks::PromptingHooks;
 use super::state::{ScoreUpdate, StateError, ValidatorState, hook_answer};
@@ -408,7 +409,7 @@ impl Validator {
         if let Some(script) = self
             .scripts
             .validator_hooks()
-            .filter(|s| s.hooks.select_uids)
+            .filter(|s| s.hooks().select_uids)
         {
             let graph = Arc::clone(metagraph);
             let hooked = self

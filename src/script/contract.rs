@@ -1,297 +1,119 @@
-//! Script contracts: which hooks and constants each kind of script must declare.
+//! Script contracts, generically: the [`Contracts`] a domain gives the host decide, for
+//! each compiled script, its kind and the domain's terms (what it declares), or reject it
+//! with a contract violation. The host stores the outcome on the [`Script`] and looks
+//! scripts up by kind and name; only the domain reads its terms back
+//! ([`Script::terms`]). [`Libraries`] is the set where every script is a plain library.
+//! Also the helpers contract checks share: [`has_fn`], [`require_fn`], [`number`].
 
+use std::any::Any;
 use std::path::Path;
+use std::sync::Arc;
 
-use rhai::{AST, Dynamic, Map, Scope};
+use rhai::{AST, Dynamic, Scope};
 
-use crate::score::RewardSpec;
+use super::ScriptError;
+#[cfg(doc)]
+use super::host::Script;
+use super::host::ScriptHost;
 
-/// What a script is, by where it lives (or, outside the roots, by what it defines).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum ScriptKind {
-    /// `tasks/*.rhai`: `NAME`, `WEIGHT`, `REWARDS`, `PENALTIES`, `fn generate(ctx)`,
-    /// optional `fn reward(ctx, task, completions)`.
-    Task,
-    /// `personas/*.rhai`: `fn persona(ctx)`, `fn challenge(ctx, task, persona)`.
-    Persona,
-    /// `scripts/miners/*.rhai`: `fn forward(ctx, synapse)`, optional
-    /// `fn blacklist(ctx, request)` and `fn priority(ctx, request)`.
-    Strategy,
-    /// `scripts/validator.rhai`: optional `fn select_uids(ctx, metagraph, k)` and
-    /// `fn update_scores(ctx, scores, rewards)`, replacing the validator's defaults.
-    Validator,
-    /// `tools/` and the rest of `scripts/`: any functions, imported by others.
-    Library,
+/// A domain's contracts: given to [`ScriptHost::new`], asked about every script it loads.
+pub trait Contracts: Send + Sync + 'static {
+    /// Classifies and checks a compiled script: its [`Contract`], or an error that
+    /// rejects it (usually [`Candidate::violation`]).
+    fn check(&self, script: &Candidate<'_>) -> Result<Contract, ScriptError>;
 }
 
-/// Path of the validator hooks script, relative to the script root.
-pub const VALIDATOR_HOOKS: &str = "scripts/validator.rhai";
+/// What a script is under its domain's contracts.
+#[derive(Debug, Clone)]
+pub struct Contract {
+    /// The kind, for lookups ([`ScriptHost::live`], [`ScriptHost::named`]), listings and
+    /// messages (e.g. `"library"`).
+    pub kind: &'static str,
+    /// The name it is looked up by; `None`: its file stem.
+    pub name: Option<String>,
+    /// The domain's terms, read back with [`Script::terms`].
+    pub terms: Arc<dyn Any + Send + Sync>,
+}
 
-impl ScriptKind {
-    /// The kind for a path relative to the script root, falling back to the hooks the
-    /// script defines for files elsewhere (e.g. `examples/custom_task.rhai`).
-    pub fn detect(rel: &Path, ast: &AST) -> Self {
-        if rel == Path::new(VALIDATOR_HOOKS) {
-            return Self::Validator;
-        }
-        let mut parts = rel.components().map(|c| c.as_os_str().to_string_lossy());
-        match (parts.next().as_deref(), parts.next().as_deref()) {
-            (Some("tasks"), _) => return Self::Task,
-            (Some("personas"), _) => return Self::Persona,
-            (Some("scripts"), Some("miners")) => return Self::Strategy,
-            (Some("tools" | "scripts"), _) => return Self::Library,
-            _ => {}
-        }
-        let has = |name: &str| ast.iter_functions().any(|f| f.name == name);
-        if has("generate") {
-            Self::Task
-        } else if has("challenge") {
-            Self::Persona
-        } else if has("forward") {
-            Self::Strategy
-        } else {
-            Self::Library
+impl Contract {
+    /// A contract of `kind` carrying `terms`, addressed by file stem.
+    pub fn new(kind: &'static str, terms: impl Any + Send + Sync) -> Self {
+        Self {
+            kind,
+            name: None,
+            terms: Arc::new(terms),
         }
     }
 
-    /// Lower-case name for messages and listings.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Task => "task",
-            Self::Persona => "persona",
-            Self::Strategy => "strategy",
-            Self::Validator => "validator",
-            Self::Library => "library",
+    /// The same contract, addressed by `name` instead of the file stem.
+    pub fn named(mut self, name: String) -> Self {
+        self.name = Some(name);
+        self
+    }
+}
+
+/// The contract set where every script is a plain library (kind `"library"`, no terms),
+/// for hosts that compile the files they call themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Libraries;
+
+impl Contracts for Libraries {
+    fn check(&self, _script: &Candidate<'_>) -> Result<Contract, ScriptError> {
+        Ok(Contract::new("library", ()))
+    }
+}
+
+/// A compiled script awaiting its contract check.
+pub struct Candidate<'a> {
+    pub(super) host: &'a ScriptHost,
+    pub(super) rel: &'a Path,
+    pub(super) ast: &'a AST,
+}
+
+impl Candidate<'_> {
+    /// Path relative to the script root (the file path itself when outside it).
+    pub fn rel(&self) -> &Path {
+        self.rel
+    }
+
+    /// The compiled script.
+    pub fn ast(&self) -> &AST {
+        self.ast
+    }
+
+    /// Runs the script's top level under the sandbox and returns the scope it leaves
+    /// (its constants).
+    pub fn run_top_level(&self) -> Result<Scope<'static>, ScriptError> {
+        self.host.run_top_level(self.rel, self.ast)
+    }
+
+    /// [`ScriptError::Contract`] for this file with `message`.
+    pub fn violation(&self, message: impl Into<String>) -> ScriptError {
+        ScriptError::Contract {
+            file: self.rel.to_path_buf(),
+            message: message.into(),
         }
     }
 }
 
-/// A task's declared metadata.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskSpec {
-    /// `NAME`.
-    pub name: String,
-    /// `WEIGHT`: relative sampling weight (≥ 0).
-    pub weight: f64,
-    /// `REWARDS` (reward function → weight, summing to 1) and `PENALTIES` (reward
-    /// function scored against the challenge → weight), validated.
-    pub rewards: RewardSpec,
-}
-
-/// Which optional hooks a script defines.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HookSet {
-    /// Task: `reward(ctx, task, completions)`.
-    pub reward: bool,
-    /// Strategy: `blacklist(ctx, request)`.
-    pub blacklist: bool,
-    /// Strategy: `priority(ctx, request)`.
-    pub priority: bool,
-    /// Validator: `select_uids(ctx, metagraph, k)`.
-    pub select_uids: bool,
-    /// Validator: `update_scores(ctx, scores, rewards)`.
-    pub update_scores: bool,
-}
-
-fn has_fn(ast: &AST, name: &str, arity: usize) -> bool {
+/// Whether `ast` defines `name` with `arity` parameters.
+pub fn has_fn(ast: &AST, name: &str, arity: usize) -> bool {
     ast.iter_functions()
         .any(|f| f.name == name && f.params.len() == arity)
 }
 
-fn require_fn(ast: &AST, name: &str, params: &[&str], missing: &mut Vec<String>) {
+/// Adds `fn name(params…)` to `missing` unless `ast` defines `name` with that many
+/// parameters.
+pub fn require_fn(ast: &AST, name: &str, params: &[&str], missing: &mut Vec<String>) {
     if !has_fn(ast, name, params.len()) {
         missing.push(format!("fn {name}({})", params.join(", ")));
     }
 }
 
-/// Checks the hooks of `kind` in `ast`; returns which optional ones exist, or the list
-/// of what is missing.
-pub(crate) fn check_hooks(kind: ScriptKind, ast: &AST) -> Result<HookSet, String> {
-    let mut missing = Vec::new();
-    match kind {
-        ScriptKind::Task => require_fn(ast, "generate", &["ctx"], &mut missing),
-        ScriptKind::Persona => {
-            require_fn(ast, "persona", &["ctx"], &mut missing);
-            require_fn(ast, "challenge", &["ctx", "task", "persona"], &mut missing);
-        }
-        ScriptKind::Strategy => require_fn(ast, "forward", &["ctx", "synapse"], &mut missing),
-        ScriptKind::Validator | ScriptKind::Library => {}
-    }
-    if !missing.is_empty() {
-        return Err(format!(
-            "{} script is missing {}",
-            kind.as_str(),
-            missing.join(", ")
-        ));
-    }
-    let mut wrong_arity = Vec::new();
-    for (name, arity, applies) in [
-        ("reward", 3, kind == ScriptKind::Task),
-        ("blacklist", 2, kind == ScriptKind::Strategy),
-        ("priority", 2, kind == ScriptKind::Strategy),
-        ("select_uids", 3, kind == ScriptKind::Validator),
-        ("update_scores", 3, kind == ScriptKind::Validator),
-    ] {
-        if applies && ast.iter_functions().any(|f| f.name == name) && !has_fn(ast, name, arity) {
-            wrong_arity.push(format!("`{name}` must take {arity} parameters"));
-        }
-    }
-    if !wrong_arity.is_empty() {
-        return Err(wrong_arity.join("; "));
-    }
-    Ok(HookSet {
-        reward: kind == ScriptKind::Task && has_fn(ast, "reward", 3),
-        blacklist: kind == ScriptKind::Strategy && has_fn(ast, "blacklist", 2),
-        priority: kind == ScriptKind::Strategy && has_fn(ast, "priority", 2),
-        select_uids: kind == ScriptKind::Validator && has_fn(ast, "select_uids", 3),
-        update_scores: kind == ScriptKind::Validator && has_fn(ast, "update_scores", 3),
-    })
-}
-
 /// A Rhai number (float or integer) as `f64`.
-pub(crate) fn number(value: &Dynamic) -> Option<f64> {
+pub fn number(value: &Dynamic) -> Option<f64> {
     value
         .as_float()
         .ok()
         .or_else(|| value.as_int().ok().map(|i| i as f64))
-}
-
-fn terms(scope: &Scope, constant: &str) -> Result<Vec<(String, f64)>, String> {
-    let map: Map = scope.get_value::<Map>(constant).ok_or_else(|| {
-        format!("`{constant}` must be a constant object map of reward name → weight")
-    })?;
-    map.into_iter()
-        .map(|(name, weight)| {
-            number(&weight)
-                .map(|w| (name.to_string(), w))
-                .ok_or_else(|| format!("`{constant}.{name}` must be a number"))
-        })
-        .collect()
-}
-
-/// Reads a task's constants from the scope its top level ran in.
-pub(crate) fn task_spec(scope: &Scope) -> Result<TaskSpec, String> {
-    let mut missing: Vec<&str> = ["NAME", "WEIGHT", "REWARDS", "PENALTIES"]
-        .into_iter()
-        .filter(|c| !scope.contains(c))
-        .collect();
-    missing.dedup();
-    if !missing.is_empty() {
-        return Err(format!(
-            "task script is missing const {}",
-            missing.join(", const ")
-        ));
-    }
-    let name = scope
-        .get_value::<rhai::ImmutableString>("NAME")
-        .filter(|n| !n.trim().is_empty())
-        .ok_or("`NAME` must be a non-empty string")?
-        .to_string();
-    let weight = scope
-        .get("WEIGHT")
-        .and_then(number)
-        .filter(|w| *w >= 0.0 && w.is_finite())
-        .ok_or("`WEIGHT` must be a number ≥ 0")?;
-    let rewards = RewardSpec::new(terms(scope, "REWARDS")?, terms(scope, "PENALTIES")?)
-        .map_err(|e| format!("`REWARDS`/`PENALTIES`: {e}"))?;
-    Ok(TaskSpec {
-        name,
-        weight,
-        rewards,
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(src: &str) -> Result<TaskSpec, String> {
-        let engine = rhai::Engine::new();
-        let mut scope = Scope::new();
-        engine.run_with_scope(&mut scope, src).unwrap();
-        task_spec(&scope)
-    }
-
-    #[test]
-    fn reads_a_valid_spec() {
-        let s = spec(r#"const NAME = "qa"; const WEIGHT = 2; const REWARDS = #{ "rouge-1": 0.5, relevance: 0.5 }; const PENALTIES = #{ "rouge-1": 0.5 };"#).unwrap();
-        assert_eq!(s.name, "qa");
-        assert_eq!(s.weight, 2.0);
-        assert_eq!(s.rewards.rewards().len(), 2);
-        assert_eq!(s.rewards.penalties()[0].weight, 0.5);
-    }
-
-    #[test]
-    fn names_what_is_wrong() {
-        let cases = [
-            (
-                r#"const NAME = "x";"#,
-                "missing const WEIGHT, const REWARDS, const PENALTIES",
-            ),
-            (
-                r#"const NAME = ""; const WEIGHT = 1; const REWARDS = #{diff: 1.0}; const PENALTIES = #{};"#,
-                "NAME",
-            ),
-            (
-                r#"const NAME = "x"; const WEIGHT = -1; const REWARDS = #{diff: 1.0}; const PENALTIES = #{};"#,
-                "WEIGHT",
-            ),
-            (
-                r#"const NAME = "x"; const WEIGHT = 1; const REWARDS = #{diff: 0.5}; const PENALTIES = #{};"#,
-                "sum to 0.5, not 1",
-            ),
-            (
-                r#"const NAME = "x"; const WEIGHT = 1; const REWARDS = #{bleu: 1.0}; const PENALTIES = #{};"#,
-                "bleu",
-            ),
-            (
-                r#"const NAME = "x"; const WEIGHT = 1; const REWARDS = #{diff: 1.0}; const PENALTIES = #{diff: 2};"#,
-                "not in [0, 1]",
-            ),
-            (
-                r#"const NAME = "x"; const WEIGHT = 1; const REWARDS = [1]; const PENALTIES = #{};"#,
-                "constant object map",
-            ),
-        ];
-        for (src, want) in cases {
-            let err = spec(src).unwrap_err();
-            assert!(err.contains(want), "{src}: {err}");
-        }
-    }
-
-    #[test]
-    fn hooks_are_checked_by_name_and_arity() {
-        let engine = rhai::Engine::new();
-        let ast = engine.compile("fn generate(a, b) { }").unwrap();
-        let err = check_hooks(ScriptKind::Task, &ast).unwrap_err();
-        assert!(err.contains("fn generate(ctx)"), "{err}");
-        let ast = engine.compile("fn persona(ctx) { }").unwrap();
-        let err = check_hooks(ScriptKind::Persona, &ast).unwrap_err();
-        assert!(err.contains("fn challenge(ctx, task, persona)"), "{err}");
-        let ast = engine
-            .compile("fn forward(ctx, s) { } fn priority(x) { }")
-            .unwrap();
-        let err = check_hooks(ScriptKind::Strategy, &ast).unwrap_err();
-        assert!(err.contains("`priority` must take 2"), "{err}");
-        let ast = engine
-            .compile("fn forward(ctx, s) { } fn blacklist(c, r) { false }")
-            .unwrap();
-        let hooks = check_hooks(ScriptKind::Strategy, &ast).unwrap();
-        assert!(hooks.blacklist && !hooks.priority);
-        let ast = engine.compile("fn select_uids(ctx, m) { [] }").unwrap();
-        let err = check_hooks(ScriptKind::Validator, &ast).unwrap_err();
-        assert!(err.contains("`select_uids` must take 3"), "{err}");
-        let ast = engine.compile("fn update_scores(c, s, r) { s }").unwrap();
-        let hooks = check_hooks(ScriptKind::Validator, &ast).unwrap();
-        assert!(hooks.update_scores && !hooks.select_uids);
-    }
-
-    #[test]
-    fn only_scripts_validator_rhai_is_the_validator_script() {
-        let ast = rhai::Engine::new().compile("fn f() {}").unwrap();
-        let kind = |p: &str| ScriptKind::detect(Path::new(p), &ast);
-        assert_eq!(kind("scripts/validator.rhai"), ScriptKind::Validator);
-        assert_eq!(kind("scripts/finetune/validator.rhai"), ScriptKind::Library);
-        assert_eq!(kind("tools/validator.rhai"), ScriptKind::Library);
-    }
 }

@@ -1,8 +1,11 @@
-//! The script host: one configured engine, the compiled scripts of the roots, contract
-//! checks, atomic reload, the sandboxed hook call and its typed-return helpers. It knows
-//! no subnet: each domain (`prompting::hooks`, `finetune::policy`) defines its hooks'
-//! types and calls them through [`ScriptHost::call_as`] / [`Script::returned`].
+//! The script host: one configured engine, the compiled scripts of the roots, each checked
+//! by the domain's [`Contracts`], lookups by kind and name, atomic reload, the sandboxed
+//! hook call and its typed-return helpers. It knows no subnet: each domain
+//! (`prompting::contract` and `prompting::hooks`, `finetune::policy`) defines its
+//! contracts and hooks' types and calls them through [`ScriptHost::call_as`] /
+//! [`Script::returned`].
 
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +16,7 @@ use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Map, Sc
 use serde::de::DeserializeOwned;
 use walkdir::WalkDir;
 
-use super::contract::{self, HookSet, ScriptKind, TaskSpec};
+use super::contract::{Candidate, Contracts};
 use super::ctx::Ctx;
 use super::link::NeuronLink;
 use super::resolver::{self, RootResolver};
@@ -24,7 +27,7 @@ use super::{SCRIPT_ROOTS, ScriptError, api};
 /// How the host is set up.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// The directory holding `tasks/`, `personas/`, `tools/` and `scripts/`.
+    /// The directory holding the script roots ([`SCRIPT_ROOTS`]).
     pub root: PathBuf,
     /// Sandbox limits for every call.
     pub limits: Limits,
@@ -50,31 +53,33 @@ pub struct Script {
     pub path: PathBuf,
     /// Path relative to the script root (the file path itself when outside it).
     pub rel: PathBuf,
-    /// What kind of script it is.
-    pub kind: ScriptKind,
-    /// Task metadata (tasks only).
-    pub task: Option<TaskSpec>,
-    /// Optional hooks it defines.
-    pub hooks: HookSet,
+    /// What kind of script it is, as its domain's [`Contracts`] named it.
+    pub kind: &'static str,
     /// Files it imports, transitively (canonical paths).
     pub imports: BTreeSet<PathBuf>,
     /// When it was compiled.
     pub loaded_at: SystemTime,
+    name: Option<String>,
+    terms: Arc<dyn Any + Send + Sync>,
     ast: AST,
 }
 
 impl Script {
-    /// The task's `NAME`, else the file stem (personas, strategies and libraries are
-    /// addressed by file stem).
+    /// The name its contract gave it, else its file stem.
     pub fn name(&self) -> String {
-        match &self.task {
-            Some(spec) => spec.name.clone(),
+        match &self.name {
+            Some(name) => name.clone(),
             None => self
                 .path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         }
+    }
+
+    /// The domain's terms for this script, if they are a `T` (see [`Contracts`]).
+    pub fn terms<T: Any>(&self) -> Option<&T> {
+        self.terms.downcast_ref::<T>()
     }
 
     /// The error for `hook` of this script returning `found` where the contract
@@ -187,6 +192,7 @@ struct Entry {
 struct Inner {
     engine: Engine,
     services: Arc<Services>,
+    contracts: Arc<dyn Contracts>,
     root: PathBuf,
     resolver: RootResolver,
     limits: Limits,
@@ -213,9 +219,14 @@ impl std::fmt::Debug for ScriptHost {
 const TOP_LEVEL: &str = "<top level>";
 
 impl ScriptHost {
-    /// Builds the engine and loads every script under the roots. Scripts that fail to
-    /// load are reported by [`ScriptHost::listing`] (and logged), not fatal.
-    pub fn new(config: HostConfig, services: Services) -> Result<Self, ScriptError> {
+    /// Builds the engine and loads every script under the roots, each checked by
+    /// `contracts`. Scripts that fail to load are reported by [`ScriptHost::listing`]
+    /// (and logged), not fatal.
+    pub fn new(
+        config: HostConfig,
+        services: Services,
+        contracts: impl Contracts,
+    ) -> Result<Self, ScriptError> {
         let root = config
             .root
             .canonicalize()
@@ -240,6 +251,7 @@ impl ScriptHost {
             inner: Arc::new(Inner {
                 engine,
                 services,
+                contracts: Arc::new(contracts),
                 resolver: RootResolver::new(root.clone()),
                 root,
                 limits: config.limits,
@@ -320,31 +332,35 @@ impl ScriptHost {
             resolver::record_imports(|| engine.compile_into_self_contained(&Scope::new(), &text));
         let mut ast = compiled.map_err(|e| self.compile_error(&rel, &e))?;
         ast.set_source(rel.to_string_lossy().as_ref());
-        let kind = ScriptKind::detect(&rel, &ast);
-        let contract_err = |message: String| ScriptError::Contract {
-            file: rel.clone(),
-            message,
-        };
-        let hooks = contract::check_hooks(kind, &ast).map_err(contract_err)?;
-        let task = if kind == ScriptKind::Task {
-            let mut scope = Scope::new();
-            engine
-                .run_ast_with_scope(&mut scope, &ast)
-                .map_err(|e| self.runtime_error(&rel, TOP_LEVEL, &e))?;
-            Some(contract::task_spec(&scope).map_err(contract_err)?)
-        } else {
-            None
-        };
+        let contract = self.inner.contracts.check(&Candidate {
+            host: self,
+            rel: &rel,
+            ast: &ast,
+        })?;
         Ok(Script {
             path: canonical,
             rel,
-            kind,
-            task,
-            hooks,
+            kind: contract.kind,
+            name: contract.name,
+            terms: contract.terms,
             imports,
             loaded_at: SystemTime::now(),
             ast,
         })
+    }
+
+    /// Runs `ast`'s top level (under the caller's deadline) and returns its scope.
+    pub(super) fn run_top_level(
+        &self,
+        rel: &Path,
+        ast: &AST,
+    ) -> Result<Scope<'static>, ScriptError> {
+        let mut scope = Scope::new();
+        self.inner
+            .engine
+            .run_ast_with_scope(&mut scope, ast)
+            .map_err(|e| self.runtime_error(rel, TOP_LEVEL, &e))?;
+        Ok(scope)
     }
 
     /// Recompiles `changed` files and every loaded script importing one of them; files
@@ -389,7 +405,7 @@ impl ScriptHost {
             });
             match result {
                 Ok(script) => {
-                    tracing::debug!(file = %rel.display(), kind = script.kind.as_str(), "script loaded");
+                    tracing::debug!(file = %rel.display(), kind = script.kind, "script loaded");
                     entry.script = Some(Arc::new(script));
                     entry.status = ReloadStatus::Ok;
                     self.inner.generation.fetch_add(1, Ordering::AcqRel);
@@ -428,7 +444,8 @@ impl ScriptHost {
             .collect()
     }
 
-    fn live(&self, kind: ScriptKind) -> Vec<Arc<Script>> {
+    /// The live scripts of `kind`.
+    pub fn live(&self, kind: &str) -> Vec<Arc<Script>> {
         self.read()
             .values()
             .filter_map(|e| e.script.clone())
@@ -436,39 +453,15 @@ impl ScriptHost {
             .collect()
     }
 
-    /// The live task scripts (the rotation).
-    pub fn tasks(&self) -> Vec<Arc<Script>> {
-        self.live(ScriptKind::Task)
-    }
-
-    fn named(&self, kind: ScriptKind, name: &str) -> Result<Arc<Script>, ScriptError> {
+    /// The live script of `kind` named `name` ([`Script::name`]).
+    pub fn named(&self, kind: &'static str, name: &str) -> Result<Arc<Script>, ScriptError> {
         self.live(kind)
             .into_iter()
             .find(|s| s.name() == name)
             .ok_or_else(|| ScriptError::NotFound {
-                kind: kind.as_str(),
+                kind,
                 name: name.to_string(),
             })
-    }
-
-    /// The live task whose `NAME` is `name`.
-    pub fn task(&self, name: &str) -> Result<Arc<Script>, ScriptError> {
-        self.named(ScriptKind::Task, name)
-    }
-
-    /// The live persona script with file stem `name` (e.g. `human`).
-    pub fn persona_script(&self, name: &str) -> Result<Arc<Script>, ScriptError> {
-        self.named(ScriptKind::Persona, name)
-    }
-
-    /// The live miner strategy with file stem `name` (e.g. `echo`).
-    pub fn strategy(&self, name: &str) -> Result<Arc<Script>, ScriptError> {
-        self.named(ScriptKind::Strategy, name)
-    }
-
-    /// The live validator hooks script (`scripts/validator.rhai`), if there is one.
-    pub fn validator_hooks(&self) -> Option<Arc<Script>> {
-        self.live(ScriptKind::Validator).into_iter().next()
     }
 
     /// Calls `hook` in `script` under the sandbox limits. The script's `Arc` keeps the

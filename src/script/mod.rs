@@ -1,9 +1,9 @@
 //! The Rhai scripting host: one sandboxed [`rhai::Engine`], the script roots
-//! (`tasks/`, `personas/`, `tools/`, `scripts/`), contract checks, hot reload, the
-//! sandboxed hook call with typed-return helpers, and the API modules scripts call
+//! ([`SCRIPT_ROOTS`]), contract checks through the domain's [`Contracts`], hot reload,
+//! the sandboxed hook call with typed-return helpers, and the API modules scripts call
 //! (`llm`, `embed`, `score`, `http`, `corpus`, `source`, `rng`, `log`, `time`, and inside
-//! a neuron `chain` and `dendrite`). The typed hooks of a subnet live with the subnet
-//! (`prompting::hooks`, `finetune::policy`).
+//! a neuron `chain` and `dendrite`). A subnet's contracts and typed hooks live with the
+//! subnet (`prompting::contract`, `prompting::hooks`, `finetune::policy`).
 //!
 //! Scripts are untrusted: every hook runs under [`Limits`] (operations, call depth,
 //! sizes, wall time) and reaches the outside world only through the registered API
@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use api::metagraph_rows;
-pub use contract::{HookSet, ScriptKind, TaskSpec, VALIDATOR_HOOKS};
+pub use contract::{Candidate, Contract, Contracts, Libraries, has_fn, number, require_fn};
 pub use ctx::{Ctx, Rng};
 pub use host::{HostConfig, Listing, Number, ReloadStatus, Script, ScriptHost};
 pub use link::NeuronLink;
@@ -31,7 +31,8 @@ pub use reload::Watcher;
 pub use sandbox::Limits;
 pub use services::{Lazy, ModelIds, Services};
 
-/// The directories under the script root that hold scripts, in lookup order.
+/// The directories under the script root that hold scripts, in lookup order: the ones
+/// scanned, watched and allowed as import prefixes.
 pub const SCRIPT_ROOTS: [&str; 4] = ["tasks", "personas", "tools", "scripts"];
 
 /// Errors of the scripting host.
@@ -96,7 +97,7 @@ pub enum ScriptError {
     /// No loaded script of that kind has that name.
     #[error("no {kind} script named `{name}` is loaded")]
     NotFound {
-        /// Script kind (task, persona, strategy).
+        /// Script kind, as the domain's contracts name it.
         kind: &'static str,
         /// The requested name.
         name: String,
@@ -109,12 +110,12 @@ pub enum ScriptError {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// Scoring a task's completions failed.
-    #[error("{file}: scoring: {message}")]
-    Score {
-        /// The task file.
+    /// A domain's adapter failed on the script's behalf (e.g. scoring its results).
+    #[error("{file}: {message}")]
+    Domain {
+        /// The script file.
         file: PathBuf,
-        /// What went wrong.
+        /// What went wrong, prefixed by what the adapter was doing.
         message: String,
     },
     /// The file watcher could not be started.

@@ -13,6 +13,7 @@ use crate::support::succeeded;
 use neuron::chain::sim::SimChain;
 use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
 use neuron::config::BlacklistConfig;
+use neuron::prompting::contract::PromptingContracts;
 use neuron::prompting::local::{LocalSubnet, demo_hyperparameters};
 use neuron::script::{HostConfig, ScriptHost, Services};
 use neuron::wallet::{Keypair, Wallet};
@@ -71,6 +72,7 @@ async fn prompt_asks_miners_and_prints_the_best_answer_by_incentive() {
     let scripts = ScriptHost::new(
         HostConfig::new(env!("CARGO_MANIFEST_DIR")),
         Services::standard(),
+        PromptingContracts,
     )
     .unwrap();
     let mut miners = Vec::new();

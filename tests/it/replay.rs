@@ -12,6 +12,7 @@ use crate::support::bin::neuron;
 use crate::support::succeeded;
 
 use neuron::config::Config;
+use neuron::prompting::contract::PromptingContracts;
 use neuron::prompting::events::{EventsError, ResponseEvent, StepEvent};
 use neuron::prompting::local::{self, LocalOptions};
 use neuron::prompting::replay::{
@@ -62,7 +63,7 @@ fn host(root: &Path) -> ScriptHost {
         "wiki_mode".into(),
         rhai::Dynamic::from("offline".to_string()),
     );
-    ScriptHost::new(config, Services::standard()).expect("scripts load")
+    ScriptHost::new(config, Services::standard(), PromptingContracts).expect("scripts load")
 }
 
 fn edit(path: &Path, from: &str, to: &str) {

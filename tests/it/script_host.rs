@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use neuron::models::Resolver;
+use neuron::prompting::contract::{PromptingContracts, PromptingLookups, PromptingScript};
 use neuron::prompting::hooks::PromptingHooks;
 use neuron::script::{
     HostConfig, Lazy, Limits, ModelIds, ReloadStatus, ScriptError, ScriptHost, Services,
@@ -36,7 +37,12 @@ fn services() -> Services {
 }
 
 fn repo_host() -> ScriptHost {
-    let host = ScriptHost::new(HostConfig::new(env!("CARGO_MANIFEST_DIR")), services()).unwrap();
+    let host = ScriptHost::new(
+        HostConfig::new(env!("CARGO_MANIFEST_DIR")),
+        services(),
+        PromptingContracts,
+    )
+    .unwrap();
     for row in host.listing() {
         assert_eq!(row.status, ReloadStatus::Ok, "{}", row.rel.display());
     }
@@ -51,7 +57,7 @@ fn temp_host(files: &[(&str, &str)], limits: Limits) -> (tempfile::TempDir, Scri
     }
     let mut config = HostConfig::new(dir.path());
     config.limits = limits;
-    let host = ScriptHost::new(config, services()).unwrap();
+    let host = ScriptHost::new(config, services(), PromptingContracts).unwrap();
     (dir, host)
 }
 
@@ -73,7 +79,7 @@ fn generate(ctx) {{ {body} }}"#
 fn shipped_math_task_is_deterministic_per_seed() {
     let host = repo_host();
     let math = host.task("math").unwrap();
-    let spec = math.task.as_ref().unwrap();
+    let spec = math.task_spec().unwrap();
     assert_eq!(spec.rewards.rewards()[0].function.to_string(), "float_diff");
     let a = host.generate(&math, &host.ctx(42, 0)).unwrap();
     let b = host.generate(&math, &host.ctx(42, 0)).unwrap();

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use neuron::models::Resolver;
+use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
 use neuron::prompting::hooks::PromptingHooks;
 use neuron::script::{HostConfig, Lazy, Limits, ModelIds, ScriptHost, Services};
 use neuron::services::{Corpus, HttpConfig};
@@ -36,7 +37,7 @@ fn build_host() -> ScriptHost {
     config
         .config
         .insert("challenge_max_tokens".into(), 12.into());
-    ScriptHost::new(config, services).unwrap()
+    ScriptHost::new(config, services, PromptingContracts).unwrap()
 }
 
 #[test]

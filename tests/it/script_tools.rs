@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use neuron::models::Resolver;
+use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
 use neuron::prompting::hooks::{PromptingHooks, TaskInstance};
 use neuron::script::{HostConfig, Lazy, ModelIds, ScriptHost, Services};
 use neuron::services::{Corpus, HttpConfig};
@@ -113,7 +114,7 @@ fn host(config: &[(&str, &str)], max_bytes: usize) -> ScriptHost {
     for (k, v) in config {
         hc.config.insert((*k).into(), (*v).into());
     }
-    ScriptHost::new(hc, services).unwrap()
+    ScriptHost::new(hc, services, PromptingContracts).unwrap()
 }
 
 /// Runs `body` (with `ctx` in scope) in a throwaway task file outside the roots (its

@@ -21,6 +21,7 @@ use neuron::chain::sim::SimChain;
 use neuron::chain::{AxonServe, Chain, ChainError, Metagraph, RAO_PER_TAO};
 use neuron::config::Config;
 use neuron::net::{Dendrite, VERSION_AS_INT};
+use neuron::prompting::contract::{PromptingLookups, PromptingScript};
 use neuron::prompting::events::StepEvent;
 use neuron::prompting::hooks::PromptingHooks;
 use neuron::prompting::local::{LocalSubnet, demo_hyperparameters};
@@ -630,7 +631,7 @@ async fn shipped_hooks_are_off_and_uncommented_do_exactly_what_the_defaults_do()
     config.neuron.disable_set_weights = true;
     let (mut plain, scripts) = subnet.validator(config.clone(), None);
     let shipped = scripts.validator_hooks().expect("the shipped file loads");
-    assert!(!shipped.hooks.select_uids && !shipped.hooks.update_scores);
+    assert!(!shipped.hooks().select_uids && !shipped.hooks().update_scores);
 
     let mut plain_events = Vec::new();
     plain
@@ -642,7 +643,7 @@ async fn shipped_hooks_are_off_and_uncommented_do_exactly_what_the_defaults_do()
     config.neuron.full_path = Some(subnet.dir.path().join("hooks"));
     let (mut hooked, scripts) = subnet.validator(config.clone(), None);
     let hooks = scripts.validator_hooks().unwrap();
-    assert!(hooks.hooks.select_uids && hooks.hooks.update_scores);
+    assert!(hooks.hooks().select_uids && hooks.hooks().update_scores);
     let mut hooked_events = Vec::new();
     hooked
         .run(Some(5), |r| hooked_events.push(r.as_ref().unwrap().clone()))
