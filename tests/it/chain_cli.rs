@@ -2,13 +2,14 @@
 //! (created by `neuron wallet` in a temp `--wallet.path`), on the embedded local chain and
 //! on subtensor, and every failure path of the chain command line.
 //!
-//! "Subtensor" here is the simulated node of `tests/subtensor_sim`: a loopback test
+//! "Subtensor" here is the simulated node of `tests/it/support/subtensor_sim.rs`: a loopback test
 //! double of a node serving the finney runtime metadata and recorded responses, which
 //! decodes each submitted extrinsic and verifies its signature. It is not a live chain.
 
 use std::path::PathBuf;
 use std::process::Output;
 
+use crate::support::bin::{neuron_command, run_async};
 use crate::support::subtensor_sim::{ALICE, CHARLIE, SimNode, subnet_item};
 use crate::support::{failed as fails, succeeded as ok};
 use neuron::chain::Chain;
@@ -47,15 +48,11 @@ impl Env {
     }
 
     async fn run(&self, args: &[&str], env: &[(String, String)]) -> Output {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_neuron"))
-            .args(args)
-            .env("NEURON_HOME", self.home())
-            .env("RUST_LOG", "warn")
+        let mut cmd = neuron_command(args);
+        cmd.env("NEURON_HOME", self.home())
             .envs(env.iter().cloned())
-            .stdin(std::process::Stdio::null())
-            .output()
-            .await
-            .expect("run neuron")
+            .stdin(std::process::Stdio::null());
+        run_async(cmd).await
     }
 
     /// `neuron chain --wallet.path WALLETS --wallet.name vali ARGS` on `endpoint` (the

@@ -11,9 +11,9 @@ use neuron::chain::sim::SimChain;
 use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
 use neuron::wallet::Keypair;
 
-/// `neuron chain --chain.file FILE ARGS`.
+/// `neuron chain --subtensor.db_path FILE ARGS`.
 fn neuron(file: &Path, args: &[&str]) -> Command {
-    let mut cmd = neuron_command(["chain", "--chain.file"]);
+    let mut cmd = neuron_command(["chain", "--subtensor.db_path"]);
     cmd.arg(file).args(args);
     cmd
 }

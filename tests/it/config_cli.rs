@@ -4,21 +4,19 @@
 //! `--subtensor.db_path` that warns.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
+use crate::support::bin::{neuron_command, run};
 use crate::support::{failed as fails, succeeded as ok};
 
 /// `neuron ARGS` with `$NEURON_HOME` in `home`, no inherited chain file variable.
 fn neuron(home: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_neuron"))
-        .args(args)
-        .env("NEURON_HOME", home)
-        .env("RUST_LOG", "warn")
+    let mut cmd = neuron_command(args);
+    cmd.env("NEURON_HOME", home)
         .env_remove("NEURON_CHAIN_FILE")
         .envs(env.iter().map(|(k, v)| (*k, *v)))
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run neuron")
+        .stdin(std::process::Stdio::null());
+    run(cmd)
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! `SubtensorChain` against a **simulated** subtensor node (`tests/subtensor_sim`): a
+//! `SubtensorChain` against a **simulated** subtensor node (`tests/it/support/subtensor_sim.rs`): a
 //! WebSocket JSON-RPC server on loopback serving the finney runtime metadata from the
 //! fixture, a recorded `get_neurons_lite` response and storage values encoded against
 //! that metadata.

@@ -1,5 +1,5 @@
 //! The SN1 validator on subtensor while the node goes away and comes back, against the
-//! simulated node of `tests/subtensor_sim` (a loopback test double serving finney
+//! simulated node of `tests/it/support/subtensor_sim.rs` (a loopback test double serving finney
 //! metadata and a recorded metagraph, not a live chain): steps keep scoring with the
 //! last metagraph while the node is down, setting weights fails meanwhile, and the first
 //! step after the node returns sets them, signed by the validator's hotkey.

@@ -4,7 +4,7 @@
 //! runtime metadata decides the encoding) and which of the wallet's keys must sign it.
 //! Argument names and order follow the finney runtime (`SubtensorModule` = pallet 7,
 //! `Balances` = 5, `Commitments` = 18); the byte-for-byte encodings are checked against
-//! the Python encoder of bittensor 10.5.0 in `tests/subtensor_python.rs`.
+//! the Python encoder of bittensor 10.5.0 in `tests/it/subtensor_python.rs`.
 
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
