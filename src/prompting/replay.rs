@@ -3,7 +3,7 @@
 //! the recorded and the re-scored mean reward and the weights each would lead to.
 //!
 //! This is how a validator tests a reward change before going live. Re-scoring goes
-//! through [`ScriptHost::reward`], the call every validator step is scored with, in
+//! through [`PromptingHooks::reward`], the call every validator step is scored with, in
 //! the step's recorded seeded context (`ScriptHost::ctx(seed, step)`), so unchanged
 //! scripts reproduce the recorded rewards exactly. Replay does not regenerate tasks or
 //! challenges: it scores the challenge and task fields the step recorded. Weights come

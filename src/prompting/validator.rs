@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rhai::Array;
 use tracing::warn;
 
 use super::challenge::{Challenge, ChallengeError, TaskChoice};
@@ -103,6 +104,8 @@ pub struct Validator {
     base_seed: u64,
     /// The last metagraph read from the chain, used while the chain is unreachable.
     metagraph: Option<Arc<Metagraph>>,
+    /// `metagraph` as script rows (`ctx.metagraph`), built once per metagraph read.
+    metagraph_rows: Arc<Array>,
 }
 
 impl Validator {
@@ -144,6 +147,7 @@ impl Validator {
             events,
             base_seed,
             metagraph: None,
+            metagraph_rows: Arc::default(),
         })
     }
 
@@ -257,6 +261,7 @@ impl Validator {
         let metagraph = match self.chain.metagraph(netuid).await {
             Ok(metagraph) => {
                 let metagraph = Arc::new(metagraph);
+                self.metagraph_rows = Arc::new(metagraph_rows(&metagraph));
                 self.metagraph = Some(Arc::clone(&metagraph));
                 metagraph
             }
@@ -286,7 +291,7 @@ impl Validator {
 
     /// Runs `work` on a blocking thread with the scripts and the context of `step`
     /// (seeded, lending this validator's chain and dendrite to the script modules, with
-    /// the step's metagraph rows as `ctx.metagraph`: during a batch `self.metagraph` is
+    /// the step's metagraph rows as `ctx.metagraph`: during a batch they are those of
     /// the metagraph [`Validator::sync_metagraph`] returned for it).
     async fn with_scripts<T: Send + 'static>(
         &self,
@@ -294,15 +299,10 @@ impl Validator {
         work: impl FnOnce(&ScriptHost, &Ctx) -> T + Send + 'static,
     ) -> Result<T, ValidatorError> {
         let scripts = self.scripts.clone();
-        let rows = self
-            .metagraph
-            .as_deref()
-            .map(metagraph_rows)
-            .unwrap_or_default();
         let ctx = scripts
             .ctx(self.seed(step), step)
             .with_link(self.link.clone())
-            .with_metagraph(rows);
+            .with_metagraph(Arc::clone(&self.metagraph_rows));
         tokio::task::spawn_blocking(move || work(&scripts, &ctx))
             .await
             .map_err(|e| ValidatorError::Worker(e.to_string()))

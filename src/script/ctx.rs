@@ -120,7 +120,8 @@ pub struct Ctx {
     /// Config values for scripts (`ctx.config`), read-only.
     pub config: Map,
     /// Metagraph rows as maps (`ctx.metagraph`), read-only; empty where not available.
-    pub metagraph: Array,
+    /// Shared, so the copies of a context handed to each hook do not copy the rows.
+    pub metagraph: Arc<Array>,
     /// The neuron the hook runs for (chain and dendrite), when it runs inside one. Not
     /// visible to scripts; the `chain` and `dendrite` modules use it.
     link: Option<NeuronLink>,
@@ -134,7 +135,7 @@ impl Ctx {
             seed,
             step,
             config,
-            metagraph: Array::new(),
+            metagraph: Arc::default(),
             link: None,
         }
     }
@@ -151,7 +152,7 @@ impl Ctx {
     }
 
     /// The same context with `rows` as the metagraph view.
-    pub fn with_metagraph(mut self, rows: Array) -> Self {
+    pub fn with_metagraph(mut self, rows: Arc<Array>) -> Self {
         self.metagraph = rows;
         self
     }
@@ -169,7 +170,7 @@ impl Ctx {
             .register_get("seed", |c: &mut Ctx| c.seed as INT)
             .register_get("step", |c: &mut Ctx| c.step as INT)
             .register_get("config", |c: &mut Ctx| c.config.clone())
-            .register_get("metagraph", |c: &mut Ctx| c.metagraph.clone())
+            .register_get("metagraph", |c: &mut Ctx| c.metagraph.as_ref().clone())
             .register_fn("config", |c: &mut Ctx, key: ImmutableString| {
                 c.config_value(&key)
             })
