@@ -11,6 +11,7 @@ mod chain_yuma;
 mod config_cli;
 mod embed_model;
 mod finetune_eval;
+mod hostile;
 mod llm_bad_model;
 mod llm_chat;
 mod llm_export;

@@ -1,0 +1,2 @@
+//! Hostile peers: slow bodies, idle connections, oversized responses, stale or unbounded
+//! freshness headers, cancelled requests.

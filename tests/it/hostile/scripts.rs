@@ -1,0 +1,1 @@
+//! Hostile scripts: import cycles, deep stacks, memory and log floods, slow service calls.
