@@ -115,7 +115,8 @@ async fn subnet(dir: &Path) -> (Validator, LocalSubnet) {
         netuid,
         ..Config::default()
     };
-    config.scripts.root = root;
+    config.scripts.root = vec![root];
+    config.scripts.no_shipped = true;
     config.neuron.sample_size = MINERS;
     config.neuron.timeout = 10.0;
     config.neuron.seed = Some(1);

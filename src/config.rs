@@ -260,8 +260,13 @@ pub struct BlacklistConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScriptsConfig {
-    /// Directory holding `tasks/`, `personas/`, `tools/` and `scripts/`.
-    pub root: PathBuf,
+    /// The operator's script roots, each holding `tasks/`, `personas/`, `tools/` and/or
+    /// `scripts/`, overlaying the shipped scripts in order (a later root's file replaces
+    /// an earlier one's at the same path). YAML: one path or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub root: Vec<PathBuf>,
+    /// Leave the shipped scripts out: only the operator's roots are loaded.
+    pub no_shipped: bool,
     /// Hosts scripts may reach through `http`.
     pub http_allowlist: Vec<String>,
     /// Wall-clock limit of one hook call, in milliseconds.
@@ -273,12 +278,27 @@ pub struct ScriptsConfig {
 impl Default for ScriptsConfig {
     fn default() -> Self {
         Self {
-            root: PathBuf::from("."),
+            root: Vec::new(),
+            no_shipped: false,
             http_allowlist: vec!["en.wikipedia.org".into(), "api.stackexchange.com".into()],
             hook_timeout_ms: 120_000,
             live_tools: false,
         }
     }
+}
+
+/// A list given as one value or a sequence.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(de)? {
+        OneOrMany::One(path) => vec![path],
+        OneOrMany::Many(paths) => paths,
+    })
 }
 
 impl Config {

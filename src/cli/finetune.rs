@@ -10,10 +10,12 @@ use clap::{Args, Subcommand};
 use neuron::chain::subtensor::SignerRole;
 use neuron::config::Config;
 use neuron::finetune::{
-    Batch, Candidate, Evaluator, FinetuneConfig, FinetuneValidator, ModelId, ModelStore, Policy,
-    ScriptPolicy, StoreConfig, batches, hash_directory, load_pairs, read_models,
+    Batch, Candidate, DEFAULT_POLICY, Evaluator, FinetuneConfig, FinetuneValidator, ModelId,
+    ModelStore, Policy, ScriptPolicy, StoreConfig, batches, hash_directory, load_pairs,
+    read_models,
 };
 use neuron::llm::{CpuKernels, LoadOptions};
+use neuron::script::{Roots, configured_roots};
 use neuron::wallet::Keypair;
 
 use super::flags::{self, ConfigArgs, open_chain};
@@ -93,9 +95,10 @@ pub struct LoadArgs {
     /// Multiply quantised weights with candle's CPU kernels only, not neuron's own.
     #[arg(long)]
     candle_kernels: bool,
-    /// Policy script.
-    #[arg(long, default_value = "scripts/finetune/validator.rhai")]
-    policy: PathBuf,
+    /// Policy script (default: `scripts/finetune/validator.rhai` of the script roots,
+    /// `--scripts.root` overlaying the shipped one).
+    #[arg(long)]
+    policy: Option<PathBuf>,
 }
 
 impl LoadArgs {
@@ -110,10 +113,16 @@ impl LoadArgs {
         }))
     }
 
-    fn policy(&self) -> Result<Arc<ScriptPolicy>> {
-        Ok(Arc::new(ScriptPolicy::load(&self.policy).with_context(
-            || format!("loading policy {}", self.policy.display()),
-        )?))
+    fn policy(&self, config: &Config) -> Result<Arc<ScriptPolicy>> {
+        let path = match &self.policy {
+            Some(path) => path.clone(),
+            None => Roots::new(&configured_roots(&config.scripts)?)?
+                .find(Path::new(DEFAULT_POLICY))
+                .with_context(|| format!("no script root has {DEFAULT_POLICY}"))?,
+        };
+        Ok(Arc::new(ScriptPolicy::load(&path).with_context(|| {
+            format!("loading policy {}", path.display())
+        })?))
     }
 }
 
@@ -261,7 +270,7 @@ fn eval(args: EvalArgs, config: &Config) -> Result<()> {
             args.models.len()
         );
     }
-    let policy = args.load.policy()?;
+    let policy = args.load.policy(config)?;
     let settings = policy.settings()?;
     let pairs = load_pairs(&args.data)?;
     let size = args.batch_size.unwrap_or(settings.pairs_per_batch);
@@ -382,7 +391,7 @@ async fn validate(args: ValidateArgs, config: &Config) -> Result<()> {
         .clone()
         .unwrap_or_else(|| home.join("validator").join("events.jsonl"));
     let pairs = load_pairs(&data).with_context(|| "loading evaluation data (--data)")?;
-    let policy = args.load.policy()?;
+    let policy = args.load.policy(config)?;
     let signer = Arc::new(args.hotkey.signer(config)?);
     let chain = open_chain(config).await?;
     let netuid = config.netuid;

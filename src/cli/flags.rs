@@ -125,7 +125,9 @@ config_flags! {
         blacklist_allow_non_registered: bool => "blacklist.allow_non_registered", "Serve unregistered callers.";
         #[arg(num_args = 1.., value_delimiter = ',')]
         blacklist_allowlist: Vec<String> => "blacklist.allowlist", "Hotkeys always served.";
-        scripts_root: PathBuf => "scripts.root", "Directory with tasks/, personas/, tools/, scripts/.";
+        #[arg(alias = "scripts", env = "NEURON_SCRIPTS", value_name = "DIR")]
+        scripts_root: Vec<PathBuf> => "scripts.root", "Script root overlaying the shipped scripts (tasks/, personas/, tools/, scripts/); repeatable, later wins.";
+        scripts_no_shipped: bool => "scripts.no_shipped", "Load only the --scripts.root roots, not the shipped scripts.";
         #[arg(num_args = 1.., value_delimiter = ',')]
         scripts_http_allowlist: Vec<String> => "scripts.http_allowlist", "Hosts scripts may reach.";
         scripts_hook_timeout_ms: u64 => "scripts.hook_timeout_ms", "Wall-clock limit per hook call (ms).";

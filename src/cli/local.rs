@@ -81,7 +81,7 @@ pub fn run(args: &LocalArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
     let report = runtime.block_on(async {
         tokio::select! {
             report = local::run(&options, scripts, |progress| show(&bar, progress)) => report.map(Some),
-            _ = tokio::signal::ctrl_c() => Ok(None),
+            _ = super::stop_signal() => Ok(None),
         }
     })?;
     bar.finish_and_clear();
@@ -98,6 +98,11 @@ pub fn run(args: &LocalArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
         report.epochs,
         report_dir.join("report.md").display()
     );
+    if let Some(first) = report.failures.first()
+        && report.events.is_empty()
+    {
+        anyhow::bail!("every step failed; the first: {first}");
+    }
     Ok(())
 }
 

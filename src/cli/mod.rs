@@ -9,16 +9,17 @@ mod finetune;
 mod flags;
 mod generate;
 mod local;
+mod logging;
 mod models;
 mod neuron_run;
 mod prompt;
 mod replay;
+mod scripts;
 mod task;
 mod wallet;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use flags::ConfigArgs;
-use tracing_subscriber::EnvFilter;
 
 /// A Rust host for Bittensor subnet neurons.
 #[derive(Debug, Parser)]
@@ -26,6 +27,8 @@ use tracing_subscriber::EnvFilter;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    logging: logging::LoggingArgs,
 }
 
 /// A subcommand taking the neuron configuration flags (`--config`, `--netuid`,
@@ -74,15 +77,21 @@ enum Command {
     Task(Configured<task::TaskArgs>),
     /// Create, regenerate, list and inspect bittensor wallets; sign and verify.
     Wallet(wallet::WalletArgs),
+    /// The shipped scripts: copy them out for editing.
+    #[command(subcommand)]
+    Scripts(scripts::ScriptsCommand),
+    /// Print a shell completion script (e.g. `neuron completions bash >
+    /// /etc/bash_completion.d/neuron`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Parses the command line, sets up logging and runs the chosen subcommand.
 pub fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    cli.logging.init()?;
     match cli.command {
         Command::Home => {
             println!("{}", neuron::home::neuron_home().display());
@@ -102,7 +111,27 @@ pub fn main() -> anyhow::Result<()> {
         Command::Finetune(c) => finetune::run(c.args.command, &c.config),
         Command::Task(c) => task::run(c.args.command, &c.config),
         Command::Wallet(args) => wallet::run(args),
+        Command::Scripts(cmd) => scripts::run(cmd),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "neuron", &mut std::io::stdout());
+            Ok(())
+        }
     }
+}
+
+/// Resolves when the process is asked to stop: Ctrl-C (SIGINT) or SIGTERM (what systemd,
+/// pm2 and `docker stop` send).
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await
 }
 
 #[cfg(test)]

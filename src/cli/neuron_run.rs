@@ -12,6 +12,7 @@ use neuron::prompting::validator::Validator;
 use neuron::script::{ScriptHost, Watcher};
 
 use super::flags::{self, ConfigArgs, open_chain};
+use super::stop_signal;
 
 /// Options of `neuron miner` (everything else is configuration).
 #[derive(Debug, Args)]
@@ -20,7 +21,7 @@ pub struct MinerArgs {}
 /// Options of `neuron validator`.
 #[derive(Debug, Args)]
 pub struct ValidatorArgs {
-    /// Stop after this many steps (default: run until Ctrl-C).
+    /// Stop after this many steps (default: run until Ctrl-C or SIGTERM).
     #[arg(long)]
     steps: Option<u64>,
 }
@@ -47,13 +48,13 @@ pub fn validator(args: &ValidatorArgs, config_args: &ConfigArgs) -> anyhow::Resu
                     tracing::info!(step = event.step, task = %event.task, miners = event.responses.len(), "step done");
                 }
             }) => {}
-            _ = tokio::signal::ctrl_c() => tracing::info!("stopping validator"),
+            _ = stop_signal() => tracing::info!("stopping validator; the state of the last finished step is saved"),
         }
         anyhow::Ok(())
     })
 }
 
-/// Serves the miner axon until Ctrl-C, announcing it on chain.
+/// Serves the miner axon until Ctrl-C or SIGTERM, announcing it on chain.
 pub fn miner(config_args: &ConfigArgs) -> anyhow::Result<()> {
     let config = config_args.load()?;
     let hotkey = flags::signer(&config.wallet, SignerRole::Hotkey, None)?;
@@ -63,7 +64,7 @@ pub fn miner(config_args: &ConfigArgs) -> anyhow::Result<()> {
         let setup = MinerSetup::from_config(&config, chain, hotkey, scripts)?;
         let miner = serve_miner(setup).await?;
         tracing::info!(addr = %miner.local_addr(), strategy = %config.neuron.strategy, "miner serving");
-        tokio::signal::ctrl_c().await?;
+        stop_signal().await?;
         tracing::info!("stopping miner, draining requests");
         miner.shutdown().await;
         anyhow::Ok(())

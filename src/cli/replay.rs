@@ -24,10 +24,6 @@ pub struct ReplayArgs {
     /// (imports still resolve under the script root).
     #[arg(long, value_name = "DIR")]
     tasks: Option<PathBuf>,
-    /// Script root (holding tasks/, personas/, tools/, scripts/); overrides
-    /// `--scripts.root`.
-    #[arg(long, value_name = "DIR", env = "NEURON_SCRIPTS")]
-    scripts: Option<PathBuf>,
     /// Skip lines that are not step events (warned and counted) instead of failing.
     #[arg(long)]
     skip_malformed: bool,
@@ -35,12 +31,8 @@ pub struct ReplayArgs {
 
 /// Runs `neuron replay`.
 pub fn run(args: &ReplayArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
-    let mut config = config_args.load()?;
-    if let Some(root) = &args.scripts {
-        config.scripts.root.clone_from(root);
-    }
-    let scripts = script_host(&config)
-        .with_context(|| format!("loading scripts under {}", config.scripts.root.display()))?;
+    let config = config_args.load()?;
+    let scripts = script_host(&config).context("loading the scripts")?;
     let tasks = match &args.tasks {
         Some(dir) => TaskScripts::from_dir(&scripts, dir)
             .with_context(|| format!("loading task scripts from {}", dir.display()))?,

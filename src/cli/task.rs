@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
+use neuron::config::Config;
 use neuron::prompting::challenge::{Challenge, TaskChoice};
 use neuron::prompting::contract::{
     PromptingContracts, PromptingLookups, PromptingScript, ScriptKind,
 };
 use neuron::prompting::hooks::PromptingHooks;
-use neuron::script::{HostConfig, ReloadStatus, ScriptHost};
+use neuron::prompting::host_config;
+use neuron::script::{ReloadStatus, ScriptHost, shipped};
 
 use super::flags::ConfigArgs;
 
@@ -28,7 +30,8 @@ pub struct TaskArgs {
 /// `neuron task` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum TaskCommand {
-    /// List task scripts: name, weight, file and last reload status.
+    /// List task scripts: name, weight, file, the root it comes from (`shipped` or a
+    /// `--scripts.root` directory) and last reload status.
     List {
         #[command(flatten)]
         host: HostArgs,
@@ -44,9 +47,6 @@ pub enum TaskCommand {
         /// Seed of the generate step.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Persona script (file stem under personas/) used for the challenge.
-        #[arg(long, default_value = "human")]
-        persona: String,
     },
     /// Run one full step of task NAME: generate, persona, challenge, and the reward
     /// breakdown of a completion.
@@ -61,27 +61,22 @@ pub enum TaskCommand {
         completion: Option<String>,
         #[command(flatten)]
         host: HostArgs,
-        /// Persona script (file stem under personas/).
-        #[arg(long, default_value = "human")]
-        persona: String,
     },
 }
 
-/// Script root and config values, shared by the subcommands.
+/// Config values scripts read, shared by the subcommands (the roots come from
+/// `--scripts.root`, the persona from `--neuron.persona`).
 #[derive(Debug, clap::Args)]
 pub struct HostArgs {
-    /// Script root (holding tasks/, personas/, tools/, scripts/).
-    #[arg(long, env = "NEURON_SCRIPTS", default_value = ".")]
-    scripts: PathBuf,
     /// A config value scripts read as `ctx.config(KEY)`, e.g. `--set max_tokens=32` or
     /// `--set wiki_mode=live` (numbers and booleans are parsed; repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
 }
 
-fn host(args: &HostArgs, config_args: &ConfigArgs) -> anyhow::Result<ScriptHost> {
-    let services = neuron::prompting::services(&config_args.load()?);
-    let mut config = HostConfig::new(&args.scripts);
+fn host(args: &HostArgs, config: &Config) -> anyhow::Result<ScriptHost> {
+    let services = neuron::prompting::services(config);
+    let mut host = host_config(config)?;
     for pair in &args.set {
         let (key, value) = pair
             .split_once('=')
@@ -95,34 +90,39 @@ fn host(args: &HostArgs, config_args: &ConfigArgs) -> anyhow::Result<ScriptHost>
         } else {
             value.into()
         };
-        config.config.insert(key.into(), value);
+        host.config.insert(key.into(), value);
     }
-    ScriptHost::new(config, services, PromptingContracts)
-        .with_context(|| format!("loading scripts under {}", args.scripts.display()))
+    ScriptHost::new(host, services, PromptingContracts).context("loading the scripts")
 }
 
 /// Runs a `task` subcommand.
-pub fn run(command: TaskCommand, config: &ConfigArgs) -> anyhow::Result<()> {
+pub fn run(command: TaskCommand, config_args: &ConfigArgs) -> anyhow::Result<()> {
+    let config = config_args.load()?;
+    let persona = &config.neuron.persona;
     match command {
-        TaskCommand::List { host: args } => list(&host(&args, config)?),
+        TaskCommand::List { host: args } => list(&host(&args, &config)?),
         TaskCommand::Check {
             files,
             host: args,
             seed,
-            persona,
-        } => check(&host(&args, config)?, &files, seed, &persona),
+        } => check(&host(&args, &config)?, &files, seed, persona),
         TaskCommand::Run {
             name,
             seed,
             completion,
             host: args,
-            persona,
-        } => step(&host(&args, config)?, &name, seed, completion, &persona),
+        } => step(&host(&args, &config)?, &name, seed, completion, persona),
     }
 }
 
 fn list(host: &ScriptHost) -> anyhow::Result<()> {
-    println!("{:<22} {:>7}  {:<36} status", "name", "weight", "file");
+    let shipped_root = shipped::root()
+        .ok()
+        .and_then(|root| root.canonicalize().ok());
+    println!(
+        "{:<22} {:>7}  {:<30} {:<10} status",
+        "name", "weight", "file", "from"
+    );
     for row in host.listing() {
         let is_task = row
             .script
@@ -140,7 +140,15 @@ fn list(host: &ScriptHost) -> anyhow::Result<()> {
             ReloadStatus::Ok => "ok".to_string(),
             ReloadStatus::Rejected(msg) => format!("REJECTED: {msg}"),
         };
-        println!("{name:<22} {weight:>7}  {:<36} {status}", row.rel.display());
+        let from = if shipped_root.as_ref() == Some(&row.root) {
+            "shipped".to_string()
+        } else {
+            row.root.display().to_string()
+        };
+        println!(
+            "{name:<22} {weight:>7}  {:<30} {from:<10} {status}",
+            row.rel.display()
+        );
     }
     Ok(())
 }

@@ -74,6 +74,9 @@ pub trait Policy: Send + Sync {
     fn moving_average(&self, old: f64, new: f64) -> Result<f64, FinetuneError>;
 }
 
+/// Where the policy script lives under a script root (the shipped one by default).
+pub const DEFAULT_POLICY: &str = "scripts/finetune/validator.rhai";
+
 /// [`Policy`] implemented by a Rhai script running in the sandboxed script host.
 #[derive(Debug)]
 pub struct ScriptPolicy {

@@ -21,8 +21,8 @@ pub enum ChallengeError {
     #[error(transparent)]
     Script(#[from] ScriptError),
     /// A weighted pick found no live task script.
-    #[error("no task script is live under {0}")]
-    NoTasks(PathBuf),
+    #[error("no task script is live under the script roots {0:?}")]
+    NoTasks(Vec<PathBuf>),
 }
 
 /// Which task a challenge is made from.
@@ -62,7 +62,7 @@ impl Challenge {
         let task = match choice {
             TaskChoice::Weighted(weights) => scripts
                 .pick_task(ctx, &weights)
-                .ok_or_else(|| ChallengeError::NoTasks(scripts.root().to_path_buf()))?,
+                .ok_or_else(|| ChallengeError::NoTasks(scripts.roots().to_vec()))?,
             TaskChoice::Given(task) => task,
         };
         let instance = scripts.generate(&task, ctx)?;

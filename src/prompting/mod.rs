@@ -18,7 +18,7 @@ pub mod validator;
 
 use crate::config::Config;
 use crate::models::Resolver;
-use crate::script::{HostConfig, ModelIds, ScriptError, ScriptHost, Services};
+use crate::script::{self, HostConfig, ModelIds, ScriptError, ScriptHost, Services};
 use crate::services::{HttpConfig, SourceTree};
 
 /// The services scripts use, as configured: the chat and embedding models
@@ -38,15 +38,25 @@ pub fn services(config: &Config) -> Services {
     Services::with_resolver(Resolver::default(), &ids, http, SourceTree::default_roots())
 }
 
-/// The script host over `config.scripts.root` under SN1's contracts
-/// ([`contract::PromptingContracts`]), with the configured [`services`] and hook time
-/// limit. Scripts read the generation
+/// The script host over the configured roots (the shipped scripts overlaid by
+/// `scripts.root`, see [`host_config`]) under SN1's contracts
+/// ([`contract::PromptingContracts`]), with the configured [`services`].
+pub fn script_host(config: &Config) -> Result<ScriptHost, ScriptError> {
+    ScriptHost::new(
+        host_config(config)?,
+        services(config),
+        contract::PromptingContracts,
+    )
+}
+
+/// The host set-up a [`Config`] asks for: the roots ([`script::configured_roots`]), the
+/// hook time limit and the values scripts read from `ctx.config`. Scripts read the generation
 /// settings (`max_tokens`, `temperature`, `top_k`, `top_p`, `system_prompt`),
 /// `wiki_mode` (`offline` or `live`) and the validator's `sample_size`,
 /// `moving_average_alpha`, `decay_alpha`, `vpermit_tao_limit`, `query_unique_coldkeys` and
 /// `query_unique_ips` from `ctx.config`.
-pub fn script_host(config: &Config) -> Result<ScriptHost, ScriptError> {
-    let mut host = HostConfig::new(&config.scripts.root);
+pub fn host_config(config: &Config) -> Result<HostConfig, ScriptError> {
+    let mut host = HostConfig::overlay(script::configured_roots(&config.scripts)?);
     host.limits.wall_time = std::time::Duration::from_millis(config.scripts.hook_timeout_ms);
     let mode = if config.scripts.live_tools {
         "live"
@@ -91,5 +101,5 @@ pub fn script_host(config: &Config) -> Result<ScriptHost, ScriptError> {
     ] {
         host.config.insert(key.into(), value);
     }
-    ScriptHost::new(host, services(config), contract::PromptingContracts)
+    Ok(host)
 }

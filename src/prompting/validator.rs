@@ -62,8 +62,8 @@ pub enum ValidatorError {
     #[error(transparent)]
     Events(#[from] EventsError),
     /// No task script is live.
-    #[error("no task script is live under {0}")]
-    NoTasks(PathBuf),
+    #[error("no task script is live under the script roots {0:?}")]
+    NoTasks(Vec<PathBuf>),
     /// This validator's hotkey is not registered on the subnet.
     #[error("hotkey {0} is not registered on netuid {1}")]
     NotRegistered(String, u16),
@@ -89,6 +89,22 @@ impl From<ChallengeError> for ValidatorError {
     }
 }
 
+/// Checks that `scripts` can make challenges as `config` asks: at least one live task,
+/// each task `neuron.tasks` names live, and the `neuron.persona` persona live.
+pub fn require_challenge_scripts(
+    config: &Config,
+    scripts: &ScriptHost,
+) -> Result<(), ValidatorError> {
+    if scripts.tasks().is_empty() {
+        return Err(ValidatorError::NoTasks(scripts.roots().to_vec()));
+    }
+    for name in &config.neuron.tasks {
+        scripts.task(name)?;
+    }
+    scripts.persona_script(&config.neuron.persona)?;
+    Ok(())
+}
+
 /// A running validator.
 pub struct Validator {
     config: Config,
@@ -110,13 +126,15 @@ pub struct Validator {
 
 impl Validator {
     /// Builds a validator from its parts, loading persisted state from the config's
-    /// state directory (a fresh state when none exists).
+    /// state directory (a fresh state when none exists). Fails when the scripts cannot
+    /// make a challenge (see [`require_challenge_scripts`]): a validator never idles.
     pub fn new(
         config: Config,
         chain: Arc<dyn Chain>,
         hotkey: Keypair,
         scripts: ScriptHost,
     ) -> Result<Self, ValidatorError> {
+        require_challenge_scripts(&config, &scripts)?;
         let state_dir = config.state_dir();
         let state_path = state_dir.join("state.json");
         let state = ValidatorState::load(&state_path)?;

@@ -14,21 +14,21 @@ use std::time::SystemTime;
 
 use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, FuncArgs, Map, Scope};
 use serde::de::DeserializeOwned;
-use walkdir::WalkDir;
 
 use super::contract::{Candidate, Contracts};
 use super::ctx::Ctx;
 use super::link::NeuronLink;
 use super::resolver::{self, RootResolver};
+use super::roots::{Roots, is_script};
 use super::sandbox::{self, DeadlineGuard, Limits, WALL_TIME_TOKEN};
 use super::services::Services;
-use super::{SCRIPT_ROOTS, ScriptError, api};
+use super::{ScriptError, api};
 
 /// How the host is set up.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
-    /// The directory holding the script roots ([`SCRIPT_ROOTS`]).
-    pub root: PathBuf,
+    /// The script roots, lowest priority first (see [`Roots`]).
+    pub roots: Vec<PathBuf>,
     /// Sandbox limits for every call.
     pub limits: Limits,
     /// Values scripts read as `ctx.config`.
@@ -36,10 +36,16 @@ pub struct HostConfig {
 }
 
 impl HostConfig {
-    /// Default limits and no config values, scripts under `root`.
+    /// Default limits and no config values, scripts under the one root `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self::overlay(vec![root.into()])
+    }
+
+    /// Default limits and no config values, scripts under `roots` (lowest priority
+    /// first: a later root's file replaces an earlier one's at the same path).
+    pub fn overlay(roots: Vec<PathBuf>) -> Self {
         Self {
-            root: root.into(),
+            roots,
             limits: Limits::default(),
             config: Map::new(),
         }
@@ -51,8 +57,10 @@ impl HostConfig {
 pub struct Script {
     /// Canonical path of the file.
     pub path: PathBuf,
-    /// Path relative to the script root (the file path itself when outside it).
+    /// Path relative to its script root (the file path itself when outside the roots).
     pub rel: PathBuf,
+    /// The canonical script root it comes from (its parent when outside the roots).
+    pub root: PathBuf,
     /// What kind of script it is, as its domain's [`Contracts`] named it.
     pub kind: &'static str,
     /// Files it imports, transitively (canonical paths).
@@ -175,8 +183,10 @@ pub enum ReloadStatus {
 /// One row of [`ScriptHost::listing`].
 #[derive(Debug, Clone)]
 pub struct Listing {
-    /// Path relative to the root.
+    /// Path relative to its root.
     pub rel: PathBuf,
+    /// The canonical script root the file comes from.
+    pub root: PathBuf,
     /// The live version, if any version ever loaded.
     pub script: Option<Arc<Script>>,
     /// Outcome of the last load attempt.
@@ -193,7 +203,7 @@ struct Inner {
     engine: Engine,
     services: Arc<Services>,
     contracts: Arc<dyn Contracts>,
-    root: PathBuf,
+    roots: Roots,
     resolver: RootResolver,
     limits: Limits,
     config: Map,
@@ -210,7 +220,7 @@ pub struct ScriptHost {
 impl std::fmt::Debug for ScriptHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScriptHost")
-            .field("root", &self.inner.root)
+            .field("roots", &self.inner.roots.dirs())
             .field("generation", &self.generation())
             .finish()
     }
@@ -227,19 +237,13 @@ impl ScriptHost {
         services: Services,
         contracts: impl Contracts,
     ) -> Result<Self, ScriptError> {
-        let root = config
-            .root
-            .canonicalize()
-            .map_err(|source| ScriptError::Io {
-                path: config.root.clone(),
-                source,
-            })?;
+        let roots = Roots::new(&config.roots)?;
         let mut engine = Engine::new();
         sandbox::apply(&mut engine, &config.limits);
         // `eval` would compile code at run time, outside the cache, contract checks and
         // the import restrictions: scripts have no use for it.
         engine.disable_symbol("eval");
-        engine.set_module_resolver(RootResolver::new(root.clone()));
+        engine.set_module_resolver(RootResolver::new(roots.clone()));
         engine.on_print(|s| tracing::info!(target: "neuron::script", "{s}"));
         engine.on_debug(|s, src, pos| {
             tracing::debug!(target: "neuron::script", "{}:{pos}: {s}", src.unwrap_or("?"))
@@ -252,8 +256,8 @@ impl ScriptHost {
                 engine,
                 services,
                 contracts: Arc::new(contracts),
-                resolver: RootResolver::new(root.clone()),
-                root,
+                resolver: RootResolver::new(roots.clone()),
+                roots,
                 limits: config.limits,
                 config: config.config,
                 scripts: RwLock::new(BTreeMap::new()),
@@ -265,9 +269,9 @@ impl ScriptHost {
         Ok(host)
     }
 
-    /// The canonical script root.
-    pub fn root(&self) -> &Path {
-        &self.inner.root
+    /// The canonical script roots, lowest priority first.
+    pub fn roots(&self) -> &[PathBuf] {
+        self.inner.roots.dirs()
     }
 
     /// The services behind the API modules (models, corpus, HTTP, sources), for hook
@@ -291,28 +295,26 @@ impl ScriptHost {
         self.inner.generation.load(Ordering::Acquire)
     }
 
-    /// All `.rhai` files under the roots.
+    /// The live `.rhai` files of the roots: per relative path, the highest-priority
+    /// root's file.
     pub fn scan(&self) -> Vec<PathBuf> {
-        let mut files = Vec::new();
-        for dir in SCRIPT_ROOTS {
-            let dir = self.inner.root.join(dir);
-            for entry in WalkDir::new(&dir)
-                .sort_by_file_name()
-                .into_iter()
-                .filter_map(Result::ok)
-            {
-                if entry.file_type().is_file() && is_script(entry.path()) {
-                    files.push(entry.path().to_path_buf());
-                }
-            }
+        self.inner.roots.scan()
+    }
+
+    /// `path` relative to its root, and that root (the path itself and its parent when
+    /// outside every root).
+    fn locate(&self, path: &Path) -> (PathBuf, PathBuf) {
+        match self.inner.roots.split(path) {
+            Some((root, rel)) => (rel, root.to_path_buf()),
+            None => (
+                path.to_path_buf(),
+                path.parent().unwrap_or(Path::new("")).to_path_buf(),
+            ),
         }
-        files
     }
 
     fn rel(&self, path: &Path) -> PathBuf {
-        path.strip_prefix(&self.inner.root)
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|_| path.to_path_buf())
+        self.locate(path).0
     }
 
     /// Compiles and contract-checks `path` without installing it.
@@ -321,7 +323,7 @@ impl ScriptHost {
             path: path.to_path_buf(),
             source,
         })?;
-        let rel = self.rel(&canonical);
+        let (rel, root) = self.locate(&canonical);
         let text = std::fs::read_to_string(&canonical).map_err(|source| ScriptError::Io {
             path: rel.clone(),
             source,
@@ -340,6 +342,7 @@ impl ScriptHost {
         Ok(Script {
             path: canonical,
             rel,
+            root,
             kind: contract.kind,
             name: contract.name,
             terms: contract.terms,
@@ -364,36 +367,45 @@ impl ScriptHost {
     }
 
     /// Recompiles `changed` files and every loaded script importing one of them; files
-    /// that no longer exist leave. Each success is swapped in atomically; a failure keeps
-    /// the previous version live. Returns the outcome per affected file.
+    /// that no longer exist leave. A file a higher-priority root adds shadows (removes)
+    /// the lower root's file at that path, and removing it brings that file back. Each
+    /// success is swapped in atomically; a failure keeps the previous version live.
+    /// Returns the outcome per compiled file.
     pub fn reload(&self, changed: &[PathBuf]) -> Vec<(PathBuf, Result<(), ScriptError>)> {
+        let roots = &self.inner.roots;
         let changed: BTreeSet<PathBuf> = changed
             .iter()
             .filter(|p| is_script(p))
             .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
-            .filter(|p| p.starts_with(&self.inner.root))
+            .filter(|p| roots.split(p).is_some())
             .collect();
         let mut todo: BTreeSet<PathBuf> = BTreeSet::new();
         {
             let scripts = self.read();
+            // Every file at a changed relative path: the new winner and the loaded ones.
+            for path in &changed {
+                let rel = self.rel(path);
+                todo.insert(path.clone());
+                todo.extend(roots.find(&rel));
+                todo.extend(scripts.keys().filter(|p| self.rel(p) == rel).cloned());
+            }
             for (path, entry) in scripts.iter() {
                 let importer = entry
                     .script
                     .as_ref()
-                    .is_some_and(|s| s.imports.iter().any(|i| changed.contains(i)));
+                    .is_some_and(|s| s.imports.iter().any(|i| todo.contains(i)));
                 if importer {
                     todo.insert(path.clone());
                 }
             }
         }
-        todo.extend(changed.iter().cloned());
         let mut outcomes = Vec::new();
         for path in todo {
             let rel = self.rel(&path);
-            if !path.exists() {
+            if roots.find(&rel).as_ref() != Some(&path) {
                 if self.write().remove(&path).is_some() {
                     self.inner.generation.fetch_add(1, Ordering::AcqRel);
-                    tracing::info!(file = %rel.display(), "script removed");
+                    tracing::info!(file = %path.display(), "script removed or shadowed");
                 }
                 continue;
             }
@@ -438,6 +450,7 @@ impl ScriptHost {
             .iter()
             .map(|(path, e)| Listing {
                 rel: self.rel(path),
+                root: self.locate(path).1,
                 script: e.script.clone(),
                 status: e.status.clone(),
             })
@@ -550,10 +563,6 @@ impl ScriptHost {
             message,
         }
     }
-}
-
-fn is_script(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "rhai")
 }
 
 fn is_timeout(err: &EvalAltResult) -> bool {

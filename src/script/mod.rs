@@ -1,5 +1,5 @@
-//! The Rhai scripting host: one sandboxed [`rhai::Engine`], the script roots
-//! ([`SCRIPT_ROOTS`]), contract checks through the domain's [`Contracts`], hot reload,
+//! The Rhai scripting host: one sandboxed [`rhai::Engine`], an overlay of script roots
+//! ([`Roots`], each holding [`SCRIPT_ROOTS`]; the [`shipped`] set first), contract checks through the domain's [`Contracts`], hot reload,
 //! the sandboxed hook call with typed-return helpers, and the API modules scripts call
 //! (`llm`, `embed`, `score`, `http`, `corpus`, `source`, `rng`, `log`, `time`, and inside
 //! a neuron `chain` and `dendrite`). A subnet's contracts and typed hooks live with the
@@ -16,8 +16,10 @@ mod host;
 mod link;
 mod reload;
 mod resolver;
+mod roots;
 mod sandbox;
 mod services;
+pub mod shipped;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,10 +30,11 @@ pub use ctx::{Ctx, Rng};
 pub use host::{HostConfig, Listing, Number, ReloadStatus, Script, ScriptHost};
 pub use link::NeuronLink;
 pub use reload::Watcher;
+pub use roots::{Roots, configured_roots};
 pub use sandbox::Limits;
 pub use services::{Lazy, ModelIds, Services};
 
-/// The directories under the script root that hold scripts, in lookup order: the ones
+/// The directories under each script root that hold scripts, in lookup order: the ones
 /// scanned, watched and allowed as import prefixes.
 pub const SCRIPT_ROOTS: [&str; 4] = ["tasks", "personas", "tools", "scripts"];
 

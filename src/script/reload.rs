@@ -22,7 +22,7 @@ impl std::fmt::Debug for Watcher {
 }
 
 impl ScriptHost {
-    /// Starts watching the script roots that exist; changes are debounced over
+    /// Starts watching the script directories of every root that exist; changes are debounced over
     /// `debounce` and then reloaded (compile + contract + atomic swap).
     pub fn watch(&self, debounce: Duration) -> Result<Watcher, ScriptError> {
         let host = self.clone();
@@ -34,16 +34,18 @@ impl ScriptHost {
             Err(err) => tracing::warn!("script watcher error: {err}"),
         })
         .map_err(|source| ScriptError::Watch {
-            path: self.root().to_path_buf(),
+            path: self.roots().last().cloned().unwrap_or_default(),
             source,
         })?;
-        for dir in SCRIPT_ROOTS {
-            let dir = self.root().join(dir);
-            if dir.is_dir() {
-                debouncer
-                    .watcher()
-                    .watch(&dir, RecursiveMode::Recursive)
-                    .map_err(|source| ScriptError::Watch { path: dir, source })?;
+        for root in self.roots() {
+            for dir in SCRIPT_ROOTS {
+                let dir = root.join(dir);
+                if dir.is_dir() {
+                    debouncer
+                        .watcher()
+                        .watch(&dir, RecursiveMode::Recursive)
+                        .map_err(|source| ScriptError::Watch { path: dir, source })?;
+                }
             }
         }
         Ok(Watcher {

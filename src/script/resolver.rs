@@ -1,7 +1,7 @@
 //! Module resolver for `import "tools/wikipedia" as wiki;`: paths are relative to the
-//! script root, must start with one of [`SCRIPT_ROOTS`], may omit `.rhai`, and never
-//! leave the root (no absolute paths, no `..`, symlinks checked after
-//! canonicalisation). Every file resolved while compiling a script is recorded so the
+//! script roots (the file of the highest-priority root that has it, see [`Roots`]), must
+//! start with one of [`SCRIPT_ROOTS`], may omit `.rhai`, and never leave their root (no
+//! absolute paths, no `..`, symlinks checked after canonicalisation). Every file resolved while compiling a script is recorded so the
 //! host knows which scripts to recompile when a shared tool changes.
 
 use std::cell::RefCell;
@@ -13,6 +13,7 @@ use rhai::{AST, Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, 
 type RhaiResultOf<T> = Result<T, Box<EvalAltResult>>;
 
 use super::SCRIPT_ROOTS;
+use super::roots::Roots;
 
 thread_local! {
     static RECORDING: RefCell<Option<BTreeSet<PathBuf>>> = const { RefCell::new(None) };
@@ -34,15 +35,15 @@ fn note_import(path: &Path) {
     });
 }
 
-/// Resolves imports to files under the script root only.
+/// Resolves imports to files under the script roots only.
 pub(crate) struct RootResolver {
-    base: PathBuf,
+    roots: Roots,
 }
 
 impl RootResolver {
-    /// `base` must be canonical (the host canonicalises the script root).
-    pub(crate) fn new(base: PathBuf) -> Self {
-        Self { base }
+    /// Resolves under `roots`.
+    pub(crate) fn new(roots: Roots) -> Self {
+        Self { roots }
     }
 
     /// Maps an import path to a canonical file under the root, or explains why not.
@@ -67,15 +68,21 @@ impl RootResolver {
                 "import path `{import}` may not contain `..`, `.` or a root"
             ));
         }
-        let mut file = self.base.join(rel);
-        if file.extension().is_none_or(|e| e != "rhai") {
-            file.set_extension("rhai");
+        let mut rel = rel.to_path_buf();
+        if rel.extension().is_none_or(|e| e != "rhai") {
+            rel.set_extension("rhai");
         }
-        let canonical = file
-            .canonicalize()
-            .map_err(|e| format!("cannot import `{import}`: {e}"))?;
-        let root = self.base.join(&first);
-        if !canonical.starts_with(&root) {
+        let canonical = self.roots.find(&rel).ok_or_else(|| {
+            format!(
+                "cannot import `{import}`: no script root has {}",
+                rel.display()
+            )
+        })?;
+        let inside = self
+            .roots
+            .split(&canonical)
+            .is_some_and(|(root, _)| canonical.starts_with(root.join(&first)));
+        if !inside {
             return Err(format!(
                 "import path `{import}` resolves outside the script roots"
             ));
@@ -101,12 +108,12 @@ impl RootResolver {
         Ok((ast, file))
     }
 
-    /// `file` relative to the root, for messages and AST sources.
+    /// `file` relative to its root, for messages and AST sources.
     pub(crate) fn relative(&self, file: &Path) -> String {
-        file.strip_prefix(&self.base)
-            .unwrap_or(file)
-            .to_string_lossy()
-            .into_owned()
+        match self.roots.split(file) {
+            Some((_, rel)) => rel.to_string_lossy().into_owned(),
+            None => file.to_string_lossy().into_owned(),
+        }
     }
 }
 
@@ -144,8 +151,8 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("tools")).unwrap();
         std::fs::write(dir.path().join("tools/a.rhai"), "fn f() { 1 }").unwrap();
         std::fs::write(dir.path().join("secret.rhai"), "fn f() { 2 }").unwrap();
-        let base = dir.path().canonicalize().unwrap();
-        (dir, RootResolver::new(base))
+        let roots = Roots::new(&[dir.path().to_path_buf()]).unwrap();
+        (dir, RootResolver::new(roots))
     }
 
     #[test]

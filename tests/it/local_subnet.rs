@@ -21,7 +21,6 @@ use neuron::prompting::report::write_report;
 async fn local_subnet_ranks_llm_miner_above_echo_and_phrase() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.scripts.root = env!("CARGO_MANIFEST_DIR").into();
     config.neuron.tasks = vec!["qa".into()];
     config.neuron.timeout = 120.0;
     config.neuron.epoch_length = 2;

@@ -87,7 +87,8 @@ async fn replay_reproduces_recorded_rewards_and_sees_edited_ones() {
     let dir = tempfile::tempdir().unwrap();
     let root = script_root(dir.path());
     let mut config = Config::default();
-    config.scripts.root = root.clone();
+    config.scripts.root = vec![root.clone()];
+    config.scripts.no_shipped = true;
     config.neuron.timeout = 30.0;
     config.neuron.epoch_length = 2;
     config.neuron.max_tokens = 24;
@@ -520,7 +521,8 @@ async fn replay_applies_the_update_scores_hook() {
     let dir = tempfile::tempdir().unwrap();
     let root = hook_root(dir.path());
     let mut config = Config::default();
-    config.scripts.root = root.clone();
+    config.scripts.root = vec![root.clone()];
+    config.scripts.no_shipped = true;
     config.neuron.timeout = 10.0;
     config.neuron.epoch_length = 2;
     let data_dir = dir.path().join("run");

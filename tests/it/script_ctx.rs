@@ -73,7 +73,8 @@ async fn validator_hooks_see_the_steps_metagraph_in_ctx() {
         netuid,
         ..Config::default()
     };
-    config.scripts.root = root;
+    config.scripts.root = vec![root];
+    config.scripts.no_shipped = true;
     config.neuron.full_path = Some(dir.path().join("state"));
     config.neuron.seed = Some(7);
     config.neuron.timeout = 1.0;

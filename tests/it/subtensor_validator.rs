@@ -51,7 +51,8 @@ async fn validator_scores_while_the_node_is_away_and_sets_weights_when_it_return
     write_scripts(dir.path());
     // The default netuid, 1, is the recorded metagraph's.
     let mut config = Config::default();
-    config.scripts.root = dir.path().to_path_buf();
+    config.scripts.root = vec![dir.path().to_path_buf()];
+    config.scripts.no_shipped = true;
     config.neuron.full_path = Some(dir.path().join("state"));
     config.neuron.dont_save_events = true;
     config.neuron.timeout = 0.5;

@@ -104,7 +104,8 @@ impl Subnet {
             .await
             .unwrap();
         let mut config = Config::default();
-        config.scripts.root = root.clone();
+        config.scripts.root = vec![root.clone()];
+        config.scripts.no_shipped = true;
         let scripts = script_host(&config).unwrap();
         // Every miner registered before any serves, so each one's first metagraph view
         // knows the others (the proxy miner queries them).
@@ -162,7 +163,8 @@ impl Subnet {
             netuid: self.netuid,
             ..Config::default()
         };
-        config.scripts.root = self.root.clone();
+        config.scripts.root = vec![self.root.clone()];
+        config.scripts.no_shipped = true;
         config.neuron.full_path = Some(self.dir.path().join(name));
         config.neuron.seed = Some(SEED);
         config.neuron.timeout = 5.0;
