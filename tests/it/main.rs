@@ -20,6 +20,7 @@ mod models_resolve;
 mod net_axon;
 mod net_golden;
 mod net_interop;
+mod operator_cli;
 mod prompt_cli;
 mod replay;
 mod score_parity;

@@ -200,6 +200,50 @@ fn watcher_picks_up_edits_new_files_and_deletions() {
 }
 
 #[test]
+fn an_operator_root_overlays_a_lower_one_live_and_imports_follow_the_overlay() {
+    let low = tempfile::tempdir().unwrap();
+    let high = tempfile::tempdir().unwrap();
+    write(low.path(), "tools/word.rhai", r#"fn word() { "low" }"#);
+    let importer = task_src("a", r#"#{ query: w::word(), reference: "r" }"#);
+    write(
+        low.path(),
+        "tasks/a.rhai",
+        &format!("import \"tools/word\" as w;\n{importer}"),
+    );
+    std::fs::create_dir_all(high.path().join("tools")).unwrap();
+    let config = HostConfig::overlay(vec![low.path().into(), high.path().into()]);
+    let host = ScriptHost::new(config, services(), PromptingContracts).unwrap();
+    let _watcher = host.watch(Duration::from_millis(30)).unwrap();
+    let query = || {
+        let a = host.task("a").unwrap();
+        host.generate(&a, &host.ctx(0, 0)).unwrap().query
+    };
+    let wait_for = |want: &str| {
+        let start = Instant::now();
+        while query() != want {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "timed out waiting for {want}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    };
+    assert_eq!(query(), "low");
+    // A tool at the same path in the higher root replaces the lower one for importers.
+    write(high.path(), "tools/word.rhai", r#"fn word() { "high" }"#);
+    wait_for("high");
+    // Removing it brings the lower root's file back.
+    std::fs::remove_file(high.path().join("tools/word.rhai")).unwrap();
+    wait_for("low");
+    let listing = host.listing();
+    let word = listing
+        .iter()
+        .find(|l| l.rel == Path::new("tools/word.rhai"))
+        .unwrap();
+    assert_eq!(word.root, low.path().canonicalize().unwrap());
+}
+
+#[test]
 fn syntax_error_keeps_the_previous_version_and_names_the_position() {
     let (dir, host) = temp_host(
         &[(

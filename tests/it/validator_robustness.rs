@@ -225,6 +225,7 @@ async fn killed_validator_process_resumes_with_nothing_lost() {
             .args(["--wallet.name", "vali", "--wallet.hotkey", "default"])
             .arg("--scripts.root")
             .arg(&subnet.root)
+            .args(["--scripts.no_shipped", "true"])
             .arg("--neuron.full_path")
             .arg(&state_dir)
             .args(["--neuron.seed", "7", "--neuron.timeout", "5"])
@@ -317,6 +318,40 @@ async fn killed_validator_process_resumes_with_nothing_lost() {
     assert!(steps.windows(2).all(|w| w[0] < w[1]), "{steps:?}");
     assert_eq!(steps.last(), Some(&(resumed.step - 1)));
     assert!(steps.len() as u64 >= resumed.step - KILLS, "{steps:?}");
+
+    // SIGTERM (what systemd and pm2 send) stops a running validator as Ctrl-C does: a
+    // clean exit, the state of every finished step saved, the next run resumes after it.
+    let mut child = validator(&[]).env("RUST_LOG", "info").spawn().unwrap();
+    let started = Instant::now();
+    while ValidatorState::load(&state_file).unwrap().step < resumed.step + 1 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "validator exited early"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no step in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // SAFETY: sends a signal to the child this test started and still owns.
+    assert_eq!(
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    let status = child.wait().unwrap();
+    let stopped_log = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "SIGTERM exit {status}:\n{stopped_log}");
+    assert!(stopped_log.contains("stopping validator"), "{stopped_log}");
+    let stopped = ValidatorState::load(&state_file).expect("state saved at SIGTERM");
+    assert!(stopped.step > resumed.step);
+    let status = validator(&["--steps", "1"]).status().unwrap();
+    assert!(status.success());
+    assert_eq!(
+        ValidatorState::load(&state_file).unwrap().step,
+        stopped.step + 1,
+        "the run after SIGTERM resumed at the next step"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
