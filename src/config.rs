@@ -399,6 +399,24 @@ mod tests {
     }
 
     #[test]
+    fn script_roots_are_one_path_or_a_list_and_a_flag_replaces_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("neuron.yaml");
+        std::fs::write(&file, "scripts:\n  root: /srv/mine\n").unwrap();
+        let one = Config::load(Some(&file), &[]).unwrap();
+        assert_eq!(one.scripts.root, [PathBuf::from("/srv/mine")]);
+        std::fs::write(&file, "scripts:\n  root: [/a, /b]\n").unwrap();
+        let many = Config::load(Some(&file), &[]).unwrap();
+        assert_eq!(
+            many.scripts.root,
+            [PathBuf::from("/a"), PathBuf::from("/b")]
+        );
+        let flag = Config::load(Some(&file), &[("scripts.root", value(vec!["/c"]))]).unwrap();
+        assert_eq!(flag.scripts.root, [PathBuf::from("/c")]);
+        assert!(Config::default().scripts.root.is_empty());
+    }
+
+    #[test]
     fn defaults_follow_sn1() {
         let config = Config::load(None, &[]).unwrap();
         assert_eq!(config.netuid, 1);
