@@ -344,3 +344,21 @@ async fn a_miner_started_from_an_empty_directory_serves_llm_and_stops_on_sigterm
     assert!(status.success(), "SIGTERM exit {status}:\n{text}");
     assert!(text.contains("stopping miner"), "{text}");
 }
+
+#[test]
+fn completions_for_each_shell_name_the_subcommands() {
+    for shell in ["bash", "zsh", "fish"] {
+        let script = succeeded(crate::support::bin::neuron(["completions", shell]));
+        for word in [
+            "validator",
+            "miner",
+            "local",
+            "logging.debug",
+            "scripts.root",
+        ] {
+            assert!(script.contains(word), "{shell}: no {word}");
+        }
+    }
+    let err = failed(crate::support::bin::neuron(["completions", "cmd.exe"]));
+    assert!(err.contains("invalid value"), "{err}");
+}
