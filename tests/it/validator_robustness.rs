@@ -767,10 +767,17 @@ fn generate(ctx) {
 "#,
     );
     let (mut validator, _) = subnet.validator(subnet.config("state"), None);
+    let before = subnet.chain.current_block().await.unwrap();
     let event = validator.step().await.unwrap();
     let facts: serde_json::Value = serde_json::from_str(&event.query).unwrap();
     let metagraph = subnet.metagraph().await;
-    assert!(facts["block"].as_u64().unwrap() >= metagraph.block);
+    // The block the script read lies within the step (blocks advance every 100 ms).
+    let block = facts["block"].as_u64().unwrap();
+    assert!(
+        (before..=metagraph.block).contains(&block),
+        "{before} <= {block} <= {}",
+        metagraph.block
+    );
     assert_eq!(facts["netuid"], subnet.netuid);
     assert_eq!(facts["hotkey"], subnet.validator.ss58());
     assert_eq!(facts["tempo"], 10);
