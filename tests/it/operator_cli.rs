@@ -6,9 +6,9 @@
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::bin::{neuron_command, run, run_async};
+use crate::support::bin::{neuron_command, run, run_async, terminate, wait_for_child};
 use crate::support::{failed, succeeded};
 use neuron::chain::{Chain, RAO_PER_TAO};
 use neuron::prompting::local::{LocalSubnet, demo_hyperparameters};
@@ -298,28 +298,14 @@ async fn a_miner_started_from_an_empty_directory_serves_llm_and_stops_on_sigterm
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    loop {
+    wait_for_child(&mut child, &log, "the axon announced", || async {
         let metagraph = chain.metagraph(netuid).await.unwrap();
-        if metagraph.neurons[usize::from(uid)]
+        metagraph.neurons[usize::from(uid)]
             .axon
             .as_ref()
             .is_some_and(|a| a.port == port)
-        {
-            break;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "miner exited with {status}:\n{}",
-                std::fs::read_to_string(&log).unwrap()
-            );
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "miner not announced"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
 
     let mut prompt = neuron_command(["prompt", "What is the capital of France?", "--all"]);
     prompt
@@ -334,12 +320,7 @@ async fn a_miner_started_from_an_empty_directory_serves_llm_and_stops_on_sigterm
         .unwrap_or_else(|| panic!("no row for the miner:\n{all}"));
     assert!(answer.contains("200"), "{answer}");
 
-    // SAFETY: sends a signal to the child this test started and still owns.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let status = child.wait().unwrap();
+    let status = terminate(&mut child);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "SIGTERM exit {status}:\n{text}");
     assert!(text.contains("stopping miner"), "{text}");

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::support::bin::neuron_command;
+use crate::support::bin::{neuron_command, terminate, wait_for_child};
 use crate::support::flaky_chain::FlakyChain;
 use neuron::chain::sim::SimChain;
 use neuron::chain::{AxonServe, Chain, ChainError, Metagraph, RAO_PER_TAO};
@@ -248,26 +248,10 @@ async fn killed_validator_process_resumes_with_nothing_lost() {
     for _ in 0..KILLS {
         let target = killed.step + 2;
         let mut child = validator(&[]).spawn().unwrap();
-        let started = Instant::now();
-        loop {
-            if let Ok(state) = ValidatorState::load(&state_file)
-                && state.step >= target
-            {
-                break;
-            }
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!(
-                    "validator exited with {status}:\n{}",
-                    std::fs::read_to_string(&log).unwrap()
-                );
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "no step {target} in 60 s:\n{}",
-                std::fs::read_to_string(&log).unwrap()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_for_child(&mut child, &log, &format!("step {target}"), || async {
+            ValidatorState::load(&state_file).is_ok_and(|state| state.step >= target)
+        })
+        .await;
         child.kill().unwrap();
         child.wait().unwrap();
         let state = ValidatorState::load(&state_file).expect("state file intact after SIGKILL");
@@ -322,24 +306,11 @@ async fn killed_validator_process_resumes_with_nothing_lost() {
     // SIGTERM (what systemd and pm2 send) stops a running validator as Ctrl-C does: a
     // clean exit, the state of every finished step saved, the next run resumes after it.
     let mut child = validator(&[]).env("RUST_LOG", "info").spawn().unwrap();
-    let started = Instant::now();
-    while ValidatorState::load(&state_file).unwrap().step < resumed.step + 1 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "validator exited early"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "no step in 60 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // SAFETY: sends a signal to the child this test started and still owns.
-    assert_eq!(
-        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) },
-        0
-    );
-    let status = child.wait().unwrap();
+    wait_for_child(&mut child, &log, "a step after the restart", || async {
+        ValidatorState::load(&state_file).is_ok_and(|state| state.step > resumed.step)
+    })
+    .await;
+    let status = terminate(&mut child);
     let stopped_log = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "SIGTERM exit {status}:\n{stopped_log}");
     assert!(stopped_log.contains("stopping validator"), "{stopped_log}");

@@ -35,3 +35,37 @@ pub async fn run_async(cmd: Command) -> Output {
         .await
         .expect("runner thread")
 }
+
+/// Polls `ready` every 10 ms until it holds, while `child` (logging to `log`) keeps
+/// running: panics with the log if the child exits first or `what` takes over 60 s.
+pub async fn wait_for_child<F, Fut>(
+    child: &mut std::process::Child,
+    log: &std::path::Path,
+    what: &str,
+    mut ready: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let log_text = || std::fs::read_to_string(log).unwrap_or_default();
+    let started = std::time::Instant::now();
+    while !ready().await {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("neuron exited with {status} before {what}:\n{}", log_text());
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no {what} in 60 s:\n{}",
+            log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+/// Sends SIGTERM (what systemd and pm2 send) to `child` and waits for it to exit.
+pub fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
+    // SAFETY: signals a child process this test started and has not yet reaped.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(sent, 0, "kill(SIGTERM)");
+    child.wait().unwrap()
+}
