@@ -11,7 +11,7 @@ use neuron::chain::subtensor::SignerRole;
 use neuron::config::Config;
 use neuron::finetune::{
     Batch, Candidate, Evaluator, FinetuneConfig, FinetuneValidator, ModelId, ModelStore, Policy,
-    ScriptPolicy, StoreConfig, batches, hash_directory, load_pairs, read_models,
+    ScriptPolicy, StoreConfig, WorkerCommand, batches, hash_directory, load_pairs, read_models,
 };
 use neuron::llm::{CpuKernels, LoadOptions};
 use neuron::wallet::Keypair;
@@ -38,6 +38,10 @@ pub enum FinetuneCommand {
     Validate(ValidateArgs),
     /// List the model ids committed on a subnet.
     List,
+    /// Evaluate one model for `eval` or `validate`, which run this in a child process per
+    /// candidate: a request (JSON) on stdin, the losses (JSON) on stdout.
+    #[command(hide = true)]
+    EvalWorker(LoadArgs),
 }
 
 /// The hotkey that signs commitments and weights: the configured wallet's, or a
@@ -96,10 +100,15 @@ pub struct LoadArgs {
     /// Policy script.
     #[arg(long, default_value = "scripts/finetune/validator.rhai")]
     policy: PathBuf,
+    /// Evaluate every model in this process instead of one child process per model
+    /// (saves a process start per model; a model that aborts the process stops the run).
+    #[arg(long)]
+    in_process: bool,
 }
 
 impl LoadArgs {
-    fn evaluator(&self, config: &Config) -> Result<Evaluator> {
+    /// The evaluator in this process, with these flags.
+    fn local_evaluator(&self, config: &Config) -> Result<Evaluator> {
         Ok(Evaluator::new(LoadOptions {
             device: config.neuron.device.open()?,
             cpu_kernels: CpuKernels {
@@ -108,6 +117,29 @@ impl LoadArgs {
             },
             ..LoadOptions::default()
         }))
+    }
+
+    /// The evaluator of a round: one `neuron finetune eval-worker` child process per
+    /// model, with the same device and kernels, unless `--in-process`.
+    fn evaluator(&self, config: &Config) -> Result<Evaluator> {
+        let local = self.local_evaluator(config)?;
+        if self.in_process {
+            return Ok(local);
+        }
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "finetune".into(),
+            "eval-worker".into(),
+            "--neuron.device".into(),
+            config.neuron.device.to_string().into(),
+        ];
+        if self.no_requantize {
+            args.push("--no-requantize".into());
+        }
+        if self.candle_kernels {
+            args.push("--candle-kernels".into());
+        }
+        let program = std::env::current_exe().context("locating the neuron executable")?;
+        Ok(local.isolated(WorkerCommand { program, args }))
     }
 
     fn policy(&self) -> Result<Arc<ScriptPolicy>> {
@@ -205,6 +237,10 @@ pub fn run(cmd: FinetuneCommand, config_args: &ConfigArgs) -> Result<()> {
         FinetuneCommand::Eval(args) => eval(args, &config),
         FinetuneCommand::Validate(args) => rt.block_on(validate(args, &config)),
         FinetuneCommand::List => rt.block_on(list(&config)),
+        FinetuneCommand::EvalWorker(args) => {
+            let evaluator = args.local_evaluator(&config)?;
+            Ok(evaluator.serve_worker(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())?)
+        }
     }
 }
 
