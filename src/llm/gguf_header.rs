@@ -49,11 +49,7 @@ pub fn open_gguf(path: &Path) -> Result<(File, GgufHeader), LlmError> {
         path: path.display().to_string(),
         reason,
     };
-    let mut file = File::open(path).map_err(|e| open_err(e.to_string()))?;
-    let meta = file.metadata().map_err(|e| open_err(e.to_string()))?;
-    if !meta.is_file() {
-        return Err(open_err("not a regular file".into()));
-    }
+    let mut file = crate::fsutil::open_regular(path).map_err(|e| open_err(e.to_string()))?;
     let header = read_gguf_header(&mut file)
         .map_err(|e| LlmError::BadModel(format!("{}: {}", path.display(), bad_reason(e))))?;
     Ok((file, header))
