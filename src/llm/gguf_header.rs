@@ -85,7 +85,15 @@ pub fn read_gguf_header<R: Read + Seek>(reader: &mut R) -> Result<GgufHeader, Ll
     let content = match parsed {
         Ok(Ok(content)) => content,
         Ok(Err(e)) => {
-            return Err(LlmError::BadModel(format!("not a readable GGUF file: {e}")));
+            // Without the backtrace candle attaches under RUST_BACKTRACE: resolving it
+            // loads this binary's debug info (tens of MB) for a one-line reason.
+            let reason = match e {
+                candle_core::Error::WithBacktrace { inner, .. } => inner.to_string(),
+                other => other.to_string(),
+            };
+            return Err(LlmError::BadModel(format!(
+                "not a readable GGUF file: {reason}"
+            )));
         }
         Err(_) => {
             return Err(LlmError::BadModel(
