@@ -211,9 +211,10 @@ pub fn decrypt(data: &[u8], password: &str) -> Result<Zeroizing<Vec<u8>>, Wallet
 /// the ciphertext with its 16-byte tag) cannot be what the SDK wrote, if it cannot: too
 /// short for a nonce and a tag; valid UTF-8 text (the file was edited or re-encoded as
 /// text); or a run of 16 equal bytes (a zero-filled or overwritten block). A body the SDK
-/// wrote is uniformly random bytes, which show either of the last two with a probability
-/// below 2^-100, so these never blame a good file. Any other alteration only shows as a
-/// failed authentication, which a wrong password also gives.
+/// writes is several hundred uniformly random bytes (nonce, tag and the ciphertext of
+/// the key's JSON), which show either of the last two with odds below 2^-100, so these
+/// do not blame a good file. Any other alteration only shows as a failed
+/// authentication, which a wrong password also gives.
 pub fn nacl_damage(body: &[u8]) -> Option<String> {
     const NONCE_AND_TAG: usize = 24 + 16;
     if body.len() < NONCE_AND_TAG {

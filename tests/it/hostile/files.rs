@@ -524,9 +524,32 @@ fn a_broken_embedder_tokenizer_is_named() {
 // Property tests: the GGUF header reader and the keyfile parser never panic and allocate
 // within a bound linear in their input.
 
-/// Reading a GGUF header of `n` bytes allocates at most this much in total.
+/// Reading a GGUF header of `n` bytes allocates at most this much in total: candle keeps
+/// each array element as a 32-byte value (a one-byte `u8` on disk) in a vector grown by
+/// doubling, which asks for 64 bytes per element in all ([`a_header_of_one_byte_array_stays_within_the_bound`]).
 fn gguf_allocation_bound(n: usize) -> usize {
-    64 * n + (256 << 10)
+    96 * n + (256 << 10)
+}
+
+/// The costliest header per byte: one metadata array of `u8`s filling the file.
+#[test]
+fn a_header_of_one_byte_array_stays_within_the_bound() {
+    let elements = 1 << 20;
+    let mut kv = 1u64.to_le_bytes().to_vec();
+    kv.push(b'k');
+    kv.extend_from_slice(&9u32.to_le_bytes()); // array
+    kv.extend_from_slice(&0u32.to_le_bytes()); // of u8
+    kv.extend_from_slice(&(elements as u64).to_le_bytes());
+    kv.resize(kv.len() + elements, 7);
+    let bytes = gguf_bytes(3, 0, 1, &kv);
+    let (result, allocated) = allocated_by(|| read_gguf_header(&mut Cursor::new(&bytes)));
+    assert!(result.is_ok());
+    assert!(allocated >= 32 * elements, "{allocated}: the array was not read");
+    assert!(
+        allocated <= gguf_allocation_bound(bytes.len()),
+        "{allocated} bytes for {} bytes of header",
+        bytes.len()
+    );
 }
 
 /// Parsing `n` keyfile bytes (at most [`MAX_KEYFILE_BYTES`]) allocates at most this much.
