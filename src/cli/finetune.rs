@@ -239,7 +239,8 @@ pub fn run(cmd: FinetuneCommand, config_args: &ConfigArgs) -> Result<()> {
         FinetuneCommand::List => rt.block_on(list(&config)),
         FinetuneCommand::EvalWorker(args) => {
             let evaluator = args.local_evaluator(&config)?;
-            Ok(evaluator.serve_worker(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())?)
+            Ok(evaluator
+                .serve_worker(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())?)
         }
     }
 }

@@ -155,7 +155,10 @@ impl Evaluator {
             serde_json::from_reader(input).map_err(|e| bad(e.to_string()))?;
         let reply = match self.local_batch_losses(&request.model, &request.batches) {
             Ok((losses, tokens)) => WorkerReply::Losses {
-                losses: losses.into_iter().map(|l| l.is_finite().then_some(l)).collect(),
+                losses: losses
+                    .into_iter()
+                    .map(|l| l.is_finite().then_some(l))
+                    .collect(),
                 tokens,
             },
             Err(e) => WorkerReply::Failed(e.to_string()),
@@ -245,7 +248,11 @@ impl Evaluator {
     /// failed pair, as the reference does), and the number of tokens scored; in a child
     /// process when the evaluator is [`isolated`](Self::isolated). The error says why
     /// the model could not be evaluated.
-    pub fn batch_losses(&self, path: &Path, batches: &[Batch]) -> Result<(Vec<f64>, usize), String> {
+    pub fn batch_losses(
+        &self,
+        path: &Path,
+        batches: &[Batch],
+    ) -> Result<(Vec<f64>, usize), String> {
         match &self.worker {
             Some(worker) => Self::child_batch_losses(worker, path, batches),
             None => self
@@ -305,10 +312,7 @@ impl Evaluator {
         let mut tokens = 0;
         let mut rows = Vec::with_capacity(candidates.len());
         for c in candidates {
-            let result = c
-                .path
-                .clone()
-                .and_then(|p| self.batch_losses(&p, batches));
+            let result = c.path.clone().and_then(|p| self.batch_losses(&p, batches));
             let (losses, error) = match result {
                 Ok((losses, n)) => {
                     tokens += n;

@@ -50,11 +50,10 @@ pub struct ModelCheck {
 /// Architecture and parameter count of a GGUF file, from its header only (checked by
 /// [`crate::llm::open_gguf`]: no wrapping counts, every tensor inside the file).
 pub fn inspect_gguf(path: &Path) -> Result<ModelCheck, FinetuneError> {
-    let (_, header) =
-        crate::llm::open_gguf(path).map_err(|e| FinetuneError::Rejected {
-            id: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
+    let (_, header) = crate::llm::open_gguf(path).map_err(|e| FinetuneError::Rejected {
+        id: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
     Ok(ModelCheck {
         architecture: header.architecture(),
         parameters: header.parameters,

@@ -11,8 +11,8 @@ use serde_json::json;
 
 use super::LlmError;
 use super::engine::{md_str, md_u32};
-use super::gguf_header::open_gguf;
 use super::gguf::{md_f32, md_usize};
+use super::gguf_header::open_gguf;
 
 /// Element type of the exported weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -539,7 +539,9 @@ mod tests {
             let line = serde_json::to_string(&response(reward)).unwrap();
             assert!(line.contains(&format!("\"reward\":{written}")), "{line}");
             let back: ResponseEvent = serde_json::from_str(&line).unwrap();
-            assert!(reward.total_cmp(&back.reward).is_eq() || reward.is_nan() && back.reward.is_nan());
+            assert!(
+                reward.total_cmp(&back.reward).is_eq() || reward.is_nan() && back.reward.is_nan()
+            );
         }
         // Logs written before this representation held `null`.
         let old = serde_json::to_string(&response(0.0))

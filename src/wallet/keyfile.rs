@@ -453,7 +453,10 @@ pub fn parse_keyfile(raw: &[u8], path: &Path, password: &Password) -> Result<Key
     let plain = match detect_encryption(raw) {
         Encryption::None => Zeroizing::new(raw.to_vec()),
         Encryption::Nacl if let Some(reason) = nacl_damage(&raw[NACL_PREFIX.len()..]) => {
-            return Err(WalletError::Damaged(format!("{}: {reason}", path.display())));
+            return Err(WalletError::Damaged(format!(
+                "{}: {reason}",
+                path.display()
+            )));
         }
         _ => decrypt(raw, &password.resolve(path)?)?,
     };

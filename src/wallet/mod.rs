@@ -20,12 +20,12 @@ use std::path::{Path, PathBuf};
 use crate::chain::subtensor::SignerRole;
 use crate::config::WalletConfig;
 
+pub use input::{MAX_MNEMONIC_BYTES, MnemonicInput};
 pub use keyfile::{
     Encryption, Keyfile, KeyfileData, MAX_KEYFILE_BYTES, NACL_PREFIX, NACL_SALT, Password,
     decode_env_password, decrypt, detect_encryption, encode_env_password, encrypt_nacl,
     nacl_damage, parse_keyfile, password_env_var,
 };
-pub use input::{MAX_MNEMONIC_BYTES, MnemonicInput};
 pub use keypair::{
     DEV_PHRASE, Keypair, SIGNING_CONTEXT, SS58_FORMAT, ss58_decode, ss58_encode, verify,
 };

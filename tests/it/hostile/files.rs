@@ -160,7 +160,11 @@ fn overflowing_gguf_dims_are_a_clean_error_in_generate_and_the_library() {
     ]));
     // An error exit (1), not a panic (101) or a signal (abort on the allocation).
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("more elements than 2^64"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("more elements than 2^64"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 fn pairs_file(dir: &Path) -> PathBuf {
@@ -258,7 +262,10 @@ if grep -q doomed "$req"; then rm -f "$req"; kill -ABRT $$; fi
         )
         .expect("the round finishes");
     let (good, doomed) = (&outcome.scores[0], &outcome.scores[1]);
-    assert!(good.losses[0].is_finite() && good.error.is_none(), "{good:?}");
+    assert!(
+        good.losses[0].is_finite() && good.error.is_none(),
+        "{good:?}"
+    );
     assert!(doomed.losses[0].is_infinite(), "{doomed:?}");
     let error = doomed.error.as_deref().unwrap();
     assert!(error.contains("died") && error.contains("6"), "{error}");
@@ -472,7 +479,9 @@ fn regen_reads_the_mnemonic_from_stdin_or_a_file_and_still_from_the_flag() {
                 .spawn()
                 .unwrap();
             let mut stdin = child.stdin.take().unwrap();
-            stdin.write_all(format!("{DEV_PHRASE}\n").as_bytes()).unwrap();
+            stdin
+                .write_all(format!("{DEV_PHRASE}\n").as_bytes())
+                .unwrap();
             drop(stdin);
             let out = child.wait_with_output().unwrap();
             assert!(out.status.success(), "{how} {command}: {}", stderr(&out));
@@ -544,7 +553,10 @@ fn a_header_of_one_byte_array_stays_within_the_bound() {
     let bytes = gguf_bytes(3, 0, 1, &kv);
     let (result, allocated) = allocated_by(|| read_gguf_header(&mut Cursor::new(&bytes)));
     assert!(result.is_ok());
-    assert!(allocated >= 32 * elements, "{allocated}: the array was not read");
+    assert!(
+        allocated >= 32 * elements,
+        "{allocated}: the array was not read"
+    );
     assert!(
         allocated <= gguf_allocation_bound(bytes.len()),
         "{allocated} bytes for {} bytes of header",
@@ -581,7 +593,13 @@ fn tensor_entry(dims: &[u64], dtype: u32, offset: u64) -> Vec<u8> {
 }
 
 fn dim() -> impl Strategy<Value = u64> {
-    prop_oneof![1u64..64, Just(0u64), Just(1u64 << 32), Just(1u64 << 59), any::<u64>()]
+    prop_oneof![
+        1u64..64,
+        Just(0u64),
+        Just(1u64 << 32),
+        Just(1u64 << 59),
+        any::<u64>()
+    ]
 }
 
 fn count_field() -> impl Strategy<Value = u64> {
