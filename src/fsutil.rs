@@ -1,7 +1,8 @@
 //! Durable file writes: [`write_atomic`] replaces a file so that a crash at any moment
 //! leaves either the old content or the new, never a torn mix, and the new content is
 //! on disk when it returns. Validator state, keyfiles, finetune state and pending
-//! weight reveals are all written this way.
+//! weight reveals are all written this way. [`open_regular`] is the matching reader's
+//! open for files an attacker may have replaced (keyfiles, models).
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -70,6 +71,29 @@ pub fn write_atomic_with(
     flush.file(tmp.as_file())?;
     tmp.persist(path).map_err(|e| e.error)?;
     flush.dir(dir)
+}
+
+/// Opens `path` for reading if it is a regular file (symlinks followed). A FIFO, a
+/// device such as `/dev/zero` or a directory is refused with `InvalidInput` instead of
+/// blocking the open (a FIFO without a writer) or a read (a device that never ends).
+pub fn open_regular(path: &Path) -> io::Result<File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Opening a FIFO for reading waits for a writer unless non-blocking; on a
+        // regular file the flag changes nothing.
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use neuron::chain::subtensor::SignerRole;
 use neuron::config::Config;
 use neuron::finetune::{
     Batch, Candidate, DEFAULT_POLICY, Evaluator, FinetuneConfig, FinetuneValidator, ModelId,
-    ModelStore, Policy, ScriptPolicy, StoreConfig, batches, hash_directory, load_pairs,
-    read_models,
+    ModelStore, Policy, ScriptPolicy, StoreConfig, WorkerCommand, batches, hash_directory,
+    load_pairs, read_models,
 };
 use neuron::llm::{CpuKernels, LoadOptions};
 use neuron::script::{Roots, configured_roots};
@@ -40,6 +40,10 @@ pub enum FinetuneCommand {
     Validate(ValidateArgs),
     /// List the model ids committed on a subnet.
     List,
+    /// Evaluate one model for `eval` or `validate`, which run this in a child process per
+    /// candidate: a request (JSON) on stdin, the losses (JSON) on stdout.
+    #[command(hide = true)]
+    EvalWorker(LoadArgs),
 }
 
 /// The hotkey that signs commitments and weights: the configured wallet's, or a
@@ -99,10 +103,19 @@ pub struct LoadArgs {
     /// `--scripts.root` overlaying the shipped one).
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Evaluate every model in this process instead of one child process per model
+    /// (saves a process start per model; a model that aborts the process stops the run).
+    #[arg(long)]
+    in_process: bool,
+    /// Seconds one model's evaluation process may run before it is killed and the model
+    /// scores +inf.
+    #[arg(long, default_value_t = 1800.0)]
+    eval_timeout: f64,
 }
 
 impl LoadArgs {
-    fn evaluator(&self, config: &Config) -> Result<Evaluator> {
+    /// The evaluator in this process, with these flags.
+    fn local_evaluator(&self, config: &Config) -> Result<Evaluator> {
         Ok(Evaluator::new(LoadOptions {
             device: config.neuron.device.open()?,
             cpu_kernels: CpuKernels {
@@ -110,6 +123,37 @@ impl LoadArgs {
                 requantize: !self.no_requantize,
             },
             ..LoadOptions::default()
+        }))
+    }
+
+    /// The evaluator of a round: one `neuron finetune eval-worker` child process per
+    /// model, with the same device and kernels, unless `--in-process`.
+    fn evaluator(&self, config: &Config) -> Result<Evaluator> {
+        let local = self.local_evaluator(config)?;
+        if self.in_process {
+            return Ok(local);
+        }
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "finetune".into(),
+            "eval-worker".into(),
+            "--neuron.device".into(),
+            config.neuron.device.to_string().into(),
+        ];
+        if self.no_requantize {
+            args.push("--no-requantize".into());
+        }
+        if self.candle_kernels {
+            args.push("--candle-kernels".into());
+        }
+        let program = std::env::current_exe().context("locating the neuron executable")?;
+        let deadline = Duration::try_from_secs_f64(self.eval_timeout)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .context("--eval-timeout must be a positive number of seconds")?;
+        Ok(local.isolated(WorkerCommand {
+            program,
+            args,
+            deadline,
         }))
     }
 
@@ -214,6 +258,11 @@ pub fn run(cmd: FinetuneCommand, config_args: &ConfigArgs) -> Result<()> {
         FinetuneCommand::Eval(args) => eval(args, &config),
         FinetuneCommand::Validate(args) => rt.block_on(validate(args, &config)),
         FinetuneCommand::List => rt.block_on(list(&config)),
+        FinetuneCommand::EvalWorker(args) => {
+            let evaluator = args.local_evaluator(&config)?;
+            Ok(evaluator
+                .serve_worker(&mut std::io::stdin().lock(), &mut std::io::stdout().lock())?)
+        }
     }
 }
 

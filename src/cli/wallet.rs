@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use neuron::wallet::{Keypair, Password, Wallet, password_env_var};
+use neuron::wallet::{Keypair, MnemonicInput, Password, Wallet, password_env_var};
 
 use super::flags;
 
@@ -17,13 +17,18 @@ pub struct WalletArgs {
     command: WalletCommand,
 }
 
-/// Key material for regen commands (exactly one).
+/// Key material for regen commands (at most one; with none, the mnemonic is read from
+/// a hidden prompt on a terminal, else from standard input).
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(required = false, multiple = false)]
 struct KeySource {
-    /// BIP39 mnemonic (12–24 words, quoted).
+    /// BIP39 mnemonic (12–24 words, quoted). Visible to `ps` and kept in shell history:
+    /// prefer --mnemonic-file, standard input or the prompt.
     #[arg(long)]
     mnemonic: Option<String>,
+    /// Read the mnemonic from this file (`-`: standard input).
+    #[arg(long, value_name = "PATH")]
+    mnemonic_file: Option<std::path::PathBuf>,
     /// 32-byte mini-secret seed, 0x-hex.
     #[arg(long)]
     seed: Option<String>,
@@ -64,14 +69,16 @@ enum WalletCommand {
         #[command(flatten)]
         write: WriteArgs,
     },
-    /// Recreate the coldkey from a mnemonic, seed or URI.
+    /// Recreate the coldkey from a mnemonic (prompted for, or read from a file or standard
+    /// input, when not given), seed or URI.
     RegenColdkey {
         #[command(flatten)]
         key: KeySource,
         #[command(flatten)]
         write: WriteArgs,
     },
-    /// Recreate the hotkey from a mnemonic, seed or URI.
+    /// Recreate the hotkey from a mnemonic (prompted for, or read from a file or standard
+    /// input, when not given), seed or URI.
     RegenHotkey {
         #[command(flatten)]
         key: KeySource,
@@ -224,8 +231,12 @@ pub fn run(args: WalletArgs) -> Result<()> {
 }
 
 fn key_from(src: &KeySource) -> Result<Keypair> {
+    use std::io::IsTerminal;
     Ok(match (&src.mnemonic, &src.seed, &src.uri) {
-        (Some(m), _, _) => Keypair::from_mnemonic(m, None)?,
+        (Some(m), _, _) => {
+            tracing::warn!("--mnemonic is visible to other users (ps) and in shell history");
+            Keypair::from_mnemonic(m, None)?
+        }
         (_, Some(s), _) => {
             let seed: [u8; 32] = hex::decode(s.trim_start_matches("0x"))
                 .ok()
@@ -234,7 +245,16 @@ fn key_from(src: &KeySource) -> Result<Keypair> {
             Keypair::from_seed(&seed)?
         }
         (_, _, Some(u)) => Keypair::from_uri(u)?,
-        _ => bail!("give --mnemonic, --seed or --uri"),
+        (None, None, None) => {
+            let input = match &src.mnemonic_file {
+                Some(path) => MnemonicInput::File(path.clone()),
+                None if std::io::stdin().is_terminal() => {
+                    MnemonicInput::Prompt("Mnemonic (input hidden): ".into())
+                }
+                None => MnemonicInput::Stdin,
+            };
+            Keypair::from_mnemonic(&input.read()?, None)?
+        }
     })
 }
 

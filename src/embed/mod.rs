@@ -101,8 +101,9 @@ impl Embedder {
                 reason: e.to_string(),
             })?;
         let weights = need("model.safetensors")?;
-        let mut tokenizer = Tokenizer::from_file(need("tokenizer.json")?)
-            .map_err(|e| EmbedError::Tokenizer(e.to_string()))?;
+        let tokenizer_path = need("tokenizer.json")?;
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| EmbedError::Tokenizer(format!("{}: {e}", tokenizer_path.display())))?;
 
         let st_config = dir.join("sentence_bert_config.json");
         let max_len = if st_config.is_file() {

@@ -11,7 +11,7 @@ use serde_json::Value;
 use super::FinetuneError;
 
 /// One evaluation example: the loss is taken over `response` given `prompt`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Pair {
     /// What the model is conditioned on.
     pub prompt: String,

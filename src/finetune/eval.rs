@@ -1,9 +1,17 @@
 //! Loss evaluation of candidate models on batches, and one round's scores.
+//!
+//! A candidate's model is a file from a party the validator does not trust. Its losses
+//! can be computed in a child process ([`WorkerCommand`], `neuron finetune eval-worker`)
+//! so that even a fault nothing checks for (an abort, a crash in a kernel, memory
+//! exhaustion) costs that candidate +∞ and never the round.
 
+use std::ffi::OsString;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::llm::{ChatMessage, LlmService, LoadOptions};
 
@@ -72,16 +80,158 @@ pub struct PairLoss {
     pub losses: Vec<f32>,
 }
 
+/// The command that evaluates one candidate in a child process: it reads a
+/// [`WorkerRequest`] (JSON) on stdin and writes a [`WorkerReply`] (JSON) on stdout, as
+/// [`Evaluator::serve_worker`] does (`neuron finetune eval-worker`).
+#[derive(Debug, Clone)]
+pub struct WorkerCommand {
+    /// The program (usually this executable).
+    pub program: PathBuf,
+    /// Its arguments.
+    pub args: Vec<OsString>,
+    /// Wall-time limit of one model's evaluation: past it the process is killed and
+    /// the model scores +∞, so a model that hangs cannot stall the round.
+    pub deadline: Duration,
+}
+
+/// The largest reply read from a worker (a loss per batch is a few bytes).
+const MAX_WORKER_REPLY: u64 = 16 << 20;
+
+/// What a worker is asked: the losses of one model on the round's batches.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkerRequest {
+    /// The model to load.
+    pub model: PathBuf,
+    /// The round's batches.
+    pub batches: Vec<Batch>,
+}
+
+/// What a worker answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerReply {
+    /// Mean loss per batch (`None` for +∞, which JSON cannot hold) and tokens scored.
+    Losses {
+        /// One per batch.
+        losses: Vec<Option<f64>>,
+        /// Response tokens scored.
+        tokens: usize,
+    },
+    /// The model could not be loaded or evaluated.
+    Failed(String),
+}
+
 /// Computes losses with the inference core.
 #[derive(Debug, Clone)]
 pub struct Evaluator {
     options: LoadOptions,
+    worker: Option<WorkerCommand>,
 }
 
 impl Evaluator {
-    /// An evaluator loading models with `options`.
+    /// An evaluator loading models with `options` in this process.
     pub fn new(options: LoadOptions) -> Self {
-        Self { options }
+        Self {
+            options,
+            worker: None,
+        }
+    }
+
+    /// The same evaluator, computing each candidate's losses in a child process run
+    /// with `worker` instead of in this one.
+    pub fn isolated(self, worker: WorkerCommand) -> Self {
+        Self {
+            worker: Some(worker),
+            ..self
+        }
+    }
+
+    /// Answers one [`WorkerRequest`] read from `input` with a [`WorkerReply`] on
+    /// `output`, computing the losses in this process: the body of a worker process.
+    pub fn serve_worker(
+        &self,
+        input: &mut dyn Read,
+        output: &mut dyn Write,
+    ) -> Result<(), FinetuneError> {
+        let bad = |reason: String| FinetuneError::Data {
+            path: "worker request".into(),
+            reason,
+        };
+        let request: WorkerRequest =
+            serde_json::from_reader(input).map_err(|e| bad(e.to_string()))?;
+        let reply = match self.local_batch_losses(&request.model, &request.batches) {
+            Ok((losses, tokens)) => WorkerReply::Losses {
+                losses: losses
+                    .into_iter()
+                    .map(|l| l.is_finite().then_some(l))
+                    .collect(),
+                tokens,
+            },
+            Err(e) => WorkerReply::Failed(e.to_string()),
+        };
+        serde_json::to_writer(&mut *output, &reply).map_err(|e| bad(e.to_string()))?;
+        output.flush().map_err(|e| bad(e.to_string()))
+    }
+
+    /// Runs the worker on one model; any way it can fail (it cannot start, dies on a
+    /// signal, exits non-zero, answers garbage or reports a failure) is an `Err`.
+    fn child_batch_losses(
+        worker: &WorkerCommand,
+        path: &Path,
+        batches: &[Batch],
+    ) -> Result<(Vec<f64>, usize), String> {
+        let request = serde_json::to_vec(&WorkerRequest {
+            model: path.to_path_buf(),
+            batches: batches.to_vec(),
+        })
+        .map_err(|e| e.to_string())?;
+        let mut child = Command::new(&worker.program)
+            .args(&worker.args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", worker.program.display()))?;
+        // The worker reads its whole request before writing anything, so writing all of
+        // it first cannot deadlock; a worker that died early shows in its status below.
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(&request);
+        }
+        let mut stdout = child.stdout.take().expect("stdout is piped");
+        let reader = std::thread::spawn(move || {
+            let mut reply = Vec::new();
+            let _ = (&mut stdout).take(MAX_WORKER_REPLY).read_to_end(&mut reply);
+            reply
+        });
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                break status;
+            }
+            if started.elapsed() >= worker.deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "evaluation process ran past its limit of {:?} and was killed",
+                    worker.deadline
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        if !status.success() {
+            return Err(format!("evaluation process died ({status})"));
+        }
+        let reply = reader.join().unwrap_or_default();
+        match serde_json::from_slice(&reply) {
+            Ok(WorkerReply::Losses { losses, tokens }) => Ok((
+                losses
+                    .into_iter()
+                    .map(|l| l.unwrap_or(f64::INFINITY))
+                    .collect(),
+                tokens,
+            )),
+            Ok(WorkerReply::Failed(reason)) => Err(reason),
+            Err(e) => Err(format!("evaluation process answered badly: {e}")),
+        }
     }
 
     /// Loads the model at `path` with the evaluator's options.
@@ -122,8 +272,24 @@ impl Evaluator {
     }
 
     /// The mean loss over all response tokens of each batch (`inf` for a batch with a
-    /// failed pair, as the reference does), and the number of tokens scored.
+    /// failed pair, as the reference does), and the number of tokens scored; in a child
+    /// process when the evaluator is [`isolated`](Self::isolated). The error says why
+    /// the model could not be evaluated.
     pub fn batch_losses(
+        &self,
+        path: &Path,
+        batches: &[Batch],
+    ) -> Result<(Vec<f64>, usize), String> {
+        match &self.worker {
+            Some(worker) => Self::child_batch_losses(worker, path, batches),
+            None => self
+                .local_batch_losses(path, batches)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// [`batch_losses`](Self::batch_losses) in this process.
+    fn local_batch_losses(
         &self,
         path: &Path,
         batches: &[Batch],
@@ -173,10 +339,7 @@ impl Evaluator {
         let mut tokens = 0;
         let mut rows = Vec::with_capacity(candidates.len());
         for c in candidates {
-            let result = c
-                .path
-                .clone()
-                .and_then(|p| self.batch_losses(&p, batches).map_err(|e| e.to_string()));
+            let result = c.path.clone().and_then(|p| self.batch_losses(&p, batches));
             let (losses, error) = match result {
                 Ok((losses, n)) => {
                     tokens += n;

@@ -18,7 +18,10 @@ use base64::Engine as _;
 use sha2::{Digest, Sha256};
 
 pub use data::{Batch, Pair, batches, load_pairs, pair_from_event};
-pub use eval::{Candidate, EvalOutcome, Evaluator, ModelScore, PairLoss};
+pub use eval::{
+    Candidate, EvalOutcome, Evaluator, ModelScore, PairLoss, WorkerCommand, WorkerReply,
+    WorkerRequest,
+};
 pub use policy::{Competition, DEFAULT_POLICY, Policy, PolicySettings, ScriptPolicy};
 pub use store::{ModelCheck, ModelStore, StoreConfig, inspect_gguf};
 pub use validator::{FinetuneConfig, FinetuneState, FinetuneValidator, RoundReport, read_models};

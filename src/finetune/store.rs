@@ -5,7 +5,6 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file;
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Repo, RepoType};
 
@@ -48,30 +47,16 @@ pub struct ModelCheck {
     pub parameters: u64,
 }
 
-/// Architecture and parameter count of a GGUF file, from its header only.
+/// Architecture and parameter count of a GGUF file, from its header only (checked by
+/// [`crate::llm::open_gguf`]: no wrapping counts, every tensor inside the file).
 pub fn inspect_gguf(path: &Path) -> Result<ModelCheck, FinetuneError> {
-    let mut file = std::fs::File::open(path).map_err(|source| FinetuneError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let content = gguf_file::Content::read(&mut file).map_err(|e| FinetuneError::Rejected {
+    let (_, header) = crate::llm::open_gguf(path).map_err(|e| FinetuneError::Rejected {
         id: path.display().to_string(),
-        reason: format!("not a GGUF file: {e}"),
+        reason: e.to_string(),
     })?;
-    let architecture = content
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok())
-        .cloned()
-        .unwrap_or_default();
-    let parameters = content
-        .tensor_infos
-        .values()
-        .map(|t| t.shape.elem_count() as u64)
-        .sum();
     Ok(ModelCheck {
-        architecture,
-        parameters,
+        architecture: header.architecture(),
+        parameters: header.parameters,
     })
 }
 
@@ -105,8 +90,13 @@ fn inspect_safetensors(dir: &Path) -> Result<ModelCheck, FinetuneError> {
     let parameters = tensors
         .tensors()
         .iter()
-        .map(|(_, view)| view.shape().iter().product::<usize>() as u64)
-        .sum();
+        .map(|(_, view)| {
+            view.shape()
+                .iter()
+                .try_fold(1u64, |n, &d| n.checked_mul(d as u64))
+                .unwrap_or(u64::MAX)
+        })
+        .fold(0u64, u64::saturating_add);
     Ok(ModelCheck {
         architecture,
         parameters,

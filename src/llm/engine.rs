@@ -4,7 +4,6 @@
 //! that fails or is cancelled leaves nothing behind.
 
 use std::collections::HashSet;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +15,8 @@ use candle_transformers::generation::{LogitsProcessor, Sampling};
 use candle_transformers::utils::apply_repeat_penalty;
 use tokenizers::Tokenizer;
 
-use super::gguf::{GgufMeta, GgufModel, KvCache, SUPPORTED_ARCHITECTURES, check_complete};
+use super::gguf::{GgufMeta, GgufModel, KvCache, SUPPORTED_ARCHITECTURES};
+use super::gguf_header::open_gguf;
 use super::safetensors::{SafeModel, SafeSession};
 use super::template::ChatTemplate;
 use super::{
@@ -93,27 +93,6 @@ pub(crate) struct Engine {
     pub info: ModelInfo,
 }
 
-fn open_err(path: &Path, reason: impl ToString) -> LlmError {
-    LlmError::Open {
-        path: path.display().to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-/// Opens a GGUF file and reads its header, checking that the file holds every tensor.
-pub(super) fn open_gguf(path: &Path) -> Result<(File, gguf_file::Content), LlmError> {
-    let mut file = File::open(path).map_err(|e| open_err(path, e))?;
-    let len = file.metadata().map_err(|e| open_err(path, e))?.len();
-    let ct = gguf_file::Content::read(&mut file).map_err(|e| {
-        LlmError::BadModel(format!(
-            "{} is not a readable GGUF file: {e}",
-            path.display()
-        ))
-    })?;
-    check_complete(&ct, len)?;
-    Ok((file, ct))
-}
-
 pub(super) fn md_str(ct: &gguf_file::Content, key: &str) -> Option<String> {
     ct.metadata
         .get(key)
@@ -146,8 +125,9 @@ impl Engine {
     }
 
     fn load_gguf(path: &Path, options: &LoadOptions) -> Result<Self, LlmError> {
-        let (mut file, ct) = open_gguf(path)?;
-        let arch = md_str(&ct, "general.architecture").unwrap_or_default();
+        let (mut file, header) = open_gguf(path)?;
+        let arch = header.architecture();
+        let ct = header.content;
         if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
             return Err(LlmError::UnsupportedArchitecture {
                 arch,

@@ -10,8 +10,9 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::json;
 
 use super::LlmError;
-use super::engine::{md_str, md_u32, open_gguf};
+use super::engine::{md_str, md_u32};
 use super::gguf::{md_f32, md_usize};
+use super::gguf_header::open_gguf;
 
 /// Element type of the exported weights.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -60,7 +61,8 @@ fn unpermute(w: &Tensor, heads: usize) -> Result<Tensor, LlmError> {
 
 /// Writes the Hugging Face directory for the GGUF at `gguf` into `out` (created).
 pub fn export_safetensors(gguf: &Path, out: &Path, dtype: ExportDType) -> Result<(), LlmError> {
-    let (mut file, ct) = open_gguf(gguf)?;
+    let (mut file, header) = open_gguf(gguf)?;
+    let ct = header.content;
     let write_err = |path: &Path, e: std::io::Error| LlmError::Write {
         path: path.display().to_string(),
         reason: e.to_string(),

@@ -121,6 +121,10 @@ struct Layer {
     down: QLinear,
 }
 
+/// Largest context window a model is given (positions), whatever its header claims: the
+/// rotary tables are allocated for the whole window at load.
+pub const MAX_CONTEXT: usize = 1 << 17;
+
 /// Positions a request's key/value buffers grow by (preallocated, so that appending a
 /// position writes in place instead of copying the whole cache).
 const CACHE_CHUNK: usize = 256;
@@ -181,28 +185,6 @@ pub(super) fn md_f32(ct: &gguf_file::Content, key: &str) -> Option<f32> {
     ct.metadata.get(key).and_then(|v| v.to_f32().ok())
 }
 
-/// Checks that every tensor lies inside the file, so a truncated download is reported
-/// as such instead of as an I/O error halfway through loading.
-pub fn check_complete(ct: &gguf_file::Content, file_len: u64) -> Result<(), LlmError> {
-    let needed = ct
-        .tensor_infos
-        .values()
-        .map(|t| {
-            let dtype = t.ggml_dtype;
-            let bytes = t.shape.elem_count() / dtype.block_size() * dtype.type_size();
-            ct.tensor_data_offset + t.offset + bytes as u64
-        })
-        .max()
-        .unwrap_or(0);
-    if needed > file_len {
-        return Err(LlmError::BadModel(format!(
-            "truncated GGUF: the file has {file_len} bytes but its tensors need {needed}; \
-             delete it and fetch it again"
-        )));
-    }
-    Ok(())
-}
-
 impl GgufModel {
     /// Loads the weights. `own_kernels` multiplies Q4_1/Q8_0 weights on the CPU with this
     /// crate's kernels where the CPU has the instructions; `requantize` turns the
@@ -237,12 +219,45 @@ impl GgufModel {
         let n_kv_head = md_usize(ct, &key("attention.head_count_kv")).unwrap_or(n_head);
         let n_layer = md_usize(ct, &key("block_count"))?;
         let width = md_usize(ct, &key("embedding_length"))?;
+        let bad = |what: String| Err(LlmError::BadModel(what));
+        if n_head == 0 || n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
+            return bad(format!(
+                "{n_head} attention heads cannot share {n_kv_head} key/value heads"
+            ));
+        }
+        if width == 0 || !width.is_multiple_of(n_head) {
+            return bad(format!("width {width} is not split by {n_head} heads"));
+        }
+        // Each layer has nine tensors at least: a larger count is not this file's.
+        if n_layer == 0 || n_layer > ct.tensor_infos.len() {
+            return bad(format!(
+                "{n_layer} layers for {} tensors",
+                ct.tensor_infos.len()
+            ));
+        }
         let head_dim = width / n_head;
         let rope_dim = md_usize(ct, &key("rope.dimension_count")).unwrap_or(head_dim);
+        if rope_dim == 0 || rope_dim > head_dim || !rope_dim.is_multiple_of(2) {
+            return bad(format!(
+                "rotary dimension {rope_dim} for heads of {head_dim}"
+            ));
+        }
         let eps = md_f32(ct, &key("attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f64;
         let rope_base = md_f32(ct, &key("rope.freq_base")).unwrap_or(10_000.0);
         let trained_context = md_usize(ct, &key("context_length")).unwrap_or(4096);
-        let context = max_context.map_or(trained_context, |m| m.min(trained_context));
+        if trained_context == 0 {
+            return bad("context length 0".into());
+        }
+        if trained_context > MAX_CONTEXT {
+            tracing::warn!(
+                trained_context,
+                "context window capped at {MAX_CONTEXT} positions"
+            );
+        }
+        let context = max_context
+            .unwrap_or(MAX_CONTEXT)
+            .min(trained_context)
+            .min(MAX_CONTEXT);
         let requantize = requantize && device.is_cpu();
 
         let tensor = |reader: &mut R, name: &str| -> Result<QTensor, LlmError> {

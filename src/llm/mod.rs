@@ -9,6 +9,7 @@ mod device;
 mod engine;
 mod export;
 mod gguf;
+mod gguf_header;
 mod safetensors;
 mod service;
 mod template;
@@ -17,7 +18,8 @@ mod tokenizer;
 pub use device::DeviceSpec;
 pub use engine::ModelInfo;
 pub use export::{ExportDType, export_safetensors};
-pub use gguf::SUPPORTED_ARCHITECTURES;
+pub use gguf::{MAX_CONTEXT, SUPPORTED_ARCHITECTURES};
+pub use gguf_header::{GgufHeader, MAX_TENSOR_RANK, open_gguf, read_gguf_header};
 pub use service::{LlmService, RequestOptions};
 
 use std::time::Duration;

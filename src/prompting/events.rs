@@ -56,10 +56,58 @@ pub struct ResponseEvent {
     pub status_message: String,
     /// Seconds from sending to answer.
     pub latency_s: f64,
-    /// Final reward.
+    /// Final reward. A non-finite reward (a task's `reward` hook may return one) is
+    /// written as the string `"NaN"`, `"inf"` or `"-inf"`, which JSON numbers cannot
+    /// hold, and read back as that value (see [`non_finite`]).
+    #[serde(with = "non_finite")]
     pub reward: f64,
     /// Each reward and penalty component behind `reward`.
     pub components: Vec<Component>,
+}
+
+/// Serde for an `f64` field of the step record that may be NaN or infinite. serde_json
+/// writes those as `null`, which does not read back as a number, so a log holding one
+/// would not replay: they are written as the strings `"NaN"`, `"inf"` and `"-inf"`
+/// instead, and read back bit-for-bit as NaN or the infinity (finite values stay JSON
+/// numbers). `null`, which logs written before held for any of them, reads as NaN.
+pub mod non_finite {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `value`: a number when finite, else its name.
+    pub fn serialize<S: Serializer>(value: &f64, serializer: S) -> Result<S::Ok, S::Error> {
+        if value.is_finite() {
+            serializer.serialize_f64(*value)
+        } else if value.is_nan() {
+            serializer.serialize_str("NaN")
+        } else if *value > 0.0 {
+            serializer.serialize_str("inf")
+        } else {
+            serializer.serialize_str("-inf")
+        }
+    }
+
+    /// Reads a number, one of the names [`serialize`] writes, or `null` (NaN).
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Number(f64),
+            Name(String),
+            Null(()),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Number(x) => Ok(x),
+            Written::Null(()) => Ok(f64::NAN),
+            Written::Name(name) => match name.as_str() {
+                "NaN" => Ok(f64::NAN),
+                "inf" => Ok(f64::INFINITY),
+                "-inf" => Ok(f64::NEG_INFINITY),
+                other => Err(serde::de::Error::custom(format!(
+                    "`{other}` is not a number (nor NaN, inf, -inf)"
+                ))),
+            },
+        }
+    }
 }
 
 /// Everything about one step: one line of `events.jsonl`.
@@ -468,5 +516,40 @@ mod tests {
             })
             .collect();
         assert_eq!(read, vec![Ok(1), Err(3), Ok(4)]);
+    }
+
+    #[test]
+    fn non_finite_rewards_are_written_by_name_and_read_back() {
+        let response = |reward: f64| ResponseEvent {
+            uid: 1,
+            hotkey: "5H".into(),
+            completion: "c".into(),
+            status_code: 200,
+            status_message: "OK".into(),
+            latency_s: 0.5,
+            reward,
+            components: Vec::new(),
+        };
+        for (reward, written) in [
+            (f64::NAN, "\"NaN\""),
+            (f64::INFINITY, "\"inf\""),
+            (f64::NEG_INFINITY, "\"-inf\""),
+            (0.25, "0.25"),
+        ] {
+            let line = serde_json::to_string(&response(reward)).unwrap();
+            assert!(line.contains(&format!("\"reward\":{written}")), "{line}");
+            let back: ResponseEvent = serde_json::from_str(&line).unwrap();
+            assert!(
+                reward.total_cmp(&back.reward).is_eq() || reward.is_nan() && back.reward.is_nan()
+            );
+        }
+        // Logs written before this representation held `null`.
+        let old = serde_json::to_string(&response(0.0))
+            .unwrap()
+            .replace("\"reward\":0.0", "\"reward\":null");
+        let back: ResponseEvent = serde_json::from_str(&old).unwrap();
+        assert!(back.reward.is_nan());
+        let bad = old.replace("null", "\"lots\"");
+        assert!(serde_json::from_str::<ResponseEvent>(&bad).is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! encrypted with `$NACL` (Argon2i + XSalsa20-Poly1305); legacy Ansible Vault and Fernet
 //! files are read. Files are written with mode 0600.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -21,6 +22,16 @@ pub const NACL_SALT: [u8; 16] = *b"\x13q\x83\xdf\xf1Z\t\xbc\x9c\x90\xb5Q\x879\xe
 const ANSIBLE_PREFIX: &[u8] = b"$ANSIBLE_VAULT";
 const FERNET_PREFIX: &[u8] = b"gAAAAA";
 const FERNET_SALT: &[u8] = b"Iguesscyborgslikemyselfhaveatendencytobeparanoidaboutourorigins";
+
+/// Largest keyfile read, in bytes (an SDK keyfile is under 1 KiB).
+pub const MAX_KEYFILE_BYTES: u64 = 64 * 1024;
+
+/// Reads all of `reader` if it holds at most `max` bytes; `None` when it holds more.
+pub(super) fn read_bounded(reader: impl Read, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    let mut bytes = Vec::new();
+    reader.take(max + 1).read_to_end(&mut bytes)?;
+    Ok((bytes.len() as u64 <= max).then_some(bytes))
+}
 
 /// The JSON object inside a keyfile (and, with the public fields only, a `*pub.txt`).
 #[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
@@ -165,8 +176,8 @@ pub fn decrypt(data: &[u8], password: &str) -> Result<Zeroizing<Vec<u8>>, Wallet
         Encryption::None => Ok(Zeroizing::new(data.to_vec())),
         Encryption::Nacl => {
             let body = &data[NACL_PREFIX.len()..];
-            if body.len() < 24 + 16 {
-                return Err(WalletError::Keyfile("truncated $NACL keyfile".into()));
+            if let Some(reason) = nacl_damage(body) {
+                return Err(WalletError::Damaged(reason));
             }
             let key = nacl_key(password)?;
             let cipher = XSalsa20Poly1305::new(key.as_slice().into());
@@ -194,6 +205,35 @@ pub fn decrypt(data: &[u8], password: &str) -> Result<Zeroizing<Vec<u8>>, Wallet
                 .map_err(|_| WalletError::WrongPassword)
         }
     }
+}
+
+/// Why the body of a `$NACL` keyfile (the bytes after the prefix: a 24-byte nonce, then
+/// the ciphertext with its 16-byte tag) cannot be what the SDK wrote, if it cannot: too
+/// short for a nonce and a tag; valid UTF-8 text (the file was edited or re-encoded as
+/// text); or a run of 16 equal bytes (a zero-filled or overwritten block). A body the SDK
+/// writes is several hundred uniformly random bytes (nonce, tag and the ciphertext of
+/// the key's JSON), which show either of the last two with odds below 2^-100, so these
+/// do not blame a good file. Any other alteration only shows as a failed
+/// authentication, which a wrong password also gives.
+pub fn nacl_damage(body: &[u8]) -> Option<String> {
+    const NONCE_AND_TAG: usize = 24 + 16;
+    if body.len() < NONCE_AND_TAG {
+        return Some(format!(
+            "cut short: {} encrypted bytes, a nonce and a tag need {NONCE_AND_TAG}",
+            body.len()
+        ));
+    }
+    if std::str::from_utf8(body).is_ok() {
+        return Some("the encrypted part is text, not ciphertext (edited or re-encoded?)".into());
+    }
+    if let Some(at) = body.windows(16).position(|w| w.iter().all(|&b| b == w[0])) {
+        return Some(format!(
+            "16 equal bytes (0x{:02x}) at byte {}: a zero-filled or overwritten block",
+            body[at],
+            NACL_PREFIX.len() + at
+        ));
+    }
+    None
 }
 
 fn nacl_key(password: &str) -> Result<Zeroizing<[u8; 32]>, WalletError> {
@@ -363,31 +403,24 @@ impl Keyfile {
         Ok(detect_encryption(&self.read_raw()?))
     }
 
+    /// The file's bytes: a regular file of at most [`MAX_KEYFILE_BYTES`] (a symlink to
+    /// `/dev/zero` or a FIFO is refused at once instead of read forever).
     fn read_raw(&self) -> Result<Vec<u8>, WalletError> {
-        std::fs::read(&self.path).map_err(|e| WalletError::Io(self.path.clone(), e))
+        let io = |e| WalletError::Io(self.path.clone(), e);
+        let file = crate::fsutil::open_regular(&self.path).map_err(io)?;
+        let raw = read_bounded(file, MAX_KEYFILE_BYTES).map_err(io)?;
+        raw.ok_or_else(|| {
+            WalletError::Keyfile(format!(
+                "{} is larger than a keyfile ({MAX_KEYFILE_BYTES} bytes at most)",
+                self.path.display()
+            ))
+        })
     }
 
-    /// Loads the key, asking `password` only when the file is encrypted. A bare
-    /// `0x<hex public key>` file (v6) loads as a public-only key.
+    /// Loads the key ([`parse_keyfile`] of the file's bytes), asking `password` only
+    /// when the file is encrypted.
     pub fn keypair(&self, password: &Password) -> Result<Keypair, WalletError> {
-        let raw = self.read_raw()?;
-        let plain = match detect_encryption(&raw) {
-            Encryption::None => Zeroizing::new(raw),
-            _ => decrypt(&raw, &password.resolve(&self.path)?)?,
-        };
-        let text = std::str::from_utf8(&plain)
-            .map_err(|_| WalletError::Keyfile(format!("{}: not UTF-8", self.path.display())))?
-            .trim();
-        if let Some(h) = text.strip_prefix("0x").filter(|h| h.len() == 64) {
-            let public: [u8; 32] = hex::decode(h)
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .ok_or_else(|| WalletError::Keyfile("bad public key hex".into()))?;
-            return Keypair::from_public(&public);
-        }
-        let data: KeyfileData = serde_json::from_str(text)
-            .map_err(|e| WalletError::Keyfile(format!("{}: {e}", self.path.display())))?;
-        data.to_keypair()
+        parse_keyfile(&self.read_raw()?, &self.path, password)
     }
 
     /// Writes `keypair` (public fields only with `public_only`), `$NACL`-encrypted when
@@ -410,6 +443,36 @@ impl Keyfile {
         };
         write_private(&self.path, &bytes)
     }
+}
+
+/// The key in keyfile bytes `raw` read from `path` (named in errors and used to find the
+/// `BT_PW_...` variable): plain JSON, a bare `0x<hex public key>` (v6, public only), or
+/// encrypted, then decrypted with `password` (asked only then). A damaged `$NACL` body
+/// ([`nacl_damage`]) is reported before any password is asked for.
+pub fn parse_keyfile(raw: &[u8], path: &Path, password: &Password) -> Result<Keypair, WalletError> {
+    let plain = match detect_encryption(raw) {
+        Encryption::None => Zeroizing::new(raw.to_vec()),
+        Encryption::Nacl if let Some(reason) = nacl_damage(&raw[NACL_PREFIX.len()..]) => {
+            return Err(WalletError::Damaged(format!(
+                "{}: {reason}",
+                path.display()
+            )));
+        }
+        _ => decrypt(raw, &password.resolve(path)?)?,
+    };
+    let text = std::str::from_utf8(&plain)
+        .map_err(|_| WalletError::Keyfile(format!("{}: not UTF-8", path.display())))?
+        .trim();
+    if let Some(h) = text.strip_prefix("0x").filter(|h| h.len() == 64) {
+        let public: [u8; 32] = hex::decode(h)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| WalletError::Keyfile("bad public key hex".into()))?;
+        return Keypair::from_public(&public);
+    }
+    let data: KeyfileData = serde_json::from_str(text)
+        .map_err(|e| WalletError::Keyfile(format!("{}: {e}", path.display())))?;
+    data.to_keypair()
 }
 
 /// Writes `bytes` to `path` with mode 0600 (creating parent directories), atomically and
@@ -450,7 +513,7 @@ mod tests {
     fn truncated_or_garbled_files_are_errors() {
         assert!(matches!(
             decrypt(b"$NACLshort", "pw"),
-            Err(WalletError::Keyfile(_))
+            Err(WalletError::Damaged(_))
         ));
         assert!(decrypt(b"$ANSIBLE_VAULT;1.1;AES256\nzz", "pw").is_err());
         assert!(decrypt(b"$ANSIBLE_VAULT;9.9;XOR\n00", "pw").is_err());
@@ -477,5 +540,39 @@ mod tests {
         let bad: KeyfileData = serde_json::from_str(r#"{"secretSeed": "0xzz"}"#).unwrap();
         assert!(bad.to_keypair().is_err());
         assert!(KeyfileData::default().to_keypair().is_err());
+    }
+
+    #[test]
+    fn damage_is_told_from_ciphertext() {
+        let mut random = vec![0u8; 24 + 16 + 300];
+        rand::fill(random.as_mut_slice());
+        // Random bytes hold no 16-byte run and are not UTF-8 (with overwhelming odds).
+        assert_eq!(nacl_damage(&random), None);
+        let mut zeroed = random.clone();
+        zeroed[100..132].fill(0);
+        assert!(nacl_damage(&zeroed).unwrap().contains("16 equal bytes"));
+        let text = "x".repeat(200);
+        assert!(nacl_damage(text.as_bytes()).unwrap().contains("text"));
+        assert!(nacl_damage(&random[..39]).unwrap().contains("cut short"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn special_files_are_refused_without_reading_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let zero = dir.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        let fifo = dir.path().join("fifo");
+        let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0);
+        for path in [zero, fifo] {
+            let err = Keyfile::new(&path).keypair(&Password::Env).unwrap_err();
+            assert!(err.to_string().contains("not a regular file"), "{err}");
+        }
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b' '; MAX_KEYFILE_BYTES as usize + 1]).unwrap();
+        let err = Keyfile::new(&big).keypair(&Password::Env).unwrap_err();
+        assert!(err.to_string().contains("larger than a keyfile"), "{err}");
     }
 }

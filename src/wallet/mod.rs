@@ -11,6 +11,7 @@
 //! [`Wallet::from_config`] selects the configured wallet and [`Wallet::signer`] loads the
 //! key that signs (or a development key given by secret URI).
 
+mod input;
 mod keyfile;
 mod keypair;
 
@@ -19,9 +20,11 @@ use std::path::{Path, PathBuf};
 use crate::chain::subtensor::SignerRole;
 use crate::config::WalletConfig;
 
+pub use input::{MAX_MNEMONIC_BYTES, MnemonicInput};
 pub use keyfile::{
-    Encryption, Keyfile, KeyfileData, NACL_PREFIX, NACL_SALT, Password, decode_env_password,
-    decrypt, detect_encryption, encode_env_password, encrypt_nacl, password_env_var,
+    Encryption, Keyfile, KeyfileData, MAX_KEYFILE_BYTES, NACL_PREFIX, NACL_SALT, Password,
+    decode_env_password, decrypt, detect_encryption, encode_env_password, encrypt_nacl,
+    nacl_damage, parse_keyfile, password_env_var,
 };
 pub use keypair::{
     DEV_PHRASE, Keypair, SIGNING_CONTEXT, SS58_FORMAT, ss58_decode, ss58_encode, verify,
@@ -39,9 +42,18 @@ pub enum WalletError {
     /// A keyfile's content is malformed.
     #[error("bad keyfile: {0}")]
     Keyfile(String),
-    /// The password does not decrypt the keyfile.
-    #[error("wrong password (decryption failed)")]
+    /// The password does not decrypt the keyfile. An encrypted keyfile whose bytes were
+    /// altered in a way [`WalletError::Damaged`] does not recognise fails the same way:
+    /// authenticated encryption cannot tell the two apart.
+    #[error(
+        "wrong password (decryption failed; if the password is right, the file was \
+         altered: restore it from a backup or regenerate the key from its mnemonic)"
+    )]
     WrongPassword,
+    /// An encrypted keyfile is damaged (cut short, zero-filled, rewritten as text): no
+    /// password opens it, so none is blamed.
+    #[error("damaged keyfile: {0}")]
+    Damaged(String),
     /// No usable password was available.
     #[error("password: {0}")]
     Password(String),
@@ -159,7 +171,9 @@ impl Wallet {
     }
 
     fn ensure_exists(&self, role: SignerRole, file: &Path) -> Result<(), WalletError> {
-        if file.is_file() {
+        // Present but not a regular file (a FIFO, a device) is left to the reader to
+        // refuse with that reason.
+        if file.exists() {
             return Ok(());
         }
         Err(WalletError::MissingKey {

@@ -3,7 +3,7 @@
 use std::io::{Read, Write};
 
 use candle_core::quantized::gguf_file::{self, Value};
-use neuron::llm::{LlmError, LlmService, LoadOptions};
+use neuron::llm::{LlmError, LlmService, LoadOptions, MAX_CONTEXT};
 use neuron::models::Resolver;
 
 fn load(path: &std::path::Path) -> LlmError {
@@ -76,4 +76,46 @@ fn safetensors_directory_without_weights() {
         err.to_string().contains("neither model.safetensors"),
         "{err}"
     );
+}
+
+/// A copy of the default model in `dir` with the `u32` metadata value `key` set to
+/// `value` (the key is found by its length-prefixed name in the header).
+fn with_u32(dir: &std::path::Path, key: &str, value: u32) -> std::path::PathBuf {
+    let real = Resolver::default()
+        .resolve("smollm2-135m-instruct")
+        .unwrap();
+    let mut bytes = std::fs::read(real).unwrap();
+    let mut entry = (key.len() as u64).to_le_bytes().to_vec();
+    entry.extend_from_slice(key.as_bytes());
+    let at = bytes
+        .windows(entry.len())
+        .position(|w| w == entry.as_slice())
+        .unwrap_or_else(|| panic!("{key} in the header"))
+        + entry.len();
+    assert_eq!(bytes[at..at + 4], 4u32.to_le_bytes(), "{key} is a u32");
+    bytes[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+    let path = dir.join(format!("{key}-{value}.gguf"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn hostile_hyper_parameters_are_errors_not_panics_or_huge_allocations() {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value, reason) in [
+        // The width was divided by it.
+        ("llama.attention.head_count", 0, "attention heads"),
+        ("llama.attention.head_count", 15, "not split"),
+        // A vector of that many layers was reserved before any tensor was read.
+        ("llama.block_count", u32::MAX, "layers for"),
+        ("llama.context_length", 0, "context length 0"),
+    ] {
+        let err = load(&with_u32(dir.path(), key, value));
+        assert!(matches!(err, LlmError::BadModel(_)), "{key}={value}: {err}");
+        assert!(err.to_string().contains(reason), "{key}={value}: {err}");
+    }
+    // Rotary tables were allocated for the whole claimed window (2^32 positions).
+    let path = with_u32(dir.path(), "llama.context_length", u32::MAX);
+    let service = LlmService::load(&path, LoadOptions::default()).unwrap();
+    assert_eq!(service.info().context, MAX_CONTEXT);
 }

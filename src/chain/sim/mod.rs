@@ -240,6 +240,7 @@ impl SimChain {
         })
         .await
         .map_err(|e| ChainError::Storage(format!("chain task failed: {e}")))?
+        .map_err(|e| store::in_file(&self.inner.path, e))
     }
 }
 

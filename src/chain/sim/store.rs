@@ -40,19 +40,39 @@ CREATE TABLE IF NOT EXISTS commitments (
 ";
 
 impl From<rusqlite::Error> for ChainError {
+    /// SQLite's message with its result code (`disk I/O error (SystemIoFailure, code
+    /// 778)`); [`in_file`] adds which file.
     fn from(e: rusqlite::Error) -> Self {
-        ChainError::Storage(e.to_string())
+        ChainError::Storage(match &e {
+            rusqlite::Error::SqliteFailure(code, _) => {
+                format!("{e} ({:?}, code {})", code.code, code.extended_code)
+            }
+            _ => e.to_string(),
+        })
+    }
+}
+
+/// `e` with the chain file `path` named, when it is a storage error (the others already
+/// say what they are about).
+pub(super) fn in_file(path: &Path, e: ChainError) -> ChainError {
+    match e {
+        ChainError::Storage(cause) => {
+            ChainError::Storage(format!("chain file {}: {cause}", path.display()))
+        }
+        other => other,
     }
 }
 
 /// Opens (or creates) the SQLite file with WAL and a 30 s busy timeout.
 pub(super) fn connect(path: &Path) -> Result<Connection, ChainError> {
-    let conn = Connection::open(path)
-        .map_err(|e| ChainError::Storage(format!("open {}: {e}", path.display())))?;
-    conn.busy_timeout(Duration::from_secs(30))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    Ok(conn)
+    let setup = || -> Result<Connection, rusqlite::Error> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        Ok(conn)
+    };
+    setup().map_err(|e| in_file(path, e.into()))
 }
 
 /// Creates the schema and records the genesis; fails if the file already has one.
@@ -76,8 +96,8 @@ pub(super) fn init_genesis(
 
 /// The genesis time and block time (ms) of a chain file.
 pub(super) fn read_genesis(conn: &Connection, path: &Path) -> Result<(u64, u64), ChainError> {
-    let genesis_ms = get_meta(conn, "genesis_ms")?;
-    let block_time_ms = get_meta(conn, "block_time_ms")?;
+    let genesis_ms = get_meta(conn, "genesis_ms").map_err(|e| in_file(path, e))?;
+    let block_time_ms = get_meta(conn, "block_time_ms").map_err(|e| in_file(path, e))?;
     match (genesis_ms, block_time_ms) {
         (Some(genesis_ms), Some(block_time_ms)) => Ok((genesis_ms, block_time_ms)),
         _ => Err(ChainError::Storage(format!(
