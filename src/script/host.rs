@@ -19,10 +19,11 @@ use walkdir::WalkDir;
 use super::contract::{Candidate, Contracts};
 use super::ctx::Ctx;
 use super::link::NeuronLink;
+use super::hook_thread::on_hook_thread;
 use super::resolver::{self, RootResolver};
-use super::sandbox::{self, DeadlineGuard, Limits, WALL_TIME_TOKEN};
+use super::sandbox::{self, HookGuard, Limits, MEMORY_TOKEN, WALL_TIME_TOKEN};
 use super::services::Services;
-use super::{SCRIPT_ROOTS, ScriptError, api};
+use super::{SCRIPT_ROOTS, ScriptError, api, builtins};
 
 /// How the host is set up.
 #[derive(Debug, Clone)]
@@ -236,13 +237,20 @@ impl ScriptHost {
             })?;
         let mut engine = Engine::new();
         sandbox::apply(&mut engine, &config.limits);
+        builtins::register(&mut engine);
         // `eval` would compile code at run time, outside the cache, contract checks and
         // the import restrictions: scripts have no use for it.
         engine.disable_symbol("eval");
-        engine.set_module_resolver(RootResolver::new(root.clone()));
-        engine.on_print(|s| tracing::info!(target: "neuron::script", "{s}"));
+        engine.set_module_resolver(RootResolver::new(root.clone(), config.limits.max_modules));
+        engine.on_print(|s| {
+            if let Some(line) = sandbox::log_line(s) {
+                tracing::info!(target: "neuron::script", "{line}")
+            }
+        });
         engine.on_debug(|s, src, pos| {
-            tracing::debug!(target: "neuron::script", "{}:{pos}: {s}", src.unwrap_or("?"))
+            if let Some(line) = sandbox::log_line(s) {
+                tracing::debug!(target: "neuron::script", "{}:{pos}: {line}", src.unwrap_or("?"))
+            }
         });
         Ctx::register(&mut engine);
         let services = Arc::new(services);
@@ -252,7 +260,7 @@ impl ScriptHost {
                 engine,
                 services,
                 contracts: Arc::new(contracts),
-                resolver: RootResolver::new(root.clone()),
+                resolver: RootResolver::new(root.clone(), config.limits.max_modules),
                 root,
                 limits: config.limits,
                 config: config.config,
@@ -315,7 +323,8 @@ impl ScriptHost {
             .unwrap_or_else(|_| path.to_path_buf())
     }
 
-    /// Compiles and contract-checks `path` without installing it.
+    /// Compiles and contract-checks `path` without installing it. Imported modules'
+    /// top levels run, on a hook thread under one hook's budget.
     pub fn compile(&self, path: &Path) -> Result<Script, ScriptError> {
         let canonical = path.canonicalize().map_err(|source| ScriptError::Io {
             path: path.to_path_buf(),
@@ -327,16 +336,20 @@ impl ScriptHost {
             source,
         })?;
         let engine = &self.inner.engine;
-        let _deadline = DeadlineGuard::start(self.inner.limits.wall_time);
-        let (compiled, imports) =
-            resolver::record_imports(|| engine.compile_into_self_contained(&Scope::new(), &text));
-        let mut ast = compiled.map_err(|e| self.compile_error(&rel, &e))?;
-        ast.set_source(rel.to_string_lossy().as_ref());
-        let contract = self.inner.contracts.check(&Candidate {
-            host: self,
-            rel: &rel,
-            ast: &ast,
-        })?;
+        let (ast, imports, contract) = self.on_hook_thread(|| {
+            let _budget = HookGuard::start(&self.inner.limits);
+            let (compiled, imports) = resolver::record_imports(&canonical, || {
+                engine.compile_into_self_contained(&Scope::new(), &text)
+            });
+            let mut ast = compiled.map_err(|e| self.compile_error(&rel, &e))?;
+            ast.set_source(rel.to_string_lossy().as_ref());
+            let contract = self.inner.contracts.check(&Candidate {
+                host: self,
+                rel: &rel,
+                ast: &ast,
+            })?;
+            Ok((ast, imports, contract))
+        })??;
         Ok(Script {
             path: canonical,
             rel,
@@ -355,12 +368,19 @@ impl ScriptHost {
         rel: &Path,
         ast: &AST,
     ) -> Result<Scope<'static>, ScriptError> {
-        let mut scope = Scope::new();
-        self.inner
-            .engine
-            .run_ast_with_scope(&mut scope, ast)
-            .map_err(|e| self.runtime_error(rel, TOP_LEVEL, &e))?;
-        Ok(scope)
+        self.on_hook_thread(|| {
+            let mut scope = Scope::new();
+            self.inner
+                .engine
+                .run_ast_with_scope(&mut scope, ast)
+                .map_err(|e| self.runtime_error(rel, TOP_LEVEL, &e))?;
+            Ok(scope)
+        })?
+    }
+
+    /// [`on_hook_thread`], a thread that fails to start being an error of the host.
+    fn on_hook_thread<T: Send>(&self, work: impl FnOnce() -> T + Send) -> Result<T, ScriptError> {
+        on_hook_thread(work).map_err(|source| ScriptError::HookThread { source })
     }
 
     /// Recompiles `changed` files and every loaded script importing one of them; files
@@ -464,8 +484,10 @@ impl ScriptHost {
             })
     }
 
-    /// Calls `hook` in `script` under the sandbox limits. The script's `Arc` keeps the
-    /// version it was called on alive until the call returns, whatever reloads happen.
+    /// Calls `hook` in `script` under the sandbox limits, on a hook thread
+    /// ([`HOOK_STACK_BYTES`](super::HOOK_STACK_BYTES)) with its own budget. The
+    /// script's `Arc` keeps the version it was called on alive until the call returns,
+    /// whatever reloads happen.
     pub fn call(
         &self,
         script: &Script,
@@ -496,16 +518,20 @@ impl ScriptHost {
         hook: &str,
         args: impl FuncArgs,
     ) -> Result<Dynamic, ScriptError> {
-        let _deadline = DeadlineGuard::start(self.inner.limits.wall_time);
-        let mut scope = Scope::new();
-        let mut options = CallFnOptions::new();
-        if let Some(link) = link {
-            options = options.with_tag(link.clone());
-        }
-        self.inner
-            .engine
-            .call_fn_with_options::<Dynamic>(options, &mut scope, &script.ast, hook, args)
-            .map_err(|e| self.runtime_error(&script.rel, hook, &e))
+        let mut values: Vec<Dynamic> = Vec::new();
+        args.parse(&mut values);
+        self.on_hook_thread(|| {
+            let _budget = HookGuard::start(&self.inner.limits);
+            let mut scope = Scope::new();
+            let mut options = CallFnOptions::new();
+            if let Some(link) = link {
+                options = options.with_tag(link.clone());
+            }
+            self.inner
+                .engine
+                .call_fn_with_options::<Dynamic>(options, &mut scope, &script.ast, hook, values)
+                .map_err(|e| self.runtime_error(&script.rel, hook, &e))
+        })?
     }
 
     /// [`ScriptHost::call_for`] with the return value converted into `T` by
@@ -534,14 +560,21 @@ impl ScriptHost {
     }
 
     fn runtime_error(&self, rel: &Path, hook: &str, err: &EvalAltResult) -> ScriptError {
-        if is_timeout(err) {
+        if is_token(err, WALL_TIME_TOKEN) {
             return ScriptError::Timeout {
                 file: rel.to_path_buf(),
                 hook: hook.into(),
                 limit: self.inner.limits.wall_time,
             };
         }
-        let (file, pos, message) = innermost(err, rel, &self.inner.resolver, rhai::Position::NONE);
+        let (file, pos, mut message) =
+            innermost(err, rel, &self.inner.resolver, rhai::Position::NONE);
+        if is_token(err, MEMORY_TOKEN) {
+            message = format!(
+                "memory budget of {} MiB exceeded",
+                self.inner.limits.max_memory / (1024 * 1024)
+            );
+        }
         ScriptError::Runtime {
             file,
             hook: hook.into(),
@@ -556,14 +589,15 @@ fn is_script(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "rhai")
 }
 
-fn is_timeout(err: &EvalAltResult) -> bool {
+/// Whether `err` is, or wraps, the sandbox's termination with `token`.
+fn is_token(err: &EvalAltResult, token: &str) -> bool {
     match err {
-        EvalAltResult::ErrorTerminated(token, _) => token
+        EvalAltResult::ErrorTerminated(value, _) => value
             .clone()
             .into_immutable_string()
-            .is_ok_and(|s| s == WALL_TIME_TOKEN),
+            .is_ok_and(|s| s == token),
         EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
-        | EvalAltResult::ErrorInModule(_, inner, _) => is_timeout(inner),
+        | EvalAltResult::ErrorInModule(_, inner, _) => is_token(inner, token),
         _ => false,
     }
 }
