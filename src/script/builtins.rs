@@ -97,8 +97,13 @@ mod tests {
     fn replace_refuses_a_result_over_the_limit_before_building_it() {
         // 1,000 matches × 1,000 bytes: a 1 MB result from two 1 kB strings.
         let err = engine()
-            .run(r#"let s = ""; s.pad(1000, 'x'); let w = ""; w.pad(1000, 'y'); s.replace("x", w);"#)
+            .run(
+                r#"let s = ""; s.pad(1000, 'x'); let w = ""; w.pad(1000, 'y'); s.replace("x", w);"#,
+            )
             .unwrap_err();
-        assert!(err.to_string().contains("1000000 bytes; the limit is 1024"), "{err}");
+        assert!(
+            err.to_string().contains("1000000 bytes; the limit is 1024"),
+            "{err}"
+        );
     }
 }

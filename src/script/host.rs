@@ -18,8 +18,8 @@ use walkdir::WalkDir;
 
 use super::contract::{Candidate, Contracts};
 use super::ctx::Ctx;
-use super::link::NeuronLink;
 use super::hook_thread::on_hook_thread;
+use super::link::NeuronLink;
 use super::resolver::{self, RootResolver};
 use super::sandbox::{self, HookGuard, Limits, MEMORY_TOKEN, WALL_TIME_TOKEN};
 use super::services::Services;

@@ -243,7 +243,10 @@ mod tests {
         let _top = ChainLink::push(&a);
         let _b = r.enter(&b).unwrap();
         let err = r.enter(&a).err().unwrap();
-        assert_eq!(err, "import cycle: tools/a.rhai → tools/b.rhai → tools/a.rhai");
+        assert_eq!(
+            err,
+            "import cycle: tools/a.rhai → tools/b.rhai → tools/a.rhai"
+        );
     }
 
     #[test]

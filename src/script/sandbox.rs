@@ -269,10 +269,7 @@ mod tests {
         let _guard = HookGuard::start(&limits);
         assert_eq!(log_line("short").as_deref(), Some("short"));
         // Five bytes would split the third `é`: the cut falls before it.
-        assert_eq!(
-            log_line("éééé").as_deref(),
-            Some("éé… (4 more bytes cut)")
-        );
+        assert_eq!(log_line("éééé").as_deref(), Some("éé… (4 more bytes cut)"));
         assert!(log_line("third").unwrap().contains("log limit of 2 lines"));
         assert_eq!(log_line("fourth"), None);
     }

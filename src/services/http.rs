@@ -130,10 +130,15 @@ impl HttpClient {
         if timeout.is_zero() {
             return Err(err("no time left for the request".into()));
         }
-        let response = self.agent.get(&key).timeout(timeout).call().map_err(|e| match e {
-            ureq::Error::Status(code, _) => err(format!("HTTP status {code}")),
-            ureq::Error::Transport(t) => err(t.to_string()),
-        })?;
+        let response = self
+            .agent
+            .get(&key)
+            .timeout(timeout)
+            .call()
+            .map_err(|e| match e {
+                ureq::Error::Status(code, _) => err(format!("HTTP status {code}")),
+                ureq::Error::Transport(t) => err(t.to_string()),
+            })?;
         if (300..400).contains(&response.status()) {
             return Err(err(format!(
                 "redirect ({}) not followed",

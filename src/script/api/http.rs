@@ -32,14 +32,21 @@ pub(super) fn module(services: Arc<Services>) -> Module {
         Dynamic,
         Box<EvalAltResult>,
     > {
-        to_dynamic(s.http.get_json(&url, &pairs(&params), remaining()).map_err(fail)?)
+        to_dynamic(
+            s.http
+                .get_json(&url, &pairs(&params), remaining())
+                .map_err(fail)?,
+        )
     },);
     let s = services.clone();
     def!(&mut m, "get_text", move |url: ImmutableString| -> Result<
         String,
         Box<EvalAltResult>,
     > {
-        Ok(s.http.get_text(&url, &[], remaining()).map_err(fail)?.to_string())
+        Ok(s.http
+            .get_text(&url, &[], remaining())
+            .map_err(fail)?
+            .to_string())
     });
     let s = services;
     def!(&mut m, "get_text", move |url: ImmutableString,

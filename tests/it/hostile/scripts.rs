@@ -74,10 +74,26 @@ fn generate(ctx) {{ {body} }}"#
 fn import_cycles_are_errors_naming_the_chain_at_start_up() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    write(root, "tools/me.rhai", r#"import "tools/me" as me; fn x() { 1 }"#);
-    write(root, "tools/a.rhai", r#"import "tools/b" as b; fn a() { 1 }"#);
-    write(root, "tools/b.rhai", r#"import "tools/c" as c; fn b() { 1 }"#);
-    write(root, "tools/c.rhai", r#"import "tools/a" as a; fn c() { 1 }"#);
+    write(
+        root,
+        "tools/me.rhai",
+        r#"import "tools/me" as me; fn x() { 1 }"#,
+    );
+    write(
+        root,
+        "tools/a.rhai",
+        r#"import "tools/b" as b; fn a() { 1 }"#,
+    );
+    write(
+        root,
+        "tools/b.rhai",
+        r#"import "tools/c" as c; fn b() { 1 }"#,
+    );
+    write(
+        root,
+        "tools/c.rhai",
+        r#"import "tools/a" as a; fn c() { 1 }"#,
+    );
     write(root, "tools/fine.rhai", "fn f() { 1 }");
     let (status, out) = neuron(
         &["task", "list", "--scripts", root.to_str().unwrap()],
@@ -98,12 +114,20 @@ fn import_cycles_are_errors_naming_the_chain_at_start_up() {
 fn an_import_cycle_on_hot_reload_keeps_the_previous_versions() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    write(root, "tools/a.rhai", r#"import "tools/b" as b; fn a() { b::b() }"#);
+    write(
+        root,
+        "tools/a.rhai",
+        r#"import "tools/b" as b; fn a() { b::b() }"#,
+    );
     write(root, "tools/b.rhai", "fn b() { 1 }");
     let host = library_host(root, Limits::default());
     assert!(host.listing().iter().all(|r| r.status == ReloadStatus::Ok));
 
-    write(root, "tools/b.rhai", r#"import "tools/a" as a; fn b() { 2 }"#);
+    write(
+        root,
+        "tools/b.rhai",
+        r#"import "tools/a" as a; fn b() { 2 }"#,
+    );
     let outcomes = host.reload(&[root.join("tools/b.rhai")]);
     assert_eq!(outcomes.len(), 2, "{outcomes:?}");
     for (rel, outcome) in &outcomes {
@@ -287,7 +311,10 @@ fn a_replace_that_would_build_terabytes_fails_the_hook_alone() {
         "warn",
     );
     assert_eq!(status.code(), Some(1), "{out}");
-    assert!(out.contains("FAIL") && out.contains("Length of string"), "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("Length of string"),
+        "{out}"
+    );
 }
 
 #[test]
