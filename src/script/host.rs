@@ -21,7 +21,9 @@ use super::ctx::Ctx;
 use super::hook_thread::on_hook_thread;
 use super::link::NeuronLink;
 use super::resolver::{self, RootResolver};
-use super::sandbox::{self, HookGuard, Limits, MEMORY_TOKEN, WALL_TIME_TOKEN};
+use super::sandbox::{
+    self, HookGuard, Limits, MAX_RETURNED_NESTING, MEMORY_TOKEN, WALL_TIME_TOKEN,
+};
 use super::services::Services;
 use super::{SCRIPT_ROOTS, ScriptError, api, builtins};
 
@@ -218,10 +220,6 @@ impl std::fmt::Debug for ScriptHost {
 }
 
 const TOP_LEVEL: &str = "<top level>";
-
-/// How deeply the arrays and maps a hook returns may nest: what crosses from a hook
-/// thread to its caller must be safe to drop and convert on any thread's stack.
-pub const MAX_RETURNED_NESTING: usize = 128;
 
 impl ScriptHost {
     /// Builds the engine and loads every script under the roots, each checked by
@@ -538,7 +536,7 @@ impl ScriptHost {
                 .map_err(|e| self.runtime_error(&script.rel, hook, &e))?;
             // Dropping or converting a value recurses through its nesting: a deeper one
             // is dropped here, on the hook's stack, and never reaches the caller's.
-            if !nests_within(&out, MAX_RETURNED_NESTING) {
+            if !sandbox::nests_within(&out, MAX_RETURNED_NESTING) {
                 return Err(script.bad_return(
                     hook,
                     format!("a value nested at most {MAX_RETURNED_NESTING} levels deep"),
@@ -598,18 +596,6 @@ impl ScriptHost {
             message,
         }
     }
-}
-
-/// Whether `value`'s arrays and maps nest at most `levels` deep (a walk that goes no
-/// deeper than that).
-fn nests_within(value: &Dynamic, levels: usize) -> bool {
-    if let Ok(array) = value.as_array_ref() {
-        return levels > 0 && array.iter().all(|v| nests_within(v, levels - 1));
-    }
-    if let Ok(map) = value.as_map_ref() {
-        return levels > 0 && map.values().all(|v| nests_within(v, levels - 1));
-    }
-    true
 }
 
 fn is_script(path: &Path) -> bool {

@@ -31,12 +31,10 @@ pub use api::metagraph_rows;
 pub use contract::{Candidate, Contract, Contracts, Libraries, has_fn, number, require_fn};
 pub use ctx::{Ctx, Rng};
 pub use hook_thread::HOOK_STACK_BYTES;
-pub use host::{
-    HostConfig, Listing, MAX_RETURNED_NESTING, Number, ReloadStatus, Script, ScriptHost,
-};
+pub use host::{HostConfig, Listing, Number, ReloadStatus, Script, ScriptHost};
 pub use link::NeuronLink;
 pub use reload::Watcher;
-pub use sandbox::Limits;
+pub use sandbox::{Limits, MAX_RETURNED_NESTING};
 pub use services::{Lazy, ModelIds, Services};
 
 /// The directories under the script root that hold scripts, in lookup order: the ones

@@ -18,6 +18,7 @@ use rhai::{AST, Engine, EvalAltResult, Module, ModuleResolver, Position, Scope, 
 type RhaiResultOf<T> = Result<T, Box<EvalAltResult>>;
 
 use super::SCRIPT_ROOTS;
+use super::sandbox::{MAX_RETURNED_NESTING, nests_within};
 
 thread_local! {
     static RECORDING: RefCell<Option<BTreeSet<PathBuf>>> = const { RefCell::new(None) };
@@ -181,6 +182,17 @@ impl ModuleResolver for RootResolver {
             .map_err(|msg| Box::new(EvalAltResult::ErrorRuntime(msg.into(), pos)))?;
         let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
             .map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.into(), e, pos)))?;
+        // The module outlives this thread's stack (it is kept with every importer).
+        if let Some((name, _)) = module
+            .iter_var()
+            .find(|(_, value)| !nests_within(value, MAX_RETURNED_NESTING))
+        {
+            return Err(Box::new(EvalAltResult::ErrorRuntime(
+                format!("`{name}` of `{path}` nests deeper than {MAX_RETURNED_NESTING} levels")
+                    .into(),
+                pos,
+            )));
+        }
         Ok(module.into())
     }
 

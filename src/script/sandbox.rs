@@ -86,6 +86,23 @@ thread_local! {
     static BUDGET: Cell<Option<Budget>> = const { Cell::new(None) };
 }
 
+/// How deeply the arrays and maps a hook returns, or an imported module keeps, may
+/// nest: a value that leaves its hook thread must be safe to drop and convert on any
+/// thread's stack.
+pub const MAX_RETURNED_NESTING: usize = 128;
+
+/// Whether `value`'s arrays and maps nest at most `levels` deep (a walk that goes no
+/// deeper than that).
+pub(crate) fn nests_within(value: &Dynamic, levels: usize) -> bool {
+    if let Ok(array) = value.as_array_ref() {
+        return levels > 0 && array.iter().all(|v| nests_within(v, levels - 1));
+    }
+    if let Ok(map) = value.as_map_ref() {
+        return levels > 0 && map.values().all(|v| nests_within(v, levels - 1));
+    }
+    true
+}
+
 /// Applies `limits` to `engine` and installs the deadline and memory checks.
 pub(crate) fn apply(engine: &mut Engine, limits: &Limits) {
     engine

@@ -260,6 +260,22 @@ fn data_nested_to_the_array_limit_fails_the_call_or_is_dropped_on_the_hook_threa
             let err = host.call(&script, "kept", ()).unwrap_err();
             assert!(matches!(err, ScriptError::BadReturn { .. }), "{err}");
             assert!(err.to_string().contains("nested deeper"), "{err}");
+            // A module keeping such a value would outlive the hook thread: refused.
+            let kept = format!("{build}\nexport a;\nfn f() {{ 1 }}");
+            write(host.root(), "tools/keeps.rhai", &kept);
+            write(
+                host.root(),
+                "tools/user.rhai",
+                r#"import "tools/keeps" as k; fn g() { k::f() }"#,
+            );
+            let err = host
+                .compile(&host.root().join("tools/user.rhai"))
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("nests deeper than 128 levels"),
+                "{err}"
+            );
+            drop(host);
         })
         .unwrap()
         .join()
