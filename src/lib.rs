@@ -12,6 +12,7 @@ pub mod finetune;
 pub mod fsutil;
 pub mod home;
 pub mod llm;
+pub mod memory;
 pub mod models;
 pub mod prompting;
 pub mod score;

@@ -309,6 +309,9 @@ impl MinerHandler {
     }
 }
 
+/// The reason a caller is given when the blacklist script fails on its request.
+const BLACKLIST_FAILED: &str = "blacklist check failed";
+
 /// A seed derived from the conversation, so the same question gets the same answer
 /// (reproducible runs, and no free retries for a validator re-asking).
 fn message_seed(messages: &[String]) -> u64 {
@@ -345,11 +348,19 @@ impl AxonHandler for MinerHandler {
                 scripts.blacklist(&script, &ctx, map)
             })
             .await;
+        // The caller is not authenticated yet: the script's file, line and message
+        // stay in the log, the caller learns only that it was refused.
         match verdict {
             Ok(Ok(Some((true, reason)))) => Some(reason),
             Ok(Ok(_)) => None,
-            Ok(Err(err)) => Some(format!("blacklist script failed: {err}")),
-            Err(err) => Some(err.0),
+            Ok(Err(err)) => {
+                tracing::warn!(hotkey = %hotkey, "blacklist script failed: {err}");
+                Some(BLACKLIST_FAILED.into())
+            }
+            Err(err) => {
+                tracing::warn!(hotkey = %hotkey, "blacklist script failed: {}", err.0);
+                Some(BLACKLIST_FAILED.into())
+            }
         }
     }
 

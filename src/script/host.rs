@@ -17,12 +17,15 @@ use serde::de::DeserializeOwned;
 
 use super::contract::{Candidate, Contracts};
 use super::ctx::Ctx;
+use super::hook_thread::on_hook_thread;
 use super::link::NeuronLink;
 use super::resolver::{self, RootResolver};
 use super::roots::{Roots, is_script};
-use super::sandbox::{self, DeadlineGuard, Limits, WALL_TIME_TOKEN};
+use super::sandbox::{
+    self, HookGuard, Limits, MAX_RETURNED_NESTING, MEMORY_TOKEN, WALL_TIME_TOKEN,
+};
 use super::services::Services;
-use super::{ScriptError, api};
+use super::{ScriptError, api, builtins};
 
 /// How the host is set up.
 #[derive(Debug, Clone)]
@@ -240,13 +243,20 @@ impl ScriptHost {
         let roots = Roots::new(&config.roots)?;
         let mut engine = Engine::new();
         sandbox::apply(&mut engine, &config.limits);
+        builtins::register(&mut engine);
         // `eval` would compile code at run time, outside the cache, contract checks and
         // the import restrictions: scripts have no use for it.
         engine.disable_symbol("eval");
-        engine.set_module_resolver(RootResolver::new(roots.clone()));
-        engine.on_print(|s| tracing::info!(target: "neuron::script", "{s}"));
+        engine.set_module_resolver(RootResolver::new(roots.clone(), config.limits.max_modules));
+        engine.on_print(|s| {
+            if let Some(line) = sandbox::log_line(s) {
+                tracing::info!(target: "neuron::script", "{line}")
+            }
+        });
         engine.on_debug(|s, src, pos| {
-            tracing::debug!(target: "neuron::script", "{}:{pos}: {s}", src.unwrap_or("?"))
+            if let Some(line) = sandbox::log_line(s) {
+                tracing::debug!(target: "neuron::script", "{}:{pos}: {line}", src.unwrap_or("?"))
+            }
         });
         Ctx::register(&mut engine);
         let services = Arc::new(services);
@@ -256,7 +266,7 @@ impl ScriptHost {
                 engine,
                 services,
                 contracts: Arc::new(contracts),
-                resolver: RootResolver::new(roots.clone()),
+                resolver: RootResolver::new(roots.clone(), config.limits.max_modules),
                 roots,
                 limits: config.limits,
                 config: config.config,
@@ -317,7 +327,8 @@ impl ScriptHost {
         self.locate(path).0
     }
 
-    /// Compiles and contract-checks `path` without installing it.
+    /// Compiles and contract-checks `path` without installing it. Imported modules'
+    /// top levels run, on a hook thread under one hook's budget.
     pub fn compile(&self, path: &Path) -> Result<Script, ScriptError> {
         let canonical = path.canonicalize().map_err(|source| ScriptError::Io {
             path: path.to_path_buf(),
@@ -329,16 +340,20 @@ impl ScriptHost {
             source,
         })?;
         let engine = &self.inner.engine;
-        let _deadline = DeadlineGuard::start(self.inner.limits.wall_time);
-        let (compiled, imports) =
-            resolver::record_imports(|| engine.compile_into_self_contained(&Scope::new(), &text));
-        let mut ast = compiled.map_err(|e| self.compile_error(&rel, &e))?;
-        ast.set_source(rel.to_string_lossy().as_ref());
-        let contract = self.inner.contracts.check(&Candidate {
-            host: self,
-            rel: &rel,
-            ast: &ast,
-        })?;
+        let (ast, imports, contract) = self.on_hook_thread(|| {
+            let _budget = HookGuard::start(&self.inner.limits);
+            let (compiled, imports) = resolver::record_imports(&canonical, || {
+                engine.compile_into_self_contained(&Scope::new(), &text)
+            });
+            let mut ast = compiled.map_err(|e| self.compile_error(&rel, &e))?;
+            ast.set_source(rel.to_string_lossy().as_ref());
+            let contract = self.inner.contracts.check(&Candidate {
+                host: self,
+                rel: &rel,
+                ast: &ast,
+            })?;
+            Ok((ast, imports, contract))
+        })??;
         Ok(Script {
             path: canonical,
             rel,
@@ -358,12 +373,19 @@ impl ScriptHost {
         rel: &Path,
         ast: &AST,
     ) -> Result<Scope<'static>, ScriptError> {
-        let mut scope = Scope::new();
-        self.inner
-            .engine
-            .run_ast_with_scope(&mut scope, ast)
-            .map_err(|e| self.runtime_error(rel, TOP_LEVEL, &e))?;
-        Ok(scope)
+        self.on_hook_thread(|| {
+            let mut scope = Scope::new();
+            self.inner
+                .engine
+                .run_ast_with_scope(&mut scope, ast)
+                .map_err(|e| self.runtime_error(rel, TOP_LEVEL, &e))?;
+            Ok(scope)
+        })?
+    }
+
+    /// [`on_hook_thread`], a thread that fails to start being an error of the host.
+    fn on_hook_thread<T: Send>(&self, work: impl FnOnce() -> T + Send) -> Result<T, ScriptError> {
+        on_hook_thread(work).map_err(|source| ScriptError::HookThread { source })
     }
 
     /// Recompiles `changed` files and every loaded script importing one of them; files
@@ -477,8 +499,10 @@ impl ScriptHost {
             })
     }
 
-    /// Calls `hook` in `script` under the sandbox limits. The script's `Arc` keeps the
-    /// version it was called on alive until the call returns, whatever reloads happen.
+    /// Calls `hook` in `script` under the sandbox limits, on a hook thread
+    /// ([`HOOK_STACK_BYTES`](super::HOOK_STACK_BYTES)) with its own budget. The
+    /// script's `Arc` keeps the version it was called on alive until the call returns,
+    /// whatever reloads happen.
     pub fn call(
         &self,
         script: &Script,
@@ -509,16 +533,31 @@ impl ScriptHost {
         hook: &str,
         args: impl FuncArgs,
     ) -> Result<Dynamic, ScriptError> {
-        let _deadline = DeadlineGuard::start(self.inner.limits.wall_time);
-        let mut scope = Scope::new();
-        let mut options = CallFnOptions::new();
-        if let Some(link) = link {
-            options = options.with_tag(link.clone());
-        }
-        self.inner
-            .engine
-            .call_fn_with_options::<Dynamic>(options, &mut scope, &script.ast, hook, args)
-            .map_err(|e| self.runtime_error(&script.rel, hook, &e))
+        let mut values: Vec<Dynamic> = Vec::new();
+        args.parse(&mut values);
+        self.on_hook_thread(|| {
+            let _budget = HookGuard::start(&self.inner.limits);
+            let mut scope = Scope::new();
+            let mut options = CallFnOptions::new();
+            if let Some(link) = link {
+                options = options.with_tag(link.clone());
+            }
+            let out = self
+                .inner
+                .engine
+                .call_fn_with_options::<Dynamic>(options, &mut scope, &script.ast, hook, values)
+                .map_err(|e| self.runtime_error(&script.rel, hook, &e))?;
+            // Dropping or converting a value recurses through its nesting: a deeper one
+            // is dropped here, on the hook's stack, and never reaches the caller's.
+            if !sandbox::nests_within(&out, MAX_RETURNED_NESTING) {
+                return Err(script.bad_return(
+                    hook,
+                    format!("a value nested at most {MAX_RETURNED_NESTING} levels deep"),
+                    format!("{} nested deeper", out.type_name()),
+                ));
+            }
+            Ok(out)
+        })?
     }
 
     /// [`ScriptHost::call_for`] with the return value converted into `T` by
@@ -547,14 +586,21 @@ impl ScriptHost {
     }
 
     fn runtime_error(&self, rel: &Path, hook: &str, err: &EvalAltResult) -> ScriptError {
-        if is_timeout(err) {
+        if is_token(err, WALL_TIME_TOKEN) {
             return ScriptError::Timeout {
                 file: rel.to_path_buf(),
                 hook: hook.into(),
                 limit: self.inner.limits.wall_time,
             };
         }
-        let (file, pos, message) = innermost(err, rel, &self.inner.resolver, rhai::Position::NONE);
+        let (file, pos, mut message) =
+            innermost(err, rel, &self.inner.resolver, rhai::Position::NONE);
+        if is_token(err, MEMORY_TOKEN) {
+            message = format!(
+                "memory budget of {} MiB exceeded",
+                self.inner.limits.max_memory / (1024 * 1024)
+            );
+        }
         ScriptError::Runtime {
             file,
             hook: hook.into(),
@@ -565,14 +611,15 @@ impl ScriptHost {
     }
 }
 
-fn is_timeout(err: &EvalAltResult) -> bool {
+/// Whether `err` is, or wraps, the sandbox's termination with `token`.
+fn is_token(err: &EvalAltResult, token: &str) -> bool {
     match err {
-        EvalAltResult::ErrorTerminated(token, _) => token
+        EvalAltResult::ErrorTerminated(value, _) => value
             .clone()
             .into_immutable_string()
-            .is_ok_and(|s| s == WALL_TIME_TOKEN),
+            .is_ok_and(|s| s == token),
         EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
-        | EvalAltResult::ErrorInModule(_, inner, _) => is_timeout(inner),
+        | EvalAltResult::ErrorInModule(_, inner, _) => is_token(inner, token),
         _ => false,
     }
 }

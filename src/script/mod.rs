@@ -5,13 +5,17 @@
 //! a neuron `chain` and `dendrite`). A subnet's contracts and typed hooks live with the
 //! subnet (`prompting::contract`, `prompting::hooks`, `finetune::policy`).
 //!
-//! Scripts are untrusted: every hook runs under [`Limits`] (operations, call depth,
-//! sizes, wall time) and reaches the outside world only through the registered API
-//! modules. A failing hook fails that one call with a [`ScriptError`], never the host.
+//! Scripts are untrusted: every hook runs on a hook thread ([`HOOK_STACK_BYTES`]) under
+//! [`Limits`] (operations, call and expression depth, sizes, imports, wall time passed
+//! down to model and HTTP calls, a memory budget, a log allowance) and reaches the
+//! outside world only through the registered API modules. A failing hook fails that
+//! one call with a [`ScriptError`], never the host.
 
 mod api;
+mod builtins;
 mod contract;
 mod ctx;
+mod hook_thread;
 mod host;
 mod link;
 mod reload;
@@ -27,11 +31,12 @@ use std::time::Duration;
 pub use api::metagraph_rows;
 pub use contract::{Candidate, Contract, Contracts, Libraries, has_fn, number, require_fn};
 pub use ctx::{Ctx, Rng};
+pub use hook_thread::HOOK_STACK_BYTES;
 pub use host::{HostConfig, Listing, Number, ReloadStatus, Script, ScriptHost};
 pub use link::NeuronLink;
 pub use reload::Watcher;
 pub use roots::{Roots, configured_roots};
-pub use sandbox::Limits;
+pub use sandbox::{Limits, MAX_RETURNED_NESTING};
 pub use services::{Lazy, ModelIds, Services};
 
 /// The directories under each script root that hold scripts, in lookup order: the ones
@@ -120,6 +125,12 @@ pub enum ScriptError {
         file: PathBuf,
         /// What went wrong, prefixed by what the adapter was doing.
         message: String,
+    },
+    /// No thread could be started to run a script on.
+    #[error("cannot start a script hook thread: {source}")]
+    HookThread {
+        /// The underlying error.
+        source: std::io::Error,
     },
     /// The file watcher could not be started.
     #[error("watching {path}: {source}")]

@@ -3,6 +3,11 @@
 //! start with one of [`SCRIPT_ROOTS`], may omit `.rhai`, and never leave their root (no
 //! absolute paths, no `..`, symlinks checked after canonicalisation). Every file resolved while compiling a script is recorded so the
 //! host knows which scripts to recompile when a shared tool changes.
+//!
+//! Resolving a module runs its top level, which resolves its own imports: the chain of
+//! files being resolved is kept per thread, so an import cycle of any length (a file
+//! importing itself, two importing each other, …) is an error naming the chain, and
+//! so is a chain longer than the module limit, instead of a recursion without end.
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -14,17 +19,40 @@ type RhaiResultOf<T> = Result<T, Box<EvalAltResult>>;
 
 use super::SCRIPT_ROOTS;
 use super::roots::Roots;
+use super::sandbox::{MAX_RETURNED_NESTING, nests_within};
 
 thread_local! {
     static RECORDING: RefCell<Option<BTreeSet<PathBuf>>> = const { RefCell::new(None) };
+    /// The files being resolved on this thread, outermost first.
+    static CHAIN: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Records the files imported (transitively) while `f` runs on this thread.
-pub(crate) fn record_imports<T>(f: impl FnOnce() -> T) -> (T, BTreeSet<PathBuf>) {
+/// Records the files imported (transitively) while `f` compiles `top` on this thread;
+/// `top` heads the import chain, so importing it again is a cycle.
+pub(crate) fn record_imports<T>(top: &Path, f: impl FnOnce() -> T) -> (T, BTreeSet<PathBuf>) {
     let previous = RECORDING.with(|r| r.borrow_mut().replace(BTreeSet::new()));
-    let out = f();
+    let out = {
+        let _link = ChainLink::push(top);
+        f()
+    };
     let recorded = RECORDING.with(|r| std::mem::replace(&mut *r.borrow_mut(), previous));
     (out, recorded.unwrap_or_default())
+}
+
+/// One file on this thread's import chain, for as long as it is being resolved.
+struct ChainLink;
+
+impl ChainLink {
+    fn push(file: &Path) -> Self {
+        CHAIN.with(|c| c.borrow_mut().push(file.to_path_buf()));
+        Self
+    }
+}
+
+impl Drop for ChainLink {
+    fn drop(&mut self) {
+        CHAIN.with(|c| c.borrow_mut().pop());
+    }
 }
 
 fn note_import(path: &Path) {
@@ -38,12 +66,42 @@ fn note_import(path: &Path) {
 /// Resolves imports to files under the script roots only.
 pub(crate) struct RootResolver {
     roots: Roots,
+    max_chain: usize,
 }
 
 impl RootResolver {
-    /// Resolves under `roots`.
-    pub(crate) fn new(roots: Roots) -> Self {
-        Self { roots }
+    /// Resolves under `roots`; an import chain may be `max_chain` files long below the
+    /// importing script.
+    pub(crate) fn new(roots: Roots, max_chain: usize) -> Self {
+        Self { roots, max_chain }
+    }
+
+    /// Puts `file` on this thread's import chain, or says why it may not go there: it
+    /// is on it already (a cycle), or the chain is at its longest.
+    fn enter(&self, file: &Path) -> Result<ChainLink, String> {
+        CHAIN.with(|c| {
+            let chain = c.borrow();
+            let names = |files: &[PathBuf]| {
+                files
+                    .iter()
+                    .map(|f| self.relative(f))
+                    .chain(std::iter::once(self.relative(file)))
+                    .collect::<Vec<_>>()
+                    .join(" → ")
+            };
+            if let Some(at) = chain.iter().position(|f| f == file) {
+                return Err(format!("import cycle: {}", names(&chain[at..])));
+            }
+            if chain.len() > self.max_chain {
+                return Err(format!(
+                    "import chain longer than {} files: {}",
+                    self.max_chain,
+                    names(&chain)
+                ));
+            }
+            Ok(())
+        })?;
+        Ok(ChainLink::push(file))
     }
 
     /// Maps an import path to a canonical file under the root, or explains why not.
@@ -125,9 +183,23 @@ impl ModuleResolver for RootResolver {
         path: &str,
         pos: Position,
     ) -> RhaiResultOf<Shared<Module>> {
-        let (ast, _) = self.load(engine, path, pos)?;
+        let (ast, file) = self.load(engine, path, pos)?;
+        let _link = self
+            .enter(&file)
+            .map_err(|msg| Box::new(EvalAltResult::ErrorRuntime(msg.into(), pos)))?;
         let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
             .map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.into(), e, pos)))?;
+        // The module outlives this thread's stack (it is kept with every importer).
+        if let Some((name, _)) = module
+            .iter_var()
+            .find(|(_, value)| !nests_within(value, MAX_RETURNED_NESTING))
+        {
+            return Err(Box::new(EvalAltResult::ErrorRuntime(
+                format!("`{name}` of `{path}` nests deeper than {MAX_RETURNED_NESTING} levels")
+                    .into(),
+                pos,
+            )));
+        }
         Ok(module.into())
     }
 
@@ -152,7 +224,7 @@ mod tests {
         std::fs::write(dir.path().join("tools/a.rhai"), "fn f() { 1 }").unwrap();
         std::fs::write(dir.path().join("secret.rhai"), "fn f() { 2 }").unwrap();
         let roots = Roots::new(&[dir.path().to_path_buf()]).unwrap();
-        (dir, RootResolver::new(roots))
+        (dir, RootResolver::new(roots, 4))
     }
 
     #[test]
@@ -180,5 +252,36 @@ mod tests {
                 .unwrap_err()
                 .contains("cannot import")
         );
+    }
+
+    #[test]
+    fn a_file_already_on_the_chain_is_a_cycle_naming_it() {
+        let (_dir, r) = root();
+        let a = r.locate("tools/a").unwrap();
+        let b = r.roots.dirs()[0].join("tools/b.rhai");
+        let _top = ChainLink::push(&a);
+        let _b = r.enter(&b).unwrap();
+        let err = r.enter(&a).err().unwrap();
+        assert_eq!(
+            err,
+            "import cycle: tools/a.rhai → tools/b.rhai → tools/a.rhai"
+        );
+    }
+
+    #[test]
+    fn a_chain_past_the_limit_is_refused() {
+        let (_dir, r) = root();
+        let links: Vec<_> = (0..5)
+            .map(|i| {
+                r.enter(&r.roots.dirs()[0].join(format!("tools/{i}.rhai")))
+                    .unwrap()
+            })
+            .collect();
+        let err = r
+            .enter(&r.roots.dirs()[0].join("tools/5.rhai"))
+            .err()
+            .unwrap();
+        assert!(err.starts_with("import chain longer than 4 files"), "{err}");
+        drop(links);
     }
 }

@@ -1,17 +1,25 @@
-//! Sandbox limits applied to the one engine, and the per-hook wall-time deadline.
+//! Sandbox limits applied to the one engine, and the per-hook budget: wall-time
+//! deadline, memory budget and log allowance.
 //!
-//! Operation, depth and size limits are Rhai's own. The wall-time limit is a
-//! thread-local deadline checked from `Engine::on_progress`: a hook runs on the
-//! calling thread, so each call sets its own deadline and nested calls keep the
-//! earlier one.
+//! Operation, depth and per-value size limits are Rhai's own. The others are kept per
+//! thread, for the hook running on it ([`HookGuard`]), and checked from
+//! `Engine::on_progress` at every operation: the deadline, and the bytes the thread
+//! holds beyond what it held when the hook started ([`super::memory`]). A hook runs on
+//! one thread ([`super::hook_thread`]), so each call sets its own budget; nested calls
+//! keep the enclosing one.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, Engine};
 
+use crate::memory;
+
 /// Token returned by the progress callback when the deadline has passed.
 pub(crate) const WALL_TIME_TOKEN: &str = "neuron:wall-time";
+/// Token returned by the progress callback when the hook holds more than its budget.
+pub(crate) const MEMORY_TOKEN: &str = "neuron:memory";
 
 /// Resource limits for every script call.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,14 +32,23 @@ pub struct Limits {
     pub max_expr_depth: usize,
     /// Maximum string length in bytes.
     pub max_string_size: usize,
-    /// Maximum array length.
+    /// Maximum array length (nested arrays and BLOBs count their elements too).
     pub max_array_size: usize,
     /// Maximum object-map size.
     pub max_map_size: usize,
-    /// Maximum number of modules one script may import.
+    /// Maximum number of modules one script may import (and the longest import chain).
     pub max_modules: usize,
-    /// Wall-clock limit per hook call (includes time spent in host APIs such as the LLM).
+    /// Wall-clock limit per hook call, model and HTTP calls inside it included (they
+    /// are given the time left).
     pub wall_time: Duration,
+    /// Memory budget per hook call: the most heap bytes its thread may hold beyond what
+    /// it held when the call started, checked at every operation.
+    pub max_memory: usize,
+    /// Longest line a hook may `print` or `log::*`, in bytes; longer lines are cut.
+    pub max_log_line: usize,
+    /// Lines a hook may `print` or `log::*` per call; further lines are dropped and
+    /// counted in one notice.
+    pub max_log_lines: usize,
 }
 
 impl Default for Limits {
@@ -45,15 +62,48 @@ impl Default for Limits {
             max_map_size: 20_000,
             max_modules: 32,
             wall_time: Duration::from_secs(120),
+            max_memory: 256 * 1024 * 1024,
+            max_log_line: 2048,
+            max_log_lines: 200,
         }
     }
 }
 
-thread_local! {
-    static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
+/// The budget of the hook running on this thread.
+#[derive(Clone, Copy)]
+struct Budget {
+    deadline: Instant,
+    /// [`memory::thread_net_bytes`] when the hook started.
+    memory_base: isize,
+    max_memory: usize,
+    max_log_line: usize,
+    max_log_lines: usize,
+    /// Lines logged so far.
+    logged: usize,
 }
 
-/// Applies `limits` to `engine` and installs the deadline check.
+thread_local! {
+    static BUDGET: Cell<Option<Budget>> = const { Cell::new(None) };
+}
+
+/// How deeply the arrays and maps a hook returns, or an imported module keeps, may
+/// nest: a value that leaves its hook thread must be safe to drop and convert on any
+/// thread's stack.
+pub const MAX_RETURNED_NESTING: usize = 128;
+
+/// Whether `value`'s arrays and maps nest at most `levels` deep (a walk that goes no
+/// deeper than that).
+pub(crate) fn nests_within(value: &Dynamic, levels: usize) -> bool {
+    if let Ok(array) = value.as_array_ref() {
+        return levels > 0 && array.iter().all(|v| nests_within(v, levels - 1));
+    }
+    if let Ok(map) = value.as_map_ref() {
+        return levels > 0 && map.values().all(|v| nests_within(v, levels - 1));
+    }
+    true
+}
+
+/// Applies `limits` to `engine` and installs the deadline and memory checks.
 pub(crate) fn apply(engine: &mut Engine, limits: &Limits) {
     engine
         .set_max_operations(limits.max_operations)
@@ -64,47 +114,104 @@ pub(crate) fn apply(engine: &mut Engine, limits: &Limits) {
         .set_max_map_size(limits.max_map_size)
         .set_max_modules(limits.max_modules);
     engine.on_progress(|ops| {
+        let budget = BUDGET.with(Cell::get)?;
+        let held = memory::thread_net_bytes().saturating_sub(budget.memory_base);
+        if held > 0 && held as usize > budget.max_memory {
+            return Some(Dynamic::from(MEMORY_TOKEN));
+        }
         // Reading the clock every operation is measurable; every 256th is plenty.
-        if ops & 0xFF != 0 {
-            return None;
+        if ops & 0xFF == 0 && Instant::now() >= budget.deadline {
+            return Some(Dynamic::from(WALL_TIME_TOKEN));
         }
-        match DEADLINE.with(Cell::get) {
-            Some(deadline) if Instant::now() >= deadline => Some(Dynamic::from(WALL_TIME_TOKEN)),
-            _ => None,
-        }
+        None
     });
 }
 
-/// Time left before this thread's script deadline, if a hook is running.
+/// Time left before this thread's hook deadline, if a hook is running.
 pub(crate) fn remaining() -> Option<Duration> {
-    DEADLINE
+    BUDGET
         .with(Cell::get)
-        .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+        .map(|b| b.deadline.saturating_duration_since(Instant::now()))
 }
 
-/// Sets this thread's script deadline for as long as it lives; an enclosing, earlier
-/// deadline stays in force. The previous deadline is restored on drop.
-pub(crate) struct DeadlineGuard {
-    previous: Option<Instant>,
+/// Heap bytes the running hook may still allocate, if a hook is running.
+pub(crate) fn memory_left() -> Option<usize> {
+    BUDGET.with(Cell::get).map(|b| {
+        let held = memory::thread_net_bytes().saturating_sub(b.memory_base);
+        b.max_memory.saturating_sub(held.max(0) as usize)
+    })
 }
 
-impl DeadlineGuard {
-    /// Starts a deadline `limit` from now.
-    pub(crate) fn start(limit: Duration) -> Self {
-        let wanted = Instant::now() + limit;
-        let previous = DEADLINE.with(Cell::get);
-        let effective = match previous {
-            Some(earlier) if earlier < wanted => earlier,
-            _ => wanted,
-        };
-        DEADLINE.with(|d| d.set(Some(effective)));
+/// What a script's `print` or `log::*` line becomes under the running hook's log
+/// allowance: cut to [`Limits::max_log_line`] bytes, or `None` once the hook has used
+/// its [`Limits::max_log_lines`] (the first line past it is replaced by a notice).
+/// Outside a hook the default limits apply to each line alone.
+pub(crate) fn log_line(line: &str) -> Option<Cow<'_, str>> {
+    let (max_line, allowed) = match BUDGET.with(Cell::get) {
+        Some(mut budget) => {
+            budget.logged += 1;
+            BUDGET.with(|b| b.set(Some(budget)));
+            if budget.logged == budget.max_log_lines + 1 {
+                return Some(Cow::Owned(format!(
+                    "(log limit of {} lines per hook call reached; further lines dropped)",
+                    budget.max_log_lines
+                )));
+            }
+            (budget.max_log_line, budget.logged <= budget.max_log_lines)
+        }
+        None => (Limits::default().max_log_line, true),
+    };
+    if !allowed {
+        return None;
+    }
+    if line.len() <= max_line {
+        return Some(Cow::Borrowed(line));
+    }
+    let mut cut = max_line;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Some(Cow::Owned(format!(
+        "{}… ({} more bytes cut)",
+        &line[..cut],
+        line.len() - cut
+    )))
+}
+
+/// Sets this thread's hook budget from `limits` for as long as it lives. Nested, the
+/// enclosing budget stays in force (its earlier deadline, its memory baseline, its log
+/// allowance); the previous state is restored on drop.
+pub(crate) struct HookGuard {
+    previous: Option<Budget>,
+}
+
+impl HookGuard {
+    /// Starts a budget: deadline `limits.wall_time` from now, memory counted from now.
+    pub(crate) fn start(limits: &Limits) -> Self {
+        let previous = BUDGET.with(Cell::get);
+        let budget = previous.unwrap_or(Budget {
+            deadline: Instant::now() + limits.wall_time,
+            memory_base: memory::thread_net_bytes(),
+            max_memory: limits.max_memory,
+            max_log_line: limits.max_log_line,
+            max_log_lines: limits.max_log_lines,
+            logged: 0,
+        });
+        BUDGET.with(|b| b.set(Some(budget)));
         Self { previous }
     }
 }
 
-impl Drop for DeadlineGuard {
+impl Drop for HookGuard {
     fn drop(&mut self) {
-        DEADLINE.with(|d| d.set(self.previous));
+        BUDGET.with(|b| {
+            // A nested call's lines count against the enclosing call's allowance.
+            let logged = b.get().map(|now| now.logged);
+            b.set(self.previous.map(|mut outer| {
+                outer.logged = logged.unwrap_or(outer.logged);
+                outer
+            }))
+        });
     }
 }
 
@@ -112,17 +219,24 @@ impl Drop for DeadlineGuard {
 mod tests {
     use super::*;
 
-    #[test]
-    fn nested_guard_keeps_the_earlier_deadline_and_restores() {
-        let outer = DeadlineGuard::start(Duration::from_millis(10));
-        let outer_deadline = DEADLINE.with(Cell::get).unwrap();
-        {
-            let _inner = DeadlineGuard::start(Duration::from_secs(60));
-            assert_eq!(DEADLINE.with(Cell::get), Some(outer_deadline));
+    fn limits(wall_time: Duration) -> Limits {
+        Limits {
+            wall_time,
+            ..Limits::default()
         }
-        assert_eq!(DEADLINE.with(Cell::get), Some(outer_deadline));
+    }
+
+    #[test]
+    fn nested_guard_keeps_the_enclosing_budget_and_restores() {
+        let outer = HookGuard::start(&limits(Duration::from_millis(10)));
+        let outer_deadline = BUDGET.with(Cell::get).unwrap().deadline;
+        {
+            let _inner = HookGuard::start(&limits(Duration::from_secs(60)));
+            assert_eq!(BUDGET.with(Cell::get).unwrap().deadline, outer_deadline);
+        }
+        assert_eq!(BUDGET.with(Cell::get).unwrap().deadline, outer_deadline);
         drop(outer);
-        assert_eq!(DEADLINE.with(Cell::get), None);
+        assert!(BUDGET.with(Cell::get).is_none());
     }
 
     #[test]
@@ -130,14 +244,50 @@ mod tests {
         let mut engine = Engine::new();
         let limits = Limits {
             max_operations: 0,
-            ..Limits::default()
+            ..limits(Duration::from_millis(50))
         };
         apply(&mut engine, &limits);
-        let _guard = DeadlineGuard::start(Duration::from_millis(50));
+        let _guard = HookGuard::start(&limits);
         let err = engine.run("loop { }").unwrap_err();
         assert!(
             matches!(*err, rhai::EvalAltResult::ErrorTerminated(ref t, _) if t.clone().into_string().ok().as_deref() == Some(WALL_TIME_TOKEN)),
             "{err}"
         );
+    }
+
+    #[test]
+    fn holding_more_than_the_budget_terminates_the_script() {
+        let mut engine = Engine::new();
+        let limits = Limits {
+            max_memory: 8 * 1024 * 1024,
+            ..Limits::default()
+        };
+        apply(&mut engine, &limits);
+        let _guard = HookGuard::start(&limits);
+        // A 1 MiB local in each of 20 frames: every value is within the string limit.
+        let script = r#"
+            fn hold(n, s) { let mine = s + n; if n == 0 { return 0; } hold(n - 1, s) + mine.len() }
+            let s = ""; s.pad(1048576, 'x'); hold(20, s)
+        "#;
+        let err = engine.run(script).unwrap_err();
+        assert!(
+            matches!(*err, rhai::EvalAltResult::ErrorTerminated(ref t, _) if t.clone().into_string().ok().as_deref() == Some(MEMORY_TOKEN)),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn log_lines_are_cut_and_counted_per_hook() {
+        let limits = Limits {
+            max_log_line: 5,
+            max_log_lines: 2,
+            ..Limits::default()
+        };
+        let _guard = HookGuard::start(&limits);
+        assert_eq!(log_line("short").as_deref(), Some("short"));
+        // Five bytes would split the third `é`: the cut falls before it.
+        assert_eq!(log_line("éééé").as_deref(), Some("éé… (4 more bytes cut)"));
+        assert!(log_line("third").unwrap().contains("log limit of 2 lines"));
+        assert_eq!(log_line("fourth"), None);
     }
 }

@@ -103,11 +103,14 @@ impl HttpClient {
         Ok(parsed)
     }
 
-    /// GETs `url` with `query` appended, returning the body as text (cached).
+    /// GETs `url` with `query` appended, returning the body as text (cached). The
+    /// request takes at most the configured timeout, and at most `within` when given
+    /// (a calling hook's time left).
     pub fn get_text(
         &self,
         url: &str,
         query: &[(String, String)],
+        within: Option<Duration>,
     ) -> Result<Arc<String>, ServiceError> {
         let mut parsed = self.check(url)?;
         if !query.is_empty() {
@@ -123,10 +126,19 @@ impl HttpClient {
             url: key.clone(),
             message,
         };
-        let response = self.agent.get(&key).call().map_err(|e| match e {
-            ureq::Error::Status(code, _) => err(format!("HTTP status {code}")),
-            ureq::Error::Transport(t) => err(t.to_string()),
-        })?;
+        let timeout = within.map_or(self.config.timeout, |w| w.min(self.config.timeout));
+        if timeout.is_zero() {
+            return Err(err("no time left for the request".into()));
+        }
+        let response = self
+            .agent
+            .get(&key)
+            .timeout(timeout)
+            .call()
+            .map_err(|e| match e {
+                ureq::Error::Status(code, _) => err(format!("HTTP status {code}")),
+                ureq::Error::Transport(t) => err(t.to_string()),
+            })?;
         if (300..400).contains(&response.status()) {
             return Err(err(format!(
                 "redirect ({}) not followed",
@@ -155,13 +167,14 @@ impl HttpClient {
         Ok(text)
     }
 
-    /// GETs `url` and parses the body as JSON.
+    /// [`HttpClient::get_text`], the body parsed as JSON.
     pub fn get_json(
         &self,
         url: &str,
         query: &[(String, String)],
+        within: Option<Duration>,
     ) -> Result<serde_json::Value, ServiceError> {
-        let text = self.get_text(url, query)?;
+        let text = self.get_text(url, query, within)?;
         serde_json::from_str(&text).map_err(|e| ServiceError::Http {
             url: url.to_string(),
             message: format!("response is not JSON: {e}"),

@@ -1,10 +1,12 @@
-//! `http`: GET to allowlisted hosts (see [`crate::services::HttpClient`]).
+//! `http`: GET to allowlisted hosts (see [`crate::services::HttpClient`]), each request
+//! bounded by the time left to the calling hook.
 
 use std::sync::Arc;
 
 use rhai::{Dynamic, EvalAltResult, ImmutableString, Map, Module};
 
 use super::{fail, to_dynamic};
+use crate::script::sandbox::remaining;
 use crate::script::services::Services;
 
 fn pairs(params: &Map) -> Vec<(String, String)> {
@@ -21,7 +23,7 @@ pub(super) fn module(services: Arc<Services>) -> Module {
         Dynamic,
         Box<EvalAltResult>,
     > {
-        to_dynamic(s.http.get_json(&url, &[]).map_err(fail)?)
+        to_dynamic(s.http.get_json(&url, &[], remaining()).map_err(fail)?)
     });
     let s = services.clone();
     def!(&mut m, "get_json", move |url: ImmutableString,
@@ -30,14 +32,21 @@ pub(super) fn module(services: Arc<Services>) -> Module {
         Dynamic,
         Box<EvalAltResult>,
     > {
-        to_dynamic(s.http.get_json(&url, &pairs(&params)).map_err(fail)?)
+        to_dynamic(
+            s.http
+                .get_json(&url, &pairs(&params), remaining())
+                .map_err(fail)?,
+        )
     },);
     let s = services.clone();
     def!(&mut m, "get_text", move |url: ImmutableString| -> Result<
         String,
         Box<EvalAltResult>,
     > {
-        Ok(s.http.get_text(&url, &[]).map_err(fail)?.to_string())
+        Ok(s.http
+            .get_text(&url, &[], remaining())
+            .map_err(fail)?
+            .to_string())
     });
     let s = services;
     def!(&mut m, "get_text", move |url: ImmutableString,
@@ -47,7 +56,7 @@ pub(super) fn module(services: Arc<Services>) -> Module {
         Box<EvalAltResult>,
     > {
         Ok(s.http
-            .get_text(&url, &pairs(&params))
+            .get_text(&url, &pairs(&params), remaining())
             .map_err(fail)?
             .to_string())
     },);

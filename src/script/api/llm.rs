@@ -1,14 +1,15 @@
 //! `llm`: chat with the validator/miner model. Sampling options come from a map; the
 //! seed is drawn from `ctx.rng` unless given, so a step's generations are reproducible
-//! from its seed.
+//! from its seed. A generation gets the time left to the calling hook and stops there.
 
 use std::sync::Arc;
 
 use rhai::{Array, Dynamic, EvalAltResult, ImmutableString, Map, Module};
 
 use super::fail;
-use crate::llm::{ChatMessage, SamplingParams};
+use crate::llm::{ChatMessage, RequestOptions, SamplingParams};
 use crate::script::ctx::Ctx;
+use crate::script::sandbox;
 use crate::script::services::Services;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
@@ -76,9 +77,14 @@ fn messages(list: &Array) -> Res<Vec<ChatMessage>> {
         .collect()
 }
 
+/// One generation, stopped at the calling hook's deadline.
 fn chat(services: &Services, msgs: Vec<ChatMessage>, params: SamplingParams) -> Res<String> {
     let llm = services.llm.get().map_err(|e| fail(format!("llm: {e}")))?;
-    llm.chat_blocking(msgs, params)
+    let options = RequestOptions {
+        timeout: sandbox::remaining(),
+        ..RequestOptions::default()
+    };
+    llm.chat_blocking_with(msgs, params, options)
         .map(|g| g.text)
         .map_err(|e| fail(format!("llm: {e}")))
 }

@@ -5,8 +5,6 @@
 //! Every case that starts `neuron` runs it under a deadline ([`run_bounded`]): a hang is a
 //! failure, not a stuck suite.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -56,64 +54,10 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-// ---------------------------------------------------------------------------------------
-// Allocation accounting for the property tests.
-
-/// The system allocator, counting the bytes a thread asks for while it measures
-/// ([`allocated_by`]); other threads and other tests are not counted.
-struct Counting;
-
-thread_local! {
-    static MEASURING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCATED: Cell<usize> = const { Cell::new(0) };
-}
-
-fn count(bytes: usize) {
-    let _ = MEASURING.try_with(|on| {
-        if on.get() {
-            let _ = ALLOCATED.try_with(|n| n.set(n.get().saturating_add(bytes)));
-        }
-    });
-}
-
-// SAFETY: every call goes straight to `System`; counting touches only const-initialised
-// thread-locals (no allocation, no re-entry).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: the caller's contract is `System`'s.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(layout.size());
-        // SAFETY: as above.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// `f`'s result and the bytes it allocated in total on this thread (reallocations count
-/// their new size): an upper bound of its peak.
+/// `f`'s result and the most this thread held at once while it ran (the library's
+/// counting allocator, which every binary linking it uses).
 fn allocated_by<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    ALLOCATED.with(|n| n.set(0));
-    MEASURING.with(|on| on.set(true));
-    let out = f();
-    MEASURING.with(|on| on.set(false));
-    (out, ALLOCATED.with(Cell::get))
+    neuron::memory::peak_growth_of(f)
 }
 
 // ---------------------------------------------------------------------------------------

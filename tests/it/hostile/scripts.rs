@@ -1,1 +1,475 @@
-//! Hostile scripts: import cycles, deep stacks, memory and log floods, slow service calls.
+//! Hostile scripts: import cycles, deep stacks, memory and log floods, slow service calls,
+//! failing blacklists. Each case is one the host used to die or hang on; a script error
+//! must fail that one call, never the process. Cases whose old failure was an abort run
+//! through the `neuron` binary; the others in process.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use neuron::config::BlacklistConfig;
+use neuron::models::Resolver;
+use neuron::net::{AxonHandler, PromptingSynapse};
+use neuron::prompting::contract::PromptingContracts;
+use neuron::prompting::miner::MinerHandler;
+use neuron::script::{
+    HostConfig, Libraries, Limits, ModelIds, ReloadStatus, ScriptError, ScriptHost, Services,
+};
+use neuron::services::HttpConfig;
+
+use crate::support::bin::neuron_command;
+
+fn write(root: &Path, name: &str, text: &str) {
+    let path = root.join(name);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// Services with only loopback reachable over HTTP (timeout `http_timeout`).
+fn services(http_timeout: Duration) -> Services {
+    Services::with_resolver(
+        Resolver::default(),
+        &ModelIds::default(),
+        HttpConfig {
+            allow_hosts: vec!["127.0.0.1".into()],
+            timeout: http_timeout,
+            ..HttpConfig::default()
+        },
+        Vec::new(),
+    )
+}
+
+/// A host over `root` whose scripts are plain libraries.
+fn library_host(root: &Path, limits: Limits) -> ScriptHost {
+    let mut config = HostConfig::new(root);
+    config.limits = limits;
+    ScriptHost::new(config, services(Duration::from_secs(10)), Libraries).unwrap()
+}
+
+/// Runs `neuron ARGS` with `RUST_LOG=level`; its exit status and stdout then stderr.
+fn neuron(args: &[&str], level: &str) -> (std::process::ExitStatus, String) {
+    let mut cmd = neuron_command(args);
+    cmd.env("RUST_LOG", level);
+    let out = cmd.output().expect("run neuron");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &*String::from_utf8_lossy(&out.stderr);
+    (out.status, text)
+}
+
+/// A persona for `neuron task check`, which runs a task's challenge through one.
+const PERSONA: &str = r#"fn persona(ctx) { #{ profile: "p", mood: "m", tone: "t" } }
+fn challenge(ctx, task, persona) { task.query }"#;
+
+fn task(name: &str, body: &str) -> String {
+    format!(
+        r#"const NAME = "{name}"; const WEIGHT = 1.0;
+const REWARDS = #{{ "diff": 1.0 }}; const PENALTIES = #{{}};
+fn generate(ctx) {{ {body} }}"#
+    )
+}
+
+#[test]
+fn import_cycles_are_errors_naming_the_chain_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "tools/me.rhai",
+        r#"import "tools/me" as me; fn x() { 1 }"#,
+    );
+    write(
+        root,
+        "tools/a.rhai",
+        r#"import "tools/b" as b; fn a() { 1 }"#,
+    );
+    write(
+        root,
+        "tools/b.rhai",
+        r#"import "tools/c" as c; fn b() { 1 }"#,
+    );
+    write(
+        root,
+        "tools/c.rhai",
+        r#"import "tools/a" as a; fn c() { 1 }"#,
+    );
+    write(root, "tools/fine.rhai", "fn f() { 1 }");
+    let (status, out) = neuron(
+        &["task", "list", "--scripts", root.to_str().unwrap()],
+        "warn",
+    );
+    assert!(status.success(), "{status}: {out}");
+    assert!(
+        out.contains("import cycle: tools/me.rhai → tools/me.rhai"),
+        "{out}"
+    );
+    assert!(
+        out.contains("import cycle: tools/a.rhai → tools/b.rhai → tools/c.rhai → tools/a.rhai"),
+        "{out}"
+    );
+}
+
+#[test]
+fn an_import_cycle_on_hot_reload_keeps_the_previous_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "tools/a.rhai",
+        r#"import "tools/b" as b; fn a() { b::b() }"#,
+    );
+    write(root, "tools/b.rhai", "fn b() { 1 }");
+    let host = library_host(root, Limits::default());
+    assert!(host.listing().iter().all(|r| r.status == ReloadStatus::Ok));
+
+    write(
+        root,
+        "tools/b.rhai",
+        r#"import "tools/a" as a; fn b() { 2 }"#,
+    );
+    let outcomes = host.reload(&[root.join("tools/b.rhai")]);
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    for (rel, outcome) in &outcomes {
+        let err = outcome.as_ref().unwrap_err().to_string();
+        assert!(err.contains("import cycle: "), "{}: {err}", rel.display());
+    }
+    let a = host
+        .live("library")
+        .into_iter()
+        .find(|s| s.rel == Path::new("tools/a.rhai"))
+        .unwrap();
+    let out = host.call(&a, "a", ()).unwrap();
+    assert_eq!(out.as_int(), Ok(1), "the previous versions keep serving");
+}
+
+#[test]
+fn an_import_chain_longer_than_the_module_limit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for i in 0..40 {
+        write(
+            root,
+            &format!("tools/t{i}.rhai"),
+            &format!(r#"import "tools/t{}" as next; fn f() {{ {i} }}"#, i + 1),
+        );
+    }
+    write(root, "tools/t40.rhai", "fn f() { 40 }");
+    let limits = Limits {
+        max_modules: 8,
+        ..Limits::default()
+    };
+    let host = library_host(root, limits);
+    let err = host.compile(&root.join("tools/t0.rhai")).unwrap_err();
+    assert!(
+        err.to_string().contains("import chain longer than 8 files"),
+        "{err}"
+    );
+}
+
+/// A task at the limits: `generate` recurses as deep as the call limit allows, every
+/// level inside the most deeply nested expression the expression limit allows (native
+/// calls, the nesting that takes the most stack per level).
+fn deepest_task(host: &ScriptHost, root: &Path) -> String {
+    let limits = Limits::default();
+    for nesting in (1..=limits.max_expr_depth).rev() {
+        let body = format!(
+            "{}deep(n - 1){}",
+            "abs(".repeat(nesting),
+            ")".repeat(nesting)
+        );
+        let generate = format!(
+            "#{{ query: `${{deep({})}}`, reference: \"r\" }}",
+            limits.max_call_levels - 2
+        );
+        let text = format!(
+            "{}\nfn deep(n) {{ if n <= 0 {{ return 0; }} {body} }}",
+            task("deep", &generate)
+        );
+        write(root, "tasks/deep.rhai", &text);
+        if host.compile(&root.join("tasks/deep.rhai")).is_ok() {
+            assert!(nesting >= 50, "only {nesting} levels compile");
+            return text;
+        }
+    }
+    panic!("no nesting compiles");
+}
+
+#[test]
+fn the_deepest_script_the_limits_allow_runs_in_task_check_and_on_a_blocking_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut config = HostConfig::new(root);
+    config.limits = Limits::default();
+    let host = ScriptHost::new(
+        config,
+        services(Duration::from_secs(10)),
+        PromptingContracts,
+    )
+    .unwrap();
+    write(root, "personas/human.rhai", PERSONA);
+    deepest_task(&host, root);
+    host.reload(&[root.join("tasks/deep.rhai")]);
+
+    let file = root.join("tasks/deep.rhai");
+    let (status, out) = neuron(
+        &[
+            "task",
+            "check",
+            "--scripts",
+            root.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        "warn",
+    );
+    assert!(status.success(), "{status}: {out}");
+    assert!(out.contains("query:     0"), "{out}");
+
+    // Where validators and miners call hooks from: a runtime's blocking thread.
+    use neuron::prompting::contract::PromptingLookups;
+    use neuron::prompting::hooks::PromptingHooks;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let query = runtime
+        .block_on(runtime.spawn_blocking(move || {
+            let task = host.task("deep").unwrap();
+            host.generate(&task, &host.ctx(0, 0)).map(|i| i.query)
+        }))
+        .unwrap()
+        .unwrap();
+    assert_eq!(query, "0");
+}
+
+#[test]
+fn data_nested_to_the_array_limit_fails_the_call_or_is_dropped_on_the_hook_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // 8,000 levels: past what a 1 MiB stack can clone, drop or size-check recursively
+    // (deeper takes long to build: each level copies and size-checks the whole value).
+    let build = "let a = []; for i in 0..8000 { a = [a]; }";
+    write(
+        root,
+        "tools/nest.rhai",
+        &format!("fn kept() {{ {build} a }}\nfn dropped() {{ {build} 7 }}"),
+    );
+    let host = library_host(root, Limits::default());
+    let script = host.live("library").pop().unwrap();
+    std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(move || {
+            assert_eq!(host.call(&script, "dropped", ()).unwrap().as_int(), Ok(7));
+            let err = host.call(&script, "kept", ()).unwrap_err();
+            assert!(matches!(err, ScriptError::BadReturn { .. }), "{err}");
+            assert!(err.to_string().contains("nested deeper"), "{err}");
+            // A module keeping such a value would outlive the hook thread: refused.
+            let kept = format!("{build}\nexport a;\nfn f() {{ 1 }}");
+            write(host.roots()[0].as_path(), "tools/keeps.rhai", &kept);
+            write(
+                host.roots()[0].as_path(),
+                "tools/user.rhai",
+                r#"import "tools/keeps" as k; fn g() { k::f() }"#,
+            );
+            let err = host
+                .compile(&host.roots()[0].as_path().join("tools/user.rhai"))
+                .unwrap_err();
+            assert!(
+                err.to_string().contains("nests deeper than 128 levels"),
+                "{err}"
+            );
+            drop(host);
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn a_hook_holding_more_than_its_memory_budget_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Each frame keeps its own 4 MiB string: every value is within the string limit.
+    write(
+        root,
+        "tools/hog.rhai",
+        r#"
+        fn hold(n, s) { let mine = s + n; if n == 0 { return 0; } hold(n - 1, s) + mine.len() }
+        fn hog() { let s = ""; s.pad(4194000, 'x'); hold(60, s) }
+        fn fine() { 1 }
+        "#,
+    );
+    let limits = Limits {
+        max_memory: 64 * 1024 * 1024,
+        ..Limits::default()
+    };
+    let host = library_host(root, limits);
+    let script = host.live("library").pop().unwrap();
+    let err = host.call(&script, "hog", ()).unwrap_err().to_string();
+    assert!(err.contains("memory budget of 64 MiB exceeded"), "{err}");
+    assert!(err.starts_with("tools/hog.rhai:"), "{err}");
+    assert_eq!(host.call(&script, "fine", ()).unwrap().as_int(), Ok(1));
+}
+
+#[test]
+fn a_replace_that_would_build_terabytes_fails_the_hook_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let body = r#"let s = ""; s.pad(4194000, 'x'); let w = ""; w.pad(4000000, 'y');
+        s.replace("x", w); #{ query: s, reference: "r" }"#;
+    write(root, "tasks/blow.rhai", &task("blow", body));
+    let file = root.join("tasks/blow.rhai");
+    let (status, out) = neuron(
+        &[
+            "task",
+            "check",
+            "--scripts",
+            root.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        "warn",
+    );
+    assert_eq!(status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("Length of string"),
+        "{out}"
+    );
+}
+
+#[test]
+fn print_and_log_floods_are_cut_and_capped_per_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let body = r#"let line = ""; line.pad(4096, 'x');
+        for i in 0..5000 { print(line); log::info(line); }
+        #{ query: "q", reference: "r" }"#;
+    write(root, "tasks/flood.rhai", &task("flood", body));
+    write(root, "personas/human.rhai", PERSONA);
+    let file = root.join("tasks/flood.rhai");
+    let (status, out) = neuron(
+        &[
+            "task",
+            "check",
+            "--scripts",
+            root.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        "info",
+    );
+    assert!(status.success(), "{status}");
+    // 10,000 lines of 4 KiB (40 MB) asked for; 200 lines of at most 2 KiB let through.
+    assert!(out.len() < 1024 * 1024, "{} bytes of output", out.len());
+    assert!(out.contains("log limit of 200 lines per hook call reached"));
+    assert!(out.contains("more bytes cut"));
+}
+
+/// A loopback HTTP server that accepts connections and never answers.
+fn silent_server() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.flush();
+            held.push(stream);
+        }
+    });
+    format!("http://{addr}/")
+}
+
+#[test]
+fn the_hook_deadline_bounds_http_calls_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let url = silent_server();
+    write(
+        root,
+        "tools/slow.rhai",
+        &format!(r#"fn fetch() {{ http::get_text("{url}") }}"#),
+    );
+    let mut config = HostConfig::new(root);
+    config.limits = Limits {
+        wall_time: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    // The client's own timeout is a minute: only the hook's deadline can end it early.
+    let host = ScriptHost::new(config, services(Duration::from_secs(60)), Libraries).unwrap();
+    let script = host.live("library").pop().unwrap();
+    let started = Instant::now();
+    let err = host.call(&script, "fetch", ()).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}: {err}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn the_hook_deadline_bounds_llm_calls_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "tools/talk.rhai",
+        r#"fn talk(ctx) { llm::chat(ctx, [#{ role: "user", content: "Tell a very long story." }], #{ max_tokens: 4000 }) }"#,
+    );
+    let mut config = HostConfig::new(root);
+    config.limits = Limits {
+        wall_time: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let host = ScriptHost::new(config, services(Duration::from_secs(10)), Libraries).unwrap();
+    // Loaded before the hook, so the hook's two seconds are all generation.
+    host.services().llm.get().expect("the default chat model");
+    let script = host.live("library").pop().unwrap();
+    let started = Instant::now();
+    let err = host.call(&script, "talk", (host.ctx(1, 0),)).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}: {err}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("llm:"), "{err}");
+}
+
+#[test]
+fn a_failing_blacklist_script_tells_the_caller_nothing_about_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "scripts/miners/leaky.rhai",
+        r#"fn forward(ctx, synapse) { "ok" }
+fn blacklist(ctx, request) { throw "SECRET-DETAIL in the operator's script"; }"#,
+    );
+    let mut config = HostConfig::new(root);
+    config.limits = Limits::default();
+    let host = ScriptHost::new(
+        config,
+        services(Duration::from_secs(10)),
+        PromptingContracts,
+    )
+    .unwrap();
+    let handler = MinerHandler::new(
+        host,
+        "leaky",
+        BlacklistConfig {
+            allow_non_registered: true,
+            ..BlacklistConfig::default()
+        },
+    );
+    let mut request = PromptingSynapse {
+        roles: vec!["user".into()],
+        messages: vec!["hi".into()],
+        completion: String::new(),
+    }
+    .to_synapse(Arc::new(PromptingSynapse::schema()))
+    .unwrap();
+    request.dendrite.hotkey = Some("5Caller".into());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let reason = runtime
+        .block_on(handler.blacklist(&request))
+        .expect("refused");
+    assert!(!reason.contains("SECRET"), "{reason}");
+    assert!(!reason.contains("leaky.rhai"), "{reason}");
+}
