@@ -162,7 +162,9 @@ impl Dendrite {
         }
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Below the axon's keep-alive timeout (15 s by default), so an idle pooled
+            // connection is dropped here before the axon closes it under a new request.
+            .pool_idle_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
             .build()
