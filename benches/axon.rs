@@ -152,7 +152,12 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let bob = Keypair::from_uri("//Bob").unwrap();
-        let config = AxonOptions { bind: "127.0.0.1:0".parse().unwrap(), ..AxonOptions::default() };
+        // All the load comes from 127.0.0.1: lift the per-address connection limit.
+        let config = AxonOptions {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            max_connections_per_ip: usize::MAX,
+            ..AxonOptions::default()
+        };
         let ours = Axon::serve(config, bob.clone(), Arc::new(Echo)).await.unwrap();
 
         let home = std::env::var_os("NEURON_HOME").map(std::path::PathBuf::from).unwrap_or_else(neuron::home::neuron_home);

@@ -50,6 +50,8 @@ pub struct Config {
     pub neuron: NeuronConfig,
     /// The axon server.
     pub axon: AxonConfig,
+    /// The dendrite (the client that queries axons).
+    pub dendrite: DendriteConfig,
     /// Miner request filtering.
     pub blacklist: BlacklistConfig,
     /// Where scripts live and what they may reach.
@@ -64,6 +66,7 @@ impl Default for Config {
             wallet: WalletConfig::default(),
             neuron: NeuronConfig::default(),
             axon: AxonConfig::default(),
+            dendrite: DendriteConfig::default(),
             blacklist: BlacklistConfig::default(),
             scripts: ScriptsConfig::default(),
         }
@@ -227,8 +230,20 @@ pub struct AxonConfig {
     pub external_port: Option<u16>,
     /// Largest accepted request body in bytes.
     pub max_body_bytes: usize,
-    /// Requests in flight allowed per client IP.
+    /// Requests in flight allowed per client address (IPv4, or IPv6 /64).
     pub max_concurrent_per_ip: usize,
+    /// Open connections allowed per client address (IPv4, or IPv6 /64).
+    pub max_connections_per_ip: usize,
+    /// Milliseconds a new connection may take to send its first byte.
+    pub first_byte_timeout_ms: u64,
+    /// Milliseconds a connection may wait for a request's complete headers (an idle
+    /// kept-alive connection is closed after this).
+    pub keep_alive_timeout_ms: u64,
+    /// Milliseconds a verified request's body may take to arrive.
+    pub body_read_timeout_ms: u64,
+    /// Most milliseconds a request's claimed timeout counts for (freshness window,
+    /// priority-queue wait).
+    pub max_request_timeout_ms: u64,
 }
 
 impl Default for AxonConfig {
@@ -240,6 +255,30 @@ impl Default for AxonConfig {
             external_port: None,
             max_body_bytes: 1024 * 1024,
             max_concurrent_per_ip: 64,
+            max_connections_per_ip: 128,
+            first_byte_timeout_ms: 5_000,
+            keep_alive_timeout_ms: 15_000,
+            body_read_timeout_ms: 10_000,
+            max_request_timeout_ms: 60_000,
+        }
+    }
+}
+
+/// Dendrite limits (`--dendrite.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DendriteConfig {
+    /// Largest response body read from a miner, in bytes (cut off while it streams in).
+    pub max_response_bytes: usize,
+    /// Longest completion kept for scoring, in bytes.
+    pub max_completion_bytes: usize,
+}
+
+impl Default for DendriteConfig {
+    fn default() -> Self {
+        Self {
+            max_response_bytes: 1024 * 1024,
+            max_completion_bytes: 64 * 1024,
         }
     }
 }

@@ -80,8 +80,8 @@ config_flags! {
 }
 
 config_flags! {
-    /// Neuron behaviour: `--netuid`, `--neuron.*`, `--axon.*`, `--blacklist.*`,
-    /// `--scripts.*`.
+    /// Neuron behaviour: `--netuid`, `--neuron.*`, `--axon.*`, `--dendrite.*`,
+    /// `--blacklist.*`, `--scripts.*`.
     NeuronFlags {
         netuid: u16 => "netuid", "Subnet uid.";
         #[arg(alias = "device")]
@@ -121,6 +121,13 @@ config_flags! {
         axon_external_port: u16 => "axon.external_port", "Port announced on chain.";
         axon_max_body_bytes: usize => "axon.max_body_bytes", "Largest request body accepted.";
         axon_max_concurrent_per_ip: usize => "axon.max_concurrent_per_ip", "In-flight requests per client IP.";
+        axon_max_connections_per_ip: usize => "axon.max_connections_per_ip", "Open connections per client IP.";
+        axon_first_byte_timeout_ms: u64 => "axon.first_byte_timeout_ms", "Close a new connection that sends nothing for this long (ms).";
+        axon_keep_alive_timeout_ms: u64 => "axon.keep_alive_timeout_ms", "Close a connection whose next request headers take longer (ms).";
+        axon_body_read_timeout_ms: u64 => "axon.body_read_timeout_ms", "Deadline for a request body (ms).";
+        axon_max_request_timeout_ms: u64 => "axon.max_request_timeout_ms", "Most a request's claimed timeout counts for (ms).";
+        dendrite_max_response_bytes: usize => "dendrite.max_response_bytes", "Largest miner response read.";
+        dendrite_max_completion_bytes: usize => "dendrite.max_completion_bytes", "Longest completion kept for scoring.";
         blacklist_force_validator_permit: bool => "blacklist.force_validator_permit", "Only serve validators.";
         blacklist_allow_non_registered: bool => "blacklist.allow_non_registered", "Serve unregistered callers.";
         #[arg(num_args = 1.., value_delimiter = ',')]

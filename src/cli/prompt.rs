@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::Args;
 use comfy_table::Table;
 use neuron::chain::subtensor::SignerRole;
-use neuron::net::Dendrite;
+use neuron::net::{Dendrite, DendriteOptions};
 use neuron::prompting::prompt::{self, Answer, Targets};
 
 use super::flags::{self, ConfigArgs, open_chain};
@@ -52,7 +52,9 @@ pub fn run(args: &PromptArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("reading the metagraph of netuid {}", config.netuid))?;
         let uids = prompt::select(&metagraph, &targets, &caller)?;
-        let dendrite = Dendrite::new(keypair).context("dendrite")?;
+        let dendrite = Dendrite::new(keypair)
+            .context("dendrite")?
+            .with_options(DendriteOptions::from(&config.dendrite));
         let answers = prompt::ask(
             &dendrite,
             &metagraph,

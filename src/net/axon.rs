@@ -1,7 +1,8 @@
 //! The axon: an HTTP/1.1 server (hyper) that answers synapses exactly as the SDK's
 //! FastAPI axon does (routes, middleware order, status codes, headers, JSON bodies),
-//! plus a body-size limit, per-IP concurrency limit, connection cap, priority queue,
-//! graceful shutdown and `/metrics`.
+//! plus the limits a public server needs (body size and read deadline, requests and
+//! connections per client address, first-byte and keep-alive timeouts, a connection
+//! cap, a clamped freshness window), a priority queue, graceful shutdown and `/metrics`.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::convert::Infallible;
@@ -25,9 +26,7 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use super::metrics::Metrics;
 use super::synapse::{Synapse, SynapseSchema, base_schema};
-use super::{
-    ALLOWED_DELTA_NS, AxonInfo, NetError, V_7_2_0, VERSION_AS_INT, now_ns, signing_message,
-};
+use super::{ALLOWED_DELTA_NS, AxonInfo, NetError, VERSION_AS_INT, now_ns, signing_message};
 use crate::wallet::{Keypair, verify};
 
 type Body = UnsyncBoxBody<Bytes, std::io::Error>;
@@ -84,10 +83,27 @@ pub struct AxonOptions {
     pub external_ip: Option<String>,
     /// Largest accepted request body (413 beyond).
     pub max_body_bytes: usize,
-    /// Requests one client IP may have in flight at once (429 beyond).
+    /// How long a verified request's body may take to arrive (408 beyond). The body is
+    /// read before the request queues for a forward slot, so a slow body holds none.
+    pub body_read_timeout: Duration,
+    /// Requests one client address (an IPv4 address, or an IPv6 /64) may have in
+    /// flight at once (429 beyond).
     pub max_in_flight_per_ip: usize,
+    /// Connections one client address (an IPv4 address, or an IPv6 /64) may hold open
+    /// at once; further ones are closed as soon as they are accepted.
+    pub max_connections_per_ip: usize,
     /// Open connections at most (further connections wait in the accept backlog).
     pub max_connections: usize,
+    /// A new connection that sends no byte within this time is closed.
+    pub first_byte_timeout: Duration,
+    /// The longest a connection waits for a request's complete headers: counted from
+    /// its first byte on a new connection, and from the end of the last response on a
+    /// kept-alive one (so an idle kept-alive connection is closed after this).
+    pub keep_alive_timeout: Duration,
+    /// The most a request's claimed (unsigned) `timeout` counts for: the nonce
+    /// freshness window is 4 s plus the timeout clamped to this, and so is the longest
+    /// wait in the priority queue.
+    pub max_request_timeout: Duration,
     /// `forward` calls running at once; more wait in the priority queue.
     pub max_concurrent_forwards: usize,
     /// How long shutdown waits for in-flight requests.
@@ -100,8 +116,13 @@ impl Default for AxonOptions {
             bind: SocketAddr::from(([0, 0, 0, 0], 8091)),
             external_ip: None,
             max_body_bytes: 1 << 20,
+            body_read_timeout: Duration::from_secs(10),
             max_in_flight_per_ip: 256,
+            max_connections_per_ip: 128,
             max_connections: 4096,
+            first_byte_timeout: Duration::from_secs(5),
+            keep_alive_timeout: Duration::from_secs(15),
+            max_request_timeout: Duration::from_secs(60),
             max_concurrent_forwards: 64,
             shutdown_grace: Duration::from_secs(10),
         }
@@ -111,7 +132,7 @@ impl Default for AxonOptions {
 /// A nonce rule violation (the axon answers 401 `Not Verified with error: {this}`).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum NonceError {
-    /// First nonce of a `hotkey:uuid` older than `4 s + timeout` (dendrites ≥ 7.2.0).
+    /// First nonce of a `hotkey:uuid` older than the freshness window.
     #[error(
         "Nonce is too old: acceptable delta is {allowed:.2} seconds but request was {age:.2} seconds old"
     )]
@@ -126,40 +147,32 @@ pub enum NonceError {
     Replayed,
 }
 
-/// The SDK's nonce rules, per endpoint key `"{hotkey}:{uuid}"`.
+/// The SDK's nonce rules, per endpoint key `"{hotkey}:{uuid}"`: the first nonce of a
+/// key must be within the freshness window of now, later ones strictly increasing.
+/// Unlike the SDK, the window applies whatever dendrite version a request claims (the
+/// version header is not signed, so a replay could claim an old one).
 #[derive(Default)]
 pub struct NonceTracker {
     last: Mutex<HashMap<String, i64>>,
 }
 
 /// Above this many endpoint keys, entries whose nonce is older than an hour are pruned
-/// (a returning endpoint then gets the freshness check again, so replays stay rejected
-/// for dendrites ≥ 7.2.0).
+/// (a returning endpoint then gets the freshness check again, which any nonce that old
+/// fails, so replays stay rejected).
 const NONCE_PRUNE_AT: usize = 100_000;
 
 impl NonceTracker {
-    /// Checks `nonce` for `key` without recording it.
-    pub fn check(
-        &self,
-        key: &str,
-        nonce: i64,
-        version: Option<i64>,
-        timeout: f64,
-    ) -> Result<(), NonceError> {
+    /// Checks `nonce` for `key` without recording it; `window` is the freshness window
+    /// of a key's first nonce.
+    pub fn check(&self, key: &str, nonce: i64, window: Duration) -> Result<(), NonceError> {
         let last = self.last.lock().expect("nonce lock");
-        Self::check_locked(&last, key, nonce, version, timeout)
+        Self::check_locked(&last, key, nonce, window)
     }
 
     /// Checks `nonce` for `key` and records it if it passes (atomically).
-    pub fn commit(
-        &self,
-        key: &str,
-        nonce: i64,
-        version: Option<i64>,
-        timeout: f64,
-    ) -> Result<(), NonceError> {
+    pub fn commit(&self, key: &str, nonce: i64, window: Duration) -> Result<(), NonceError> {
         let mut last = self.last.lock().expect("nonce lock");
-        Self::check_locked(&last, key, nonce, version, timeout)?;
+        Self::check_locked(&last, key, nonce, window)?;
         if last.len() >= NONCE_PRUNE_AT {
             let cutoff = now_ns() - 3_600_000_000_000;
             last.retain(|_, n| *n > cutoff);
@@ -172,17 +185,16 @@ impl NonceTracker {
         last: &HashMap<String, i64>,
         key: &str,
         nonce: i64,
-        version: Option<i64>,
-        timeout: f64,
+        window: Duration,
     ) -> Result<(), NonceError> {
         let stored = last.get(key);
-        if version.is_some_and(|v| v >= V_7_2_0) && stored.is_none() {
+        if stored.is_none() {
             let now = now_ns();
-            let window = ALLOWED_DELTA_NS as f64 + timeout * 1e9;
-            if (nonce as f64) <= now as f64 - window {
+            let window_ns = i64::try_from(window.as_nanos()).unwrap_or(i64::MAX);
+            if nonce <= now.saturating_sub(window_ns) {
                 return Err(NonceError::Stale {
-                    allowed: window / 1e9,
-                    age: (now - nonce) as f64 / 1e9,
+                    allowed: window.as_secs_f64(),
+                    age: now.saturating_sub(nonce) as f64 / 1e9,
                 });
             }
         }
@@ -309,38 +321,76 @@ impl PriorityGate {
     }
 }
 
-/// Counts requests in flight per client IP.
-#[derive(Default)]
-struct IpLimiter {
-    counts: Mutex<HashMap<IpAddr, usize>>,
+/// The address a per-client limit counts under: an IPv4 address (IPv4-mapped IPv6
+/// included), or an IPv6 address's /64 network, the block one host usually holds.
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
 }
 
-struct IpGuard<'a> {
-    limiter: &'a IpLimiter,
-    ip: IpAddr,
+/// Counts something (requests in flight, open connections) per client address.
+#[derive(Default, Clone)]
+struct PerClient {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
-impl IpLimiter {
-    fn acquire(&self, ip: IpAddr, max: usize) -> Option<IpGuard<'_>> {
-        let mut counts = self.counts.lock().expect("ip lock");
-        let n = counts.entry(ip).or_default();
+/// One counted unit; dropping it (also on cancellation or unwinding) uncounts it.
+struct PerClientGuard {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    key: IpAddr,
+}
+
+impl PerClient {
+    /// Counts one more for `ip`'s client key, unless it already has `max`.
+    fn acquire(&self, ip: IpAddr, max: usize) -> Option<PerClientGuard> {
+        let key = client_key(ip);
+        let mut counts = self.counts.lock().expect("per-client lock");
+        let n = counts.entry(key).or_default();
         if *n >= max {
             return None;
         }
         *n += 1;
-        Some(IpGuard { limiter: self, ip })
+        Some(PerClientGuard {
+            counts: self.counts.clone(),
+            key,
+        })
     }
 }
 
-impl Drop for IpGuard<'_> {
+impl Drop for PerClientGuard {
     fn drop(&mut self) {
-        let mut counts = self.limiter.counts.lock().expect("ip lock");
-        if let Some(n) = counts.get_mut(&self.ip) {
+        let mut counts = self.counts.lock().expect("per-client lock");
+        if let Some(n) = counts.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                counts.remove(&self.ip);
+                counts.remove(&self.key);
             }
         }
+    }
+}
+
+/// A unit of a gauge (`in_flight`, `connections`), released when dropped, so a
+/// cancelled request or a closed connection can never leave it counted.
+struct GaugeUnit<'a>(&'a AtomicUsize);
+
+impl<'a> GaugeUnit<'a> {
+    fn enter(gauge: &'a AtomicUsize) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Self(gauge)
+    }
+}
+
+impl Drop for GaugeUnit<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -354,7 +404,8 @@ struct State {
     available: String,
     nonces: NonceTracker,
     gate: Arc<PriorityGate>,
-    ips: IpLimiter,
+    requests_per_client: PerClient,
+    connections_per_client: PerClient,
     metrics: Metrics,
     in_flight: AtomicUsize,
     connections: AtomicUsize,
@@ -416,7 +467,8 @@ impl Axon {
             schemas,
             available,
             nonces: NonceTracker::default(),
-            ips: IpLimiter::default(),
+            requests_per_client: PerClient::default(),
+            connections_per_client: PerClient::default(),
             metrics: Metrics::default(),
             in_flight: AtomicUsize::new(0),
             connections: AtomicUsize::new(0),
@@ -482,35 +534,21 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
+        let Some(per_client) = state
+            .connections_per_client
+            .acquire(peer.ip(), state.config.max_connections_per_ip)
+        else {
+            tracing::debug!(%peer, "connection closed: too many from this address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let st = state.clone();
-        let svc = service_fn(move |req| {
-            let st = st.clone();
-            async move { Ok::<_, Infallible>(handle(&st, peer, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .serve_connection(TokioIo::new(stream), svc);
-        let st = state.clone();
-        let mut stop = shutdown.clone();
+        let stop = shutdown.clone();
         let alive = alive_tx.clone();
-        st.connections.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(async move {
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
-                    // Finish the request in flight, then close (idle ones close at once).
-                    conn.as_mut().graceful_shutdown();
-                    conn.as_mut().await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %peer, "connection closed with error");
-            }
-            st.connections.fetch_sub(1, Ordering::Relaxed);
-            drop((permit, alive));
+            let _open = GaugeUnit::enter(&st.connections);
+            serve_connection(&st, stream, peer, stop).await;
+            drop((permit, per_client, alive));
         });
     }
     drop(listener);
@@ -521,6 +559,51 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!("axon shutdown grace period elapsed with connections still open");
+    }
+}
+
+/// Serves one accepted connection until it closes: nothing until its first byte (closed
+/// after `first_byte_timeout` without one), then HTTP/1.1 with `keep_alive_timeout` on
+/// each request's headers; on shutdown the request in flight finishes first.
+async fn serve_connection(
+    st: &Arc<State>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut first = [0u8; 1];
+    let first_byte = tokio::select! {
+        r = tokio::time::timeout(st.config.first_byte_timeout, stream.peek(&mut first)) => r,
+        _ = stop.changed() => return,
+    };
+    match first_byte {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return,
+        Err(_) => {
+            tracing::debug!(%peer, "connection closed: no first byte in time");
+            return;
+        }
+    }
+    let state = st.clone();
+    let svc = service_fn(move |req| {
+        let st = state.clone();
+        async move { Ok::<_, Infallible>(handle(&st, peer, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(st.config.keep_alive_timeout)
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            // Finish the request in flight, then close (idle ones close at once).
+            conn.as_mut().graceful_shutdown();
+            conn.as_mut().await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %peer, "connection closed with error");
     }
 }
 
@@ -545,14 +628,17 @@ async fn handle(st: &State, peer: SocketAddr, req: Request<Incoming>) -> Respons
         );
         return r;
     }
-    let Some(_ip) = st.ips.acquire(peer.ip(), st.config.max_in_flight_per_ip) else {
+    let Some(_per_client) = st
+        .requests_per_client
+        .acquire(peer.ip(), st.config.max_in_flight_per_ip)
+    else {
         let msg = format!("Too many concurrent requests from {}", peer.ip());
         st.metrics.record("-", 429, start.elapsed());
         return error_response(st, Synapse::new(Arc::new(base_schema())), 429, msg, start);
     };
-    st.in_flight.fetch_add(1, Ordering::Relaxed);
+    // Released on every exit, also when hyper drops this future (the caller hung up).
+    let _in_flight = GaugeUnit::enter(&st.in_flight);
     let (label, resp) = process(st, peer, &path, req, start).await;
-    st.in_flight.fetch_sub(1, Ordering::Relaxed);
     st.metrics
         .record(&label, resp.status().as_u16(), start.elapsed());
     resp
@@ -616,29 +702,18 @@ async fn process(
         let msg = format!("Not Verified with error: {e}");
         return (label, error_response(st, synapse, 401, msg, start));
     }
-    // 5. Priority: wait for a forward slot, best priority first.
-    let priority = st.handler.priority(&synapse).await;
-    let wait = Duration::from_secs_f64(synapse.timeout.clamp(0.001, 3600.0));
-    let Ok(_slot) = tokio::time::timeout(wait, st.gate.acquire(priority)).await else {
-        let msg = format!(
-            "Timed out after {} seconds waiting in the priority queue",
-            super::float_repr(synapse.timeout)
-        );
-        return (label, error_response(st, synapse, 408, msg, start));
-    };
-    // 6. Body: size limit (413), JSON (422 as FastAPI), body hash (500).
-    let body = match Limited::new(req.into_body(), st.config.max_body_bytes)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e)
+    // 5. Body, under a deadline and before any forward slot is taken: size limit
+    // (413), deadline (408), JSON (422 as FastAPI), body hash (500).
+    let read = Limited::new(req.into_body(), st.config.max_body_bytes).collect();
+    let body = match tokio::time::timeout(st.config.body_read_timeout, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e))
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
             return (label, too_large(st, synapse, start));
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "reading request body failed");
             return (
                 label,
@@ -650,6 +725,13 @@ async fn process(
                     start,
                 ),
             );
+        }
+        Err(_) => {
+            let msg = format!(
+                "Timed out after {} seconds reading the request body",
+                super::float_repr(st.config.body_read_timeout.as_secs_f64())
+            );
+            return (label, error_response(st, synapse, 408, msg, start));
         }
     };
     let parsed = match Synapse::from_json(schema, &body) {
@@ -665,6 +747,16 @@ async fn process(
         tracing::debug!(header = %synapse.computed_body_hash, body = %parsed.body_hash(), "body hash mismatch");
         return (label, internal_error(st, synapse, start));
     }
+    // 6. Priority: wait for a forward slot, best priority first.
+    let priority = st.handler.priority(&synapse).await;
+    let wait = request_timeout(st, &synapse).max(Duration::from_millis(1));
+    let Ok(_slot) = tokio::time::timeout(wait, st.gate.acquire(priority)).await else {
+        let msg = format!(
+            "Timed out after {} seconds waiting in the priority queue",
+            super::float_repr(wait.as_secs_f64())
+        );
+        return (label, error_response(st, synapse, 408, msg, start));
+    };
     // 7. Forward (the base Synapse ping echoes).
     let forwarded = if parsed.name() == "Synapse" {
         Ok(Forwarded::Synapse(parsed))
@@ -684,6 +776,25 @@ async fn process(
     }
 }
 
+/// The request's claimed `timeout`, clamped to `[0, max_request_timeout]` (a value that
+/// is not a number counts as 0; the header parser already refuses those).
+fn request_timeout(st: &State, s: &Synapse) -> Duration {
+    let max = st.config.max_request_timeout;
+    if s.timeout.is_nan() || s.timeout <= 0.0 {
+        Duration::ZERO
+    } else if s.timeout >= max.as_secs_f64() {
+        max
+    } else {
+        Duration::from_secs_f64(s.timeout)
+    }
+}
+
+/// The freshness window of a key's first nonce: the SDK's 4 s allowance plus the
+/// request's clamped timeout.
+fn freshness_window(st: &State, s: &Synapse) -> Duration {
+    Duration::from_nanos(ALLOWED_DELTA_NS.unsigned_abs()) + request_timeout(st, s)
+}
+
 fn verify_request(st: &State, s: &Synapse) -> Result<(), String> {
     let d = &s.dendrite;
     let hotkey = d
@@ -693,8 +804,9 @@ fn verify_request(st: &State, s: &Synapse) -> Result<(), String> {
     let nonce = d.nonce.ok_or("Missing Nonce")?;
     let uuid = d.uuid.as_deref().unwrap_or("None");
     let key = format!("{hotkey}:{uuid}");
+    let window = freshness_window(st, s);
     st.nonces
-        .check(&key, nonce, d.version, s.timeout)
+        .check(&key, nonce, window)
         .map_err(|e| e.to_string())?;
     let sig_text = d
         .signature
@@ -707,7 +819,7 @@ fn verify_request(st: &State, s: &Synapse) -> Result<(), String> {
         return Err(format!("Signature mismatch with {message} and {sig_text}"));
     }
     st.nonces
-        .commit(&key, nonce, d.version, s.timeout)
+        .commit(&key, nonce, window)
         .map_err(|e| e.to_string())
 }
 
@@ -799,26 +911,43 @@ mod tests {
     #[test]
     fn nonce_rules() {
         let t = NonceTracker::default();
+        let window = Duration::from_secs(16);
         let now = now_ns();
         let stale = now - 20_000_000_000;
-        match t.check("k", stale, Some(VERSION_AS_INT), 12.0) {
+        match t.check("k", stale, window) {
             Err(NonceError::Stale { allowed, age }) => {
                 assert_eq!(format!("{allowed:.2}"), "16.00");
                 assert!(age >= 20.0);
             }
             other => panic!("{other:?}"),
         }
-        // Old clients (< 7.2.0) skip the freshness window.
-        t.check("k", 5, Some(6_006_000), 12.0).unwrap();
-        t.commit("k", now, Some(VERSION_AS_INT), 12.0).unwrap();
-        assert_eq!(
-            t.commit("k", now, Some(VERSION_AS_INT), 12.0),
-            Err(NonceError::Replayed)
-        );
+        // Ancient nonces (old SDKs sent monotonic-clock ones) fail the window too.
+        assert!(matches!(
+            t.check("k", 5, window),
+            Err(NonceError::Stale { .. })
+        ));
+        t.commit("k", now, window).unwrap();
+        assert_eq!(t.commit("k", now, window), Err(NonceError::Replayed));
         // After the first nonce only monotonicity counts, and the future is allowed.
-        t.commit("k", now + 3_600_000_000_000, Some(VERSION_AS_INT), 12.0)
-            .unwrap();
-        t.commit("other", now, None, 12.0).unwrap();
+        t.commit("k", now + 3_600_000_000_000, window).unwrap();
+        // Extreme windows and nonces neither overflow nor panic.
+        t.check("x", i64::MIN, Duration::MAX).unwrap_err();
+        t.check("x", i64::MAX, Duration::ZERO).unwrap();
+    }
+
+    #[test]
+    fn client_keys_group_ipv6_by_64_and_unmap_ipv4() {
+        let key = |s: &str| client_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2:bbbb::9"), key("2001:db8:1:2::"));
+        let limit = PerClient::default();
+        let a = limit.acquire("2001:db8::1".parse().unwrap(), 1).unwrap();
+        assert!(limit.acquire("2001:db8::2".parse().unwrap(), 1).is_none());
+        drop(a);
+        assert!(limit.acquire("2001:db8::2".parse().unwrap(), 1).is_some());
+        assert!(limit.counts.lock().unwrap().is_empty());
     }
 
     #[tokio::test]

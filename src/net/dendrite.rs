@@ -1,12 +1,13 @@
 //! The dendrite: signs synapses like the SDK and sends them to axons over a pooled
-//! HTTP client, in parallel, with a per-request timeout; client-side failures map to the
-//! SDK's status codes (503 unreachable, 408 timeout, 422 unparsable response, …).
+//! HTTP client, in parallel, with a per-request timeout and a cap on each response's
+//! size (checked while it streams in); client-side failures map to the SDK's status
+//! codes (503 unreachable, 408 timeout, 422 unparsable response, 413 oversized, …).
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
@@ -14,6 +15,35 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use super::synapse::{PromptingSynapse, Synapse, TerminalInfo};
 use super::{AxonInfo, NetError, VERSION_AS_INT, float_repr, now_ns, signing_message};
 use crate::wallet::Keypair;
+
+/// Dendrite limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DendriteOptions {
+    /// Largest response body read from an axon; a larger one is cut off as it streams
+    /// in and the answer fails with 413 (default 1 MiB, the axon's request-body cap).
+    pub max_response_bytes: usize,
+    /// Longest completion [`Dendrite::prompt`] hands back, in bytes (cut at a character
+    /// boundary), so scoring never sees more (default 64 KiB).
+    pub max_completion_bytes: usize,
+}
+
+impl Default for DendriteOptions {
+    fn default() -> Self {
+        Self {
+            max_response_bytes: 1 << 20,
+            max_completion_bytes: 64 << 10,
+        }
+    }
+}
+
+impl From<&crate::config::DendriteConfig> for DendriteOptions {
+    fn from(config: &crate::config::DendriteConfig) -> Self {
+        Self {
+            max_response_bytes: config.max_response_bytes,
+            max_completion_bytes: config.max_completion_bytes,
+        }
+    }
+}
 
 /// One axon's answer to a query.
 #[derive(Debug, Clone)]
@@ -121,6 +151,7 @@ pub struct Dendrite {
     external_ip: String,
     client: reqwest::Client,
     last_nonce: Arc<AtomicI64>,
+    options: DendriteOptions,
 }
 
 impl Dendrite {
@@ -131,7 +162,9 @@ impl Dendrite {
         }
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(64)
-            .pool_idle_timeout(Duration::from_secs(90))
+            // Below the axon's keep-alive timeout (15 s by default), so an idle pooled
+            // connection is dropped here before the axon closes it under a new request.
+            .pool_idle_timeout(Duration::from_secs(10))
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -143,6 +176,7 @@ impl Dendrite {
             external_ip: "127.0.0.1".into(),
             client,
             last_nonce: Arc::new(AtomicI64::new(0)),
+            options: DendriteOptions::default(),
         })
     }
 
@@ -154,6 +188,12 @@ impl Dendrite {
             last_nonce: Arc::new(AtomicI64::new(0)),
             ..self.clone()
         }
+    }
+
+    /// Sets the limits (every session made from this dendrite shares them).
+    pub fn with_options(mut self, options: DendriteOptions) -> Self {
+        self.options = options;
+        self
     }
 
     /// Sets the IP sent as `bt_header_dendrite_ip` (cosmetic: axons use the TCP peer).
@@ -246,7 +286,7 @@ impl Dendrite {
 
     /// Sends `prompt` to every axon in parallel, as [`Dendrite::query`] does; each
     /// response comes with its completion (empty unless the axon answered 200 with a
-    /// readable `PromptingSynapse`).
+    /// readable `PromptingSynapse`), cut to `max_completion_bytes`.
     pub async fn prompt(
         &self,
         axons: &[AxonInfo],
@@ -258,13 +298,15 @@ impl Dendrite {
         Ok(responses
             .into_iter()
             .map(|r| {
-                let completion = if r.is_success() {
+                let mut completion = if r.is_success() {
                     PromptingSynapse::from_synapse(&r.synapse)
                         .map(|s| s.completion)
                         .unwrap_or_default()
                 } else {
                     String::new()
                 };
+                let cut = completion.floor_char_boundary(self.options.max_completion_bytes);
+                completion.truncate(cut);
                 (r, completion)
             })
             .collect())
@@ -287,11 +329,12 @@ impl Dendrite {
                 .headers(headers)
                 .body(body)
                 .send()
-                .await?;
+                .await
+                .map_err(ReadError::Http)?;
             let status = resp.status().as_u16();
             let resp_headers = resp.headers().clone();
-            let bytes = resp.bytes().await?;
-            Ok::<_, reqwest::Error>((status, resp_headers, bytes))
+            let bytes = read_capped(resp, self.options.max_response_bytes).await?;
+            Ok::<_, ReadError>((status, resp_headers, bytes))
         };
         let result = tokio::time::timeout(timeout, fut).await;
         let mut out = match result {
@@ -304,9 +347,13 @@ impl Dendrite {
                     float_repr(timeout.as_secs_f64())
                 ),
             ),
-            Ok(Err(e)) => {
+            Ok(Err(ReadError::Http(e))) => {
                 let (code, msg) = map_client_error(&e, axon, synapse.name(), timeout);
                 self.failure(axon, signed, code, msg)
+            }
+            Ok(Err(ReadError::TooLarge)) => {
+                let msg = self.too_large_message();
+                self.failure(axon, signed, 413, msg)
             }
             Ok(Ok((status, headers, bytes))) => {
                 process_response(axon, signed, status, &headers, &bytes)
@@ -351,11 +398,14 @@ impl Dendrite {
         let status = resp.status().as_u16();
         if status != 200 {
             let headers = resp.headers().clone();
-            let bytes = tokio::time::timeout_at(deadline, resp.bytes())
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default();
+            let bytes = tokio::time::timeout_at(
+                deadline,
+                read_capped(resp, self.options.max_response_bytes),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
             return Err(self.timed(
                 process_response(axon, signed, status, &headers, &bytes),
                 start,
@@ -370,22 +420,36 @@ impl Dendrite {
             .clone()
             .or(Some("Success".into()));
         let (axon, name) = (axon.clone(), signed.name().to_string());
-        let chunks = resp.bytes_stream();
-        let chunks = deadline_stream(chunks, deadline).map(move |item| match item {
-            Ok(Ok(b)) => Ok(b),
-            Ok(Err(e)) => Err(map_client_error(&e, &axon, &name, timeout)),
-            Err(()) => Err((
-                408,
-                format!(
-                    "Request timeout after {} seconds",
-                    float_repr(timeout.as_secs_f64())
-                ),
-            )),
-        });
+        let limit = ChunkLimit {
+            deadline,
+            max_bytes: self.options.max_response_bytes,
+            too_large: self.too_large_message(),
+        };
+        let chunks = limit
+            .apply(resp.bytes_stream())
+            .map(move |item| match item {
+                Ok(b) => Ok(b),
+                Err(ChunkError::Http(e)) => Err(map_client_error(&e, &axon, &name, timeout)),
+                Err(ChunkError::Deadline) => Err((
+                    408,
+                    format!(
+                        "Request timeout after {} seconds",
+                        float_repr(timeout.as_secs_f64())
+                    ),
+                )),
+                Err(ChunkError::TooLarge(message)) => Err((413, message)),
+            });
         Ok(DendriteStream {
             synapse,
             chunks: chunks.boxed(),
         })
+    }
+
+    fn too_large_message(&self) -> String {
+        format!(
+            "Response body exceeds the limit of {} bytes",
+            self.options.max_response_bytes
+        )
     }
 
     fn timed(&self, mut r: DendriteResponse, start: Instant) -> DendriteResponse {
@@ -413,21 +477,78 @@ impl Dendrite {
     }
 }
 
-/// Ends a stream with `Err(())` once `deadline` passes.
-fn deadline_stream<S: Stream + Send + 'static>(
-    inner: S,
+/// Why reading a response body stopped.
+enum ReadError {
+    /// The transport failed.
+    Http(reqwest::Error),
+    /// The body grew past the response cap.
+    TooLarge,
+}
+
+/// Reads `resp`'s body, giving up (and dropping the connection) as soon as it is known
+/// to exceed `max_bytes`: from its `Content-Length`, or while the chunks stream in.
+async fn read_capped(mut resp: reqwest::Response, max_bytes: usize) -> Result<Bytes, ReadError> {
+    if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(ReadError::Http)? {
+        if body.len() + chunk.len() > max_bytes {
+            return Err(ReadError::TooLarge);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Why a streamed response ended early.
+enum ChunkError {
+    /// The transport failed.
+    Http(reqwest::Error),
+    /// The request's deadline passed.
+    Deadline,
+    /// The chunks grew past the response cap (the message says so).
+    TooLarge(String),
+}
+
+/// The bounds of a streamed response: a deadline and a total size.
+struct ChunkLimit {
     deadline: tokio::time::Instant,
-) -> impl Stream<Item = Result<S::Item, ()>> + Send {
-    futures::stream::unfold((Box::pin(inner), false), move |(mut s, done)| async move {
-        if done {
-            return None;
-        }
-        match tokio::time::timeout_at(deadline, s.next()).await {
-            Ok(Some(item)) => Some((Ok(item), (s, false))),
-            Ok(None) => None,
-            Err(_) => Some((Err(()), (s, true))),
-        }
-    })
+    max_bytes: usize,
+    too_large: String,
+}
+
+impl ChunkLimit {
+    /// Passes `inner`'s chunks on until it ends, fails, passes the deadline or would
+    /// pass `max_bytes` in all; each of the last three ends the stream with one error.
+    fn apply(
+        self,
+        inner: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    ) -> impl Stream<Item = Result<Bytes, ChunkError>> + Send {
+        let start = (Box::pin(inner), 0usize, false);
+        futures::stream::unfold(start, move |(mut s, received, done)| {
+            let (deadline, max_bytes, too_large) =
+                (self.deadline, self.max_bytes, self.too_large.clone());
+            async move {
+                if done {
+                    return None;
+                }
+                let item = match tokio::time::timeout_at(deadline, s.next()).await {
+                    Ok(None) => return None,
+                    Ok(Some(Ok(chunk))) => chunk,
+                    Ok(Some(Err(e))) => {
+                        return Some((Err(ChunkError::Http(e)), (s, received, true)));
+                    }
+                    Err(_) => return Some((Err(ChunkError::Deadline), (s, received, true))),
+                };
+                let received = received + item.len();
+                if received > max_bytes {
+                    return Some((Err(ChunkError::TooLarge(too_large)), (s, received, true)));
+                }
+                Some((Ok(item), (s, received, false)))
+            }
+        })
+    }
 }
 
 /// The SDK's `DENDRITE_ERROR_MAPPING` for client-side failures.

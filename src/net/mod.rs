@@ -10,7 +10,9 @@ mod synapse;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use axon::{Axon, AxonHandler, AxonOptions, Forwarded, HandlerError, NonceError, NonceTracker};
-pub use dendrite::{Dendrite, DendritePool, DendriteResponse, DendriteStream, PooledSession};
+pub use dendrite::{
+    Dendrite, DendriteOptions, DendritePool, DendriteResponse, DendriteStream, PooledSession,
+};
 pub use pyrepr::{float_repr, py_repr, py_str};
 pub use synapse::{
     DEFAULT_TIMEOUT, Field, FieldType, PromptingSynapse, StreamPromptingSynapse, Synapse,
@@ -19,8 +21,6 @@ pub use synapse::{
 
 /// The SDK version we speak, as `version_as_int` (10.5.0 → 10005000).
 pub const VERSION_AS_INT: i64 = 10_005_000;
-/// Dendrite versions from 7.2.0 on get the nonce freshness window.
-pub const V_7_2_0: i64 = 7_002_000;
 /// The freshness allowance added to a request's timeout (`ALLOWED_DELTA`, 4 s).
 pub const ALLOWED_DELTA_NS: i64 = 4_000_000_000;
 

@@ -576,7 +576,9 @@ impl Synapse {
 
     /// Builds the header-only synapse the axon's hooks see (`Cls.from_headers`).
     /// `get` looks a header up by lowercase name. Required fields need their
-    /// `bt_header_input_obj_*` header (base64 JSON), as in the SDK.
+    /// `bt_header_input_obj_*` header (base64 JSON), as in the SDK. A `timeout` that is
+    /// not a finite number (`NaN`, `inf`) is refused. Allocation is linear in the
+    /// headers' size (which the HTTP layer bounds).
     pub fn from_headers<'a>(
         schema: Arc<SynapseSchema>,
         headers: impl Iterator<Item = (&'a str, &'a str)>,
@@ -601,8 +603,12 @@ impl Synapse {
                     "timeout" => {
                         s.timeout = value
                             .trim()
-                            .parse()
-                            .map_err(|_| perr(format!("timeout: not a float: {value:?}")))?
+                            .parse::<f64>()
+                            .ok()
+                            .filter(|t| t.is_finite())
+                            .ok_or_else(|| {
+                                perr(format!("timeout: not a finite float: {value:?}"))
+                            })?
                     }
                     "header_size" | "total_size" => {
                         let n: i64 = value

@@ -95,6 +95,11 @@ impl MinerSetup {
                 external_ip: config.axon.external_ip.clone(),
                 max_body_bytes: config.axon.max_body_bytes,
                 max_in_flight_per_ip: config.axon.max_concurrent_per_ip,
+                max_connections_per_ip: config.axon.max_connections_per_ip,
+                first_byte_timeout: Duration::from_millis(config.axon.first_byte_timeout_ms),
+                keep_alive_timeout: Duration::from_millis(config.axon.keep_alive_timeout_ms),
+                body_read_timeout: Duration::from_millis(config.axon.body_read_timeout_ms),
+                max_request_timeout: Duration::from_millis(config.axon.max_request_timeout_ms),
                 ..AxonOptions::default()
             },
             announce: !config.neuron.axon_off,

@@ -38,7 +38,7 @@ use super::state::{ScoreUpdate, StateError, ValidatorState, hook_answer};
 use super::uids::{UidFilter, select_uids};
 use crate::chain::{Chain, ChainError, Metagraph, normalize_weights};
 use crate::config::Config;
-use crate::net::{AxonInfo, Dendrite, DendritePool, PromptingSynapse};
+use crate::net::{AxonInfo, Dendrite, DendriteOptions, DendritePool, PromptingSynapse};
 use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost, metagraph_rows};
 use crate::wallet::Keypair;
 
@@ -150,7 +150,8 @@ impl Validator {
         let base_seed = config.neuron.seed.unwrap_or_else(rand::random);
         let dendrite = DendritePool::from(
             Dendrite::new(hotkey.clone())
-                .map_err(|e| ValidatorError::Worker(format!("dendrite: {e}")))?,
+                .map_err(|e| ValidatorError::Worker(format!("dendrite: {e}")))?
+                .with_options(DendriteOptions::from(&config.dendrite)),
         );
         let link = NeuronLink::new(Arc::clone(&chain), config.netuid, dendrite.clone());
         Ok(Self {

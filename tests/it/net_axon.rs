@@ -44,7 +44,11 @@ impl AxonHandler for Echo {
     }
 }
 
-async fn serve(delay: Duration, tweak: impl FnOnce(&mut AxonOptions)) -> (Axon, Keypair) {
+/// An `Echo` axon on 127.0.0.1 (a free port) as `//Bob`, with `tweak`ed options.
+pub(crate) async fn serve(
+    delay: Duration,
+    tweak: impl FnOnce(&mut AxonOptions),
+) -> (Axon, Keypair) {
     let bob = Keypair::from_uri("//Bob").unwrap();
     let mut config = AxonOptions {
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -59,7 +63,8 @@ async fn serve(delay: Duration, tweak: impl FnOnce(&mut AxonOptions)) -> (Axon, 
     )
 }
 
-fn prompt(schema: SynapseSchema, text: &str) -> Synapse {
+/// A one-message prompt of `schema` (a `PromptingSynapse`-shaped schema).
+pub(crate) fn prompt(schema: SynapseSchema, text: &str) -> Synapse {
     PromptingSynapse {
         roles: vec!["user".into()],
         messages: vec![text.into()],
