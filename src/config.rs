@@ -310,6 +310,18 @@ pub struct ScriptsConfig {
     pub http_allowlist: Vec<String>,
     /// Wall-clock limit of one hook call, in milliseconds.
     pub hook_timeout_ms: u64,
+    /// Rhai operations one hook call may run.
+    pub max_operations: u64,
+    /// Heap one hook call may hold beyond what its thread held when it started, in MiB.
+    pub max_memory_mb: usize,
+    /// Longest string a script may build, in bytes.
+    pub max_string_bytes: usize,
+    /// Most elements of an array (nested arrays and BLOBs count theirs too).
+    pub max_array_len: usize,
+    /// Most entries of an object map.
+    pub max_map_len: usize,
+    /// Lines one hook call may `print` or `log::*`; each cut at 2,048 bytes.
+    pub max_log_lines: usize,
     /// Use live web APIs (Wikipedia, StackExchange) instead of offline corpora.
     pub live_tools: bool,
 }
@@ -321,6 +333,12 @@ impl Default for ScriptsConfig {
             no_shipped: false,
             http_allowlist: vec!["en.wikipedia.org".into(), "api.stackexchange.com".into()],
             hook_timeout_ms: 120_000,
+            max_operations: 50_000_000,
+            max_memory_mb: 256,
+            max_string_bytes: 4 * 1024 * 1024,
+            max_array_len: 200_000,
+            max_map_len: 20_000,
+            max_log_lines: 200,
             live_tools: false,
         }
     }

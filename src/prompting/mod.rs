@@ -18,7 +18,7 @@ pub mod validator;
 
 use crate::config::Config;
 use crate::models::Resolver;
-use crate::script::{self, HostConfig, ModelIds, ScriptError, ScriptHost, Services};
+use crate::script::{self, HostConfig, Limits, ModelIds, ScriptError, ScriptHost, Services};
 use crate::services::{HttpConfig, SourceTree};
 
 /// The services scripts use, as configured: the chat and embedding models
@@ -57,7 +57,7 @@ pub fn script_host(config: &Config) -> Result<ScriptHost, ScriptError> {
 /// `query_unique_ips` from `ctx.config`.
 pub fn host_config(config: &Config) -> Result<HostConfig, ScriptError> {
     let mut host = HostConfig::overlay(script::configured_roots(&config.scripts)?);
-    host.limits.wall_time = std::time::Duration::from_millis(config.scripts.hook_timeout_ms);
+    host.limits = Limits::from(&config.scripts);
     let mode = if config.scripts.live_tools {
         "live"
     } else {

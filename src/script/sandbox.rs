@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use rhai::{Dynamic, Engine};
 
+use crate::config::ScriptsConfig;
 use crate::memory;
 
 /// Token returned by the progress callback when the deadline has passed.
@@ -65,6 +66,22 @@ impl Default for Limits {
             max_memory: 256 * 1024 * 1024,
             max_log_line: 2048,
             max_log_lines: 200,
+        }
+    }
+}
+
+/// The limits an operator configured (`scripts.*`); the others keep their defaults.
+impl From<&ScriptsConfig> for Limits {
+    fn from(config: &ScriptsConfig) -> Self {
+        Self {
+            max_operations: config.max_operations,
+            max_string_size: config.max_string_bytes,
+            max_array_size: config.max_array_len,
+            max_map_size: config.max_map_len,
+            wall_time: Duration::from_millis(config.hook_timeout_ms),
+            max_memory: config.max_memory_mb.saturating_mul(1024 * 1024),
+            max_log_lines: config.max_log_lines,
+            ..Self::default()
         }
     }
 }
@@ -224,6 +241,25 @@ mod tests {
             wall_time,
             ..Limits::default()
         }
+    }
+
+    #[test]
+    fn configured_limits_match_the_defaults_unless_changed() {
+        let config = ScriptsConfig::default();
+        let limits = Limits::from(&config);
+        let default = Limits::default();
+        assert_eq!(limits.max_operations, default.max_operations);
+        assert_eq!(limits.max_string_size, default.max_string_size);
+        assert_eq!(limits.max_array_size, default.max_array_size);
+        assert_eq!(limits.max_map_size, default.max_map_size);
+        assert_eq!(limits.wall_time, default.wall_time);
+        assert_eq!(limits.max_memory, default.max_memory);
+        assert_eq!(limits.max_log_lines, default.max_log_lines);
+        let small = Limits::from(&ScriptsConfig {
+            max_memory_mb: 8,
+            ..config
+        });
+        assert_eq!(small.max_memory, 8 << 20);
     }
 
     #[test]

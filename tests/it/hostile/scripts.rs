@@ -473,3 +473,45 @@ fn blacklist(ctx, request) { throw "SECRET-DETAIL in the operator's script"; }"#
     assert!(!reason.contains("SECRET"), "{reason}");
     assert!(!reason.contains("leaky.rhai"), "{reason}");
 }
+
+#[test]
+fn the_configured_limits_reach_every_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(root, "personas/human.rhai", PERSONA);
+    write(
+        root,
+        "tasks/spin.rhai",
+        &task("spin", "let n = 0; loop { n += 1; }"),
+    );
+    write(
+        root,
+        "tasks/hoard.rhai",
+        &task(
+            "hoard",
+            r#"let s = ""; s.pad(2097152, 'x'); #{ query: s, reference: "r" }"#,
+        ),
+    );
+    let run = |name: &str, limit: &[&str]| {
+        let mut args = vec![
+            "task",
+            "run",
+            name,
+            "--scripts.no_shipped",
+            "true",
+            "--scripts.root",
+            root.to_str().unwrap(),
+        ];
+        args.extend(limit);
+        neuron(&args, "warn")
+    };
+    let (status, out) = run("spin", &["--scripts.max_operations", "10000"]);
+    assert!(!status.success(), "{out}");
+    assert!(out.to_lowercase().contains("too many operations"), "{out}");
+    let (status, out) = run("hoard", &["--scripts.max_memory_mb", "1"]);
+    assert!(!status.success(), "{out}");
+    assert!(out.contains("memory budget of 1 MiB exceeded"), "{out}");
+    // The same script within the default budget runs.
+    let (status, out) = run("hoard", &[]);
+    assert!(status.success(), "{out}");
+}
