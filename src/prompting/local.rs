@@ -23,7 +23,7 @@ use super::validator::{Validator, ValidatorError};
 use crate::chain::sim::{SimChain, SimConfig};
 use crate::chain::{Chain, ChainError, Hyperparameters, RAO_PER_TAO, proportion};
 use crate::config::{BlacklistConfig, Config};
-use crate::net::AxonOptions;
+use crate::net::{AxonOptions, DendriteOptions};
 use crate::script::ScriptHost;
 use crate::wallet::{Keypair, WalletError};
 
@@ -256,6 +256,7 @@ impl LocalSubnet {
             },
             announce: true,
             external_port: None,
+            dendrite: DendriteOptions::default(),
         })
         .await?;
         let miner = LocalMiner {

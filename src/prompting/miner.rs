@@ -19,8 +19,8 @@ use super::hooks::PromptingHooks;
 use crate::chain::{AxonServe, Chain, ChainError, Metagraph, NeuronInfo, RAO_PER_TAO};
 use crate::config::{BlacklistConfig, Config};
 use crate::net::{
-    Axon, AxonHandler, AxonInfo, AxonOptions, Dendrite, Forwarded, HandlerError, NetError,
-    PromptingSynapse, Synapse, SynapseSchema, VERSION_AS_INT,
+    Axon, AxonHandler, AxonInfo, AxonOptions, Dendrite, DendriteOptions, Forwarded, HandlerError,
+    NetError, PromptingSynapse, Synapse, SynapseSchema, VERSION_AS_INT,
 };
 use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost};
 use crate::wallet::Keypair;
@@ -70,6 +70,8 @@ pub struct MinerSetup {
     pub announce: bool,
     /// Port announced instead of the bound one (behind a port mapping).
     pub external_port: Option<u16>,
+    /// Caps of the dendrite the strategy queries other axons with (`dendrite::query`).
+    pub dendrite: DendriteOptions,
 }
 
 impl MinerSetup {
@@ -104,6 +106,7 @@ impl MinerSetup {
             },
             announce: !config.neuron.axon_off,
             external_port: config.axon.external_port,
+            dendrite: DendriteOptions::from(&config.dendrite),
         })
     }
 }
@@ -147,6 +150,7 @@ pub async fn serve_miner(setup: MinerSetup) -> Result<ServedMiner, MinerError> {
         axon,
         announce,
         external_port,
+        dendrite,
     } = setup;
     scripts
         .strategy(&strategy)
@@ -154,7 +158,11 @@ pub async fn serve_miner(setup: MinerSetup) -> Result<ServedMiner, MinerError> {
             strategy: strategy.clone(),
             source,
         })?;
-    let link = NeuronLink::new(Arc::clone(&chain), netuid, Dendrite::new(hotkey.clone())?);
+    let link = NeuronLink::new(
+        Arc::clone(&chain),
+        netuid,
+        Dendrite::new(hotkey.clone())?.with_options(dendrite),
+    );
     let handler = Arc::new(MinerHandler::new(scripts, strategy, blacklist).with_link(link));
     handler.set_metagraph(chain.metagraph(netuid).await?);
     let refresh = handler.spawn_metagraph_refresh(Arc::clone(&chain), netuid);
