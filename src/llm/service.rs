@@ -60,6 +60,9 @@ struct Shared {
     timeout: Option<Duration>,
 }
 
+/// How often a blocking caller with a deadline retries a full queue.
+const QUEUE_POLL: Duration = Duration::from_millis(5);
+
 /// A loaded model behind a bounded request queue. Cheap to clone; `Send + Sync`.
 /// Workers stop when the last clone is dropped.
 #[derive(Clone)]
@@ -230,17 +233,38 @@ impl LlmService {
         }
     }
 
+    /// Queues `work` and waits for its reply. A request with a deadline waits for a
+    /// queue slot only until that deadline (then [`LlmError::Timeout`]); the worker
+    /// honours the same deadline once it runs the job.
     fn run_blocking(&self, work: Work, timeout: Option<Duration>) -> Result<Output, LlmError> {
         let (tx, rx) = std::sync::mpsc::channel();
-        let job = Job {
+        let control = self.control(timeout);
+        let deadline = control.deadline;
+        let mut job = Job {
             work,
-            control: self.control(timeout),
+            control,
             reply: ReplyTo::Sync(tx),
         };
-        self.shared
-            .queue
-            .send(job)
-            .map_err(|_| LlmError::WorkerGone)?;
+        match deadline {
+            None => self
+                .shared
+                .queue
+                .send(job)
+                .map_err(|_| LlmError::WorkerGone)?,
+            Some((at, budget)) => loop {
+                match self.shared.queue.try_send(job) {
+                    Ok(()) => break,
+                    Err(TrySendError::Full(back)) => {
+                        if Instant::now() >= at {
+                            return Err(LlmError::Timeout(budget));
+                        }
+                        job = back;
+                        std::thread::sleep(QUEUE_POLL);
+                    }
+                    Err(TrySendError::Disconnected(_)) => return Err(LlmError::WorkerGone),
+                }
+            },
+        }
         rx.recv().map_err(|_| LlmError::WorkerGone)?
     }
 }

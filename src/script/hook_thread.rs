@@ -17,18 +17,22 @@ thread_local! {
 
 /// Runs `work` on a hook thread and returns its result: inline when the caller is one
 /// already (nested engine calls), else on a fresh thread of [`HOOK_STACK_BYTES`] that
-/// borrows from the caller and is joined before this returns. A panic in `work` is
+/// borrows from the caller, inside the caller's tokio runtime when it has one, and is
+/// joined before this returns. A panic in `work` is
 /// resumed on the caller. Fails only when the thread cannot be started.
 pub(crate) fn on_hook_thread<T: Send>(work: impl FnOnce() -> T + Send) -> std::io::Result<T> {
     if ON_HOOK_THREAD.with(Cell::get) {
         return Ok(work());
     }
+    // The `chain` and `dendrite` modules block on the caller's tokio runtime, if any.
+    let runtime = tokio::runtime::Handle::try_current().ok();
     std::thread::scope(|scope| {
         let handle = std::thread::Builder::new()
             .name("script-hook".into())
             .stack_size(HOOK_STACK_BYTES)
             .spawn_scoped(scope, || {
                 ON_HOOK_THREAD.with(|on| on.set(true));
+                let _runtime = runtime.as_ref().map(tokio::runtime::Handle::enter);
                 work()
             })?;
         Ok(handle

@@ -270,3 +270,53 @@ fn prompts_longer_than_the_context_are_rejected() {
         .unwrap();
     assert!(g.prompt_tokens + g.completion_tokens <= 64, "{g:?}");
 }
+
+/// A blocking request with a deadline waits for a slot in a full queue only until its
+/// deadline: it fails with `Timeout` while the requests ahead of it are still running,
+/// instead of waiting for them (a script hook's time limit bounds its model calls).
+#[test]
+fn a_deadline_bounds_the_wait_for_a_full_queue() {
+    let path = Resolver::default()
+        .resolve("smollm2-135m-instruct")
+        .expect("fetch model");
+    let service = LlmService::load(
+        &path,
+        LoadOptions {
+            queue_capacity: 1,
+            workers: 1,
+            ..LoadOptions::default()
+        },
+    )
+    .expect("load model");
+    let long = || {
+        let service = service.clone();
+        std::thread::spawn(move || {
+            let count = vec![ChatMessage::new(
+                "user",
+                "Count from 1 to 500, one per line.",
+            )];
+            service.chat_blocking(count, greedy(300))
+        })
+    };
+    let running = long();
+    std::thread::sleep(Duration::from_millis(300));
+    let queued = long();
+    std::thread::sleep(Duration::from_millis(100));
+    let err = service
+        .chat_blocking_with(
+            france(),
+            greedy(8),
+            RequestOptions {
+                timeout: Some(Duration::from_millis(200)),
+                ..RequestOptions::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, LlmError::Timeout(_)), "{err:?}");
+    assert!(
+        !running.is_finished(),
+        "the deadline was only noticed after the running request finished"
+    );
+    running.join().unwrap().unwrap();
+    queued.join().unwrap().unwrap();
+}
