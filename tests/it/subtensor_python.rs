@@ -229,6 +229,7 @@ fn calls_hashes_and_neurons_match_the_python_encoder() {
     let bob = parse_account(BOB).unwrap();
     let reveal = WeightsReveal {
         netuid: 3,
+        mechid: 0,
         uids: vec![0, 4, 9],
         values: vec![65535, 21845, 7],
         salt: vec![11, 22, 33, 44, 55, 66, 77, 88],
@@ -323,6 +324,7 @@ fn calls_hashes_and_neurons_match_the_python_encoder() {
             BOB,
             &WeightsReveal {
                 netuid: 4097, // mechanism 1 of subnet 1: netuid_index = 4096 + 1
+                mechid: 0,
                 uids: vec![],
                 values: vec![],
                 salt: vec![1],
