@@ -11,6 +11,11 @@
 //! [`reveal_round`] picks the round as `bittensor_drand.get_encrypted_commit_v2` does,
 //! from the subnet's [`EpochSchedule`].
 //!
+//! The ciphertext bytes are those the chain and `bittensor-drand` read: the layout of
+//! the `tle` crate revision bittensor-drand builds on, where the IBE header's `v` and
+//! `w` are length-prefixed vectors ([`WireCiphertext`]); the maintained `timelock`
+//! crate keeps them as fixed arrays, so [`Beacon::encrypt`] and [`decrypt`] convert.
+//!
 //! No pairing code lives here: the crates `timelock` and arkworks do the curve work.
 
 use std::ops::RangeInclusive;
@@ -23,7 +28,7 @@ use thiserror::Error;
 use timelock::block_ciphers::AESGCMBlockCipherProvider;
 use timelock::engines::EngineBLS;
 use timelock::engines::drand::TinyBLS381;
-use timelock::ibe::fullident::Identity;
+use timelock::ibe::fullident::{Ciphertext as IbeCiphertext, Identity};
 use timelock::tlock::{TLECiphertext, tld, tle};
 
 /// Bytes of a compressed beacon public key (a G2 point).
@@ -122,9 +127,15 @@ impl Beacon {
             rand_core_06::OsRng,
         )
         .map_err(|e| TimelockError::Encrypt(format!("{e:?}")))?;
+        let wire = WireCiphertext {
+            u: ciphertext.header.u,
+            v: ciphertext.header.v.to_vec(),
+            w: ciphertext.header.w.to_vec(),
+            body: ciphertext.body,
+            cipher_suite: ciphertext.cipher_suite,
+        };
         let mut out = Vec::new();
-        ciphertext
-            .serialize_compressed(&mut out)
+        wire.serialize_compressed(&mut out)
             .map_err(|e| TimelockError::Encrypt(e.to_string()))?;
         Ok(out)
     }
@@ -144,12 +155,39 @@ impl Beacon {
 /// Opens a ciphertext made by [`Beacon::encrypt`] (or by `bittensor_drand`) with the
 /// beacon's signature of its round.
 pub fn decrypt(ciphertext: &[u8], signature: &[u8]) -> Result<Vec<u8>, TimelockError> {
-    let ciphertext = TLECiphertext::<TinyBLS381>::deserialize_compressed(ciphertext)
+    let wire = WireCiphertext::deserialize_compressed(ciphertext)
         .map_err(malformed("timelock ciphertext"))?;
+    let hash = |field: Vec<u8>| {
+        <[u8; 32]>::try_from(field).map_err(|v| TimelockError::Malformed {
+            what: "timelock ciphertext",
+            reason: format!("an IBE header field of {} bytes, not 32", v.len()),
+        })
+    };
+    let ciphertext = TLECiphertext::<TinyBLS381> {
+        header: IbeCiphertext {
+            u: wire.u,
+            v: hash(wire.v)?,
+            w: hash(wire.w)?,
+        },
+        body: wire.body,
+        cipher_suite: wire.cipher_suite,
+    };
     let sig =
         SignatureGroup::deserialize_compressed(signature).map_err(malformed("round signature"))?;
     tld::<TinyBLS381, AESGCMBlockCipherProvider>(ciphertext, sig)
         .map_err(|e| TimelockError::Decrypt(format!("{e:?}")))
+}
+
+/// A timelock ciphertext as the chain and bittensor-drand (de)serialise it (arkworks
+/// compressed): the IBE header `u` (G2), `v`, `w` (32 bytes each, length-prefixed),
+/// then the AES-GCM body and the cipher suite name (`AES_GCM_`).
+#[derive(CanonicalSerialize, CanonicalDeserialize)]
+struct WireCiphertext {
+    u: PublicKeyGroup,
+    v: Vec<u8>,
+    w: Vec<u8>,
+    body: Vec<u8>,
+    cipher_suite: Vec<u8>,
 }
 
 /// The IBE identity of a round: `sha256(round as u64 big-endian)`, as drand signs it.
