@@ -418,6 +418,106 @@ async fn local_chain_signs_with_the_wallet() {
     assert!(!row.is_empty(), "weights set by the wallet's hotkey");
 }
 
+/// `chain init --commit-reveal v2|v4` on the local chain, then the validator's steps by
+/// hand with development keys: `weights --dry-run` signs nothing, `weights` commits,
+/// `metagraph` lists the pending commit until it is revealed (v2 by `reveal`, v4 by the
+/// chain's beacon).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_chain_runs_commit_reveal_v2_and_v4() {
+    for version in ["v2", "v4"] {
+        let env = Env::new();
+        let chain_args = |extra: &[&str]| {
+            let mut args = vec!["--hotkey-uri", "//Val", "--coldkey-uri", "//Val"];
+            args.extend(extra);
+            args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+        };
+        let run = |extra: &[&str]| {
+            let args = chain_args(extra);
+            let env = &env;
+            async move {
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                env.chain(None, &refs, &[]).await
+            }
+        };
+        run(&[
+            "init",
+            "--block-time",
+            "0.1",
+            "--tempo",
+            "20",
+            "--min-allowed-weights",
+            "1",
+            "--weights-rate-limit",
+            "0",
+            "--commit-reveal",
+            version,
+        ])
+        .await;
+        let params = run(&["hyperparameters"]).await;
+        assert!(
+            params.contains("commit_reveal_weights_enabled: true"),
+            "{params}"
+        );
+        run(&["faucet", "--amount", "100"]).await;
+        run(&["register"]).await;
+        run(&["stake", "add", "--amount", "50"]).await;
+        run(&["epoch", "--now"]).await;
+
+        let dry = run(&["weights", "--uids", "0", "--weights", "1", "--dry-run"]).await;
+        let call = if version == "v2" {
+            "SubtensorModule.commit_weights"
+        } else {
+            "SubtensorModule.commit_timelocked_mechanism_weights"
+        };
+        assert!(dry.contains(call), "{dry}");
+        assert!(dry.contains("nothing was signed or submitted"), "{dry}");
+        assert_eq!(dry.contains("reveal round"), version == "v4", "{dry}");
+        let table = run(&["metagraph"]).await;
+        assert!(
+            !table.contains("pending commits"),
+            "the dry run committed: {table}"
+        );
+
+        let committed = run(&["weights", "--uids", "0", "--weights", "1"]).await;
+        assert!(
+            committed.contains(&format!("commit-reveal {version}")),
+            "{committed}"
+        );
+        let table = run(&["metagraph"]).await;
+        assert!(
+            table.contains(&format!("{version} committed at block")),
+            "{table}"
+        );
+
+        let chain = SimChain::open(&env.home().join("chain/local-sim.sqlite")).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !chain.pending_commits(1).await.unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{version} never revealed"
+            );
+            if version == "v2" {
+                // Too early is an error; inside the window it reveals.
+                let _ = env
+                    .run_chain(
+                        None,
+                        &chain_args(&["reveal"])
+                            .iter()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>(),
+                        &[],
+                    )
+                    .await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let neuron = &chain.metagraph(1).await.unwrap().neurons[0];
+        assert!(neuron.last_update > 0);
+        let table = run(&["metagraph"]).await;
+        assert!(!table.contains("pending commits"), "{table}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finetune_commit_signs_with_the_wallet_hotkey() {
     let env = Env::new();
