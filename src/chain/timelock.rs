@@ -332,13 +332,13 @@ impl EpochSchedule {
     /// subnet runs no epochs.
     pub fn window_of(&self, commit_block: u64, reveal_period: u64) -> RangeInclusive<u64> {
         if self.tempo == 0 {
-            return 1..=0;
+            return no_blocks();
         }
         let mut blocks = self
             .epochs_until(u64::MAX)
             .skip_while(|&(block, _)| block < commit_block);
         let Some((_, commit_epoch)) = blocks.next() else {
-            return 1..=0;
+            return no_blocks();
         };
         let target = commit_epoch + reveal_period;
         let mut window = blocks
@@ -347,7 +347,7 @@ impl EpochSchedule {
             .map(|(block, _)| block);
         match window.next() {
             Some(first) => first..=window.last().unwrap_or(first),
-            None => 1..=0,
+            None => no_blocks(),
         }
     }
 
@@ -369,6 +369,11 @@ impl EpochSchedule {
                 TimelockError::Schedule(format!("no epoch {target} within {budget} blocks"))
             })
     }
+}
+
+/// An empty range of blocks.
+fn no_blocks() -> RangeInclusive<u64> {
+    RangeInclusive::new(1, 0)
 }
 
 /// The beacon round a timelocked commit made now is encrypted to, as the SDK picks it:
