@@ -4,7 +4,8 @@
 //! committing process or a disconnect), v4 timelocked commits revealed by the chain's
 //! own BLS beacon, and each refusal as a typed error: a missed window, too many
 //! unrevealed commits, a wrong version key, the rate limit, no permit, a corrupt
-//! pending-reveal file. Real SQLite chain files, real sr25519 keys, real BLS12-381.
+//! pending-reveal file; and the SN1 validator loop committing, restarted, revealing.
+//! Real SQLite chain files, real sr25519 keys, real BLS12-381, real axons.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -467,4 +468,117 @@ async fn v4_commits_are_revealed_by_the_local_beacon() {
         i2 > i1 && i1 > 0,
         "revealed weights earn incentive: {i1} {i2}"
     );
+}
+
+/// The challenge is the query is the reference: an echo miner earns exactly 1.
+const SAY_TASK: &str = r#"const NAME = "say"; const WEIGHT = 1.0;
+const REWARDS = #{ "diff": 1.0 }; const PENALTIES = #{};
+fn generate(ctx) {
+    let q = `repeat after me: ${ctx.rng.int(0, 1000000)}`;
+    #{ query: q, reference: q }
+}
+"#;
+
+/// The SN1 validator loop on a commit-reveal v2 subnet: a step commits, the validator
+/// process is replaced by a new one over the same state directory (a restart), and the
+/// new one's steps reveal inside the window; the weights then earn incentive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_validator_loop_commits_and_a_restarted_validator_reveals() {
+    use neuron::config::Config;
+    use neuron::prompting::local::LocalSubnet;
+    use neuron::prompting::script_host;
+    use neuron::prompting::validator::Validator;
+
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("scripts");
+    for (rel, text) in [
+        ("tasks/say.rhai", SAY_TASK),
+        (
+            "personas/human.rhai",
+            "fn persona(ctx) { #{} }\nfn challenge(ctx, task, persona) { task.query }\n",
+        ),
+        (
+            "scripts/miners/echo.rhai",
+            include_str!("../../scripts/miners/echo.rhai"),
+        ),
+    ] {
+        std::fs::create_dir_all(root.join(rel).parent().unwrap()).unwrap();
+        std::fs::write(root.join(rel), text).unwrap();
+    }
+    let mut subnet = LocalSubnet::open(
+        &dir.path().join("chain"),
+        BLOCK,
+        key("//Owner"),
+        cr_params(2),
+        1_000 * RAO_PER_TAO,
+    )
+    .await
+    .unwrap();
+    let (chain, netuid) = (subnet.chain().clone(), subnet.netuid());
+    let validator = key("//Validator");
+    subnet
+        .add_validator(&validator, 100 * RAO_PER_TAO)
+        .await
+        .unwrap();
+    let mut config = Config {
+        netuid,
+        ..Config::default()
+    };
+    config.scripts.root = root.clone();
+    config.neuron.full_path = Some(dir.path().join("state"));
+    config.neuron.seed = Some(1);
+    config.neuron.timeout = 5.0;
+    // One weight update in the test: due at the first step only.
+    config.neuron.epoch_length = 100_000;
+    let scripts = script_host(&config).unwrap();
+    for i in 0..2 {
+        let miner = key(&format!("//Miner{i}"));
+        subnet.register(&miner).await.unwrap();
+        subnet
+            .serve_miner(&miner, "echo", &scripts, &config.blacklist)
+            .await
+            .unwrap();
+    }
+    subnet.hand_out_permits().await.unwrap();
+
+    let shared: Arc<dyn Chain> = Arc::new(chain.clone());
+    let mut first = Validator::new(
+        config.clone(),
+        Arc::clone(&shared),
+        validator.clone(),
+        scripts.clone(),
+    )
+    .unwrap();
+    let event = first.step().await.unwrap();
+    let committed_at = event.weights_set_at.expect("the first step commits");
+    let pending = chain.pending_commits(netuid).await.unwrap();
+    assert_eq!((pending.len(), pending[0].version), (1, 2), "{pending:?}");
+    drop(first);
+
+    let mut second = Validator::new(config, shared, validator.clone(), scripts).unwrap();
+    assert_eq!(
+        second.state().last_weights_block,
+        committed_at,
+        "state survived"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !chain.pending_commits(netuid).await.unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted validator never revealed"
+        );
+        let event = second.step().await.unwrap();
+        assert_eq!(event.weights_set_at, None, "not due again");
+    }
+    let mg = chain.metagraph(netuid).await.unwrap();
+    let me = mg.uid_of(&validator.ss58()).unwrap();
+    assert!(
+        mg.neurons[usize::from(me)].last_update > committed_at,
+        "revealed weights set"
+    );
+    wait_for_block(&chain, chain.current_block().await.unwrap() + 1).await;
+    chain.run_epoch_now(netuid).await.unwrap();
+    let mg = chain.metagraph(netuid).await.unwrap();
+    let earned = mg.neurons.iter().filter(|n| n.incentive > 0).count();
+    assert_eq!(earned, 2, "both echo miners earn: {:?}", mg.neurons);
 }
