@@ -418,6 +418,60 @@ async fn local_chain_signs_with_the_wallet() {
     assert!(!row.is_empty(), "weights set by the wallet's hotkey");
 }
 
+/// On subtensor (the simulated node) a commit-reveal subnet gets a timelocked v4 commit
+/// by default, as the SDK sends it; `--dry-run` prints its call data and signs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subtensor_commit_reveal_defaults_to_a_timelocked_commit() {
+    let env = Env::new();
+    env.create_wallet().await;
+    let node = SimNode::start().await;
+    let url = node.url();
+    let at = Some(url.as_str());
+    node.set_storage(subnet_item(
+        "CommitRevealWeightsEnabled",
+        1,
+        Value::bool(true),
+    ));
+    node.set_storage(subnet_item("MinAllowedWeights", 1, Value::u128(2)));
+    let args = [
+        "weights",
+        "--netuid",
+        "1",
+        "--uids",
+        "0,2",
+        "--weights",
+        "1,0.5",
+        "--version-key",
+        "2013",
+    ];
+    let dry = env
+        .chain(at, &[&args[..], &["--dry-run"]].concat(), &[])
+        .await;
+    assert!(dry.contains("mode       v4"), "{dry}");
+    assert!(
+        dry.contains("SubtensorModule.commit_timelocked_mechanism_weights"),
+        "{dry}"
+    );
+    // Pallet 7 and the call's index lead the call data.
+    assert!(dry.contains("call data  0x07"), "{dry}");
+    assert!(node.received().is_empty(), "a dry run submits nothing");
+
+    let out = env.chain(at, &args, &[]).await;
+    assert!(
+        out.contains("commit-reveal v4, timelocked to round"),
+        "{out}"
+    );
+    let received = node.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        (received[0].call.as_str(), received[0].signer),
+        ("commit_timelocked_mechanism_weights", public("//Alice"))
+    );
+    let args = received[0].args.to_string();
+    assert!(args.contains("commit_reveal_version: 4"), "{args}");
+    assert!(args.contains("mecid: 0"), "{args}");
+}
+
 /// `chain init --commit-reveal v2|v4` on the local chain, then the validator's steps by
 /// hand with development keys: `weights --dry-run` signs nothing, `weights` commits,
 /// `metagraph` lists the pending commit until it is revealed (v2 by `reveal`, v4 by the
