@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+use crate::chain::weights::CommitRevealMode;
 use crate::llm::DeviceSpec;
 
 /// Errors while loading or merging configuration.
@@ -177,6 +178,11 @@ pub struct NeuronConfig {
     pub seed: Option<u64>,
     /// Weights version key sent with `set_weights`.
     pub version_key: u64,
+    /// How weights go to the chain: `auto` (follow the subnet: timelocked v4 when it has
+    /// commit-reveal on, else plain), `off`, `v2` or `v4`.
+    pub commit_reveal: CommitRevealMode,
+    /// Mechanism of the subnet the weights are for (0: the main one).
+    pub mechid: u8,
 }
 
 impl Default for NeuronConfig {
@@ -212,6 +218,8 @@ impl Default for NeuronConfig {
             full_path: None,
             seed: None,
             version_key: crate::SPEC_VERSION,
+            commit_reveal: CommitRevealMode::Auto,
+            mechid: 0,
         }
     }
 }

@@ -1,12 +1,14 @@
-//! Commit-reveal v2 weights on subtensor: [`commit`] sends the hash of the weights and
-//! keeps what the reveal needs in a durable [`RevealStore`] before it returns;
-//! [`reveal_pending`] later reveals the kept commits whose reveal window is open, drops
-//! the revealed and expired ones and keeps the rest.
+//! Commit-reveal v2 weights on any [`Chain`] that runs it: [`commit`] keeps what the
+//! reveal needs in a durable [`RevealStore`] *before* it sends the hash of the weights
+//! (so a process killed right after the commit still has its reveal), then records the
+//! block that included it; [`reveal_pending`] later reveals the kept commits whose reveal
+//! window is open, drops the revealed, expired and unknown ones and keeps the rest.
 //!
 //! The store is one JSON file per hotkey and subnet,
 //! `$NEURON_HOME/chain/reveals/netuid<N>-<hotkey>.json` (a list of [`PendingReveal`]),
 //! replaced atomically and durably with [`crate::fsutil::write_atomic`] (mode 0600: the
-//! salt keeps the weights secret until the reveal).
+//! salt keeps the weights secret until the reveal). A file that does not parse is an
+//! error naming it; the other files are untouched.
 
 use std::io;
 use std::ops::RangeInclusive;
@@ -15,13 +17,17 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::subtensor::{SubtensorChain, WeightsReveal};
+use super::subtensor::WeightsReveal;
 use super::{Chain, ChainError, Signer, TxReceipt};
+
+/// Most unrevealed v2 commits the chain holds per hotkey and subnet (subtensor's limit);
+/// [`commit`] refuses to add one more.
+pub const MAX_UNREVEALED_COMMITS: usize = 10;
 
 /// A commit-reveal v2 commitment waiting for its reveal, as kept on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingReveal {
-    /// Endpoint of the chain it was committed on.
+    /// The chain it was committed on ([`Chain::network`]).
     pub endpoint: String,
     /// Block that included the commit.
     pub commit_block: u64,
@@ -66,12 +72,27 @@ pub enum CommitRevealError {
     Chain(#[from] ChainError),
     /// The chain refused the commit itself (not a connection failure or timeout).
     #[error(
-        "the chain refused the commit-reveal v2 commit. If this runtime only accepts \
-         timelocked commits (commit-reveal v3/v4, `commit_timelocked_weights`), neuron \
-         cannot set weights on this subnet: use btcli or the bittensor SDK's \
-         set_weights, which encrypt the weights to drand and let the chain reveal them"
+        "the chain refused the commit-reveal v2 commit; if this runtime only accepts \
+         timelocked commits, use --neuron.commit_reveal v4 (or auto)"
     )]
     CommitRefused(#[source] ChainError),
+    /// The hotkey already waits on [`MAX_UNREVEALED_COMMITS`] reveals on this subnet.
+    #[error(
+        "{pending} commits of {hotkey} on subnet {netuid} are still unrevealed (the chain \
+         allows {MAX_UNREVEALED_COMMITS}); reveal them in their windows (`neuron chain \
+         reveal`) or wait for them to expire before committing again (kept in {})",
+        path.display()
+    )]
+    TooManyUnrevealed {
+        /// Hotkey SS58.
+        hotkey: String,
+        /// Subnet.
+        netuid: u16,
+        /// Unrevealed commits kept.
+        pending: usize,
+        /// The store file.
+        path: PathBuf,
+    },
     /// The store holds no commit of this hotkey on this subnet and endpoint.
     #[error(
         "no pending commits of {hotkey} on subnet {netuid} at {endpoint} (in {})",
@@ -161,50 +182,85 @@ pub struct Committed {
     pub path: PathBuf,
 }
 
-/// Commits `hotkey`'s weights on `netuid` with commit-reveal v2: `uids[i]` gets
-/// `weights[i]` (u16, as from [`super::normalize_weights`]) under a fresh random salt.
-/// Sends the commit hash (signed by the hotkey), then appends the reveal with its window
-/// to `store` before returning.
+/// Commits `reveal` (weights of mechanism `reveal.mechid` of `reveal.netuid`, u16 as
+/// from [`super::normalize_weights`], under its salt) with commit-reveal v2.
+///
+/// Reads the subnet's hyperparameters and epoch schedule first, appends the reveal to
+/// `store` with the window a commit in the next block gets, sends the commit hash
+/// (signed by the hotkey), then records the including block and its exact window. A
+/// commit the chain refused is removed from the store again; after a connection failure
+/// it stays (the commit may have landed; a reveal the chain does not know is dropped
+/// when the chain says so).
 pub async fn commit(
-    chain: &SubtensorChain,
+    chain: &dyn Chain,
     hotkey: &dyn Signer,
-    netuid: u16,
-    uids: &[u16],
-    weights: &[u16],
-    version_key: u64,
+    reveal: &WeightsReveal,
     store: &RevealStore,
 ) -> Result<Committed, CommitRevealError> {
-    if uids.len() != weights.len() {
+    let (netuid, mechid) = (reveal.netuid, reveal.mechid);
+    if reveal.uids.len() != reveal.values.len() {
         return Err(ChainError::InvalidInput(format!(
             "{} uids but {} weights",
-            uids.len(),
-            weights.len()
+            reveal.uids.len(),
+            reveal.values.len()
         ))
         .into());
     }
-    let reveal =
-        WeightsReveal::with_random_salt(netuid, uids.to_vec(), weights.to_vec(), version_key);
-    let receipt = chain
-        .commit_weights(hotkey, &reveal)
-        .await
-        .map_err(|e| match e {
-            ChainError::Connection(_) | ChainError::Timeout { .. } => CommitRevealError::Chain(e),
-            refused => CommitRevealError::CommitRefused(refused),
-        })?;
-    let window = chain.reveal_window(netuid, receipt.block).await?;
+    let params = chain.hyperparameters(netuid).await?;
+    let schedule = chain.epoch_schedule(netuid).await?;
+    let endpoint = chain.network();
     let ss58 = hotkey.ss58();
+    let path = store.path(netuid, &ss58);
     let mut pending = store.load(netuid, &ss58)?;
+    let now = schedule.current_block;
+    let waiting = pending
+        .iter()
+        .filter(|p| p.endpoint == endpoint && *p.window.end() >= now)
+        .count();
+    if waiting >= MAX_UNREVEALED_COMMITS {
+        return Err(CommitRevealError::TooManyUnrevealed {
+            hotkey: ss58,
+            netuid,
+            pending: waiting,
+            path,
+        });
+    }
+    let expected_block = now + 1;
     pending.push(PendingReveal {
-        endpoint: chain.endpoint().to_string(),
+        endpoint,
+        commit_block: expected_block,
+        window: chain.reveal_window(netuid, &params, &schedule, expected_block),
+        reveal: reveal.clone(),
+    });
+    store.save(netuid, &ss58, &pending)?;
+    let hash = reveal.commit_hash(hotkey.public());
+    let sent = chain.commit_weights(hotkey, netuid, mechid, hash).await;
+    let entry = pending.pop().expect("just pushed");
+    let receipt = match sent {
+        Ok(receipt) => receipt,
+        Err(e) => {
+            if !matches!(e, ChainError::Connection(_) | ChainError::Timeout { .. }) {
+                // Refused: the chain holds no such commit, so nothing is left to reveal.
+                store.save(netuid, &ss58, &pending)?;
+                return Err(CommitRevealError::CommitRefused(e));
+            }
+            // The commit may or may not have landed: keep its reveal; a reveal of a
+            // commit the chain never saw is dropped when the chain says so.
+            pending.push(entry);
+            return Err(CommitRevealError::Chain(e));
+        }
+    };
+    let window = chain.reveal_window(netuid, &params, &schedule, receipt.block);
+    pending.push(PendingReveal {
         commit_block: receipt.block,
         window: window.clone(),
-        reveal,
+        ..entry
     });
     store.save(netuid, &ss58, &pending)?;
     Ok(Committed {
         receipt,
         window,
-        path: store.path(netuid, &ss58),
+        path,
     })
 }
 
@@ -226,6 +282,9 @@ pub struct RevealReport {
     pub revealed: Vec<Revealed>,
     /// Commits whose window had ended (dropped from the store).
     pub expired: Vec<PendingReveal>,
+    /// Commits the chain does not hold (never landed, or already expired there), with
+    /// its reason (dropped from the store).
+    pub unknown: Vec<(PendingReveal, String)>,
     /// The earliest window still to open among the kept commits.
     pub next_window: Option<u64>,
 }
@@ -237,21 +296,22 @@ pub struct RevealReport {
 /// A failed reveal stops there with [`CommitRevealError::Reveal`], after saving the
 /// store (that commit and the ones not yet tried stay pending).
 pub async fn reveal_pending(
-    chain: &SubtensorChain,
+    chain: &dyn Chain,
     hotkey: &dyn Signer,
     netuid: u16,
     store: &RevealStore,
 ) -> Result<RevealReport, CommitRevealError> {
     let ss58 = hotkey.ss58();
+    let endpoint = chain.network();
     let (mine, mut kept): (Vec<_>, Vec<_>) = store
         .load(netuid, &ss58)?
         .into_iter()
-        .partition(|p| p.endpoint == chain.endpoint());
+        .partition(|p| p.endpoint == endpoint);
     if mine.is_empty() {
         return Err(CommitRevealError::NothingPending {
             hotkey: ss58.clone(),
             netuid,
-            endpoint: chain.endpoint().to_string(),
+            endpoint,
             path: store.path(netuid, &ss58),
         });
     }
@@ -271,6 +331,18 @@ pub async fn reveal_pending(
         } else {
             match chain.reveal_weights(hotkey, &pending.reveal).await {
                 Ok(receipt) => report.revealed.push(Revealed { pending, receipt }),
+                Err(e)
+                    if matches!(
+                        e.chain_error(),
+                        Some(
+                            "NoWeightsCommitFound"
+                                | "InvalidRevealCommitHashNotMatch"
+                                | "ExpiredWeightCommit"
+                        )
+                    ) =>
+                {
+                    report.unknown.push((pending, e.to_string()));
+                }
                 Err(source) => {
                     kept.push(pending);
                     kept.extend(mine);
@@ -298,6 +370,7 @@ mod tests {
             window: commit_block + 10..=commit_block + 20,
             reveal: WeightsReveal {
                 netuid: 2,
+                mechid: 0,
                 uids: vec![0, 1],
                 values: vec![65535, 16384],
                 salt: vec![1, 2, 3, 4, 5, 6, 7, 8],

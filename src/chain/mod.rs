@@ -4,8 +4,10 @@
 //! Two implementations: `sim::SimChain` (the simulated chain embedded in the process,
 //! network `local-sim`: a SQLite file with Yuma Consensus epochs, see `yuma`) and
 //! `subtensor::SubtensorChain` (a real subtensor node through subxt; network `local` is
-//! one on 127.0.0.1). `commit_reveal` commits weights on a commit-reveal subnet and
-//! keeps the pending reveals on disk until they are revealed.
+//! one on 127.0.0.1). `weights` is the one way a neuron sets weights: it checks them as
+//! the chain will, then sets them plainly or with commit-reveal (`commit_reveal` keeps
+//! v2 reveals on disk until they are revealed; `timelock` encrypts v4 commits to a
+//! drand-style beacon).
 //!
 //! [`connect::open`] opens the chain a configuration names.
 //!
@@ -18,9 +20,12 @@ pub mod commit_reveal;
 pub mod connect;
 pub mod sim;
 pub mod subtensor;
+pub mod timelock;
+pub mod weights;
 pub mod yuma;
 
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 
 use async_trait::async_trait;
 use thiserror::Error;
@@ -171,6 +176,125 @@ pub trait Chain: Send + Sync {
 
     /// The commitments of the registered neurons of `netuid`, ordered by uid.
     async fn commitments(&self, netuid: u16) -> Result<Vec<Commitment>, ChainError>;
+
+    /// Sets weights of mechanism `mechid` of `netuid` (`set_mechanism_weights`; mechanism
+    /// 0 is plain `set_weights`). Signed by the hotkey.
+    async fn set_mechanism_weights(
+        &self,
+        hotkey: &dyn Signer,
+        netuid: u16,
+        mechid: u8,
+        uids: &[u16],
+        weights: &[u16],
+        version_key: u64,
+    ) -> Result<TxReceipt, ChainError> {
+        if mechid != 0 {
+            return Err(unsupported(self, "mechanisms other than 0"));
+        }
+        self.set_weights(hotkey, netuid, uids, weights, version_key)
+            .await
+    }
+
+    /// The epoch state of `netuid` now: what commit-reveal windows and timelock reveal
+    /// rounds are computed from.
+    async fn epoch_schedule(&self, netuid: u16) -> Result<timelock::EpochSchedule, ChainError> {
+        let _ = netuid;
+        Err(unsupported(self, "commit-reveal"))
+    }
+
+    /// The beacon this chain reveals timelocked (v4) commits with, and its block time.
+    async fn beacon(&self) -> Result<ChainBeacon, ChainError> {
+        Err(unsupported(self, "timelocked commits"))
+    }
+
+    /// The blocks in which the chain accepts the reveal of a commit-reveal v2 commit
+    /// included at `commit_block`, from the subnet's hyperparameters and epoch schedule
+    /// read before committing (default: the epoch `reveal_period` epochs after the
+    /// commit's, on `schedule`).
+    fn reveal_window(
+        &self,
+        netuid: u16,
+        params: &Hyperparameters,
+        schedule: &timelock::EpochSchedule,
+        commit_block: u64,
+    ) -> RangeInclusive<u64> {
+        let _ = netuid;
+        schedule.window_of(commit_block, params.commit_reveal_period)
+    }
+
+    /// Commits the hash of weights (commit-reveal v2, `commit_weights` or
+    /// `commit_mechanism_weights`). Signed by the hotkey.
+    async fn commit_weights(
+        &self,
+        hotkey: &dyn Signer,
+        netuid: u16,
+        mechid: u8,
+        commit_hash: [u8; 32],
+    ) -> Result<TxReceipt, ChainError> {
+        let _ = (hotkey, netuid, mechid, commit_hash);
+        Err(unsupported(self, "commit-reveal v2"))
+    }
+
+    /// Reveals weights committed with [`Chain::commit_weights`]. Signed by the hotkey.
+    async fn reveal_weights(
+        &self,
+        hotkey: &dyn Signer,
+        reveal: &subtensor::WeightsReveal,
+    ) -> Result<TxReceipt, ChainError> {
+        let _ = (hotkey, reveal);
+        Err(unsupported(self, "commit-reveal v2"))
+    }
+
+    /// Commits timelock-encrypted weights (commit-reveal v4,
+    /// `commit_timelocked_mechanism_weights` with `commit_reveal_version` 4); the chain
+    /// reveals them itself at `reveal_round` of its beacon. Signed by the hotkey.
+    async fn commit_timelocked_weights(
+        &self,
+        hotkey: &dyn Signer,
+        netuid: u16,
+        mechid: u8,
+        commit: &[u8],
+        reveal_round: u64,
+    ) -> Result<TxReceipt, ChainError> {
+        let _ = (hotkey, netuid, mechid, commit, reveal_round);
+        Err(unsupported(self, "timelocked commits"))
+    }
+
+    /// The commits of `netuid` not yet revealed, per hotkey (where the chain lists them).
+    async fn pending_commits(&self, netuid: u16) -> Result<Vec<PendingCommit>, ChainError> {
+        let _ = netuid;
+        Ok(Vec::new())
+    }
+}
+
+fn unsupported<C: Chain + ?Sized>(chain: &C, what: &str) -> ChainError {
+    ChainError::Rejected {
+        error: "Unsupported".into(),
+        reason: format!("{} does not support {what}", chain.network()),
+    }
+}
+
+/// The beacon of a chain's timelocked commits and the chain's block time, the inputs of
+/// the reveal round ([`timelock::reveal_round`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainBeacon {
+    /// The beacon.
+    pub beacon: timelock::Beacon,
+    /// Time per block, in milliseconds.
+    pub block_time_ms: u64,
+}
+
+/// A weights commit waiting on chain for its reveal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCommit {
+    /// Committing hotkey SS58.
+    pub hotkey: String,
+    /// Block that included the commit.
+    pub commit_block: u64,
+    /// `2` for a hash commit (revealed by the hotkey), `4` for a timelocked one.
+    pub version: u8,
+    /// Beacon round of a timelocked commit (0 for v2).
+    pub reveal_round: u64,
 }
 
 /// Largest commitment payload: one `Raw` field of the Commitments pallet (128 bytes).
@@ -291,6 +415,14 @@ pub struct Hyperparameters {
     pub weights_version_key: u64,
     /// Whether weights must go through commit-reveal (then `set_weights` is refused).
     pub commit_reveal_weights_enabled: bool,
+    /// Epochs between a commit and its reveal (`RevealPeriodEpochs`).
+    #[serde(default = "default_reveal_period")]
+    pub commit_reveal_period: u64,
+    /// The commit-reveal version the chain expects (`CommitRevealWeightsVersion`): 4 for
+    /// timelocked commits (subtensor today), 2 for hash commits revealed by the hotkey.
+    /// `--neuron.commit_reveal auto` follows it.
+    #[serde(default = "default_commit_reveal_version")]
+    pub commit_reveal_version: u16,
     /// Registration burn cost (rao).
     pub burn: u64,
     /// Blocks between two `serve_axon` of one hotkey.
@@ -315,10 +447,20 @@ impl Default for Hyperparameters {
             max_allowed_validators: 128,
             weights_version_key: 0,
             commit_reveal_weights_enabled: false,
+            commit_reveal_period: default_reveal_period(),
+            commit_reveal_version: default_commit_reveal_version(),
             burn: RAO_PER_TAO,
             serving_rate_limit: 50,
         }
     }
+}
+
+fn default_reveal_period() -> u64 {
+    1
+}
+
+fn default_commit_reveal_version() -> u16 {
+    subtensor::COMMIT_REVEAL_VERSION
 }
 
 /// A neuron's published commitment.

@@ -16,14 +16,17 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 
+use std::sync::Arc;
+
 use neuron::chain::commit_reveal::{self, CommitRevealError, RevealReport, RevealStore, Revealed};
 use neuron::chain::sim::{SimChain, SimConfig};
 use neuron::chain::subtensor::{SignerRole, SubtensorChain};
+use neuron::chain::weights::{CommitRevealMode, WeightSetter, WeightsOutcome, WeightsPlan};
 use neuron::chain::{
-    AxonServe, Chain, Hyperparameters, LOCAL_SIM, Metagraph, Network, RAO_PER_TAO, connect,
-    normalize_weights, proportion,
+    AxonServe, Chain, Hyperparameters, LOCAL_SIM, Metagraph, Network, PendingCommit, RAO_PER_TAO,
+    connect, proportion,
 };
-use neuron::config::WalletConfig;
+use neuron::config::{NeuronConfig, WalletConfig};
 use neuron::wallet::Keypair;
 
 use super::flags::{self, ChainWalletArgs, KeyUris, open_subtensor};
@@ -84,12 +87,6 @@ enum ChainCommand {
         /// Amount in TAO.
         #[arg(long)]
         amount: f64,
-    },
-    /// Reveal weights committed by `weights` on a commit-reveal subnet. Subtensor only.
-    Reveal {
-        /// Subnet.
-        #[arg(long, default_value_t = 1)]
-        netuid: u16,
     },
     /// Show the epoch schedule; with --now run an epoch at the current block. Local
     /// chain only.
@@ -162,8 +159,9 @@ enum GenericCommand {
         #[arg(long)]
         amount: f64,
     },
-    /// Set the hotkey's weights (floats, max-normalised like the SDK). On a subtensor
-    /// subnet with commit-reveal, commits them instead (reveal with `reveal`).
+    /// Set the hotkey's weights (floats, normalised like the SDK) after the SDK's checks.
+    /// On a subnet with commit-reveal they are committed instead: timelocked (v4, the
+    /// chain reveals them) or hashed (v2, reveal with `reveal`).
     Weights {
         /// Subnet.
         #[arg(long, default_value_t = 1)]
@@ -177,6 +175,23 @@ enum GenericCommand {
         /// Weights version key.
         #[arg(long, default_value_t = 0)]
         version_key: u64,
+        /// auto (follow the subnet), off, v2 or v4 (default: the config's
+        /// neuron.commit_reveal).
+        #[arg(long = "neuron.commit_reveal")]
+        commit_reveal: Option<CommitRevealMode>,
+        /// Subnet mechanism (default: the config's neuron.mechid).
+        #[arg(long = "neuron.mechid")]
+        mechid: Option<u8>,
+        /// Print what would be submitted (call, call data, v4 reveal round); sign and
+        /// submit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Reveal the hotkey's commit-reveal v2 commits whose reveal window is open.
+    Reveal {
+        /// Subnet.
+        #[arg(long, default_value_t = 1)]
+        netuid: u16,
     },
     /// Publish the hotkey's commitment (with --data) or list the subnet's commitments.
     Commit {
@@ -239,6 +254,13 @@ struct ParamArgs {
     /// Registration burn (TAO).
     #[arg(long)]
     burn: Option<f64>,
+    /// Turn commit-reveal on: `v2` (hash commits revealed by the hotkey) or `v4`
+    /// (timelocked commits revealed by the chain's beacon).
+    #[arg(long, value_parser = ["v2", "v4"])]
+    commit_reveal: Option<String>,
+    /// Epochs between a commit and its reveal.
+    #[arg(long)]
+    reveal_period: Option<u64>,
 }
 
 impl ParamArgs {
@@ -254,6 +276,11 @@ impl ParamArgs {
         if let Some(burn) = self.burn {
             p.burn = tao_to_rao(burn)?;
         }
+        if let Some(version) = &self.commit_reveal {
+            p.commit_reveal_weights_enabled = true;
+            p.commit_reveal_version = if version == "v2" { 2 } else { 4 };
+        }
+        p.commit_reveal_period = self.reveal_period.unwrap_or(p.commit_reveal_period);
         Ok(p)
     }
 }
@@ -281,8 +308,11 @@ pub async fn run(args: ChainArgs) -> Result<()> {
         wallet: config.wallet.clone(),
         uris,
     };
+    let neuron = &config.neuron;
     match connect::network(&config.subtensor)? {
-        Network::LocalSim => run_local(connect::db_path(&config.subtensor), &keys, command).await,
+        Network::LocalSim => {
+            run_local(connect::db_path(&config.subtensor), &keys, neuron, command).await
+        }
         Network::Subtensor { name, endpoint } => {
             if let Some(why) = command.local_only() {
                 bail!(
@@ -290,14 +320,19 @@ pub async fn run(args: ChainArgs) -> Result<()> {
                      `--subtensor.network {LOCAL_SIM}` for the embedded chain"
                 );
             }
-            let chain = open_subtensor(&name, &endpoint).await?;
-            run_subtensor(&chain, &keys, command).await
+            let chain = Arc::new(open_subtensor(&name, &endpoint).await?);
+            run_subtensor(chain, &keys, neuron, command).await
         }
     }
 }
 
 /// The local-chain commands, then the generic ones on the local chain.
-async fn run_local(path: PathBuf, keys: &Keys, command: ChainCommand) -> Result<()> {
+async fn run_local(
+    path: PathBuf,
+    keys: &Keys,
+    neuron: &NeuronConfig,
+    command: ChainCommand,
+) -> Result<()> {
     let local = match &command {
         ChainCommand::Init {
             block_time,
@@ -305,10 +340,6 @@ async fn run_local(path: PathBuf, keys: &Keys, command: ChainCommand) -> Result<
             owner,
             params,
         } => return init_local(&path, *block_time, *force, owner.as_deref(), params).await,
-        ChainCommand::Reveal { .. } => bail!(
-            "`reveal` is for subtensor subnets with commit-reveal; the embedded chain does not \
-             emulate commit-reveal (a subnet with it enabled refuses set_weights)"
-        ),
         _ => SimChain::open(&path)?,
     };
     match command {
@@ -368,8 +399,10 @@ async fn run_local(path: PathBuf, keys: &Keys, command: ChainCommand) -> Result<
                 local.current_block().await?
             );
         }
-        ChainCommand::Generic(command) => run_generic(&local, keys, command).await?,
-        ChainCommand::Init { .. } | ChainCommand::Reveal { .. } => unreachable!("handled above"),
+        ChainCommand::Generic(command) => {
+            run_generic(Arc::new(local), None, keys, neuron, command).await?
+        }
+        ChainCommand::Init { .. } => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -411,8 +444,13 @@ async fn init_local(
     Ok(())
 }
 
-/// Subtensor: status, commit-reveal weights and reveals, then the generic commands.
-async fn run_subtensor(chain: &SubtensorChain, keys: &Keys, command: ChainCommand) -> Result<()> {
+/// Subtensor: status, then the generic commands.
+async fn run_subtensor(
+    chain: Arc<SubtensorChain>,
+    keys: &Keys,
+    neuron: &NeuronConfig,
+    command: ChainCommand,
+) -> Result<()> {
     match command {
         ChainCommand::Status => {
             println!("network    {}", chain.network());
@@ -420,20 +458,10 @@ async fn run_subtensor(chain: &SubtensorChain, keys: &Keys, command: ChainComman
             println!("block      {} (finalized)", chain.current_block().await?);
             println!("runtime    spec version {}", chain.spec_version().await?);
         }
-        ChainCommand::Reveal { netuid } => {
-            reveal_weights(chain, &keys.signer(SignerRole::Hotkey)?, netuid).await?;
+        ChainCommand::Generic(command) => {
+            let node = Arc::clone(&chain);
+            run_generic(chain, Some(&node), keys, neuron, command).await?
         }
-        ChainCommand::Generic(GenericCommand::Weights {
-            netuid,
-            uids,
-            weights,
-            version_key,
-        }) if chain.commit_reveal_enabled(netuid).await? => {
-            let (uids, values) = normalize_weights(&uids, &weights)?;
-            let hotkey = keys.signer(SignerRole::Hotkey)?;
-            commit_weights(chain, &hotkey, netuid, &uids, &values, version_key).await?;
-        }
-        ChainCommand::Generic(command) => run_generic(chain, keys, command).await?,
         ChainCommand::Init { .. } | ChainCommand::Faucet { .. } | ChainCommand::Epoch { .. } => {
             unreachable!("local-only commands are refused before connecting")
         }
@@ -441,12 +469,20 @@ async fn run_subtensor(chain: &SubtensorChain, keys: &Keys, command: ChainComman
     Ok(())
 }
 
-/// The commands every chain supports, through the `Chain` trait.
-async fn run_generic(chain: &dyn Chain, keys: &Keys, command: GenericCommand) -> Result<()> {
+/// The commands every chain supports, through the `Chain` trait (`node`: the same chain
+/// when it is a subtensor node, for the call data of `weights --dry-run`).
+async fn run_generic(
+    chain: Arc<dyn Chain>,
+    node: Option<&SubtensorChain>,
+    keys: &Keys,
+    neuron: &NeuronConfig,
+    command: GenericCommand,
+) -> Result<()> {
     match command {
         GenericCommand::Metagraph { netuid } => {
             let mg = chain.metagraph(netuid).await?;
             println!("{}", metagraph_table(&mg));
+            print_pending_commits(&chain.pending_commits(netuid).await?);
         }
         GenericCommand::Hyperparameters { netuid } => {
             let p = chain.hyperparameters(netuid).await?;
@@ -504,16 +540,23 @@ async fn run_generic(chain: &dyn Chain, keys: &Keys, command: GenericCommand) ->
             uids,
             weights,
             version_key,
+            commit_reveal,
+            mechid,
+            dry_run,
         } => {
-            let (uids, values) = normalize_weights(&uids, &weights)?;
             let hotkey = keys.signer(SignerRole::Hotkey)?;
-            let r = chain
-                .set_weights(&hotkey, netuid, &uids, &values, version_key)
-                .await?;
-            println!(
-                "weights set at block {}: uids {uids:?} values {values:?}",
-                r.block
-            );
+            let setter = WeightSetter::new(Arc::clone(&chain), Arc::new(hotkey), netuid)
+                .with_mode(commit_reveal.unwrap_or(neuron.commit_reveal))
+                .with_mechid(mechid.unwrap_or(neuron.mechid));
+            let plan = setter.plan(&uids, &weights, version_key).await?;
+            if dry_run {
+                print_plan(&plan, node).await?;
+            } else {
+                print_outcome(netuid, &setter.submit(plan).await?);
+            }
+        }
+        GenericCommand::Reveal { netuid } => {
+            reveal_weights(chain.as_ref(), &keys.signer(SignerRole::Hotkey)?, netuid).await?;
         }
         GenericCommand::Commit { netuid, data } => match data {
             Some(data) => {
@@ -539,37 +582,88 @@ async fn run_generic(chain: &dyn Chain, keys: &Keys, command: GenericCommand) ->
     Ok(())
 }
 
-/// Commits weights with commit-reveal v2 (`chain::commit_reveal::commit`) and says
-/// when to reveal them.
-async fn commit_weights(
-    chain: &SubtensorChain,
-    hotkey: &Keypair,
-    netuid: u16,
-    uids: &[u16],
-    values: &[u16],
-    version_key: u64,
-) -> Result<()> {
+/// Prints what `weights --dry-run` would submit.
+async fn print_plan(plan: &WeightsPlan, node: Option<&SubtensorChain>) -> Result<()> {
+    println!("mode       {}", plan.mode);
     println!(
-        "subnet {netuid} requires commit-reveal (CommitRevealWeightsEnabled), so the chain \
-         refuses plain weights: committing their hash (commit-reveal v2) instead"
+        "call       {}.{} (signed by the hotkey)",
+        plan.call.pallet(),
+        plan.call.name()
     );
-    let store = RevealStore::in_neuron_home();
-    let committed =
-        commit_reveal::commit(chain, hotkey, netuid, uids, values, version_key, &store).await?;
     println!(
-        "committed at block {}. The weights count once revealed: run `neuron chain reveal \
-         --netuid {netuid}` between blocks {} and {} (the reveal is kept in {})",
-        committed.receipt.block,
-        committed.window.start(),
-        committed.window.end(),
-        committed.path.display()
+        "weights    uids {:?} values {:?}",
+        plan.weights.uids, plan.weights.values
     );
+    match node {
+        Some(node) => println!(
+            "call data  0x{}",
+            hex::encode(node.call_data(&plan.call).await?)
+        ),
+        None => println!("call data  (the embedded chain takes the call without SCALE encoding)"),
+    }
+    if let Some(reveal) = &plan.reveal {
+        println!("salt       {:?}", reveal.salt);
+    }
+    if let Some((commit, round)) = &plan.timelocked {
+        println!("reveal round {round} ({} ciphertext bytes)", commit.len());
+    }
+    println!("dry run: nothing was signed or submitted");
     Ok(())
+}
+
+/// Says what a weight update did.
+fn print_outcome(netuid: u16, outcome: &WeightsOutcome) {
+    match outcome {
+        WeightsOutcome::Set { receipt, weights } => println!(
+            "weights set at block {}: uids {:?} values {:?}",
+            receipt.block, weights.uids, weights.values
+        ),
+        WeightsOutcome::Committed { committed, weights } => println!(
+            "weights committed at block {} (commit-reveal v2): uids {:?} values {:?}. They \
+             count once revealed: run `neuron chain reveal --netuid {netuid}` between blocks \
+             {} and {} (the reveal is kept in {})",
+            committed.receipt.block,
+            weights.uids,
+            weights.values,
+            committed.window.start(),
+            committed.window.end(),
+            committed.path.display()
+        ),
+        WeightsOutcome::Timelocked {
+            receipt,
+            reveal_round,
+            weights,
+        } => println!(
+            "weights committed at block {} (commit-reveal v4, timelocked to round \
+             {reveal_round}): uids {:?} values {:?}; the chain reveals them itself",
+            receipt.block, weights.uids, weights.values
+        ),
+    }
+}
+
+/// Lists the commits waiting on chain for their reveal.
+fn print_pending_commits(pending: &[PendingCommit]) {
+    if pending.is_empty() {
+        return;
+    }
+    println!("pending commits:");
+    for c in pending {
+        match c.version {
+            4 => println!(
+                "  {}  v4 committed at block {}, revealed at beacon round {}",
+                c.hotkey, c.commit_block, c.reveal_round
+            ),
+            v => println!(
+                "  {}  v{v} committed at block {}, awaiting the hotkey's reveal",
+                c.hotkey, c.commit_block
+            ),
+        }
+    }
 }
 
 /// Reveals this hotkey's pending commits whose window is open
 /// (`chain::commit_reveal::reveal_pending`) and prints what it did.
-async fn reveal_weights(chain: &SubtensorChain, hotkey: &Keypair, netuid: u16) -> Result<()> {
+async fn reveal_weights(chain: &dyn Chain, hotkey: &Keypair, netuid: u16) -> Result<()> {
     let store = RevealStore::in_neuron_home();
     let report = match commit_reveal::reveal_pending(chain, hotkey, netuid, &store).await {
         Ok(report) => report,
@@ -603,6 +697,12 @@ fn print_reveals(report: &RevealReport) {
             expired.commit_block,
             expired.window.end(),
             report.block
+        );
+    }
+    for (dropped, reason) in &report.unknown {
+        eprintln!(
+            "dropped the commit of block {}: the chain does not hold it ({reason})",
+            dropped.commit_block
         );
     }
     for Revealed { pending, receipt } in &report.revealed {

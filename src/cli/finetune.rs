@@ -460,7 +460,8 @@ async fn validate(args: ValidateArgs, config: &Config) -> Result<()> {
         store(args.models_dir.clone(), args.offline),
         args.load.evaluator(config)?,
         validator_config,
-    )?;
+    )?
+    .with_weight_setting(config.neuron.commit_reveal, config.neuron.mechid);
     let mut done = 0u64;
     loop {
         if let Err(e) = policy.reload() {

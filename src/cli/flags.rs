@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use neuron::chain::subtensor::{SignerRole, SubtensorChain};
+use neuron::chain::weights::CommitRevealMode;
 use neuron::chain::{Chain, Network, connect};
 use neuron::config::{Config, WalletConfig};
 use neuron::llm::DeviceSpec;
@@ -115,6 +116,8 @@ config_flags! {
         neuron_full_path: PathBuf => "neuron.full_path", "State directory.";
         neuron_seed: u64 => "neuron.seed", "Base seed of the step RNG.";
         neuron_version_key: u64 => "neuron.version_key", "Weights version key.";
+        neuron_commit_reveal: CommitRevealMode => "neuron.commit_reveal", "How weights go to the chain: auto (follow the subnet: timelocked v4 when commit-reveal is on), off, v2 or v4.";
+        neuron_mechid: u8 => "neuron.mechid", "Subnet mechanism the weights are for (default 0).";
         axon_ip: String => "axon.ip", "Axon bind address.";
         axon_port: u16 => "axon.port", "Axon port.";
         axon_external_ip: String => "axon.external_ip", "Address announced on chain.";

@@ -39,6 +39,10 @@ pub struct LocalArgs {
     /// Report directory; default `DATA_DIR/report`.
     #[arg(long)]
     report_dir: Option<PathBuf>,
+    /// Run the subnet with commit-reveal: `v2` (validators commit hashes and reveal
+    /// them) or `v4` (timelocked commits revealed by the chain's beacon).
+    #[arg(long, value_parser = ["v2", "v4"])]
+    commit_reveal: Option<String>,
 }
 
 /// Runs `neuron local`.
@@ -53,6 +57,9 @@ pub fn run(args: &LocalArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
     }
     if config_args.neuron.neuron_epoch_length.is_none() {
         config.neuron.epoch_length = 10;
+    }
+    if let Some(version) = &args.commit_reveal {
+        config.neuron.commit_reveal = version.parse().map_err(anyhow::Error::msg)?;
     }
     let data_dir = args
         .data_dir

@@ -80,6 +80,9 @@ pub enum FinetuneError {
     /// The chain refused or failed.
     #[error("chain: {0}")]
     Chain(#[from] crate::chain::ChainError),
+    /// Weights were not set (see the message for what to do).
+    #[error(transparent)]
+    Weights(#[from] crate::chain::weights::WeightsError),
     /// The inference core failed outside a single model's evaluation.
     #[error("llm: {0}")]
     Llm(#[from] crate::llm::LlmError),

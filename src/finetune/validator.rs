@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::{Chain, Signer, normalize_weights};
+use crate::chain::commit_reveal::RevealStore;
+use crate::chain::weights::{CommitRevealMode, WeightSetter};
+use crate::chain::{Chain, Signer};
 
 use super::data::{Pair, batches};
 use super::eval::{Candidate, Evaluator, ModelScore};
@@ -86,7 +88,9 @@ pub struct RoundReport {
 /// The finetuning validator.
 pub struct FinetuneValidator {
     chain: Arc<dyn Chain>,
-    signer: Arc<dyn Signer>,
+    /// Sets the weights (plain, v2 or v4 as the subnet asks); v2 reveals are kept in
+    /// `reveals/` beside the state file.
+    weights: WeightSetter,
     policy: Arc<dyn Policy>,
     store: ModelStore,
     evaluator: Evaluator,
@@ -117,9 +121,16 @@ impl FinetuneValidator {
                 });
             }
         };
+        let reveals = config
+            .state_path
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("reveals");
+        let weights = WeightSetter::new(Arc::clone(&chain), signer, config.netuid)
+            .with_store(RevealStore::new(reveals));
         Ok(Self {
             chain,
-            signer,
+            weights,
             policy,
             store,
             evaluator,
@@ -226,6 +237,9 @@ impl FinetuneValidator {
             }
         };
 
+        if let Err(e) = self.weights.reveal_due().await {
+            tracing::warn!(error = %e, "revealing weights failed (kept for the next round)");
+        }
         let due = self
             .state
             .last_set_block
@@ -258,6 +272,15 @@ impl FinetuneValidator {
         Ok(report)
     }
 
+    /// The same validator with weights sent as `mode` asks, on mechanism `mechid`
+    /// (`--neuron.commit_reveal`, `--neuron.mechid`).
+    pub fn with_weight_setting(self, mode: CommitRevealMode, mechid: u8) -> Self {
+        Self {
+            weights: self.weights.with_mode(mode).with_mechid(mechid),
+            ..self
+        }
+    }
+
     async fn set_weights(&self) -> Result<u64, FinetuneError> {
         let (uids, values): (Vec<u16>, Vec<f64>) = self
             .state
@@ -270,18 +293,11 @@ impl FinetuneValidator {
             return Err(FinetuneError::Policy("no positive weights to set".into()));
         }
         let weights: Vec<f32> = values.iter().map(|&w| w as f32).collect();
-        let (uids, values) = normalize_weights(&uids, &weights)?;
-        let receipt = self
-            .chain
-            .set_weights(
-                self.signer.as_ref(),
-                self.config.netuid,
-                &uids,
-                &values,
-                self.config.version_key,
-            )
+        let outcome = self
+            .weights
+            .set(&uids, &weights, self.config.version_key)
             .await?;
-        Ok(receipt.block)
+        Ok(outcome.block())
     }
 
     fn save(&self) -> Result<(), FinetuneError> {

@@ -36,7 +36,9 @@ use super::events::{EventLog, EventsError, ResponseEvent, StepEvent};
 use super::hooks::PromptingHooks;
 use super::state::{ScoreUpdate, StateError, ValidatorState, hook_answer};
 use super::uids::{UidFilter, select_uids};
-use crate::chain::{Chain, ChainError, Metagraph, normalize_weights};
+use crate::chain::commit_reveal::RevealStore;
+use crate::chain::weights::{WeightSetter, WeightsError};
+use crate::chain::{Chain, ChainError, Metagraph};
 use crate::config::Config;
 use crate::net::{AxonInfo, Dendrite, DendriteOptions, DendritePool, PromptingSynapse};
 use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost, metagraph_rows};
@@ -122,6 +124,8 @@ pub struct Validator {
     metagraph: Option<Arc<Metagraph>>,
     /// `metagraph` as script rows (`ctx.metagraph`), built once per metagraph read.
     metagraph_rows: Arc<Array>,
+    /// Sets (or commits and reveals) the weights; v2 reveals kept in `STATE_DIR/reveals`.
+    weights: WeightSetter,
 }
 
 impl Validator {
@@ -154,10 +158,15 @@ impl Validator {
                 .with_options(DendriteOptions::from(&config.dendrite)),
         );
         let link = NeuronLink::new(Arc::clone(&chain), config.netuid, dendrite.clone());
+        let hotkey = Arc::new(hotkey);
+        let weights = WeightSetter::new(Arc::clone(&chain), hotkey.clone(), config.netuid)
+            .with_mechid(config.neuron.mechid)
+            .with_mode(config.neuron.commit_reveal)
+            .with_store(RevealStore::new(state_dir.join("reveals")));
         Ok(Self {
             config,
             chain,
-            hotkey: Arc::new(hotkey),
+            hotkey,
             dendrite,
             link,
             scripts,
@@ -167,6 +176,7 @@ impl Validator {
             base_seed,
             metagraph: None,
             metagraph_rows: Arc::default(),
+            weights,
         })
     }
 
@@ -498,10 +508,15 @@ impl Validator {
         weights
     }
 
-    /// Sets weights when an epoch has passed since the last setting and this hotkey
-    /// holds a permit; returns the block when they were set. Failures are logged (the
-    /// next step tries again), never fatal.
+    /// Reveals kept commit-reveal v2 weights whose window is open, then sets weights
+    /// (through [`WeightSetter`]: plain, v2 or v4 as the subnet asks) when an epoch has
+    /// passed since the last setting and this hotkey holds a permit; returns the block
+    /// when they were set or committed. Failures are logged (the next step tries
+    /// again), never fatal.
     async fn maybe_set_weights(&mut self, metagraph: &Metagraph, self_uid: u16) -> Option<u64> {
+        if let Err(err) = self.weights.reveal_due().await {
+            warn!("revealing weights failed (kept for the next step): {err}");
+        }
         let neuron = &self.config.neuron;
         let due = metagraph
             .block
@@ -518,31 +533,15 @@ impl Validator {
             .into_iter()
             .map(|w| w as f32)
             .collect();
-        let (uids, values) =
-            match normalize_weights(&(0..weights.len() as u16).collect::<Vec<_>>(), &weights) {
-                Ok(pair) if !pair.0.is_empty() => pair,
-                Ok(_) => return None,
-                Err(err) => {
-                    warn!("weights not set: {err}");
-                    return None;
-                }
-            };
-        match self
-            .chain
-            .set_weights(
-                self.hotkey.as_ref(),
-                self.config.netuid,
-                &uids,
-                &values,
-                neuron.version_key,
-            )
-            .await
-        {
-            Ok(receipt) => {
-                tracing::info!(block = receipt.block, uids = uids.len(), "weights set");
-                self.state.last_weights_block = receipt.block;
-                Some(receipt.block)
+        let uids: Vec<u16> = (0..weights.len() as u16).collect();
+        match self.weights.set(&uids, &weights, neuron.version_key).await {
+            Ok(outcome) => {
+                let block = outcome.block();
+                tracing::info!(block, "weights set");
+                self.state.last_weights_block = block;
+                Some(block)
             }
+            Err(WeightsError::NoWeights) => None,
             Err(err) => {
                 warn!("setting weights failed: {err}");
                 None

@@ -169,7 +169,9 @@ async fn subtensor_reads_and_wallet_signed_writes() {
         "{params}"
     );
 
-    // Hotkey-signed writes need no password (the hotkey is unencrypted).
+    // Hotkey-signed writes need no password (the hotkey is unencrypted). The weights
+    // pass the SDK's checks: two of them on a subnet that asks for at least two.
+    node.set_storage(subnet_item("MinAllowedWeights", 1, Value::u128(2)));
     let weights = env
         .chain(
             at,
@@ -264,10 +266,17 @@ async fn commit_reveal_subnet_commits_then_reveals_in_the_reveal_epoch() {
     let node = SimNode::start().await;
     let url = node.url();
     let at = Some(url.as_str());
-    // Subnet 2 has commit-reveal on; a short tempo keeps the reveal epoch near.
-    node.set_storage(subnet_item("Tempo", 2, Value::u128(9)));
+    // Subnet 1 (whose neurons the node serves) gets commit-reveal; a short tempo keeps
+    // the reveal epoch near.
+    node.set_storage(subnet_item(
+        "CommitRevealWeightsEnabled",
+        1,
+        Value::bool(true),
+    ));
+    node.set_storage(subnet_item("Tempo", 1, Value::u128(9)));
+    node.set_storage(subnet_item("MinAllowedWeights", 1, Value::u128(2)));
 
-    let nothing = env.chain_fails(at, &["reveal", "--netuid", "2"], &[]).await;
+    let nothing = env.chain_fails(at, &["reveal", "--netuid", "1"], &[]).await;
     assert!(nothing.contains("no pending commits"), "{nothing}");
 
     let out = env
@@ -276,18 +285,22 @@ async fn commit_reveal_subnet_commits_then_reveals_in_the_reveal_epoch() {
             &[
                 "weights",
                 "--netuid",
-                "2",
+                "1",
                 "--uids",
                 "0,1",
                 "--weights",
                 "1,0.25",
+                "--version-key",
+                "2013",
+                "--neuron.commit_reveal",
+                "v2",
             ],
             &[],
         )
         .await;
-    assert!(out.contains("subnet 2 requires commit-reveal"), "{out}");
+    assert!(out.contains("(commit-reveal v2)"), "{out}");
     let commit_block = u64::from(node.head());
-    let window = reveal_window(2, 9, 1, commit_block);
+    let window = reveal_window(1, 9, 1, commit_block);
     assert!(
         out.contains(&format!(
             "between blocks {} and {}",
@@ -298,7 +311,7 @@ async fn commit_reveal_subnet_commits_then_reveals_in_the_reveal_epoch() {
     );
     let pending_file = env
         .home()
-        .join(format!("chain/reveals/netuid2-{ALICE}.json"));
+        .join(format!("chain/reveals/netuid1-{ALICE}.json"));
     let pending: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&pending_file).unwrap()).unwrap();
     let salt: Vec<u16> = serde_json::from_value(pending[0]["reveal"]["salt"].clone()).unwrap();
@@ -308,7 +321,7 @@ async fn commit_reveal_subnet_commits_then_reveals_in_the_reveal_epoch() {
         (committed.call.as_str(), committed.signer),
         ("commit_weights", public("//Alice"))
     );
-    let hash = weights_commit_hash(public("//Alice"), 2, &[0, 1], &[65535, 16384], &salt, 0);
+    let hash = weights_commit_hash(public("//Alice"), 1, &[0, 1], &[65535, 16384], &salt, 2013);
     let hash_tuple = hash.map(|b| b.to_string()).join(", ");
     assert!(
         committed.args.to_string().contains(&hash_tuple),
@@ -317,7 +330,7 @@ async fn commit_reveal_subnet_commits_then_reveals_in_the_reveal_epoch() {
     );
 
     // Before the reveal epoch: refused locally, nothing submitted.
-    let early = env.chain_fails(at, &["reveal", "--netuid", "2"], &[]).await;
+    let early = env.chain_fails(at, &["reveal", "--netuid", "1"], &[]).await;
     assert!(
         early.contains(&format!("opens at block {}", window.start())),
         "{early}"
@@ -325,7 +338,7 @@ async fn commit_reveal_subnet_commits_then_reveals_in_the_reveal_epoch() {
     assert_eq!(node.received().len(), 1);
 
     node.advance(u32::try_from(*window.start() - u64::from(node.head())).unwrap());
-    let revealed = env.chain(at, &["reveal", "--netuid", "2"], &[]).await;
+    let revealed = env.chain(at, &["reveal", "--netuid", "1"], &[]).await;
     assert!(
         revealed.contains(&format!("committed at block {commit_block}")),
         "{revealed}"
@@ -343,7 +356,7 @@ async fn commit_reveal_subnet_commits_then_reveals_in_the_reveal_epoch() {
     assert_eq!(
         reveal.args.to_string(),
         format!(
-            "{{ netuid: 2, uids: (0, 1), values: (65535, 16384), salt: ({salt_text}), version_key: 0 }}"
+            "{{ netuid: 1, uids: (0, 1), values: (65535, 16384), salt: ({salt_text}), version_key: 2013 }}"
         )
     );
     let left: serde_json::Value =
@@ -382,11 +395,8 @@ async fn local_chain_signs_with_the_wallet() {
         .await;
     env.chain(None, &["weights", "--uids", "0", "--weights", "1"], &[])
         .await;
-    let refused = env.chain_fails(None, &["reveal"], &[]).await;
-    assert!(
-        refused.contains("does not emulate commit-reveal"),
-        "{refused}"
-    );
+    let nothing = env.chain_fails(None, &["reveal"], &[]).await;
+    assert!(nothing.contains("no pending commits"), "{nothing}");
 
     let chain = SimChain::open(&env.home().join("chain/local-sim.sqlite")).unwrap();
     let neuron = &chain.metagraph(1).await.unwrap().neurons[0];
@@ -406,6 +416,160 @@ async fn local_chain_signs_with_the_wallet() {
         )
         .unwrap();
     assert!(!row.is_empty(), "weights set by the wallet's hotkey");
+}
+
+/// On subtensor (the simulated node) a commit-reveal subnet gets a timelocked v4 commit
+/// by default, as the SDK sends it; `--dry-run` prints its call data and signs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subtensor_commit_reveal_defaults_to_a_timelocked_commit() {
+    let env = Env::new();
+    env.create_wallet().await;
+    let node = SimNode::start().await;
+    let url = node.url();
+    let at = Some(url.as_str());
+    node.set_storage(subnet_item(
+        "CommitRevealWeightsEnabled",
+        1,
+        Value::bool(true),
+    ));
+    node.set_storage(subnet_item("MinAllowedWeights", 1, Value::u128(2)));
+    let args = [
+        "weights",
+        "--netuid",
+        "1",
+        "--uids",
+        "0,2",
+        "--weights",
+        "1,0.5",
+        "--version-key",
+        "2013",
+    ];
+    let dry = env
+        .chain(at, &[&args[..], &["--dry-run"]].concat(), &[])
+        .await;
+    assert!(dry.contains("mode       v4"), "{dry}");
+    assert!(
+        dry.contains("SubtensorModule.commit_timelocked_mechanism_weights"),
+        "{dry}"
+    );
+    // Pallet 7 and the call's index lead the call data.
+    assert!(dry.contains("call data  0x07"), "{dry}");
+    assert!(node.received().is_empty(), "a dry run submits nothing");
+
+    let out = env.chain(at, &args, &[]).await;
+    assert!(
+        out.contains("commit-reveal v4, timelocked to round"),
+        "{out}"
+    );
+    let received = node.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        (received[0].call.as_str(), received[0].signer),
+        ("commit_timelocked_mechanism_weights", public("//Alice"))
+    );
+    let args = received[0].args.to_string();
+    assert!(args.contains("commit_reveal_version: 4"), "{args}");
+    assert!(args.contains("mecid: 0"), "{args}");
+}
+
+/// `chain init --commit-reveal v2|v4` on the local chain, then the validator's steps by
+/// hand with development keys: `weights --dry-run` signs nothing, `weights` commits,
+/// `metagraph` lists the pending commit until it is revealed (v2 by `reveal`, v4 by the
+/// chain's beacon).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_chain_runs_commit_reveal_v2_and_v4() {
+    for version in ["v2", "v4"] {
+        let env = Env::new();
+        let chain_args = |extra: &[&str]| {
+            let mut args = vec!["--hotkey-uri", "//Val", "--coldkey-uri", "//Val"];
+            args.extend(extra);
+            args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+        };
+        let run = |extra: &[&str]| {
+            let args = chain_args(extra);
+            let env = &env;
+            async move {
+                let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+                env.chain(None, &refs, &[]).await
+            }
+        };
+        run(&[
+            "init",
+            "--block-time",
+            "0.1",
+            "--tempo",
+            "20",
+            "--min-allowed-weights",
+            "1",
+            "--weights-rate-limit",
+            "0",
+            "--commit-reveal",
+            version,
+        ])
+        .await;
+        let params = run(&["hyperparameters"]).await;
+        assert!(
+            params.contains("commit_reveal_weights_enabled: true"),
+            "{params}"
+        );
+        run(&["faucet", "--amount", "100"]).await;
+        run(&["register"]).await;
+        run(&["stake", "add", "--amount", "50"]).await;
+        run(&["epoch", "--now"]).await;
+
+        let dry = run(&["weights", "--uids", "0", "--weights", "1", "--dry-run"]).await;
+        let call = if version == "v2" {
+            "SubtensorModule.commit_weights"
+        } else {
+            "SubtensorModule.commit_timelocked_mechanism_weights"
+        };
+        assert!(dry.contains(call), "{dry}");
+        assert!(dry.contains("nothing was signed or submitted"), "{dry}");
+        assert_eq!(dry.contains("reveal round"), version == "v4", "{dry}");
+        let table = run(&["metagraph"]).await;
+        assert!(
+            !table.contains("pending commits"),
+            "the dry run committed: {table}"
+        );
+
+        let committed = run(&["weights", "--uids", "0", "--weights", "1"]).await;
+        assert!(
+            committed.contains(&format!("commit-reveal {version}")),
+            "{committed}"
+        );
+        let table = run(&["metagraph"]).await;
+        assert!(
+            table.contains(&format!("{version} committed at block")),
+            "{table}"
+        );
+
+        let chain = SimChain::open(&env.home().join("chain/local-sim.sqlite")).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !chain.pending_commits(1).await.unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{version} never revealed"
+            );
+            if version == "v2" {
+                // Too early is an error; inside the window it reveals.
+                let _ = env
+                    .run_chain(
+                        None,
+                        &chain_args(&["reveal"])
+                            .iter()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>(),
+                        &[],
+                    )
+                    .await;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        let neuron = &chain.metagraph(1).await.unwrap().neurons[0];
+        assert!(neuron.last_update > 0);
+        let table = run(&["metagraph"]).await;
+        assert!(!table.contains("pending commits"), "{table}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,11 +715,11 @@ async fn command_line_failures_are_clear() {
     env.chain(
         at,
         &[
-            "weights",
-            "--uids",
-            "0",
-            "--weights",
-            "1",
+            "serve",
+            "--ip",
+            "198.51.100.4",
+            "--port",
+            "8091",
             "--hotkey-uri",
             "//Eve",
         ],

@@ -8,6 +8,8 @@ mod chain_processes;
 mod chain_sim;
 mod chain_weights_parity;
 mod chain_yuma;
+mod commit_reveal;
+mod commit_reveal_python;
 mod config_cli;
 mod embed_model;
 mod finetune_eval;

@@ -229,12 +229,21 @@ fn calls_hashes_and_neurons_match_the_python_encoder() {
     let bob = parse_account(BOB).unwrap();
     let reveal = WeightsReveal {
         netuid: 3,
+        mechid: 0,
         uids: vec![0, 4, 9],
         values: vec![65535, 21845, 7],
         salt: vec![11, 22, 33, 44, 55, 66, 77, 88],
         version_key: 10_005_000,
     };
     let commit_hash = reveal.commit_hash(alice);
+    let mech_reveal = WeightsReveal {
+        mechid: 1,
+        ..reveal.clone()
+    };
+    // A timelocked commit as `chain::weights` makes it (any bytes encode the same way).
+    let timelocked = neuron::chain::timelock::Beacon::quicknet()
+        .encrypt(1_234_567, b"weights payload")
+        .unwrap();
     let commitment = b"hf:neuron-org/sn9-model@0123abcd";
     let v4 = AxonServe {
         version: 10_005_000,
@@ -316,6 +325,34 @@ fn calls_hashes_and_neurons_match_the_python_encoder() {
             params: json!({"netuid": 3, "uids": reveal.uids, "values": reveal.values,
                            "salt": reveal.salt, "version_key": reveal.version_key}),
         },
+        Case {
+            call: SubtensorCall::set_mechanism_weights(3, 1, &[0, 4], &[65535, 9], 7),
+            module: "SubtensorModule",
+            function: "set_mechanism_weights",
+            params: json!({"netuid": 3, "mecid": 1, "dests": [0, 4], "weights": [65535, 9],
+                           "version_key": 7}),
+        },
+        Case {
+            call: SubtensorCall::commit_mechanism_weights(3, 1, commit_hash),
+            module: "SubtensorModule",
+            function: "commit_mechanism_weights",
+            params: json!({"netuid": 3, "mecid": 1, "commit_hash": format!("0x{}", hex::encode(commit_hash))}),
+        },
+        Case {
+            call: SubtensorCall::reveal_weights(&mech_reveal),
+            module: "SubtensorModule",
+            function: "reveal_mechanism_weights",
+            params: json!({"netuid": 3, "mecid": 1, "uids": mech_reveal.uids,
+                           "values": mech_reveal.values, "salt": mech_reveal.salt,
+                           "version_key": mech_reveal.version_key}),
+        },
+        Case {
+            call: SubtensorCall::commit_timelocked_mechanism_weights(3, 0, &timelocked, 1_234_567),
+            module: "SubtensorModule",
+            function: "commit_timelocked_mechanism_weights",
+            params: json!({"netuid": 3, "mecid": 0, "commit": format!("0x{}", hex::encode(&timelocked)),
+                           "reveal_round": 1_234_567u64, "commit_reveal_version": 4}),
+        },
     ];
     let hashes = [
         (ALICE, &reveal),
@@ -323,6 +360,7 @@ fn calls_hashes_and_neurons_match_the_python_encoder() {
             BOB,
             &WeightsReveal {
                 netuid: 4097, // mechanism 1 of subnet 1: netuid_index = 4096 + 1
+                mechid: 0,
                 uids: vec![],
                 values: vec![],
                 salt: vec![1],

@@ -267,12 +267,14 @@ async fn commit_reveal_is_detected_and_v2_commits_hash_the_payload() {
 
     let reveal = WeightsReveal {
         netuid: 2,
+        mechid: 0,
         uids: vec![0, 1],
         values: vec![65535, 3],
         salt: vec![9, 8, 7, 6, 5, 4, 3, 2],
         version_key: 0,
     };
-    chain.commit_weights(&hotkey, &reveal).await.unwrap();
+    let hash = reveal.commit_hash(hotkey.public());
+    chain.commit_weights(&hotkey, 2, 0, hash).await.unwrap();
     chain.reveal_weights(&hotkey, &reveal).await.unwrap();
     let received = node.received();
     assert_eq!(received[0].call, "commit_weights");

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::subtensor_sim::{Outcome, SimNode};
+use crate::support::subtensor_sim::{Outcome, SimNode, subnet_item};
 use neuron::chain::subtensor::{SubtensorChain, SubtensorOptions, WaitFor};
 use neuron::config::Config;
 use neuron::prompting::validator::Validator;
@@ -62,6 +62,13 @@ async fn validator_scores_while_the_node_is_away_and_sets_weights_when_it_return
     let scripts = neuron::prompting::script_host(&config).expect("scripts load");
 
     let mut node = SimNode::start().await;
+    // One scored miner: the subnet must accept one weight, or the SDK checks (which
+    // the validator runs before submitting) refuse it.
+    node.set_storage(subnet_item(
+        "MinAllowedWeights",
+        1,
+        subxt::dynamic::Value::u128(1),
+    ));
     let backoff = Duration::from_millis(300);
     let chain = SubtensorChain::connect(
         "sim",

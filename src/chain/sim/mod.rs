@@ -13,8 +13,12 @@
 //! By concern: `store` (the SQLite schema and row reads/writes), `pallet` (the rules of
 //! each extrinsic), `epoch` (epochs and emission). Differences from subtensor are listed
 //! in docs/chain.md (loopback axons allowed, one flat emission of 1 TAO per block per
-//! subnet, no owner cut, no registration limits per block, commit-reveal refused rather
-//! than emulated).
+//! subnet, no owner cut, no registration limits per block, one mechanism per subnet).
+//!
+//! Commit-reveal runs as on subtensor: v2 hash commits revealed by the hotkey in the
+//! epoch `commit_reveal_period` epochs later, and v4 timelocked commits revealed by the
+//! chain itself once its own beacon (a BLS key kept in the file, one round per block,
+//! the drand quicknet scheme) has signed their round.
 
 mod epoch;
 mod pallet;
@@ -27,12 +31,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
+use super::subtensor::WeightsReveal;
+use super::timelock::{Beacon, EpochSchedule};
 use super::{
-    AxonServe, Chain, ChainError, Commitment, Hyperparameters, Metagraph, Signer, TxReceipt,
+    AxonServe, Chain, ChainBeacon, ChainError, Commitment, Hyperparameters, Metagraph,
+    PendingCommit, Signer, TxReceipt,
 };
 
 pub use epoch::BLOCK_EMISSION;
-pub use pallet::MAX_UIDS;
+pub use pallet::{MAX_TIMELOCKED_COMMIT_BYTES, MAX_UIDS, MAX_UNREVEALED_COMMITS};
 
 /// Settings fixed when a simulated chain file is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,6 +240,7 @@ impl SimChain {
             let mut conn = inner.conn.lock().unwrap_or_else(PoisonError::into_inner);
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let block = inner.block_now();
+            pallet::reveal_timelocked(&tx, block)?;
             epoch::catch_up(&tx, block)?;
             let out = f(&tx, block)?;
             tx.commit()?;
@@ -377,6 +385,91 @@ impl Chain for SimChain {
         self.transact(move |tx, _| {
             store::load_subnet(tx, netuid)?;
             store::load_commitments(tx, netuid)
+        })
+        .await
+    }
+
+    async fn epoch_schedule(&self, netuid: u16) -> Result<EpochSchedule, ChainError> {
+        self.transact(move |tx, block| {
+            let s = store::load_subnet(tx, netuid)?;
+            Ok(EpochSchedule {
+                last_epoch_block: s.last_epoch_block,
+                pending_epoch_at: 0,
+                epoch_index: s.epochs,
+                tempo: u64::from(s.params.tempo),
+                blocks_since_last_step: block.saturating_sub(s.last_epoch_block),
+                current_block: block,
+            })
+        })
+        .await
+    }
+
+    async fn beacon(&self) -> Result<ChainBeacon, ChainError> {
+        let (genesis_ms, block_time_ms) = (self.inner.genesis_ms, self.inner.block_time_ms);
+        self.transact(move |tx, _| {
+            Ok(ChainBeacon {
+                beacon: Beacon {
+                    public_key: pallet::beacon_key(tx)?.public_key(),
+                    genesis_ms,
+                    period_ms: block_time_ms,
+                },
+                block_time_ms,
+            })
+        })
+        .await
+    }
+
+    async fn commit_weights(
+        &self,
+        hotkey: &dyn Signer,
+        netuid: u16,
+        mechid: u8,
+        commit_hash: [u8; 32],
+    ) -> Result<TxReceipt, ChainError> {
+        let hotkey = hotkey.ss58();
+        self.transact(move |tx, block| {
+            pallet::commit_weights(tx, block, &hotkey, netuid, mechid, commit_hash)
+        })
+        .await
+    }
+
+    async fn reveal_weights(
+        &self,
+        hotkey: &dyn Signer,
+        reveal: &WeightsReveal,
+    ) -> Result<TxReceipt, ChainError> {
+        let (hotkey, reveal) = (hotkey.ss58(), reveal.clone());
+        self.transact(move |tx, block| pallet::reveal_weights(tx, block, &hotkey, &reveal))
+            .await
+    }
+
+    async fn commit_timelocked_weights(
+        &self,
+        hotkey: &dyn Signer,
+        netuid: u16,
+        mechid: u8,
+        commit: &[u8],
+        reveal_round: u64,
+    ) -> Result<TxReceipt, ChainError> {
+        let (hotkey, commit) = (hotkey.ss58(), commit.to_vec());
+        self.transact(move |tx, block| {
+            pallet::commit_timelocked(tx, block, &hotkey, netuid, mechid, &commit, reveal_round)
+        })
+        .await
+    }
+
+    async fn pending_commits(&self, netuid: u16) -> Result<Vec<PendingCommit>, ChainError> {
+        self.transact(move |tx, _| {
+            store::load_subnet(tx, netuid)?;
+            Ok(store::commits_on(tx, netuid)?
+                .into_iter()
+                .map(|c| PendingCommit {
+                    hotkey: c.hotkey,
+                    commit_block: c.commit_block,
+                    version: c.version,
+                    reveal_round: c.reveal_round,
+                })
+                .collect())
         })
         .await
     }

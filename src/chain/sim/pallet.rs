@@ -7,7 +7,11 @@ use std::collections::HashSet;
 
 use rusqlite::Transaction;
 
+use parity_scale_codec::Decode;
+
 use super::store;
+use crate::chain::subtensor::WeightsReveal;
+use crate::chain::timelock::{self, BeaconKey, WeightsPayload};
 use crate::chain::{AxonServe, ChainError, Hyperparameters, MAX_COMMITMENT_BYTES, TxReceipt, yuma};
 
 /// Largest subnet the simulated chain accepts (keeps fixed-point row sums in range).
@@ -292,7 +296,7 @@ pub(super) fn transfer(
 }
 
 /// `set_weights` with subtensor's checks in subtensor's order (`internal_set_weights`).
-/// A subnet with commit-reveal enabled refuses it (commit-reveal is not emulated).
+/// A subnet with commit-reveal enabled refuses it: commit the weights instead.
 pub(super) fn set_weights(
     tx: &Transaction<'_>,
     block: u64,
@@ -303,13 +307,28 @@ pub(super) fn set_weights(
     version_key: u64,
 ) -> Result<TxReceipt, ChainError> {
     let subnet = store::load_subnet(tx, netuid)?;
-    let p = &subnet.params;
-    if p.commit_reveal_weights_enabled {
+    if subnet.params.commit_reveal_weights_enabled {
         return reject(
             "CommitRevealEnabled",
             format!("subnet {netuid} requires commit-reveal; plain set_weights is refused"),
         );
     }
+    apply_weights(tx, block, hotkey, netuid, uids, values, version_key)
+}
+
+/// The weights checks and write shared by `set_weights` and the reveals (the rate limit
+/// applies only while commit-reveal is off, as on subtensor).
+fn apply_weights(
+    tx: &Transaction<'_>,
+    block: u64,
+    hotkey: &str,
+    netuid: u16,
+    uids: &[u16],
+    values: &[u16],
+    version_key: u64,
+) -> Result<TxReceipt, ChainError> {
+    let subnet = store::load_subnet(tx, netuid)?;
+    let p = &subnet.params;
     if uids.len() != values.len() {
         return reject(
             "WeightVecNotEqualSize",
@@ -339,7 +358,10 @@ pub(super) fn set_weights(
         );
     }
     let (last_update, permit) = store::weights_state(tx, netuid, uid)?;
-    if last_update != 0 && block.saturating_sub(last_update) < p.weights_rate_limit {
+    if !p.commit_reveal_weights_enabled
+        && last_update != 0
+        && block.saturating_sub(last_update) < p.weights_rate_limit
+    {
         return reject(
             "SettingWeightsTooFast",
             format!(
@@ -414,4 +436,277 @@ pub(super) fn set_commitment(
     }
     store::upsert_commitment(tx, netuid, hotkey, data, block)?;
     Ok(receipt(block))
+}
+
+/// Most unrevealed v2 commits one hotkey may hold on a subnet (subtensor's limit).
+pub const MAX_UNREVEALED_COMMITS: usize = 10;
+
+/// Largest timelocked commit (bytes), as subtensor's `MAX_CRV3_COMMIT_SIZE_BYTES`.
+pub const MAX_TIMELOCKED_COMMIT_BYTES: usize = 5000;
+
+/// The checks every commit shares: mechanism 0 only, commit-reveal on, a registered
+/// hotkey. Returns the subnet.
+fn check_commit(
+    tx: &Transaction<'_>,
+    hotkey: &str,
+    netuid: u16,
+    mechid: u8,
+) -> Result<store::Subnet, ChainError> {
+    let subnet = store::load_subnet(tx, netuid)?;
+    if mechid != 0 {
+        return reject(
+            "MechanismDoesNotExist",
+            format!("the local chain runs one mechanism per subnet (0), not {mechid}"),
+        );
+    }
+    if !subnet.params.commit_reveal_weights_enabled {
+        return reject(
+            "CommitRevealDisabled",
+            format!("subnet {netuid} has commit-reveal off; set weights directly"),
+        );
+    }
+    if store::uid_of(tx, netuid, hotkey)?.is_none() {
+        return reject(
+            "HotKeyNotRegisteredInSubNet",
+            format!("hotkey {hotkey} is not registered on subnet {netuid}"),
+        );
+    }
+    Ok(subnet)
+}
+
+/// The epoch a v2 commit of `commit_epoch` is revealed in.
+fn reveal_epoch(subnet: &store::Subnet, commit_epoch: u64) -> u64 {
+    commit_epoch + subnet.params.commit_reveal_period
+}
+
+/// `commit_weights` (commit-reveal v2): keeps the hash for a reveal in the epoch
+/// `commit_reveal_period` epochs later. Expired commits of the hotkey are dropped first;
+/// at most [`MAX_UNREVEALED_COMMITS`] may wait, one per `weights_rate_limit` blocks.
+pub(super) fn commit_weights(
+    tx: &Transaction<'_>,
+    block: u64,
+    hotkey: &str,
+    netuid: u16,
+    mechid: u8,
+    hash: [u8; 32],
+) -> Result<TxReceipt, ChainError> {
+    let subnet = check_commit(tx, hotkey, netuid, mechid)?;
+    let mut waiting = Vec::new();
+    for c in store::commits_of(tx, netuid, hotkey)?
+        .into_iter()
+        .filter(|c| c.version == 2)
+    {
+        if reveal_epoch(&subnet, c.commit_epoch) < subnet.epochs {
+            store::delete_commit(tx, c.id)?;
+        } else {
+            waiting.push(c);
+        }
+    }
+    if waiting.len() >= MAX_UNREVEALED_COMMITS {
+        return reject(
+            "TooManyUnrevealedCommits",
+            format!(
+                "hotkey {hotkey} has {} unrevealed commits on subnet {netuid} (at most {MAX_UNREVEALED_COMMITS})",
+                waiting.len()
+            ),
+        );
+    }
+    if let Some(last) = waiting.iter().map(|c| c.commit_block).max()
+        && block.saturating_sub(last) < subnet.params.weights_rate_limit
+    {
+        return reject(
+            "CommittingWeightsTooFast",
+            format!(
+                "committed at block {last}, now {block}; one commit per {} blocks",
+                subnet.params.weights_rate_limit
+            ),
+        );
+    }
+    store::insert_commit(
+        tx,
+        &store::WeightCommit {
+            id: 0,
+            netuid,
+            hotkey: hotkey.to_string(),
+            version: 2,
+            commit_block: block,
+            commit_epoch: subnet.epochs,
+            hash: Some(hash.to_vec()),
+            reveal_round: 0,
+            ciphertext: None,
+        },
+    )?;
+    Ok(receipt(block))
+}
+
+/// `reveal_weights` (commit-reveal v2): the commit whose hash the reveal reproduces must
+/// be in its reveal epoch; then the weights are checked and set, and the commit dropped.
+pub(super) fn reveal_weights(
+    tx: &Transaction<'_>,
+    block: u64,
+    hotkey: &str,
+    reveal: &WeightsReveal,
+) -> Result<TxReceipt, ChainError> {
+    let netuid = reveal.netuid;
+    let subnet = check_commit(tx, hotkey, netuid, reveal.mechid)?;
+    let account = crate::chain::subtensor::parse_account(hotkey)?;
+    let hash = reveal.commit_hash(account);
+    let commits: Vec<_> = store::commits_of(tx, netuid, hotkey)?
+        .into_iter()
+        .filter(|c| c.version == 2)
+        .collect();
+    if commits.is_empty() {
+        return reject(
+            "NoWeightsCommitFound",
+            format!("hotkey {hotkey} has no weights commit on subnet {netuid}"),
+        );
+    }
+    let Some(commit) = commits
+        .iter()
+        .find(|c| c.hash.as_deref() == Some(&hash[..]))
+    else {
+        return reject(
+            "InvalidRevealCommitHashNotMatch",
+            "the revealed weights, salt and version key do not hash to any commit of this hotkey",
+        );
+    };
+    let target = reveal_epoch(&subnet, commit.commit_epoch);
+    if subnet.epochs < target {
+        return reject(
+            "RevealTooEarly",
+            format!(
+                "committed in epoch {}, revealable in epoch {target}; now epoch {}",
+                commit.commit_epoch, subnet.epochs
+            ),
+        );
+    }
+    if subnet.epochs > target {
+        store::delete_commit(tx, commit.id)?;
+        return reject(
+            "ExpiredWeightCommit",
+            format!(
+                "the commit's reveal epoch {target} has passed (now epoch {}); commit again",
+                subnet.epochs
+            ),
+        );
+    }
+    store::delete_commit(tx, commit.id)?;
+    apply_weights(
+        tx,
+        block,
+        hotkey,
+        netuid,
+        &reveal.uids,
+        &reveal.values,
+        reveal.version_key,
+    )
+}
+
+/// `commit_timelocked_mechanism_weights` (commit-reveal v4): keeps the ciphertext until
+/// the chain's beacon reaches `reveal_round` ([`reveal_timelocked`]).
+pub(super) fn commit_timelocked(
+    tx: &Transaction<'_>,
+    block: u64,
+    hotkey: &str,
+    netuid: u16,
+    mechid: u8,
+    commit: &[u8],
+    reveal_round: u64,
+) -> Result<TxReceipt, ChainError> {
+    let subnet = check_commit(tx, hotkey, netuid, mechid)?;
+    if commit.len() > MAX_TIMELOCKED_COMMIT_BYTES {
+        return reject(
+            "CommitTooLarge",
+            format!(
+                "{} bytes, at most {MAX_TIMELOCKED_COMMIT_BYTES}",
+                commit.len()
+            ),
+        );
+    }
+    let waiting = store::commits_of(tx, netuid, hotkey)?
+        .into_iter()
+        .filter(|c| c.version == 4)
+        .count();
+    if waiting >= MAX_UNREVEALED_COMMITS {
+        return reject(
+            "TooManyUnrevealedCommits",
+            format!("hotkey {hotkey} has {waiting} timelocked commits waiting on subnet {netuid}"),
+        );
+    }
+    store::insert_commit(
+        tx,
+        &store::WeightCommit {
+            id: 0,
+            netuid,
+            hotkey: hotkey.to_string(),
+            version: 4,
+            commit_block: block,
+            commit_epoch: subnet.epochs,
+            hash: None,
+            reveal_round,
+            ciphertext: Some(commit.to_vec()),
+        },
+    )?;
+    Ok(receipt(block))
+}
+
+/// The chain's automatic reveal of timelocked commits whose round its beacon (one round
+/// per block) has reached by `block`: each is decrypted with the round's
+/// signature, must carry the committer's hotkey, and its weights are checked and set.
+/// A commit that fails is dropped with a warning, as subtensor drops it.
+pub(super) fn reveal_timelocked(tx: &Transaction<'_>, block: u64) -> Result<(), ChainError> {
+    let due = store::timelocked_due(tx, block)?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    let key = beacon_key(tx)?;
+    for c in due {
+        store::delete_commit(tx, c.id)?;
+        let result = open_timelocked(&c, &key).and_then(|payload| {
+            apply_weights(
+                tx,
+                block,
+                &c.hotkey,
+                c.netuid,
+                &payload.uids,
+                &payload.values,
+                payload.version_key,
+            )
+        });
+        match result {
+            Ok(_) => tracing::info!(
+                netuid = c.netuid,
+                hotkey = c.hotkey,
+                round = c.reveal_round,
+                "timelocked weights revealed"
+            ),
+            Err(e) => tracing::warn!(
+                netuid = c.netuid,
+                hotkey = c.hotkey,
+                round = c.reveal_round,
+                "timelocked weights dropped: {e}"
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// The chain's beacon key (made with the chain file's first use of it).
+pub(super) fn beacon_key(tx: &Transaction<'_>) -> Result<BeaconKey, ChainError> {
+    BeaconKey::from_bytes(&store::beacon_secret(tx)?)
+        .map_err(|e| ChainError::Storage(format!("beacon key: {e}")))
+}
+
+fn open_timelocked(c: &store::WeightCommit, key: &BeaconKey) -> Result<WeightsPayload, ChainError> {
+    let invalid = |reason: String| ChainError::from_dispatch("InvalidTimelockedCommit", reason);
+    let ciphertext = c.ciphertext.as_deref().unwrap_or_default();
+    let plain = timelock::decrypt(ciphertext, &key.sign_round(c.reveal_round))
+        .map_err(|e| invalid(e.to_string()))?;
+    let payload =
+        WeightsPayload::decode(&mut &plain[..]).map_err(|e| invalid(format!("payload: {e}")))?;
+    let account = crate::chain::subtensor::parse_account(&c.hotkey)?;
+    if payload.hotkey != account {
+        return Err(invalid("the payload names another hotkey".into()));
+    }
+    Ok(payload)
 }

@@ -39,6 +39,15 @@ CREATE TABLE IF NOT EXISTS commitments (
     block INTEGER NOT NULL, PRIMARY KEY (netuid, hotkey));
 ";
 
+/// Tables added after the first chain files: created on open when missing.
+const COMMIT_REVEAL_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS weight_commits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, netuid INTEGER NOT NULL, hotkey TEXT NOT NULL,
+    version INTEGER NOT NULL, commit_block INTEGER NOT NULL, commit_epoch INTEGER NOT NULL,
+    hash BLOB, reveal_round INTEGER NOT NULL DEFAULT 0, ciphertext BLOB);
+CREATE TABLE IF NOT EXISTS beacon (id INTEGER PRIMARY KEY CHECK (id = 0), secret BLOB NOT NULL);
+";
+
 impl From<rusqlite::Error> for ChainError {
     /// SQLite's message with its result code (`disk I/O error (SystemIoFailure, code
     /// 778)`); [`in_file`] adds which file.
@@ -70,6 +79,7 @@ pub(super) fn connect(path: &Path) -> Result<Connection, ChainError> {
         conn.busy_timeout(Duration::from_secs(30))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(COMMIT_REVEAL_SCHEMA)?;
         Ok(conn)
     };
     setup().map_err(|e| in_file(path, e.into()))
@@ -707,5 +717,130 @@ mod tests {
     fn pairs_round_trip() {
         let pairs = vec![(0, 65535), (4095, 1), (7, 0)];
         assert_eq!(decode_pairs(&encode_pairs(&pairs)), pairs);
+    }
+}
+
+/// A weights commit kept on the simulated chain until its reveal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct WeightCommit {
+    /// Row id.
+    pub(super) id: i64,
+    /// Subnet.
+    pub(super) netuid: u16,
+    /// Committing hotkey SS58.
+    pub(super) hotkey: String,
+    /// 2 (hash, revealed by the hotkey) or 4 (timelocked, revealed by the chain).
+    pub(super) version: u8,
+    /// Block that included it.
+    pub(super) commit_block: u64,
+    /// The subnet's epoch counter at that block.
+    pub(super) commit_epoch: u64,
+    /// v2: the commit hash.
+    pub(super) hash: Option<Vec<u8>>,
+    /// v4: the beacon round that opens it.
+    pub(super) reveal_round: u64,
+    /// v4: the timelock ciphertext.
+    pub(super) ciphertext: Option<Vec<u8>>,
+}
+
+/// Stores a commit; returns its id.
+pub(super) fn insert_commit(tx: &Transaction<'_>, c: &WeightCommit) -> Result<i64, ChainError> {
+    tx.execute(
+        "INSERT INTO weight_commits
+             (netuid, hotkey, version, commit_block, commit_epoch, hash, reveal_round, ciphertext)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            c.netuid,
+            c.hotkey,
+            c.version,
+            to_i64(c.commit_block)?,
+            to_i64(c.commit_epoch)?,
+            c.hash,
+            to_i64(c.reveal_round)?,
+            c.ciphertext
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Removes a commit.
+pub(super) fn delete_commit(tx: &Transaction<'_>, id: i64) -> Result<(), ChainError> {
+    tx.execute("DELETE FROM weight_commits WHERE id = ?1", [id])?;
+    Ok(())
+}
+
+/// The commits matching `filter` (an SQL condition on `weight_commits` with `?1`, `?2`
+/// bound to `a`, `b`), oldest first.
+fn commits_where(
+    tx: &Transaction<'_>,
+    filter: &str,
+    a: i64,
+    b: &str,
+) -> Result<Vec<WeightCommit>, ChainError> {
+    let mut stmt = tx.prepare(&format!(
+        "SELECT id, netuid, hotkey, version, commit_block, commit_epoch, hash, reveal_round,
+                ciphertext
+         FROM weight_commits WHERE {filter} ORDER BY id"
+    ))?;
+    let rows = stmt
+        .query_map(params![a, b], |r| {
+            Ok(WeightCommit {
+                id: r.get(0)?,
+                netuid: r.get(1)?,
+                hotkey: r.get(2)?,
+                version: r.get(3)?,
+                commit_block: r.get::<_, i64>(4)? as u64,
+                commit_epoch: r.get::<_, i64>(5)? as u64,
+                hash: r.get(6)?,
+                reveal_round: r.get::<_, i64>(7)? as u64,
+                ciphertext: r.get(8)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// The commits of `hotkey` on `netuid`, oldest first.
+pub(super) fn commits_of(
+    tx: &Transaction<'_>,
+    netuid: u16,
+    hotkey: &str,
+) -> Result<Vec<WeightCommit>, ChainError> {
+    commits_where(tx, "netuid = ?1 AND hotkey = ?2", i64::from(netuid), hotkey)
+}
+
+/// Every commit on `netuid`, oldest first.
+pub(super) fn commits_on(
+    tx: &Transaction<'_>,
+    netuid: u16,
+) -> Result<Vec<WeightCommit>, ChainError> {
+    commits_where(tx, "netuid = ?1 AND ?2 = ''", i64::from(netuid), "")
+}
+
+/// The timelocked commits whose round is at or before `round`, oldest first.
+pub(super) fn timelocked_due(
+    tx: &Transaction<'_>,
+    round: u64,
+) -> Result<Vec<WeightCommit>, ChainError> {
+    commits_where(
+        tx,
+        "version = 4 AND reveal_round <= ?1 AND ?2 = ''",
+        to_i64(round)?,
+        "",
+    )
+}
+
+/// The chain's beacon secret key, made on first use.
+pub(super) fn beacon_secret(tx: &Transaction<'_>) -> Result<Vec<u8>, ChainError> {
+    let existing: Option<Vec<u8>> = tx
+        .query_row("SELECT secret FROM beacon WHERE id = 0", [], |r| r.get(0))
+        .optional()?;
+    match existing {
+        Some(secret) => Ok(secret),
+        None => {
+            let secret = crate::chain::timelock::BeaconKey::generate().to_bytes();
+            tx.execute("INSERT INTO beacon (id, secret) VALUES (0, ?1)", [&secret])?;
+            Ok(secret)
+        }
     }
 }

@@ -76,6 +76,71 @@ impl SubtensorCall {
         )
     }
 
+    /// `SubtensorModule.set_mechanism_weights(netuid, mecid, dests, weights,
+    /// version_key)`, signed by the hotkey: weights of one mechanism of a subnet.
+    pub fn set_mechanism_weights(
+        netuid: u16,
+        mechid: u8,
+        uids: &[u16],
+        weights: &[u16],
+        version_key: u64,
+    ) -> Self {
+        Self::new(
+            "SubtensorModule",
+            "set_mechanism_weights",
+            SignerRole::Hotkey,
+            vec![
+                ("netuid", Value::u128(netuid.into())),
+                ("mecid", Value::u128(mechid.into())),
+                ("dests", u16_vec(uids)),
+                ("weights", u16_vec(weights)),
+                ("version_key", Value::u128(version_key.into())),
+            ],
+        )
+    }
+
+    /// `SubtensorModule.commit_mechanism_weights(netuid, mecid, commit_hash)`
+    /// (commit-reveal v2 of a mechanism other than 0), signed by the hotkey.
+    pub fn commit_mechanism_weights(netuid: u16, mechid: u8, commit_hash: [u8; 32]) -> Self {
+        Self::new(
+            "SubtensorModule",
+            "commit_mechanism_weights",
+            SignerRole::Hotkey,
+            vec![
+                ("netuid", Value::u128(netuid.into())),
+                ("mecid", Value::u128(mechid.into())),
+                ("commit_hash", Value::from_bytes(commit_hash)),
+            ],
+        )
+    }
+
+    /// `SubtensorModule.commit_timelocked_mechanism_weights(netuid, mecid, commit,
+    /// reveal_round, commit_reveal_version = 4)` (commit-reveal v4), signed by the
+    /// hotkey: `commit` is the timelock ciphertext of the weights
+    /// ([`crate::chain::timelock`]), revealed by the chain at `reveal_round`.
+    pub fn commit_timelocked_mechanism_weights(
+        netuid: u16,
+        mechid: u8,
+        commit: &[u8],
+        reveal_round: u64,
+    ) -> Self {
+        Self::new(
+            "SubtensorModule",
+            "commit_timelocked_mechanism_weights",
+            SignerRole::Hotkey,
+            vec![
+                ("netuid", Value::u128(netuid.into())),
+                ("mecid", Value::u128(mechid.into())),
+                ("commit", Value::from_bytes(commit)),
+                ("reveal_round", Value::u128(reveal_round.into())),
+                (
+                    "commit_reveal_version",
+                    Value::u128(COMMIT_REVEAL_VERSION.into()),
+                ),
+            ],
+        )
+    }
+
     /// `SubtensorModule.commit_weights(netuid, commit_hash)` (commit-reveal v2), signed by
     /// the hotkey; the hash comes from [`weights_commit_hash`].
     pub fn commit_weights(netuid: u16, commit_hash: [u8; 32]) -> Self {
@@ -90,21 +155,25 @@ impl SubtensorCall {
         )
     }
 
-    /// `SubtensorModule.reveal_weights(netuid, uids, values, salt, version_key)`, signed
-    /// by the hotkey; the arguments must be those the commit hash was made from.
+    /// `SubtensorModule.reveal_weights(netuid, uids, values, salt, version_key)` (or
+    /// `reveal_mechanism_weights` with `mecid` after `netuid` for a mechanism other than
+    /// 0), signed by the hotkey; the arguments must be those the commit hash was made
+    /// from.
     pub fn reveal_weights(reveal: &WeightsReveal) -> Self {
-        Self::new(
-            "SubtensorModule",
-            "reveal_weights",
-            SignerRole::Hotkey,
-            vec![
-                ("netuid", Value::u128(reveal.netuid.into())),
-                ("uids", u16_vec(&reveal.uids)),
-                ("values", u16_vec(&reveal.values)),
-                ("salt", u16_vec(&reveal.salt)),
-                ("version_key", Value::u128(reveal.version_key.into())),
-            ],
-        )
+        let mut args = vec![("netuid", Value::u128(reveal.netuid.into()))];
+        let name = if reveal.mechid == 0 {
+            "reveal_weights"
+        } else {
+            args.push(("mecid", Value::u128(reveal.mechid.into())));
+            "reveal_mechanism_weights"
+        };
+        args.extend([
+            ("uids", u16_vec(&reveal.uids)),
+            ("values", u16_vec(&reveal.values)),
+            ("salt", u16_vec(&reveal.salt)),
+            ("version_key", Value::u128(reveal.version_key.into())),
+        ]);
+        Self::new("SubtensorModule", name, SignerRole::Hotkey, args)
     }
 
     /// `SubtensorModule.serve_axon(netuid, version, ip, port, ip_type, protocol,
@@ -247,11 +316,29 @@ impl SubtensorCall {
     }
 }
 
+/// The `commit_reveal_version` of timelocked commits the SDK sends (and we do).
+pub const COMMIT_REVEAL_VERSION: u16 = 4;
+
+/// Mechanisms per subnet in the storage index: mechanism `m` of subnet `n` is stored
+/// at `m * 4096 + n`.
+pub const MECHANISM_STRIDE: u16 = 4096;
+
+/// The storage index of mechanism `mechid` of `netuid` (`mecid·4096 + netuid`), the
+/// `netuid_index` of the commit hash.
+pub fn mechanism_index(netuid: u16, mechid: u8) -> u16 {
+    u16::from(mechid)
+        .wrapping_mul(MECHANISM_STRIDE)
+        .wrapping_add(netuid)
+}
+
 /// What a commit-reveal v2 commitment hides, and what the later reveal sends.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WeightsReveal {
     /// Subnet.
     pub netuid: u16,
+    /// Mechanism of the subnet (0 for the main one).
+    #[serde(default)]
+    pub mechid: u8,
     /// Destination uids.
     pub uids: Vec<u16>,
     /// u16-normalised weights, one per uid.
@@ -266,12 +353,14 @@ impl WeightsReveal {
     /// Weights to commit with a fresh random salt of 8 u16 values, as the SDK makes it.
     pub fn with_random_salt(
         netuid: u16,
+        mechid: u8,
         uids: Vec<u16>,
         values: Vec<u16>,
         version_key: u64,
     ) -> Self {
         Self {
             netuid,
+            mechid,
             uids,
             values,
             salt: (0..8).map(|_| rand::random::<u16>()).collect(),
@@ -280,12 +369,12 @@ impl WeightsReveal {
     }
 
     /// The commit hash for `hotkey` (the signer of both commit and reveal), as the chain
-    /// recomputes it: see [`weights_commit_hash`]. Uses `netuid` as the storage index
-    /// (mechanism 0).
+    /// recomputes it: see [`weights_commit_hash`], over the mechanism's storage index
+    /// ([`mechanism_index`]).
     pub fn commit_hash(&self, hotkey: [u8; 32]) -> [u8; 32] {
         weights_commit_hash(
             hotkey,
-            self.netuid,
+            mechanism_index(self.netuid, self.mechid),
             &self.uids,
             &self.values,
             &self.salt,
@@ -353,10 +442,19 @@ mod tests {
 
     #[test]
     fn random_salts_differ_and_have_eight_values() {
-        let a = WeightsReveal::with_random_salt(1, vec![0], vec![65535], 0);
-        let b = WeightsReveal::with_random_salt(1, vec![0], vec![65535], 0);
+        let a = WeightsReveal::with_random_salt(1, 0, vec![0], vec![65535], 0);
+        let b = WeightsReveal::with_random_salt(1, 0, vec![0], vec![65535], 0);
         assert_eq!(a.salt.len(), 8);
         assert_ne!(a.salt, b.salt);
         assert_ne!(a.commit_hash([1; 32]), b.commit_hash([1; 32]));
+        let mech1 = WeightsReveal {
+            mechid: 1,
+            ..a.clone()
+        };
+        assert_eq!(mechanism_index(1, 1), 4097);
+        assert_eq!(
+            mech1.commit_hash([1; 32]),
+            weights_commit_hash([1; 32], 4097, &a.uids, &a.values, &a.salt, 0)
+        );
     }
 }

@@ -24,21 +24,28 @@ mod storage;
 mod value;
 
 use std::ops::RangeInclusive;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use subxt::{OnlineClient, SubstrateConfig};
 use tokio::sync::Mutex;
 
+use crate::chain::timelock::{Beacon, EpochSchedule};
 use crate::chain::{
-    AxonServe, Chain, ChainError, Commitment, Hyperparameters, Metagraph, Signer, TxReceipt,
+    AxonServe, Chain, ChainBeacon, ChainError, Commitment, Hyperparameters, Metagraph, Signer,
+    TxReceipt,
 };
 pub use calls::{
-    SignerRole, SubtensorCall, WeightsReveal, epoch_index, reveal_window, weights_commit_hash,
+    COMMIT_REVEAL_VERSION, SignerRole, SubtensorCall, WeightsReveal, epoch_index, mechanism_index,
+    reveal_window, weights_commit_hash,
 };
 use connection::ConnState;
 pub use connection::{SubtensorOptions, WaitFor};
 pub use neurons::{NeuronInfoLite, NeuronsLiteForm, decode_neurons_lite};
 pub use value::{parse_account, ss58};
+
+/// Subtensor's block time.
+pub const BLOCK_TIME: Duration = Duration::from_secs(12);
 
 /// The subxt client type used throughout.
 type Api = OnlineClient<SubstrateConfig>;
@@ -95,46 +102,20 @@ impl SubtensorChain {
         self.read(|at| async move { Ok(at.spec_version()) }).await
     }
 
+    /// The SCALE call data of `call` for the runtime the node runs now (what
+    /// `--dry-run` prints).
+    pub async fn call_data(&self, call: &SubtensorCall) -> Result<Vec<u8>, ChainError> {
+        self.read(move |at| {
+            let call = call.clone();
+            async move { call.call_data(&at.metadata()) }
+        })
+        .await
+    }
+
     /// Whether `netuid` requires commit-reveal for weights (`CommitRevealWeightsEnabled`).
     pub async fn commit_reveal_enabled(&self, netuid: u16) -> Result<bool, ChainError> {
         self.read(move |at| storage::read_commit_reveal_enabled(at, netuid))
             .await
-    }
-
-    /// The blocks in which weights committed at `commit_block` on `netuid` can be
-    /// revealed (see [`calls::reveal_window`]), from the subnet's `Tempo` and
-    /// `RevealPeriodEpochs`.
-    pub async fn reveal_window(
-        &self,
-        netuid: u16,
-        commit_block: u64,
-    ) -> Result<RangeInclusive<u64>, ChainError> {
-        self.read(move |at| storage::read_reveal_window(at, netuid, commit_block))
-            .await
-    }
-
-    /// Commits weights with commit-reveal v2 (`commit_weights` with the blake2 hash of
-    /// `reveal`), signed by the hotkey. Keep `reveal` and send it with
-    /// [`Self::reveal_weights`] in the reveal epoch ([`crate::chain::commit_reveal`]
-    /// does both and keeps the reveal on disk meanwhile).
-    pub async fn commit_weights(
-        &self,
-        hotkey: &dyn Signer,
-        reveal: &WeightsReveal,
-    ) -> Result<TxReceipt, ChainError> {
-        let hash = reveal.commit_hash(hotkey.public());
-        let call = SubtensorCall::commit_weights(reveal.netuid, hash);
-        Ok(self.submit(&call, hotkey).await?.receipt)
-    }
-
-    /// Reveals weights committed with [`Self::commit_weights`], signed by the hotkey.
-    pub async fn reveal_weights(
-        &self,
-        hotkey: &dyn Signer,
-        reveal: &WeightsReveal,
-    ) -> Result<TxReceipt, ChainError> {
-        let call = SubtensorCall::reveal_weights(reveal);
-        Ok(self.submit(&call, hotkey).await?.receipt)
     }
 }
 
@@ -178,8 +159,7 @@ impl Chain for SubtensorChain {
                 error: "CommitRevealWeightsEnabled".into(),
                 reason: format!(
                     "subnet {netuid} requires commit-reveal, so the chain refuses set_weights; \
-                     commit the weights first (chain::commit_reveal::commit, CR v2) and reveal \
-                     them in the reveal epoch"
+                     set weights through chain::weights (--neuron.commit_reveal auto, v2 or v4)"
                 ),
             });
         }
@@ -261,6 +241,94 @@ impl Chain for SubtensorChain {
     async fn commitments(&self, netuid: u16) -> Result<Vec<Commitment>, ChainError> {
         self.read(move |at| storage::read_commitments(at, netuid))
             .await
+    }
+
+    async fn set_mechanism_weights(
+        &self,
+        hotkey: &dyn Signer,
+        netuid: u16,
+        mechid: u8,
+        uids: &[u16],
+        weights: &[u16],
+        version_key: u64,
+    ) -> Result<TxReceipt, ChainError> {
+        if mechid == 0 {
+            return self
+                .set_weights(hotkey, netuid, uids, weights, version_key)
+                .await;
+        }
+        let call = SubtensorCall::set_mechanism_weights(netuid, mechid, uids, weights, version_key);
+        Ok(self.submit(&call, hotkey).await?.receipt)
+    }
+
+    async fn epoch_schedule(&self, netuid: u16) -> Result<EpochSchedule, ChainError> {
+        self.read(move |at| storage::read_epoch_schedule(at, netuid))
+            .await
+    }
+
+    async fn beacon(&self) -> Result<ChainBeacon, ChainError> {
+        Ok(ChainBeacon {
+            beacon: Beacon::quicknet(),
+            block_time_ms: BLOCK_TIME.as_millis() as u64,
+        })
+    }
+
+    /// Subtensor's commit-reveal v2 window: the epoch `get_epoch_index(commit_block) +
+    /// RevealPeriodEpochs` ([`calls::reveal_window`]).
+    fn reveal_window(
+        &self,
+        netuid: u16,
+        params: &Hyperparameters,
+        _schedule: &EpochSchedule,
+        commit_block: u64,
+    ) -> RangeInclusive<u64> {
+        calls::reveal_window(
+            netuid,
+            u64::from(params.tempo),
+            params.commit_reveal_period,
+            commit_block,
+        )
+    }
+
+    async fn commit_weights(
+        &self,
+        hotkey: &dyn Signer,
+        netuid: u16,
+        mechid: u8,
+        commit_hash: [u8; 32],
+    ) -> Result<TxReceipt, ChainError> {
+        let call = if mechid == 0 {
+            SubtensorCall::commit_weights(netuid, commit_hash)
+        } else {
+            SubtensorCall::commit_mechanism_weights(netuid, mechid, commit_hash)
+        };
+        Ok(self.submit(&call, hotkey).await?.receipt)
+    }
+
+    async fn reveal_weights(
+        &self,
+        hotkey: &dyn Signer,
+        reveal: &WeightsReveal,
+    ) -> Result<TxReceipt, ChainError> {
+        let call = SubtensorCall::reveal_weights(reveal);
+        Ok(self.submit(&call, hotkey).await?.receipt)
+    }
+
+    async fn commit_timelocked_weights(
+        &self,
+        hotkey: &dyn Signer,
+        netuid: u16,
+        mechid: u8,
+        commit: &[u8],
+        reveal_round: u64,
+    ) -> Result<TxReceipt, ChainError> {
+        let call = SubtensorCall::commit_timelocked_mechanism_weights(
+            netuid,
+            mechid,
+            commit,
+            reveal_round,
+        );
+        Ok(self.submit(&call, hotkey).await?.receipt)
     }
 }
 #[cfg(test)]

@@ -4,7 +4,6 @@
 //! commitments.
 
 use std::collections::HashMap;
-use std::ops::RangeInclusive;
 
 use parity_scale_codec::Encode;
 use subxt::dynamic::Value;
@@ -12,7 +11,8 @@ use subxt::ext::scale_value::ValueDef;
 
 use super::connection::rpc_err;
 use super::value::{decode_err, field, seq_items, ss58, value_bool, value_bytes, value_u128};
-use super::{ApiAt, NeuronsLiteForm, calls, decode_neurons_lite, neurons};
+use super::{ApiAt, NeuronsLiteForm, decode_neurons_lite, neurons};
+use crate::chain::timelock::EpochSchedule;
 use crate::chain::{AxonServe, ChainError, Commitment, Hyperparameters, Metagraph, NeuronInfo};
 
 const SUBTENSOR: &str = "SubtensorModule";
@@ -28,6 +28,21 @@ async fn fetch_subnet_value(at: &ApiAt, entry: &str, netuid: u16) -> Result<Valu
     value
         .decode()
         .map_err(|e| ChainError::Decode(format!("{SUBTENSOR}.{entry}({netuid}): {e}")))
+}
+
+/// Reads the plain value `SubtensorModule.<entry>` (default when unset) as a u64.
+async fn fetch_plain_u64(at: &ApiAt, entry: &str) -> Result<u64, ChainError> {
+    let addr = subxt::dynamic::storage::<(), Value>(SUBTENSOR, entry);
+    let value: Value = at
+        .storage()
+        .fetch(addr, ())
+        .await
+        .map_err(|e| ChainError::Decode(format!("{SUBTENSOR}.{entry}: {e}")))?
+        .decode()
+        .map_err(|e| ChainError::Decode(format!("{SUBTENSOR}.{entry}: {e}")))?;
+    value_u128(&value)
+        .and_then(|v| u64::try_from(v).ok())
+        .ok_or_else(|| decode_err(entry, &value))
 }
 
 async fn fetch_subnet_u64(at: &ApiAt, entry: &str, netuid: u16) -> Result<u64, ChainError> {
@@ -157,6 +172,11 @@ pub(super) async fn read_hyperparameters(
         weights_version_key: fetch_subnet_u64(&at, "WeightsVersionKey", netuid).await?,
         commit_reveal_weights_enabled: value_bool(&cr)
             .ok_or_else(|| decode_err("CommitRevealWeightsEnabled", &cr))?,
+        commit_reveal_period: fetch_subnet_u64(&at, "RevealPeriodEpochs", netuid).await?,
+        commit_reveal_version: u16::try_from(
+            fetch_plain_u64(&at, "CommitRevealWeightsVersion").await?,
+        )
+        .map_err(|_| ChainError::Decode("CommitRevealWeightsVersion exceeds u16".into()))?,
         burn: fetch_subnet_u64(&at, "Burn", netuid).await?,
         serving_rate_limit: fetch_subnet_u64(&at, "ServingRateLimit", netuid).await?,
     })
@@ -249,17 +269,22 @@ pub(super) async fn read_commit_reveal_enabled(at: ApiAt, netuid: u16) -> Result
     value_bool(&value).ok_or_else(|| decode_err("CommitRevealWeightsEnabled", &value))
 }
 
-/// The reveal window of a commit at `commit_block`, from `Tempo` and
-/// `RevealPeriodEpochs` (see [`calls::reveal_window`]).
-pub(super) async fn read_reveal_window(
+/// The subnet's epoch state now: `LastMechansimStepBlock`, `BlocksSinceLastStep` and
+/// `Tempo` (this runtime keeps no epoch counter or pending owner epoch: both read as 0;
+/// the reveal prediction only uses differences of epochs).
+pub(super) async fn read_epoch_schedule(
     at: ApiAt,
     netuid: u16,
-    commit_block: u64,
-) -> Result<RangeInclusive<u64>, ChainError> {
+) -> Result<EpochSchedule, ChainError> {
     ensure_subnet(&at, netuid).await?;
-    let tempo = fetch_subnet_u64(&at, "Tempo", netuid).await?;
-    let period = fetch_subnet_u64(&at, "RevealPeriodEpochs", netuid).await?;
-    Ok(calls::reveal_window(netuid, tempo, period, commit_block))
+    Ok(EpochSchedule {
+        last_epoch_block: fetch_subnet_u64(&at, "LastMechansimStepBlock", netuid).await?,
+        pending_epoch_at: 0,
+        epoch_index: 0,
+        tempo: fetch_subnet_u64(&at, "Tempo", netuid).await?,
+        blocks_since_last_step: fetch_subnet_u64(&at, "BlocksSinceLastStep", netuid).await?,
+        current_block: at.block_number(),
+    })
 }
 
 /// `Uids(netuid, hotkey)`: the uid of a hotkey, `None` when not registered.

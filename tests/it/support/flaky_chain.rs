@@ -1,22 +1,29 @@
 //! The one fault-injecting chain for tests: [`FlakyChain`] wraps any [`Chain`] and
-//! fails reads and/or weight updates with [`ChainError::Connection`] while a switch is
-//! set, the way a node that went away does.
+//! fails reads and/or weight updates (plain weights, commits and reveals) with
+//! [`ChainError::Connection`] while a switch is set, the way a node that went away does.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
+use std::ops::RangeInclusive;
+
+use neuron::chain::subtensor::WeightsReveal;
+use neuron::chain::timelock::EpochSchedule;
 use neuron::chain::{
-    AxonServe, Chain, ChainError, Commitment, Hyperparameters, Metagraph, Signer, TxReceipt,
+    AxonServe, Chain, ChainBeacon, ChainError, Commitment, Hyperparameters, Metagraph,
+    PendingCommit, Signer, TxReceipt,
 };
 
 /// A chain behind two switches that make reads and/or `set_weights` fail as a
 /// disconnected node does; every other call goes straight through.
 pub struct FlakyChain {
     inner: Arc<dyn Chain>,
-    /// When set, `current_block`, `metagraph` and `hyperparameters` fail.
+    /// When set, `current_block`, `metagraph`, `hyperparameters`, `epoch_schedule`,
+    /// `beacon` and `pending_commits` fail.
     pub reads_down: AtomicBool,
-    /// When set, `set_weights` fails.
+    /// When set, `set_weights`, `commit_weights`, `reveal_weights` and
+    /// `commit_timelocked_weights` fail.
     pub writes_down: AtomicBool,
 }
 
@@ -123,5 +130,60 @@ impl Chain for FlakyChain {
     }
     async fn commitments(&self, netuid: u16) -> Result<Vec<Commitment>, ChainError> {
         self.inner.commitments(netuid).await
+    }
+    async fn epoch_schedule(&self, netuid: u16) -> Result<EpochSchedule, ChainError> {
+        self.check(&self.reads_down)?;
+        self.inner.epoch_schedule(netuid).await
+    }
+    async fn beacon(&self) -> Result<ChainBeacon, ChainError> {
+        self.check(&self.reads_down)?;
+        self.inner.beacon().await
+    }
+    fn reveal_window(
+        &self,
+        netuid: u16,
+        params: &Hyperparameters,
+        schedule: &EpochSchedule,
+        commit_block: u64,
+    ) -> RangeInclusive<u64> {
+        self.inner
+            .reveal_window(netuid, params, schedule, commit_block)
+    }
+    async fn commit_weights(
+        &self,
+        hotkey: &dyn Signer,
+        netuid: u16,
+        mechid: u8,
+        commit_hash: [u8; 32],
+    ) -> Result<TxReceipt, ChainError> {
+        self.check(&self.writes_down)?;
+        self.inner
+            .commit_weights(hotkey, netuid, mechid, commit_hash)
+            .await
+    }
+    async fn reveal_weights(
+        &self,
+        hotkey: &dyn Signer,
+        reveal: &WeightsReveal,
+    ) -> Result<TxReceipt, ChainError> {
+        self.check(&self.writes_down)?;
+        self.inner.reveal_weights(hotkey, reveal).await
+    }
+    async fn commit_timelocked_weights(
+        &self,
+        hotkey: &dyn Signer,
+        netuid: u16,
+        mechid: u8,
+        commit: &[u8],
+        reveal_round: u64,
+    ) -> Result<TxReceipt, ChainError> {
+        self.check(&self.writes_down)?;
+        self.inner
+            .commit_timelocked_weights(hotkey, netuid, mechid, commit, reveal_round)
+            .await
+    }
+    async fn pending_commits(&self, netuid: u16) -> Result<Vec<PendingCommit>, ChainError> {
+        self.check(&self.reads_down)?;
+        self.inner.pending_commits(netuid).await
     }
 }
