@@ -426,6 +426,9 @@ impl WeightsOutcome {
     }
 }
 
+/// How often a running validator looks for v2 reveals whose window has opened.
+pub const REVEAL_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A hotkey's weight setting on one subnet mechanism.
 #[derive(Clone)]
 pub struct WeightSetter {
@@ -435,6 +438,9 @@ pub struct WeightSetter {
     mechid: u8,
     mode: CommitRevealMode,
     store: RevealStore,
+    /// Held while revealing: clones (a validator's steps and its reveal ticker) never
+    /// reveal the same commit twice or write the store at once.
+    reveal_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl fmt::Debug for WeightSetter {
@@ -459,6 +465,7 @@ impl WeightSetter {
             mechid: 0,
             mode: CommitRevealMode::Auto,
             store: RevealStore::in_neuron_home(),
+            reveal_lock: Arc::default(),
         }
     }
 
@@ -648,9 +655,11 @@ impl WeightSetter {
     }
 
     /// Reveals the kept v2 commits whose window is open now; `None` when none are kept
-    /// for this chain. A validator calls it every step so reveals land in their windows,
-    /// also after a restart.
+    /// for this chain. A validator calls it every step and, while it runs, every
+    /// [`REVEAL_POLL`], so reveals land in their windows however long a step takes, also
+    /// after a restart.
     pub async fn reveal_due(&self) -> Result<Option<RevealReport>, WeightsError> {
+        let _revealing = self.reveal_lock.lock().await;
         let hotkey = self.hotkey.as_ref();
         match commit_reveal::reveal_pending(self.chain.as_ref(), hotkey, self.netuid, &self.store)
             .await

@@ -37,7 +37,7 @@ use super::hooks::PromptingHooks;
 use super::state::{ScoreUpdate, StateError, ValidatorState, hook_answer};
 use super::uids::{UidFilter, select_uids};
 use crate::chain::commit_reveal::RevealStore;
-use crate::chain::weights::{WeightSetter, WeightsError};
+use crate::chain::weights::{REVEAL_POLL, WeightSetter, WeightsError};
 use crate::chain::{Chain, ChainError, Metagraph};
 use crate::config::Config;
 use crate::net::{AxonInfo, Dendrite, DendriteOptions, DendritePool, PromptingSynapse};
@@ -105,6 +105,15 @@ pub fn require_challenge_scripts(
     }
     scripts.persona_script(&config.neuron.persona)?;
     Ok(())
+}
+
+/// Aborts a background task when dropped (also when the future owning it is).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A running validator.
@@ -195,6 +204,16 @@ impl Validator {
         mut on_step: impl FnMut(&Result<StepEvent, ValidatorError>),
     ) {
         let concurrent = self.config.neuron.num_concurrent_forwards.max(1) as u64;
+        // v2 reveals land in their window even while a long step runs.
+        let weights = self.weights.clone();
+        let reveals = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REVEAL_POLL).await;
+                if let Err(err) = weights.reveal_due().await {
+                    warn!("revealing weights failed (kept for the next try): {err}");
+                }
+            }
+        }));
         let mut done = 0;
         while steps.is_none_or(|n| done < n) {
             let batch = steps.map_or(concurrent, |n| concurrent.min(n - done));
@@ -208,6 +227,7 @@ impl Validator {
                 tokio::time::sleep(FAILED_BATCH_PAUSE).await;
             }
         }
+        drop(reveals);
     }
 
     /// One validator step (a batch of one).

@@ -583,3 +583,59 @@ async fn the_validator_loop_commits_and_a_restarted_validator_reveals() {
     let earned = mg.neurons.iter().filter(|n| n.incentive > 0).count();
     assert_eq!(earned, 2, "both echo miners earn: {:?}", mg.neurons);
 }
+
+/// `neuron local --commit-reveal v2|v4`: a whole subnet whose validator commits (hashes
+/// or timelocked payloads) and whose weights are revealed (by the validator inside the
+/// window, however long its steps take; by the chain's beacon) and reach incentive.
+#[test]
+fn neuron_local_runs_a_subnet_with_commit_reveal() {
+    for version in ["v2", "v4"] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("run");
+        let mut cmd = crate::support::bin::neuron_command([
+            "local",
+            "--commit-reveal",
+            version,
+            "--steps",
+            "8",
+            "--miners",
+            "2",
+            "--strategies",
+            "echo,phrase",
+            "--neuron.tasks",
+            "math",
+            "--neuron.max_tokens",
+            "16",
+            "--block-time",
+            "0.3",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ]);
+        cmd.env("RUST_LOG", "neuron::chain=info");
+        let out = crate::support::bin::run(cmd);
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        let table = crate::support::succeeded(out);
+        let committed = format!("weights committed (commit-reveal {version}");
+        assert!(log.contains(&committed), "{version}: {log}");
+        let revealed = match version {
+            "v2" => "weights revealed (commit-reveal v2)",
+            _ => "timelocked weights revealed",
+        };
+        assert!(log.contains(revealed), "{version}: {log}");
+        // echo (uid 1) answers the math challenge back and earns; the incentive comes
+        // from revealed weights only.
+        let echo = table
+            .lines()
+            .find(|l| l.starts_with("| 1 ") && l.contains("echo"))
+            .unwrap_or_else(|| panic!("{version}: no echo row:\n{table}"));
+        let incentive: f64 = echo
+            .split('|')
+            .nth(5)
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{version}: {echo}"));
+        assert!(
+            incentive > 0.0,
+            "{version}: no incentive after reveals:\n{table}\n{log}"
+        );
+    }
+}
