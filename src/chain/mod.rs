@@ -323,8 +323,9 @@ pub struct AxonServe {
 }
 
 /// One neuron (uid) of a subnet. u16 scores are the chain's raw values: divide by
-/// 65535 for a proportion ([`proportion`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// 65535 for a proportion ([`proportion`]). The default is an empty row (uid 0, no keys,
+/// nothing served), for building rows field by field.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NeuronInfo {
     /// Position in the subnet.
     pub uid: u16,

@@ -722,20 +722,10 @@ mod tests {
                     } else {
                         format!("hk{uid}")
                     },
-                    coldkey: String::new(),
-                    stake: 0,
-                    trust: 0,
-                    validator_trust: 0,
-                    consensus: 0,
-                    incentive: 0,
-                    dividends: 0,
-                    emission: 0,
                     validator_permit: permit,
                     last_update: if uid == 0 { last_update } else { 0 },
-                    block_at_registration: 0,
                     active: true,
-                    axon: None,
-                    axon_block: 0,
+                    ..NeuronInfo::default()
                 })
                 .collect(),
         }

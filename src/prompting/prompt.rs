@@ -164,16 +164,7 @@ mod tests {
             uid,
             hotkey: format!("hotkey{uid}"),
             coldkey: "cold".into(),
-            stake: 0,
-            trust: 0,
-            validator_trust: 0,
-            consensus: 0,
             incentive,
-            dividends: 0,
-            emission: 0,
-            validator_permit: false,
-            last_update: 0,
-            block_at_registration: 0,
             active: true,
             axon: serving.then(|| AxonServe {
                 version: 1,
@@ -181,7 +172,7 @@ mod tests {
                 port: 9000 + uid,
                 protocol: 4,
             }),
-            axon_block: 0,
+            ..NeuronInfo::default()
         }
     }
 

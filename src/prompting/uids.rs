@@ -72,15 +72,7 @@ mod tests {
             hotkey: format!("hot{uid}"),
             coldkey: coldkey.into(),
             stake: stake_tao * RAO_PER_TAO,
-            trust: 0,
-            validator_trust: 0,
-            consensus: 0,
-            incentive: 0,
-            dividends: 0,
-            emission: 0,
             validator_permit: permit,
-            last_update: 0,
-            block_at_registration: 0,
             active: true,
             axon: Some(AxonServe {
                 version: 1,
@@ -88,7 +80,7 @@ mod tests {
                 port: 8091,
                 protocol: 4,
             }),
-            axon_block: 0,
+            ..NeuronInfo::default()
         }
     }
 

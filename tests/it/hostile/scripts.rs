@@ -58,6 +58,21 @@ fn neuron(args: &[&str], level: &str) -> (std::process::ExitStatus, String) {
     (out.status, text)
 }
 
+/// `neuron task check FILE` over the script root `root` (and the shipped scripts), with
+/// `RUST_LOG=level`.
+fn task_check(root: &Path, file: &Path, level: &str) -> (std::process::ExitStatus, String) {
+    neuron(
+        &[
+            "task",
+            "check",
+            "--scripts",
+            root.to_str().unwrap(),
+            file.to_str().unwrap(),
+        ],
+        level,
+    )
+}
+
 /// A persona for `neuron task check`, which runs a task's challenge through one.
 const PERSONA: &str = r#"fn persona(ctx) { #{ profile: "p", mood: "m", tone: "t" } }
 fn challenge(ctx, task, persona) { task.query }"#;
@@ -212,16 +227,7 @@ fn the_deepest_script_the_limits_allow_runs_in_task_check_and_on_a_blocking_thre
     host.reload(&[root.join("tasks/deep.rhai")]);
 
     let file = root.join("tasks/deep.rhai");
-    let (status, out) = neuron(
-        &[
-            "task",
-            "check",
-            "--scripts",
-            root.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
-        "warn",
-    );
+    let (status, out) = task_check(root, &file, "warn");
     assert!(status.success(), "{status}: {out}");
     assert!(out.contains("query:     0"), "{out}");
 
@@ -316,16 +322,7 @@ fn a_replace_that_would_build_terabytes_fails_the_hook_alone() {
         s.replace("x", w); #{ query: s, reference: "r" }"#;
     write(root, "tasks/blow.rhai", &task("blow", body));
     let file = root.join("tasks/blow.rhai");
-    let (status, out) = neuron(
-        &[
-            "task",
-            "check",
-            "--scripts",
-            root.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
-        "warn",
-    );
+    let (status, out) = task_check(root, &file, "warn");
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(
         out.contains("FAIL") && out.contains("Length of string"),
@@ -343,16 +340,7 @@ fn print_and_log_floods_are_cut_and_capped_per_hook() {
     write(root, "tasks/flood.rhai", &task("flood", body));
     write(root, "personas/human.rhai", PERSONA);
     let file = root.join("tasks/flood.rhai");
-    let (status, out) = neuron(
-        &[
-            "task",
-            "check",
-            "--scripts",
-            root.to_str().unwrap(),
-            file.to_str().unwrap(),
-        ],
-        "info",
-    );
+    let (status, out) = task_check(root, &file, "info");
     assert!(status.success(), "{status}");
     // 10,000 lines of 4 KiB (40 MB) asked for; 200 lines of at most 2 KiB let through.
     assert!(out.len() < 1024 * 1024, "{} bytes of output", out.len());
