@@ -310,6 +310,26 @@ pub fn preflight(
     Ok(PreparedWeights { uid, uids, values })
 }
 
+/// The weights a validator built on the SDK sends for `weights` (one per uid of the
+/// subnet), as `process_weights_for_netuid` makes them (without quantile exclusion):
+/// all zero (or a subnet smaller than `min_allowed`) becomes uniform; fewer non-zero
+/// weights than `min_allowed` are kept and every uid is lifted by 1e-5, so the set meets
+/// the chain's minimum; otherwise the weights are returned as they are (clipping to
+/// `MaxWeightsLimit` and quantising follow in the checks).
+pub fn process_weights_like_sdk(weights: &[f32], min_allowed: usize) -> Vec<f32> {
+    let n = weights.len();
+    let non_zero = weights.iter().filter(|w| **w > 0.0).count();
+    if non_zero == 0 || n < min_allowed {
+        return vec![1.0 / n.max(1) as f32; n];
+    }
+    if non_zero < min_allowed {
+        let lifted: Vec<f32> = weights.iter().map(|w| w.max(0.0) + 1e-5).collect();
+        let total: f32 = lifted.iter().sum();
+        return lifted.into_iter().map(|w| w / total).collect();
+    }
+    weights.to_vec()
+}
+
 /// Drops zero weights, clips the shares to `max_weight_limit / 65535` (the SDK's
 /// `normalize_max_weight`: the largest shares are lowered to one cap so that the rest
 /// sum up to the remainder) and quantises to u16 by max-upscaling with Python rounding.
@@ -438,6 +458,9 @@ pub struct WeightSetter {
     mechid: u8,
     mode: CommitRevealMode,
     store: RevealStore,
+    /// Process the weights as a validator built on the SDK does first
+    /// ([`process_weights_like_sdk`]).
+    sdk_processing: bool,
     /// Held while revealing: clones (a validator's steps and its reveal ticker) never
     /// reveal the same commit twice or write the store at once.
     reveal_lock: Arc<tokio::sync::Mutex<()>>,
@@ -465,6 +488,7 @@ impl WeightSetter {
             mechid: 0,
             mode: CommitRevealMode::Auto,
             store: RevealStore::in_neuron_home(),
+            sdk_processing: false,
             reveal_lock: Arc::default(),
         }
     }
@@ -477,6 +501,15 @@ impl WeightSetter {
     /// The same, with commit-reveal `mode`.
     pub fn with_mode(self, mode: CommitRevealMode) -> Self {
         Self { mode, ..self }
+    }
+
+    /// The same, processing the weights as the SDK's `process_weights_for_netuid` does
+    /// before the checks ([`process_weights_like_sdk`]), as SN1's validators do.
+    pub fn with_sdk_processing(self) -> Self {
+        Self {
+            sdk_processing: true,
+            ..self
+        }
     }
 
     /// The same, keeping v2 reveals in `store`.
@@ -513,6 +546,29 @@ impl WeightSetter {
         let params = self.chain.hyperparameters(netuid).await?;
         let mode = self.resolve(&params)?;
         let metagraph = self.chain.metagraph(netuid).await?;
+        let n = metagraph.neurons.len();
+        let processed;
+        let (uids, weights) = if self.sdk_processing {
+            if weights.len() != uids.len() {
+                return Err(WeightsError::LengthMismatch {
+                    uids: uids.len(),
+                    weights: weights.len(),
+                });
+            }
+            let mut dense = vec![0.0; n];
+            for (&uid, &w) in uids.iter().zip(weights) {
+                let slot = dense.get_mut(usize::from(uid));
+                *slot.ok_or(WeightsError::UnknownUid { uid, n, netuid })? = w;
+            }
+            let min_allowed = usize::from(params.min_allowed_weights);
+            processed = (
+                (0..n as u16).collect::<Vec<_>>(),
+                process_weights_like_sdk(&dense, min_allowed),
+            );
+            (&processed.0[..], &processed.1[..])
+        } else {
+            (uids, weights)
+        };
         let weights = preflight(
             &metagraph,
             &params,
@@ -742,6 +798,22 @@ mod tests {
 
     fn check(mg: &Metagraph, uids: &[u16], w: &[f32]) -> Result<PreparedWeights, WeightsError> {
         preflight(mg, &params(), ME, uids, w, 5, true)
+    }
+
+    #[test]
+    fn sdk_processing_lifts_too_few_weights_and_makes_zero_uniform() {
+        assert_eq!(process_weights_like_sdk(&[0.0; 4], 2), vec![0.25; 4]);
+        assert_eq!(process_weights_like_sdk(&[0.5, 0.0], 4), vec![0.5; 2]);
+        let kept = process_weights_like_sdk(&[0.2, 0.8, 0.0], 2);
+        assert_eq!(kept, vec![0.2, 0.8, 0.0]);
+        let lifted = process_weights_like_sdk(&[1.0, 0.0, 0.0, 0.0], 3);
+        assert!(lifted.iter().all(|w| *w > 0.0), "{lifted:?}");
+        assert!((lifted.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(lifted[0] > 0.99, "{lifted:?}");
+        // After the checks' quantisation every uid keeps a non-zero value.
+        let uids: Vec<u16> = (0..4).collect();
+        let (sent, values) = quantise(&uids, &lifted, u16::MAX);
+        assert_eq!(sent.len(), 4, "{values:?}");
     }
 
     #[test]

@@ -171,6 +171,7 @@ impl Validator {
         let weights = WeightSetter::new(Arc::clone(&chain), hotkey.clone(), config.netuid)
             .with_mechid(config.neuron.mechid)
             .with_mode(config.neuron.commit_reveal)
+            .with_sdk_processing()
             .with_store(RevealStore::new(state_dir.join("reveals")));
         Ok(Self {
             config,

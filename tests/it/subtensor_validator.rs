@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::support::subtensor_sim::{Outcome, SimNode, subnet_item};
+use crate::support::subtensor_sim::{Outcome, SimNode};
 use neuron::chain::subtensor::{SubtensorChain, SubtensorOptions, WaitFor};
 use neuron::config::Config;
 use neuron::prompting::validator::Validator;
@@ -62,13 +62,6 @@ async fn validator_scores_while_the_node_is_away_and_sets_weights_when_it_return
     let scripts = neuron::prompting::script_host(&config).expect("scripts load");
 
     let mut node = SimNode::start().await;
-    // One scored miner: the subnet must accept one weight, or the SDK checks (which
-    // the validator runs before submitting) refuse it.
-    node.set_storage(subnet_item(
-        "MinAllowedWeights",
-        1,
-        subxt::dynamic::Value::u128(1),
-    ));
     let backoff = Duration::from_millis(300);
     let chain = SubtensorChain::connect(
         "sim",
@@ -122,8 +115,11 @@ async fn validator_scores_while_the_node_is_away_and_sets_weights_when_it_return
     );
     assert_eq!(set.signer, hotkey.public());
     assert!(set.signature_valid);
+    // One miner scored, on a subnet of 3 whose MinAllowedWeights is larger: as the
+    // SDK's `process_weights_for_netuid` would, the validator sends uniform weights over
+    // every uid (one weight alone is refused by subtensor's length check).
     assert_eq!(
         set.args.to_string(),
-        "{ netuid: 1, dests: (2), weights: (65535), version_key: 2013 }"
+        "{ netuid: 1, dests: (0, 1, 2), weights: (65535, 65535, 65535), version_key: 2013 }"
     );
 }
