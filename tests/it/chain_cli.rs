@@ -259,22 +259,28 @@ async fn subtensor_reads_and_wallet_signed_writes() {
     assert!(listed.contains("hf:alice/model@1"), "{listed}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn commit_reveal_subnet_commits_then_reveals_in_the_reveal_epoch() {
-    let env = Env::new();
-    env.create_wallet().await;
+/// A simulated subtensor node whose subnet 1 (the one whose neurons it serves) has
+/// commit-reveal on and takes at least two weights.
+async fn commit_reveal_node() -> SimNode {
     let node = SimNode::start().await;
-    let url = node.url();
-    let at = Some(url.as_str());
-    // Subnet 1 (whose neurons the node serves) gets commit-reveal; a short tempo keeps
-    // the reveal epoch near.
     node.set_storage(subnet_item(
         "CommitRevealWeightsEnabled",
         1,
         Value::bool(true),
     ));
-    node.set_storage(subnet_item("Tempo", 1, Value::u128(9)));
     node.set_storage(subnet_item("MinAllowedWeights", 1, Value::u128(2)));
+    node
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_reveal_subnet_commits_then_reveals_in_the_reveal_epoch() {
+    let env = Env::new();
+    env.create_wallet().await;
+    let node = commit_reveal_node().await;
+    let url = node.url();
+    let at = Some(url.as_str());
+    // A short tempo keeps the reveal epoch near.
+    node.set_storage(subnet_item("Tempo", 1, Value::u128(9)));
 
     let nothing = env.chain_fails(at, &["reveal", "--netuid", "1"], &[]).await;
     assert!(nothing.contains("no pending commits"), "{nothing}");
@@ -424,15 +430,9 @@ async fn local_chain_signs_with_the_wallet() {
 async fn subtensor_commit_reveal_defaults_to_a_timelocked_commit() {
     let env = Env::new();
     env.create_wallet().await;
-    let node = SimNode::start().await;
+    let node = commit_reveal_node().await;
     let url = node.url();
     let at = Some(url.as_str());
-    node.set_storage(subnet_item(
-        "CommitRevealWeightsEnabled",
-        1,
-        Value::bool(true),
-    ));
-    node.set_storage(subnet_item("MinAllowedWeights", 1, Value::u128(2)));
     let args = [
         "weights",
         "--netuid",

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use neuron::finetune::{Batch, Candidate, Evaluator, ModelId, Pair, ScriptPolicy, WorkerCommand};
 use neuron::llm::{LlmError, LlmService, LoadOptions, read_gguf_header};
+use neuron::memory::peak_growth_of;
 use neuron::models::Resolver;
 use neuron::prompting::events::{EventLog, ResponseEvent, StepEvent};
 use neuron::wallet::{
@@ -52,12 +53,6 @@ fn run_bounded(mut cmd: Command) -> Output {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// `f`'s result and the most this thread held at once while it ran (the library's
-/// counting allocator, which every binary linking it uses).
-fn allocated_by<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    neuron::memory::peak_growth_of(f)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -535,7 +530,7 @@ fn a_header_of_one_byte_array_stays_within_the_bound() {
     kv.extend_from_slice(&(elements as u64).to_le_bytes());
     kv.resize(kv.len() + elements, 7);
     let bytes = gguf_bytes(3, 0, 1, &kv);
-    let (result, allocated) = allocated_by(|| read_gguf_header(&mut Cursor::new(&bytes)));
+    let (result, allocated) = peak_growth_of(|| read_gguf_header(&mut Cursor::new(&bytes)));
     assert!(result.is_ok());
     assert!(
         allocated >= 32 * elements,
@@ -601,7 +596,7 @@ proptest! {
         tail in proptest::collection::vec(any::<u8>(), 0..2048),
     ) {
         let bytes = gguf_bytes(version, tensors, kvs, &tail);
-        let (_, allocated) = allocated_by(|| read_gguf_header(&mut Cursor::new(&bytes)));
+        let (_, allocated) = peak_growth_of(|| read_gguf_header(&mut Cursor::new(&bytes)));
         prop_assert!(allocated <= gguf_allocation_bound(bytes.len()), "{allocated} bytes");
     }
 
@@ -614,7 +609,7 @@ proptest! {
     ) {
         let mut bytes = gguf_bytes(3, 1, 0, &tensor_entry(&dims, dtype, offset));
         bytes.resize(bytes.len().div_ceil(32) * 32 + data, 0);
-        let (result, allocated) = allocated_by(|| read_gguf_header(&mut Cursor::new(&bytes)));
+        let (result, allocated) = peak_growth_of(|| read_gguf_header(&mut Cursor::new(&bytes)));
         prop_assert!(allocated <= gguf_allocation_bound(bytes.len()), "{allocated} bytes");
         if let Ok(header) = result {
             // Accepted: the element count is the exact product, and the data fits.
@@ -637,7 +632,7 @@ proptest! {
         prop_assume!(!raw.starts_with(b"gAAAAA"));
         prop_assume!(raw.len() as u64 <= MAX_KEYFILE_BYTES);
         let path = Path::new("prop/keyfile");
-        let (_, allocated) = allocated_by(|| {
+        let (_, allocated) = peak_growth_of(|| {
             if raw.starts_with(b"$NACL") {
                 let _ = nacl_damage(&raw[5..]);
             } else {
