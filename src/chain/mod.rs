@@ -606,21 +606,30 @@ pub fn normalize_weights(
             "weights must be finite and non-negative, got {bad}"
         )));
     }
-    let sum: f64 = weights.iter().map(|&w| f64::from(w)).sum();
-    if sum == 0.0 {
-        return Ok((Vec::new(), Vec::new()));
+    let weights: Vec<f64> = weights.iter().map(|&w| f64::from(w)).collect();
+    Ok(max_upscale(uids, &weights))
+}
+
+/// The quantisation step of [`normalize_weights`] on checked, non-negative weights:
+/// `round(w / max(w) * 65535)` with Python rounding, zeros dropped; all zero gives two
+/// empty vectors.
+pub(crate) fn max_upscale(uids: &[u16], weights: &[f64]) -> (Vec<u16>, Vec<u16>) {
+    let max = weights.iter().copied().fold(0.0, f64::max);
+    if max == 0.0 {
+        return (Vec::new(), Vec::new());
     }
-    let max = weights.iter().map(|&w| f64::from(w)).fold(0.0, f64::max);
-    let mut out_uids = Vec::with_capacity(uids.len());
-    let mut out_weights = Vec::with_capacity(uids.len());
+    let mut out = (
+        Vec::with_capacity(uids.len()),
+        Vec::with_capacity(uids.len()),
+    );
     for (&uid, &w) in uids.iter().zip(weights) {
-        let value = (f64::from(w) / max * f64::from(u16::MAX)).round_ties_even() as u16;
+        let value = (w / max * f64::from(u16::MAX)).round_ties_even() as u16;
         if value != 0 {
-            out_uids.push(uid);
-            out_weights.push(value);
+            out.0.push(uid);
+            out.1.push(value);
         }
     }
-    Ok((out_uids, out_weights))
+    out
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use thiserror::Error;
 use super::commit_reveal::{self, CommitRevealError, Committed, RevealReport, RevealStore};
 use super::subtensor::{SubtensorCall, WeightsReveal};
 use super::timelock::{self, TimelockError, WeightsPayload};
-use super::{Chain, ChainError, Hyperparameters, Metagraph, Signer, TxReceipt, yuma};
+use super::{Chain, ChainError, Hyperparameters, Metagraph, Signer, TxReceipt, max_upscale, yuma};
 
 /// How weights go to the chain: `--neuron.commit_reveal`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -342,16 +342,8 @@ fn quantise(uids: &[u16], weights: &[f32], max_weight_limit: u16) -> (Vec<u16>, 
         .collect();
     let limit = f64::from(max_weight_limit) / f64::from(u16::MAX);
     let shares = clip_shares(&pairs.iter().map(|p| p.1).collect::<Vec<_>>(), limit);
-    let max = shares.iter().copied().fold(0.0, f64::max);
-    let mut out = (Vec::new(), Vec::new());
-    for ((uid, _), share) in pairs.iter().zip(shares) {
-        let value = (share / max * f64::from(u16::MAX)).round_ties_even() as u16;
-        if value != 0 {
-            out.0.push(*uid);
-            out.1.push(value);
-        }
-    }
-    out
+    let uids: Vec<u16> = pairs.iter().map(|p| p.0).collect();
+    max_upscale(&uids, &shares)
 }
 
 /// Positive weights as shares of their sum, with no share above `limit` (when the limit
@@ -878,6 +870,10 @@ mod tests {
         ));
         assert!(matches!(
             err(check(&mg, &[1, 2], &[f32::NAN, 1.0])),
+            WeightsError::InvalidWeight(_)
+        ));
+        assert!(matches!(
+            err(check(&mg, &[1, 2], &[-0.1, 0.5])),
             WeightsError::InvalidWeight(_)
         ));
         assert!(matches!(

@@ -62,8 +62,6 @@ pub struct Script {
     pub path: PathBuf,
     /// Path relative to its script root (the file path itself when outside the roots).
     pub rel: PathBuf,
-    /// The canonical script root it comes from (its parent when outside the roots).
-    pub root: PathBuf,
     /// What kind of script it is, as its domain's [`Contracts`] named it.
     pub kind: &'static str,
     /// Files it imports, transitively (canonical paths).
@@ -334,7 +332,7 @@ impl ScriptHost {
             path: path.to_path_buf(),
             source,
         })?;
-        let (rel, root) = self.locate(&canonical);
+        let rel = self.rel(&canonical);
         let text = std::fs::read_to_string(&canonical).map_err(|source| ScriptError::Io {
             path: rel.clone(),
             source,
@@ -357,7 +355,6 @@ impl ScriptHost {
         Ok(Script {
             path: canonical,
             rel,
-            root,
             kind: contract.kind,
             name: contract.name,
             terms: contract.terms,
