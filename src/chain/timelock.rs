@@ -329,14 +329,16 @@ impl EpochSchedule {
 
     /// The blocks whose epoch is `reveal_period` epochs after that of `commit_block`
     /// (commit-reveal v2's reveal window on a chain with this scheduler); empty when the
-    /// subnet runs no epochs.
+    /// subnet runs no epochs. A commit in the block this state was read at (a chain that
+    /// includes at once, as the embedded one does) belongs to `epoch_index`; one in an
+    /// earlier block is judged as if it were in this one.
     pub fn window_of(&self, commit_block: u64, reveal_period: u64) -> RangeInclusive<u64> {
         if self.tempo == 0 {
             return no_blocks();
         }
-        let mut blocks = self
-            .epochs_until(u64::MAX)
-            .skip_while(|&(block, _)| block < commit_block);
+        let mut blocks = std::iter::once((self.current_block, self.epoch_index))
+            .chain(self.epochs_until(u64::MAX))
+            .skip_while(|&(block, _)| block < commit_block.max(self.current_block));
         let Some((_, commit_epoch)) = blocks.next() else {
             return no_blocks();
         };
@@ -443,6 +445,10 @@ mod tests {
         // v2: a commit in block 121 (epoch 1) reveals in epoch 2, blocks 150..=199.
         assert_eq!(s.window_of(121, 1), 150..=199);
         assert_eq!(s.window_of(150, 1), 200..=249);
+        // A commit included in the block the state was read at keeps that block's
+        // epoch, also when the next block starts a new one.
+        assert_eq!(at_boundary.window_of(149, 1), 150..=199);
+        assert_eq!(at_boundary.window_of(150, 1), 200..=249);
         assert!(EpochSchedule::default().window_of(5, 1).is_empty());
     }
 
