@@ -286,7 +286,7 @@ impl Default for DendriteConfig {
     fn default() -> Self {
         Self {
             max_response_bytes: 1024 * 1024,
-            max_completion_bytes: 64 * 1024,
+            max_completion_bytes: crate::score::MAX_SCORED_BYTES,
         }
     }
 }
@@ -322,11 +322,11 @@ pub struct ScriptsConfig {
     pub max_operations: u64,
     /// Heap one hook call may hold beyond what its thread held when it started, in MiB.
     pub max_memory_mb: usize,
-    /// Longest string a script may build, in bytes.
+    /// Longest string a hook may return or a module keep, in bytes.
     pub max_string_bytes: usize,
-    /// Most elements of an array (nested arrays and BLOBs count theirs too).
+    /// Most elements of an array or BLOB a hook may return or a module keep.
     pub max_array_len: usize,
-    /// Most entries of an object map.
+    /// Most entries of an object map a hook may return or a module keep.
     pub max_map_len: usize,
     /// Lines one hook call may `print` or `log::*`; each cut at 2,048 bytes.
     pub max_log_lines: usize,

@@ -143,9 +143,9 @@ config_flags! {
         scripts_hook_timeout_ms: u64 => "scripts.hook_timeout_ms", "Wall-clock limit per hook call (ms).";
         scripts_max_operations: u64 => "scripts.max_operations", "Rhai operations per hook call.";
         scripts_max_memory_mb: usize => "scripts.max_memory_mb", "Heap a hook call may hold (MiB).";
-        scripts_max_string_bytes: usize => "scripts.max_string_bytes", "Longest string a script may build (bytes).";
-        scripts_max_array_len: usize => "scripts.max_array_len", "Most elements of a script array.";
-        scripts_max_map_len: usize => "scripts.max_map_len", "Most entries of a script object map.";
+        scripts_max_string_bytes: usize => "scripts.max_string_bytes", "Longest string a hook may return or a module keep (bytes).";
+        scripts_max_array_len: usize => "scripts.max_array_len", "Most elements of an array or BLOB a hook returns or a module keeps.";
+        scripts_max_map_len: usize => "scripts.max_map_len", "Most entries of a map a hook returns or a module keeps.";
         scripts_max_log_lines: usize => "scripts.max_log_lines", "Lines a hook call may print or log.";
         scripts_live_tools: bool => "scripts.live_tools", "Use live web APIs instead of offline corpora.";
     }

@@ -31,7 +31,7 @@ impl Default for DendriteOptions {
     fn default() -> Self {
         Self {
             max_response_bytes: 1 << 20,
-            max_completion_bytes: 64 << 10,
+            max_completion_bytes: crate::score::MAX_SCORED_BYTES,
         }
     }
 }

@@ -11,6 +11,12 @@
 //!
 //! Every function is pure and panic-free on any input text.
 
+/// Longest completion a validator keeps for scoring by default, in bytes
+/// (`dendrite.max_completion_bytes`), and the longest text a script may score
+/// (`score::reward`): ROUGE-L and `diff` cost grows with the product of the lengths,
+/// and within this one call stays well under a second.
+pub const MAX_SCORED_BYTES: usize = 64 * 1024;
+
 mod date;
 mod diff;
 mod numeric;

@@ -21,9 +21,7 @@ use super::hook_thread::on_hook_thread;
 use super::link::NeuronLink;
 use super::resolver::{self, RootResolver};
 use super::roots::{Roots, is_script};
-use super::sandbox::{
-    self, HookGuard, Limits, MAX_RETURNED_NESTING, MEMORY_TOKEN, WALL_TIME_TOKEN,
-};
+use super::sandbox::{self, HookGuard, Limits, MEMORY_TOKEN, WALL_TIME_TOKEN};
 use super::services::Services;
 use super::{ScriptError, api, builtins};
 
@@ -546,12 +544,8 @@ impl ScriptHost {
                 .map_err(|e| self.runtime_error(&script.rel, hook, &e))?;
             // Dropping or converting a value recurses through its nesting: a deeper one
             // is dropped here, on the hook's stack, and never reaches the caller's.
-            if !sandbox::nests_within(&out, MAX_RETURNED_NESTING) {
-                return Err(script.bad_return(
-                    hook,
-                    format!("a value nested at most {MAX_RETURNED_NESTING} levels deep"),
-                    format!("{} nested deeper", out.type_name()),
-                ));
+            if let Err(over) = sandbox::check_leaving(&out) {
+                return Err(script.bad_return(hook, "a value within the script limits", over));
             }
             Ok(out)
         })?

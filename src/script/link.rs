@@ -8,7 +8,8 @@
 //!
 //! Hooks run on blocking threads while the neuron runs on tokio; the chain and the
 //! dendrite are async, so each call blocks on the current runtime (moving a
-//! multi-threaded runtime's worker out of the way first, as `block_in_place` does).
+//! multi-threaded runtime's worker out of the way first, as `block_in_place` does), for
+//! no longer than the hook's time left.
 
 use std::fmt;
 use std::future::Future;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
+use super::sandbox;
 use crate::chain::{Chain, Hyperparameters, Metagraph};
 use crate::net::{AxonInfo, DendritePool, DendriteResponse, PromptingSynapse};
 
@@ -106,15 +108,29 @@ impl NeuronLink {
     }
 }
 
-/// Runs `future` to completion on the current tokio runtime from synchronous code.
+/// Runs `future` to completion on the current tokio runtime from synchronous code,
+/// giving up when the running hook's wall time is spent.
 ///
 /// On a multi-threaded runtime's worker the worker is handed off first; on a blocking
 /// thread (where hooks run) this simply blocks. Outside any runtime it is an error.
 fn block_on<F: Future>(future: F) -> Result<F::Output, String> {
     let handle = Handle::try_current()
         .map_err(|_| "the neuron's async runtime is not available on this thread".to_string())?;
-    Ok(match handle.runtime_flavor() {
-        RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| handle.block_on(future)),
-        _ => handle.block_on(future),
-    })
+    let left = sandbox::remaining();
+    let bounded = async move {
+        match left {
+            Some(left) => tokio::time::timeout(left, future).await.map_err(|_| {
+                format!(
+                    "the hook's wall-time limit ran out waiting for the neuron's chain or \
+                     dendrite ({} ms were left)",
+                    left.as_millis()
+                )
+            }),
+            None => Ok(future.await),
+        }
+    };
+    match handle.runtime_flavor() {
+        RuntimeFlavor::MultiThread => tokio::task::block_in_place(|| handle.block_on(bounded)),
+        _ => handle.block_on(bounded),
+    }
 }

@@ -19,7 +19,7 @@ type RhaiResultOf<T> = Result<T, Box<EvalAltResult>>;
 
 use super::SCRIPT_ROOTS;
 use super::roots::Roots;
-use super::sandbox::{MAX_RETURNED_NESTING, nests_within};
+use super::sandbox::check_leaving;
 
 thread_local! {
     static RECORDING: RefCell<Option<BTreeSet<PathBuf>>> = const { RefCell::new(None) };
@@ -190,15 +190,13 @@ impl ModuleResolver for RootResolver {
         let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
             .map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.into(), e, pos)))?;
         // The module outlives this thread's stack (it is kept with every importer).
-        if let Some((name, _)) = module
-            .iter_var()
-            .find(|(_, value)| !nests_within(value, MAX_RETURNED_NESTING))
-        {
-            return Err(Box::new(EvalAltResult::ErrorRuntime(
-                format!("`{name}` of `{path}` nests deeper than {MAX_RETURNED_NESTING} levels")
-                    .into(),
-                pos,
-            )));
+        for (name, value) in module.iter_var() {
+            if let Err(over) = check_leaving(value) {
+                return Err(Box::new(EvalAltResult::ErrorRuntime(
+                    format!("`{name}` of `{path}` is over the script limits: {over}").into(),
+                    pos,
+                )));
+            }
         }
         Ok(module.into())
     }

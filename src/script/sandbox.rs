@@ -1,12 +1,18 @@
 //! Sandbox limits applied to the one engine, and the per-hook budget: wall-time
 //! deadline, memory budget and log allowance.
 //!
-//! Operation, depth and per-value size limits are Rhai's own. The others are kept per
-//! thread, for the hook running on it ([`HookGuard`]), and checked from
-//! `Engine::on_progress` at every operation: the deadline, and the bytes the thread
-//! holds beyond what it held when the hook started ([`super::memory`]). A hook runs on
-//! one thread ([`super::hook_thread`]), so each call sets its own budget; nested calls
-//! keep the enclosing one.
+//! Operation and depth limits are Rhai's own. The others are kept per thread, for the
+//! hook running on it ([`HookGuard`]), and checked from `Engine::on_progress` at every
+//! operation: the deadline, and the bytes the thread holds beyond what it held when
+//! the hook started ([`super::memory`]). A hook runs on one thread
+//! ([`super::hook_thread`]), so each call sets its own budget; nested calls keep the
+//! enclosing one.
+//!
+//! Inside a hook the memory budget bounds every value (an O(1) check per operation;
+//! Rhai's own per-value size limits are off: they walk a whole array or map after
+//! every change to it, quadratic in its length). The per-value limits apply where a
+//! value leaves its hook ([`check_leaving`]): what a hook returns and what an imported
+//! module keeps.
 
 use std::borrow::Cow;
 use std::cell::Cell;
@@ -31,11 +37,11 @@ pub struct Limits {
     pub max_call_levels: usize,
     /// Maximum expression nesting depth (statements and function bodies alike).
     pub max_expr_depth: usize,
-    /// Maximum string length in bytes.
+    /// Longest string a hook may return or a module keep, in bytes.
     pub max_string_size: usize,
-    /// Maximum array length (nested arrays and BLOBs count their elements too).
+    /// Most elements of an array or BLOB a hook may return or a module keep.
     pub max_array_size: usize,
-    /// Maximum object-map size.
+    /// Most entries of an object map a hook may return or a module keep.
     pub max_map_size: usize,
     /// Maximum number of modules one script may import (and the longest import chain).
     pub max_modules: usize,
@@ -95,6 +101,9 @@ struct Budget {
     max_memory: usize,
     max_log_line: usize,
     max_log_lines: usize,
+    max_string_size: usize,
+    max_array_size: usize,
+    max_map_size: usize,
     /// Lines logged so far.
     logged: usize,
 }
@@ -108,16 +117,74 @@ thread_local! {
 /// thread's stack.
 pub const MAX_RETURNED_NESTING: usize = 128;
 
-/// Whether `value`'s arrays and maps nest at most `levels` deep (a walk that goes no
-/// deeper than that).
-pub(crate) fn nests_within(value: &Dynamic, levels: usize) -> bool {
+/// Whether `value` may leave its hook (be returned, or kept by an imported module):
+/// nested at most [`MAX_RETURNED_NESTING`] deep, each string, array, BLOB and map
+/// within the running hook's per-value limits (the defaults outside a hook). The error
+/// says what is over which limit. One walk of the value, no deeper than the limit.
+pub(crate) fn check_leaving(value: &Dynamic) -> Result<(), String> {
+    let limits = BUDGET.with(Cell::get).map_or_else(
+        || {
+            let d = Limits::default();
+            (d.max_string_size, d.max_array_size, d.max_map_size)
+        },
+        |b| (b.max_string_size, b.max_array_size, b.max_map_size),
+    );
+    leaving_within(value, MAX_RETURNED_NESTING, limits)
+}
+
+fn leaving_within(
+    value: &Dynamic,
+    levels: usize,
+    limits @ (max_string, max_array, max_map): (usize, usize, usize),
+) -> Result<(), String> {
+    let over = |what: &str, size: usize, unit: &str, max: usize, key: &str| {
+        Err(format!(
+            "{what} of {size} {unit} (at most {max}: `scripts.{key}`)"
+        ))
+    };
     if let Ok(array) = value.as_array_ref() {
-        return levels > 0 && array.iter().all(|v| nests_within(v, levels - 1));
+        if levels == 0 {
+            return Err(format!(
+                "arrays or maps nested deeper than {MAX_RETURNED_NESTING} levels"
+            ));
+        }
+        if array.len() > max_array {
+            return over(
+                "an array",
+                array.len(),
+                "elements",
+                max_array,
+                "max_array_len",
+            );
+        }
+        return array
+            .iter()
+            .try_for_each(|v| leaving_within(v, levels - 1, limits));
     }
     if let Ok(map) = value.as_map_ref() {
-        return levels > 0 && map.values().all(|v| nests_within(v, levels - 1));
+        if levels == 0 {
+            return Err(format!(
+                "arrays or maps nested deeper than {MAX_RETURNED_NESTING} levels"
+            ));
+        }
+        if map.len() > max_map {
+            return over("a map", map.len(), "entries", max_map, "max_map_len");
+        }
+        return map
+            .values()
+            .try_for_each(|v| leaving_within(v, levels - 1, limits));
     }
-    true
+    if let Ok(blob) = value.as_blob_ref()
+        && blob.len() > max_array
+    {
+        return over("a BLOB", blob.len(), "bytes", max_array, "max_array_len");
+    }
+    if let Ok(s) = value.as_immutable_string_ref()
+        && s.len() > max_string
+    {
+        return over("a string", s.len(), "bytes", max_string, "max_string_bytes");
+    }
+    Ok(())
 }
 
 /// Applies `limits` to `engine` and installs the deadline and memory checks.
@@ -126,9 +193,6 @@ pub(crate) fn apply(engine: &mut Engine, limits: &Limits) {
         .set_max_operations(limits.max_operations)
         .set_max_call_levels(limits.max_call_levels)
         .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
-        .set_max_string_size(limits.max_string_size)
-        .set_max_array_size(limits.max_array_size)
-        .set_max_map_size(limits.max_map_size)
         .set_max_modules(limits.max_modules);
     engine.on_progress(|ops| {
         let budget = BUDGET.with(Cell::get)?;
@@ -212,6 +276,9 @@ impl HookGuard {
             max_memory: limits.max_memory,
             max_log_line: limits.max_log_line,
             max_log_lines: limits.max_log_lines,
+            max_string_size: limits.max_string_size,
+            max_array_size: limits.max_array_size,
+            max_map_size: limits.max_map_size,
             logged: 0,
         });
         BUDGET.with(|b| b.set(Some(budget)));
@@ -273,6 +340,48 @@ mod tests {
         assert_eq!(BUDGET.with(Cell::get).unwrap().deadline, outer_deadline);
         drop(outer);
         assert!(BUDGET.with(Cell::get).is_none());
+    }
+
+    #[test]
+    fn values_leaving_a_hook_are_held_to_the_per_value_limits() {
+        let _hook = HookGuard::start(&Limits {
+            max_string_size: 4,
+            max_array_size: 3,
+            max_map_size: 2,
+            ..Limits::default()
+        });
+        let engine = Engine::new();
+        let check = |script: &str| check_leaving(&engine.eval::<Dynamic>(script).unwrap());
+        for fine in [
+            r#""abcd""#,
+            "[1, 2, [3, 4, 5]]",
+            "#{a: 1, b: [\"xyz\"]}",
+            "blob(3)",
+        ] {
+            assert_eq!(check(fine), Ok(()), "{fine}");
+        }
+        for (over, want) in [
+            (
+                r#""abcde""#,
+                "a string of 5 bytes (at most 4: `scripts.max_string_bytes`)",
+            ),
+            (
+                "[1, [1, 2, 3, 4]]",
+                "an array of 4 elements (at most 3: `scripts.max_array_len`)",
+            ),
+            (
+                "#{a: #{b: 1, c: 2, d: 3}}",
+                "a map of 3 entries (at most 2: `scripts.max_map_len`)",
+            ),
+            (
+                "blob(4)",
+                "a BLOB of 4 bytes (at most 3: `scripts.max_array_len`)",
+            ),
+            (r#"[#{s: "toolong"}]"#, "a string of 7 bytes"),
+        ] {
+            let err = check(over).unwrap_err();
+            assert!(err.contains(want), "{over}: {err}");
+        }
     }
 
     #[test]

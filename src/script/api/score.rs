@@ -6,13 +6,21 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, EvalAltResult, ImmutableString, Module};
 
 use super::fail;
-use crate::score::RewardFn;
+use crate::score::{MAX_SCORED_BYTES, RewardFn};
 use crate::script::services::Services;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
 fn reward(services: &Services, name: &str, reference: &str, completion: &str) -> Res<f64> {
     let function: RewardFn = name.parse().map_err(fail)?;
+    for (what, text) in [("reference", reference), ("completion", completion)] {
+        if text.len() > MAX_SCORED_BYTES {
+            return Err(fail(format!(
+                "score::reward(\"{name}\"): the {what} is {} bytes; at most {MAX_SCORED_BYTES}",
+                text.len()
+            )));
+        }
+    }
     let scores = if function.needs_embedder() {
         let embedder = services
             .embedder

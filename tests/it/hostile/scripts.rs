@@ -9,15 +9,19 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use neuron::chain::Hyperparameters;
+use neuron::chain::sim::{SimChain, SimConfig};
 use neuron::config::BlacklistConfig;
 use neuron::models::Resolver;
-use neuron::net::{AxonHandler, PromptingSynapse};
+use neuron::net::{AxonHandler, Dendrite, PromptingSynapse};
 use neuron::prompting::contract::PromptingContracts;
 use neuron::prompting::miner::MinerHandler;
 use neuron::script::{
-    HostConfig, Libraries, Limits, ModelIds, ReloadStatus, ScriptError, ScriptHost, Services,
+    HostConfig, Libraries, Limits, ModelIds, NeuronLink, ReloadStatus, ScriptError, ScriptHost,
+    Services,
 };
 use neuron::services::HttpConfig;
+use neuron::wallet::Keypair;
 
 use crate::support::bin::neuron_command;
 
@@ -249,8 +253,8 @@ fn the_deepest_script_the_limits_allow_runs_in_task_check_and_on_a_blocking_thre
 fn data_nested_to_the_array_limit_fails_the_call_or_is_dropped_on_the_hook_thread() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    // 8,000 levels: past what a 1 MiB stack can clone, drop or size-check recursively
-    // (deeper takes long to build: each level copies and size-checks the whole value).
+    // 8,000 levels: past what a 1 MiB stack can clone, drop or check recursively
+    // (deeper takes long to build: each level copies the whole value).
     let build = "let a = []; for i in 0..8000 { a = [a]; }";
     write(
         root,
@@ -265,7 +269,10 @@ fn data_nested_to_the_array_limit_fails_the_call_or_is_dropped_on_the_hook_threa
             assert_eq!(host.call(&script, "dropped", ()).unwrap().as_int(), Ok(7));
             let err = host.call(&script, "kept", ()).unwrap_err();
             assert!(matches!(err, ScriptError::BadReturn { .. }), "{err}");
-            assert!(err.to_string().contains("nested deeper"), "{err}");
+            assert!(
+                err.to_string().contains("nested deeper than 128 levels"),
+                "{err}"
+            );
             // A module keeping such a value would outlive the hook thread: refused.
             let kept = format!("{build}\nexport a;\nfn f() {{ 1 }}");
             write(host.roots()[0].as_path(), "tools/keeps.rhai", &kept);
@@ -278,7 +285,9 @@ fn data_nested_to_the_array_limit_fails_the_call_or_is_dropped_on_the_hook_threa
                 .compile(&host.roots()[0].as_path().join("tools/user.rhai"))
                 .unwrap_err();
             assert!(
-                err.to_string().contains("nests deeper than 128 levels"),
+                err.to_string()
+                    .contains("`a` of `tools/keeps` is over the script limits")
+                    && err.to_string().contains("nested deeper than 128 levels"),
                 "{err}"
             );
             drop(host);
@@ -325,9 +334,92 @@ fn a_replace_that_would_build_terabytes_fails_the_hook_alone() {
     let (status, out) = task_check(root, &file, "warn");
     assert_eq!(status.code(), Some(1), "{out}");
     assert!(
-        out.contains("FAIL") && out.contains("Length of string"),
+        out.contains("FAIL") && out.contains("Result of replace (about 16776000000000 bytes"),
         "{out}"
     );
+}
+
+#[test]
+fn growing_arrays_and_maps_element_by_element_costs_no_size_walks() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    // Rhai's per-value size limits walked the whole array or map after every change:
+    // 500,000 pushes cost 1.25e11 element visits, far past the hook's minute.
+    write(
+        root,
+        "tools/grow.rhai",
+        r#"
+        fn grow() { let a = []; for i in 0..500000 { a.push(i); } a.len() }
+        fn index() { let m = #{}; for i in 0..50000 { m[`k${i}`] = i; } m.len() }
+        fn keep() { let a = []; for i in 0..200001 { a.push(i); } a }
+        "#,
+    );
+    let limits = Limits {
+        wall_time: Duration::from_secs(60),
+        ..Limits::default()
+    };
+    let host = library_host(root, limits);
+    let script = host.live("library").pop().unwrap();
+    assert_eq!(
+        host.call(&script, "grow", ()).unwrap().as_int(),
+        Ok(500_000)
+    );
+    assert_eq!(
+        host.call(&script, "index", ()).unwrap().as_int(),
+        Ok(50_000)
+    );
+    // What leaves the hook is held to the per-value limits.
+    let err = host.call(&script, "keep", ()).unwrap_err().to_string();
+    assert!(
+        err.contains("an array of 200001 elements (at most 200000: `scripts.max_array_len`)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_hook_deadline_bounds_chain_calls_inside_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "tools/probe.rhai",
+        "fn probe(ctx) { chain::metagraph().len() }",
+    );
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let path = root.join("chain.sqlite");
+    let chain = SimChain::create(&path, SimConfig::default()).unwrap();
+    let owner = Keypair::from_uri("//Alice").unwrap();
+    let netuid = runtime
+        .block_on(chain.create_subnet(&owner.ss58(), Hyperparameters::default()))
+        .unwrap();
+    let mut config = HostConfig::new(root);
+    config.limits = Limits {
+        wall_time: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let host = ScriptHost::new(config, services(Duration::from_secs(10)), Libraries).unwrap();
+    let script = host.live("library").pop().unwrap();
+    let link = NeuronLink::new(Arc::new(chain), netuid, Dendrite::new(owner).unwrap());
+    let ctx = host.ctx(1, 0).with_link(link);
+    let _guard = runtime.enter();
+    assert_eq!(
+        host.call_for(&ctx, &script, "probe", (ctx.clone(),))
+            .unwrap()
+            .as_int(),
+        Ok(0)
+    );
+    // Another process holds the chain's database (its busy wait is 30 s).
+    let holder = rusqlite::Connection::open(&path).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let err = host
+        .call_for(&ctx, &script, "probe", (ctx.clone(),))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("wall-time limit ran out waiting for the neuron's chain"),
+        "{err}"
+    );
+    holder.execute_batch("ROLLBACK").unwrap();
 }
 
 #[test]
@@ -496,9 +588,20 @@ fn the_configured_limits_reach_every_hook() {
     let (status, out) = run("spin", &["--scripts.max_operations", "10000"]);
     assert!(!status.success(), "{out}");
     assert!(out.to_lowercase().contains("too many operations"), "{out}");
+    // The 2 MiB pad is refused before it is built: less than 1 MiB is left.
     let (status, out) = run("hoard", &["--scripts.max_memory_mb", "1"]);
     assert!(!status.success(), "{out}");
-    assert!(out.contains("memory budget of 1 MiB exceeded"), "{out}");
+    assert!(
+        out.contains("Result of pad (about 2097152 bytes; the hook's memory left is"),
+        "{out}"
+    );
+    assert!(out.contains("tasks/hoard.rhai:3:"), "the pad's line: {out}");
+    let (status, out) = run("hoard", &["--scripts.max_string_bytes", "1000"]);
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("a string of 2097152 bytes (at most 1000: `scripts.max_string_bytes`)"),
+        "{out}"
+    );
     // The same script within the default budget runs.
     let (status, out) = run("hoard", &[]);
     assert!(status.success(), "{out}");
