@@ -3,6 +3,8 @@
 //! plus the limits a public server needs (body size and read deadline, requests and
 //! connections per client address, first-byte and keep-alive timeouts, a connection
 //! cap, a clamped freshness window), a priority queue, graceful shutdown and `/metrics`.
+//! Requests signed with bittensor 11's btauth/1 reach the same routes and hooks
+//! (`AxonOptions::auth` selects the accepted schemes; see `auth`).
 
 use std::collections::{BinaryHeap, HashMap};
 use std::convert::Infallible;
@@ -24,6 +26,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 
+use super::auth::AuthScheme;
+use super::auth::btauth::BtAuthVerifier;
 use super::metrics::Metrics;
 use super::synapse::{Synapse, SynapseSchema, base_schema};
 use super::{ALLOWED_DELTA_NS, AxonInfo, NetError, VERSION_AS_INT, now_ns, signing_message};
@@ -108,6 +112,8 @@ pub struct AxonOptions {
     pub max_concurrent_forwards: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// The authentication schemes accepted (others are refused with 401).
+    pub auth: Vec<AuthScheme>,
 }
 
 impl Default for AxonOptions {
@@ -125,6 +131,7 @@ impl Default for AxonOptions {
             max_request_timeout: Duration::from_secs(60),
             max_concurrent_forwards: 64,
             shutdown_grace: Duration::from_secs(10),
+            auth: AuthScheme::ALL.to_vec(),
         }
     }
 }
@@ -403,6 +410,7 @@ struct State {
     schemas: HashMap<String, Arc<SynapseSchema>>,
     available: String,
     nonces: NonceTracker,
+    btauth: BtAuthVerifier,
     gate: Arc<PriorityGate>,
     requests_per_client: PerClient,
     connections_per_client: PerClient,
@@ -467,6 +475,7 @@ impl Axon {
             schemas,
             available,
             nonces: NonceTracker::default(),
+            btauth: BtAuthVerifier::new(info.hotkey.clone()),
             requests_per_client: PerClient::default(),
             connections_per_client: PerClient::default(),
             metrics: Metrics::default(),
@@ -644,8 +653,28 @@ async fn handle(st: &State, peer: SocketAddr, req: Request<Incoming>) -> Respons
     resp
 }
 
-/// Runs the SDK middleware pipeline; returns the metrics label and the response.
+/// Routes a request by the authentication scheme its headers claim (401 for a scheme
+/// not in `AxonOptions::auth`); returns the metrics label and the response.
 async fn process(
+    st: &State,
+    peer: SocketAddr,
+    path: &str,
+    req: Request<Incoming>,
+    start: Instant,
+) -> (String, Response<Body>) {
+    let scheme = AuthScheme::of_request(req.headers());
+    if !st.config.auth.contains(&scheme) {
+        let msg = format!("authentication scheme {scheme} is not accepted by this axon");
+        return ("refused".into(), detail_response(401, &msg));
+    }
+    match scheme {
+        AuthScheme::Synapse => process_synapse(st, peer, path, req, start).await,
+        AuthScheme::Btauth => process_btauth(st, peer, req, start).await,
+    }
+}
+
+/// Runs the SDK middleware pipeline; returns the metrics label and the response.
+async fn process_synapse(
     st: &State,
     peer: SocketAddr,
     path: &str,
@@ -685,12 +714,9 @@ async fn process(
     synapse.dendrite.ip = Some(peer.ip().to_string());
     synapse.dendrite.port = Some(i64::from(peer.port()));
     // Beyond the SDK: refuse oversized bodies before doing any work.
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > st.config.max_body_bytes) {
-        return (label, too_large(st, synapse, start));
+    if declared_length(&req).is_some_and(|n| n > st.config.max_body_bytes) {
+        let msg = too_large_message(st);
+        return (label, error_response(st, synapse, 413, msg, start));
     }
     // 3. Blacklist: 403.
     if let Some(reason) = st.handler.blacklist(&synapse).await {
@@ -702,38 +728,12 @@ async fn process(
         let msg = format!("Not Verified with error: {e}");
         return (label, error_response(st, synapse, 401, msg, start));
     }
-    // 5. Body, under a deadline and before any forward slot is taken: size limit
-    // (413), deadline (408), JSON (422 as FastAPI), body hash (500).
-    let read = Limited::new(req.into_body(), st.config.max_body_bytes).collect();
-    let body = match tokio::time::timeout(st.config.body_read_timeout, read).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return (label, too_large(st, synapse, start));
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "reading request body failed");
-            return (
-                label,
-                error_response(
-                    st,
-                    synapse,
-                    400,
-                    "Could not read the request body".into(),
-                    start,
-                ),
-            );
-        }
-        Err(_) => {
-            let msg = format!(
-                "Timed out after {} seconds reading the request body",
-                super::float_repr(st.config.body_read_timeout.as_secs_f64())
-            );
-            return (label, error_response(st, synapse, 408, msg, start));
-        }
+    // 5. Body, under a deadline and before any forward slot is taken.
+    let body = match read_body(st, req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return (label, error_response(st, synapse, r.code, r.message, start)),
     };
+    // JSON (422 as FastAPI), body hash (500).
     let parsed = match Synapse::from_json(schema, &body) {
         Ok(p) => p,
         Err(e) => {
@@ -747,33 +747,166 @@ async fn process(
         tracing::debug!(header = %synapse.computed_body_hash, body = %parsed.body_hash(), "body hash mismatch");
         return (label, internal_error(st, synapse, start));
     }
-    // 6. Priority: wait for a forward slot, best priority first.
-    let priority = st.handler.priority(&synapse).await;
-    let wait = request_timeout(st, &synapse).max(Duration::from_millis(1));
-    let Ok(_slot) = tokio::time::timeout(wait, st.gate.acquire(priority)).await else {
-        let msg = format!(
-            "Timed out after {} seconds waiting in the priority queue",
-            super::float_repr(wait.as_secs_f64())
-        );
-        return (label, error_response(st, synapse, 408, msg, start));
+    // 6.–7. Priority queue, then forward.
+    match queue_and_forward(st, &synapse, parsed, &label).await {
+        Ok(forwarded) => (label, forwarded_response(forwarded, start)),
+        Err(r) => (label, error_response(st, synapse, r.code, r.message, start)),
+    }
+}
+
+/// A btauth/1 request to a synapse route: cheap checks (route, header shape, receiver,
+/// freshness, declared size, blacklist on the header-only synapse) before any
+/// signature work, then the body, the signature and replay store, and the same
+/// priority → forward hooks as a Synapse request. The body is the synapse JSON; its
+/// dendrite hotkey is the authenticated sender, whatever the body says.
+async fn process_btauth(
+    st: &State,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    start: Instant,
+) -> (String, Response<Body>) {
+    let target = req.uri().path_and_query().map_or_else(
+        || req.uri().path().to_string(),
+        |pq| pq.as_str().to_string(),
+    );
+    let name = req.uri().path().split('/').nth(1).unwrap_or_default();
+    let Some(schema) = st.schemas.get(name).cloned() else {
+        return ("unknown".into(), detail_response(404, "Not Found"));
     };
-    // 7. Forward (the base Synapse ping echoes).
+    let label = schema.name.clone();
+    let claim = match st.btauth.precheck(req.headers(), now_ns()) {
+        Ok(c) => c,
+        Err(e) => return (label, detail_response(401, &e.to_string())),
+    };
+    if declared_length(&req).is_some_and(|n| n > st.config.max_body_bytes) {
+        return (label, detail_response(413, &too_large_message(st)));
+    }
+    let mut caller = Synapse::new(schema.clone());
+    caller.dendrite.hotkey = Some(claim.sender.clone());
+    caller.dendrite.nonce = Some(claim.nonce_ns);
+    caller.dendrite.ip = Some(peer.ip().to_string());
+    caller.dendrite.port = Some(i64::from(peer.port()));
+    if let Some(reason) = st.handler.blacklist(&caller).await {
+        let msg = format!("Forbidden. Key is blacklisted: {reason}.");
+        return (label, detail_response(403, &msg));
+    }
+    let method = req.method().as_str().to_string();
+    let body = match read_body(st, req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return (label, detail_response(r.code, &r.message)),
+    };
+    if let Err(e) = st.btauth.verify(&claim, &method, &target, &body) {
+        return (label, detail_response(401, &e.to_string()));
+    }
+    let mut parsed = match Synapse::from_json(schema, &body) {
+        Ok(p) => p,
+        Err(e) => return (label, detail_response(422, &e.to_string())),
+    };
+    parsed.dendrite = caller.dendrite.clone();
+    caller.timeout = parsed.timeout;
+    match queue_and_forward(st, &caller, parsed, &label).await {
+        Ok(forwarded) => (label, forwarded_response(forwarded, start)),
+        Err(r) => (label, detail_response(r.code, &r.message)),
+    }
+}
+
+/// A refused request: its status and the message sent back.
+struct Refusal {
+    code: u16,
+    message: String,
+}
+
+/// The declared `Content-Length`, if any.
+fn declared_length<B>(req: &Request<B>) -> Option<usize> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+}
+
+/// Reads a request body under the size limit (413) and deadline (408).
+async fn read_body(st: &State, body: Incoming) -> Result<Bytes, Refusal> {
+    let read = Limited::new(body, st.config.max_body_bytes).collect();
+    match tokio::time::timeout(st.config.body_read_timeout, read).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Refusal {
+                code: 413,
+                message: too_large_message(st),
+            })
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "reading request body failed");
+            Err(Refusal {
+                code: 400,
+                message: "Could not read the request body".into(),
+            })
+        }
+        Err(_) => Err(Refusal {
+            code: 408,
+            message: format!(
+                "Timed out after {} seconds reading the request body",
+                super::float_repr(st.config.body_read_timeout.as_secs_f64())
+            ),
+        }),
+    }
+}
+
+/// Priority (on the header-only `caller` synapse), a forward slot (408 after the
+/// request's clamped timeout), then `forward` (the base `Synapse` ping echoes; a
+/// handler error is 500 `Internal Server Error #id`).
+async fn queue_and_forward(
+    st: &State,
+    caller: &Synapse,
+    parsed: Synapse,
+    label: &str,
+) -> Result<Forwarded, Refusal> {
+    let priority = st.handler.priority(caller).await;
+    let wait = request_timeout(st, caller).max(Duration::from_millis(1));
+    let Ok(_slot) = tokio::time::timeout(wait, st.gate.acquire(priority)).await else {
+        return Err(Refusal {
+            code: 408,
+            message: format!(
+                "Timed out after {} seconds waiting in the priority queue",
+                super::float_repr(wait.as_secs_f64())
+            ),
+        });
+    };
     let forwarded = if parsed.name() == "Synapse" {
         Ok(Forwarded::Synapse(parsed))
     } else {
         st.handler.forward(parsed).await
     };
+    forwarded.map_err(|e| {
+        tracing::warn!(error = %e, synapse = %label, "forward failed");
+        Refusal {
+            code: 500,
+            message: format!("Internal Server Error #{}", uuid::Uuid::new_v4()),
+        }
+    })
+}
+
+fn forwarded_response(forwarded: Forwarded, start: Instant) -> Response<Body> {
     match forwarded {
-        Ok(Forwarded::Synapse(out)) => (label, success(out, start)),
-        Ok(Forwarded::Stream {
+        Forwarded::Synapse(out) => success(out, start),
+        Forwarded::Stream {
             headers_from,
             chunks,
-        }) => (label, streaming(headers_from, chunks, start)),
-        Err(e) => {
-            tracing::warn!(error = %e, synapse = %label, "forward failed");
-            (label, internal_error(st, synapse, start))
-        }
+        } => streaming(headers_from, chunks, start),
     }
+}
+
+/// An error answer of the signed-request schemes: status and `{"detail": message}`, as
+/// FastAPI's `HTTPException` sends it.
+fn detail_response(code: u16, message: &str) -> Response<Body> {
+    let body = serde_json::to_vec(&serde_json::json!({ "detail": message })).expect("json");
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }
 
 /// The request's claimed `timeout`, clamped to `[0, max_request_timeout]` (a value that
@@ -862,12 +995,11 @@ fn streaming(
     resp
 }
 
-fn too_large(st: &State, s: Synapse, start: Instant) -> Response<Body> {
-    let msg = format!(
+fn too_large_message(st: &State) -> String {
+    format!(
         "Request body exceeds the limit of {} bytes",
         st.config.max_body_bytes
-    );
-    error_response(st, s, 413, msg, start)
+    )
 }
 
 fn internal_error(st: &State, s: Synapse, start: Instant) -> Response<Body> {

@@ -2,6 +2,8 @@
 //! HTTP client, in parallel, with a per-request timeout and a cap on each response's
 //! size (checked while it streams in); client-side failures map to the SDK's status
 //! codes (503 unreachable, 408 timeout, 422 unparsable response, 413 oversized, …).
+//! Requests are authenticated with the SDK-10 Synapse headers, or with btauth/1
+//! ([`Dendrite::with_auth`]): the same synapse JSON body, a fresh nonce per attempt.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +14,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
+use super::auth::{AuthScheme, btauth};
 use super::synapse::{PromptingSynapse, Synapse, TerminalInfo};
 use super::{AxonInfo, NetError, VERSION_AS_INT, float_repr, now_ns, signing_message};
 use crate::wallet::Keypair;
@@ -152,6 +155,7 @@ pub struct Dendrite {
     client: reqwest::Client,
     last_nonce: Arc<AtomicI64>,
     options: DendriteOptions,
+    auth: AuthScheme,
 }
 
 impl Dendrite {
@@ -177,6 +181,7 @@ impl Dendrite {
             client,
             last_nonce: Arc::new(AtomicI64::new(0)),
             options: DendriteOptions::default(),
+            auth: AuthScheme::Synapse,
         })
     }
 
@@ -193,6 +198,13 @@ impl Dendrite {
     /// Sets the limits (every session made from this dendrite shares them).
     pub fn with_options(mut self, options: DendriteOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Sets how requests are authenticated: SDK-10 Synapse headers (the default) or
+    /// btauth/1 headers bound to the axon's hotkey.
+    pub fn with_auth(mut self, auth: AuthScheme) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -274,6 +286,30 @@ impl Dendrite {
         (url, headers, body)
     }
 
+    /// The HTTP request for a signed synapse under this dendrite's scheme: with
+    /// btauth/1, the same URL and body with `X-Bittensor-*` headers over them (the
+    /// synapse's nonce, fresh per attempt) instead of the Synapse headers.
+    fn request_for(
+        &self,
+        axon: &AxonInfo,
+        signed: &Synapse,
+    ) -> Result<(String, HeaderMap, Vec<u8>), NetError> {
+        let (url, headers, body) = Self::request_parts(axon, signed);
+        if self.auth == AuthScheme::Synapse {
+            return Ok((url, headers, body));
+        }
+        let target = format!("/{}", signed.name());
+        let nonce = signed.dendrite.nonce.unwrap_or_else(|| self.next_nonce());
+        let signer = btauth::BtAuthSigner::Sr25519(&self.keypair);
+        let mut btauth_headers = HeaderMap::new();
+        btauth_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in btauth::sign(signer, "POST", &target, &body, Some(&axon.hotkey), nonce)? {
+            let v = HeaderValue::from_str(&v).map_err(|e| NetError::Client(e.to_string()))?;
+            btauth_headers.insert(HeaderName::from_static(k), v);
+        }
+        Ok((url, btauth_headers, body))
+    }
+
     /// Queries every axon in parallel; one response per axon, in the same order.
     pub async fn query(
         &self,
@@ -321,7 +357,10 @@ impl Dendrite {
     ) -> DendriteResponse {
         let start = Instant::now();
         let signed = self.sign(axon, synapse, timeout);
-        let (url, headers, body) = Self::request_parts(axon, &signed);
+        let (url, headers, body) = match self.request_for(axon, &signed) {
+            Ok(parts) => parts,
+            Err(e) => return self.timed(self.failure(axon, signed, 500, e.to_string()), start),
+        };
         let fut = async {
             let resp = self
                 .client
@@ -375,7 +414,12 @@ impl Dendrite {
         let start = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         let signed = self.sign(axon, synapse, timeout);
-        let (url, headers, body) = Self::request_parts(axon, &signed);
+        let (url, headers, body) = match self.request_for(axon, &signed) {
+            Ok(parts) => parts,
+            Err(e) => {
+                return Err(self.timed(self.failure(axon, signed, 500, e.to_string()), start));
+            }
+        };
         let sent = tokio::time::timeout_at(
             deadline,
             self.client.post(&url).headers(headers).body(body).send(),
@@ -626,7 +670,11 @@ fn process_response(
     } else {
         let message = serde_json::from_slice::<serde_json::Value>(body)
             .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned));
+            .and_then(|v| {
+                // SDK-10 axons say `message`; btauth/1 servers (FastAPI) say `detail`.
+                let m = v.get("message").or_else(|| v.get("detail"))?;
+                m.as_str().map(str::to_owned)
+            });
         s.axon.status_code = Some(i64::from(status));
         s.axon.status_message = message;
     }

@@ -102,6 +102,7 @@ impl MinerSetup {
                 keep_alive_timeout: Duration::from_millis(config.axon.keep_alive_timeout_ms),
                 body_read_timeout: Duration::from_millis(config.axon.body_read_timeout_ms),
                 max_request_timeout: Duration::from_millis(config.axon.max_request_timeout_ms),
+                auth: config.axon.auth.clone(),
                 ..AxonOptions::default()
             },
             announce: !config.neuron.axon_off,

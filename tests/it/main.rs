@@ -20,6 +20,7 @@ mod llm_export;
 mod local_subnet;
 mod models_resolve;
 mod net_axon;
+mod net_btauth;
 mod net_golden;
 mod net_interop;
 mod operator_cli;
