@@ -252,7 +252,7 @@ pub struct AxonConfig {
     /// Most milliseconds a request's claimed timeout counts for (freshness window,
     /// priority-queue wait).
     pub max_request_timeout_ms: u64,
-    /// Authentication schemes accepted (`synapse`, `btauth`; default all).
+    /// Authentication schemes accepted (`synapse`, `btauth`, `epistula`; default all).
     pub auth: Vec<crate::net::AuthScheme>,
 }
 

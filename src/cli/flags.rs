@@ -131,7 +131,7 @@ config_flags! {
         axon_body_read_timeout_ms: u64 => "axon.body_read_timeout_ms", "Deadline for a request body (ms).";
         axon_max_request_timeout_ms: u64 => "axon.max_request_timeout_ms", "Most a request's claimed timeout counts for (ms).";
         #[arg(num_args = 1.., value_delimiter = ',')]
-        axon_auth: Vec<AuthScheme> => "axon.auth", "Authentication schemes accepted: synapse, btauth (default both).";
+        axon_auth: Vec<AuthScheme> => "axon.auth", "Authentication schemes accepted: synapse, btauth, epistula (default all).";
         dendrite_max_response_bytes: usize => "dendrite.max_response_bytes", "Largest miner response read.";
         dendrite_max_completion_bytes: usize => "dendrite.max_completion_bytes", "Longest completion kept for scoring.";
         blacklist_force_validator_permit: bool => "blacklist.force_validator_permit", "Only serve validators.";

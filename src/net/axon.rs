@@ -27,7 +27,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 
 use super::auth::AuthScheme;
-use super::auth::btauth::BtAuthVerifier;
+use super::auth::btauth::{BtAuthClaim, BtAuthVerifier};
+use super::auth::epistula::{EpistulaClaim, EpistulaVerifier};
 use super::metrics::Metrics;
 use super::synapse::{Synapse, SynapseSchema, base_schema};
 use super::{ALLOWED_DELTA_NS, AxonInfo, NetError, VERSION_AS_INT, now_ns, signing_message};
@@ -411,6 +412,7 @@ struct State {
     available: String,
     nonces: NonceTracker,
     btauth: BtAuthVerifier,
+    epistula: EpistulaVerifier,
     gate: Arc<PriorityGate>,
     requests_per_client: PerClient,
     connections_per_client: PerClient,
@@ -476,6 +478,7 @@ impl Axon {
             available,
             nonces: NonceTracker::default(),
             btauth: BtAuthVerifier::new(info.hotkey.clone()),
+            epistula: EpistulaVerifier::new(info.hotkey.clone()),
             requests_per_client: PerClient::default(),
             connections_per_client: PerClient::default(),
             metrics: Metrics::default(),
@@ -669,7 +672,9 @@ async fn process(
     }
     match scheme {
         AuthScheme::Synapse => process_synapse(st, peer, path, req, start).await,
-        AuthScheme::Btauth => process_btauth(st, peer, req, start).await,
+        AuthScheme::Btauth | AuthScheme::Epistula => {
+            process_signed(st, scheme, peer, req, start).await
+        }
     }
 }
 
@@ -754,13 +759,83 @@ async fn process_synapse(
     }
 }
 
-/// A btauth/1 request to a synapse route: cheap checks (route, header shape, receiver,
-/// freshness, declared size, blacklist on the header-only synapse) before any
-/// signature work, then the body, the signature and replay store, and the same
-/// priority → forward hooks as a Synapse request. The body is the synapse JSON; its
-/// dendrite hotkey is the authenticated sender, whatever the body says.
-async fn process_btauth(
+/// The headers of a btauth/1 or Epistula request that passed the cheap checks.
+enum Claim {
+    Btauth(BtAuthClaim),
+    Epistula(EpistulaClaim),
+}
+
+impl Claim {
+    /// The cheap checks of `scheme` (shape, receiver, freshness; no signature work);
+    /// refusals are btauth/1's 401 or Epistula's 400.
+    fn precheck(
+        st: &State,
+        scheme: AuthScheme,
+        headers: &hyper::HeaderMap,
+    ) -> Result<Claim, Refusal> {
+        let now = now_ns();
+        match scheme {
+            AuthScheme::Epistula => st
+                .epistula
+                .precheck(headers, now / 1_000_000)
+                .map(Claim::Epistula)
+                .map_err(|e| Refusal {
+                    code: 400,
+                    message: e.to_string(),
+                }),
+            _ => st
+                .btauth
+                .precheck(headers, now)
+                .map(Claim::Btauth)
+                .map_err(|e| Refusal {
+                    code: 401,
+                    message: e.to_string(),
+                }),
+        }
+    }
+
+    /// The claimed sender.
+    fn sender(&self) -> &str {
+        match self {
+            Claim::Btauth(c) => &c.sender,
+            Claim::Epistula(c) => &c.sender,
+        }
+    }
+
+    /// The request's nonce in ns (Epistula: its ms timestamp).
+    fn nonce_ns(&self) -> i64 {
+        match self {
+            Claim::Btauth(c) => c.nonce_ns,
+            Claim::Epistula(c) => c.timestamp_ms.saturating_mul(1_000_000),
+        }
+    }
+
+    /// The signature over the received request, then the replay store.
+    fn verify(&self, st: &State, method: &str, target: &str, body: &[u8]) -> Result<(), Refusal> {
+        match self {
+            Claim::Btauth(c) => st
+                .btauth
+                .verify(c, method, target, body)
+                .map_err(|e| Refusal {
+                    code: 401,
+                    message: e.to_string(),
+                }),
+            Claim::Epistula(c) => st.epistula.verify(c, body).map_err(|e| Refusal {
+                code: 400,
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// A btauth/1 or Epistula request to a synapse route: cheap checks (route, header
+/// shape, receiver, freshness, declared size, blacklist on the header-only synapse)
+/// before any signature work, then the body, the signature and replay store, and the
+/// same priority → forward hooks as a Synapse request. The body is the synapse JSON;
+/// its dendrite hotkey is the authenticated sender, whatever the body says.
+async fn process_signed(
     st: &State,
+    scheme: AuthScheme,
     peer: SocketAddr,
     req: Request<Incoming>,
     start: Instant,
@@ -774,16 +849,17 @@ async fn process_btauth(
         return ("unknown".into(), detail_response(404, "Not Found"));
     };
     let label = schema.name.clone();
-    let claim = match st.btauth.precheck(req.headers(), now_ns()) {
+    let refused = |r: Refusal| detail_response(r.code, &r.message);
+    let claim = match Claim::precheck(st, scheme, req.headers()) {
         Ok(c) => c,
-        Err(e) => return (label, detail_response(401, &e.to_string())),
+        Err(r) => return (label, refused(r)),
     };
     if declared_length(&req).is_some_and(|n| n > st.config.max_body_bytes) {
         return (label, detail_response(413, &too_large_message(st)));
     }
     let mut caller = Synapse::new(schema.clone());
-    caller.dendrite.hotkey = Some(claim.sender.clone());
-    caller.dendrite.nonce = Some(claim.nonce_ns);
+    caller.dendrite.hotkey = Some(claim.sender().to_string());
+    caller.dendrite.nonce = Some(claim.nonce_ns());
     caller.dendrite.ip = Some(peer.ip().to_string());
     caller.dendrite.port = Some(i64::from(peer.port()));
     if let Some(reason) = st.handler.blacklist(&caller).await {
@@ -793,10 +869,10 @@ async fn process_btauth(
     let method = req.method().as_str().to_string();
     let body = match read_body(st, req.into_body()).await {
         Ok(b) => b,
-        Err(r) => return (label, detail_response(r.code, &r.message)),
+        Err(r) => return (label, refused(r)),
     };
-    if let Err(e) = st.btauth.verify(&claim, &method, &target, &body) {
-        return (label, detail_response(401, &e.to_string()));
+    if let Err(r) = claim.verify(st, &method, &target, &body) {
+        return (label, refused(r));
     }
     let mut parsed = match Synapse::from_json(schema, &body) {
         Ok(p) => p,
@@ -806,7 +882,7 @@ async fn process_btauth(
     caller.timeout = parsed.timeout;
     match queue_and_forward(st, &caller, parsed, &label).await {
         Ok(forwarded) => (label, forwarded_response(forwarded, start)),
-        Err(r) => (label, detail_response(r.code, &r.message)),
+        Err(r) => (label, refused(r)),
     }
 }
 

@@ -2,8 +2,9 @@
 //! HTTP client, in parallel, with a per-request timeout and a cap on each response's
 //! size (checked while it streams in); client-side failures map to the SDK's status
 //! codes (503 unreachable, 408 timeout, 422 unparsable response, 413 oversized, …).
-//! Requests are authenticated with the SDK-10 Synapse headers, or with btauth/1
-//! ([`Dendrite::with_auth`]): the same synapse JSON body, a fresh nonce per attempt.
+//! Requests are authenticated with the SDK-10 Synapse headers, or with btauth/1 or
+//! Epistula v2 ([`Dendrite::with_auth`]): the same synapse JSON body, a fresh nonce
+//! (Epistula: uuid) per attempt.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use super::auth::{AuthScheme, btauth};
+use super::auth::{AuthScheme, btauth, epistula};
 use super::synapse::{PromptingSynapse, Synapse, TerminalInfo};
 use super::{AxonInfo, NetError, VERSION_AS_INT, float_repr, now_ns, signing_message};
 use crate::wallet::Keypair;
@@ -201,8 +202,8 @@ impl Dendrite {
         self
     }
 
-    /// Sets how requests are authenticated: SDK-10 Synapse headers (the default) or
-    /// btauth/1 headers bound to the axon's hotkey.
+    /// Sets how requests are authenticated: SDK-10 Synapse headers (the default), or
+    /// btauth/1 or Epistula v2 headers bound to the axon's hotkey.
     pub fn with_auth(mut self, auth: AuthScheme) -> Self {
         self.auth = auth;
         self
@@ -287,8 +288,9 @@ impl Dendrite {
     }
 
     /// The HTTP request for a signed synapse under this dendrite's scheme: with
-    /// btauth/1, the same URL and body with `X-Bittensor-*` headers over them (the
-    /// synapse's nonce, fresh per attempt) instead of the Synapse headers.
+    /// btauth/1 or Epistula, the same URL and body with `X-Bittensor-*` (the synapse's
+    /// nonce, fresh per attempt) or `Epistula-*` headers (its time, a fresh uuid4)
+    /// instead of the Synapse headers.
     fn request_for(
         &self,
         axon: &AxonInfo,
@@ -298,16 +300,23 @@ impl Dendrite {
         if self.auth == AuthScheme::Synapse {
             return Ok((url, headers, body));
         }
-        let target = format!("/{}", signed.name());
         let nonce = signed.dendrite.nonce.unwrap_or_else(|| self.next_nonce());
-        let signer = btauth::BtAuthSigner::Sr25519(&self.keypair);
-        let mut btauth_headers = HeaderMap::new();
-        btauth_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (k, v) in btauth::sign(signer, "POST", &target, &body, Some(&axon.hotkey), nonce)? {
+        let pairs = if self.auth == AuthScheme::Epistula {
+            let uuid = uuid::Uuid::new_v4().to_string();
+            let ms = nonce / 1_000_000;
+            epistula::sign(&self.keypair, &body, Some(&axon.hotkey), ms, &uuid)?
+        } else {
+            let target = format!("/{}", signed.name());
+            let signer = btauth::BtAuthSigner::Sr25519(&self.keypair);
+            btauth::sign(signer, "POST", &target, &body, Some(&axon.hotkey), nonce)?
+        };
+        let mut signed_headers = HeaderMap::new();
+        signed_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in pairs {
             let v = HeaderValue::from_str(&v).map_err(|e| NetError::Client(e.to_string()))?;
-            btauth_headers.insert(HeaderName::from_static(k), v);
+            signed_headers.insert(HeaderName::from_static(k), v);
         }
-        Ok((url, btauth_headers, body))
+        Ok((url, signed_headers, body))
     }
 
     /// Queries every axon in parallel; one response per axon, in the same order.

@@ -21,6 +21,7 @@ mod local_subnet;
 mod models_resolve;
 mod net_axon;
 mod net_btauth;
+mod net_epistula;
 mod net_golden;
 mod net_interop;
 mod operator_cli;

@@ -30,7 +30,7 @@ pub fn protocols_python() -> std::path::PathBuf {
 
 /// Answers with the authenticated caller's hotkey and the last message; blacklists
 /// //Eve.
-struct WhoAsked;
+pub struct WhoAsked;
 
 #[async_trait::async_trait]
 impl AxonHandler for WhoAsked {
@@ -54,7 +54,8 @@ impl AxonHandler for WhoAsked {
     }
 }
 
-async fn serve(auth: &[AuthScheme]) -> Axon {
+/// //Bob's axon on 127.0.0.1 serving [`WhoAsked`], accepting `auth`.
+pub async fn serve(auth: &[AuthScheme]) -> Axon {
     let config = AxonOptions {
         bind: "127.0.0.1:0".parse().unwrap(),
         auth: auth.to_vec(),

@@ -1,9 +1,10 @@
 //! The request-authentication schemes one axon port accepts, told apart by their
-//! headers: `X-Bittensor-*` → btauth/1 ([`btauth`]), `bt_header_*` (or anything else)
-//! → the SDK-10 Synapse protocol (verified in the axon). `--axon.auth` selects the
-//! accepted set.
+//! headers: `X-Bittensor-*` → btauth/1 ([`btauth`]), `Epistula-*` → Epistula v2
+//! ([`epistula`]), `bt_header_*` (or anything else) → the SDK-10 Synapse protocol
+//! (verified in the axon). `--axon.auth` selects the accepted set.
 
 pub mod btauth;
+pub mod epistula;
 mod replay;
 
 use std::fmt;
@@ -21,17 +22,25 @@ pub enum AuthScheme {
     Synapse,
     /// bittensor 11 `btauth/1` (`X-Bittensor-*`).
     Btauth,
+    /// Epistula v2 (`Epistula-*`), as SN1 v2 signs.
+    Epistula,
 }
 
 impl AuthScheme {
     /// Every scheme, the default accepted set.
-    pub const ALL: [AuthScheme; 2] = [AuthScheme::Synapse, AuthScheme::Btauth];
+    pub const ALL: [AuthScheme; 3] = [
+        AuthScheme::Synapse,
+        AuthScheme::Btauth,
+        AuthScheme::Epistula,
+    ];
 
     /// The scheme a request claims, from its header names alone (no parsing).
     pub fn of_request(headers: &HeaderMap) -> AuthScheme {
         let claims = |prefix: &str| headers.keys().any(|k| k.as_str().starts_with(prefix));
         if claims(btauth::HEADER_PREFIX) {
             AuthScheme::Btauth
+        } else if claims(epistula::HEADER_PREFIX) {
+            AuthScheme::Epistula
         } else {
             AuthScheme::Synapse
         }
@@ -42,6 +51,7 @@ impl AuthScheme {
         match self {
             AuthScheme::Synapse => "synapse",
             AuthScheme::Btauth => "btauth",
+            AuthScheme::Epistula => "epistula",
         }
     }
 }
@@ -59,7 +69,7 @@ impl FromStr for AuthScheme {
         AuthScheme::ALL
             .into_iter()
             .find(|a| a.name() == s)
-            .ok_or_else(|| format!("unknown auth scheme {s:?}: use synapse or btauth"))
+            .ok_or_else(|| format!("unknown auth scheme {s:?}: use synapse, btauth or epistula"))
     }
 }
 
@@ -74,6 +84,8 @@ mod tests {
         assert_eq!(AuthScheme::of_request(&h), AuthScheme::Synapse);
         h.insert("bt_header_dendrite_nonce", HeaderValue::from_static("1"));
         assert_eq!(AuthScheme::of_request(&h), AuthScheme::Synapse);
+        h.insert("epistula-uuid", HeaderValue::from_static("u"));
+        assert_eq!(AuthScheme::of_request(&h), AuthScheme::Epistula);
         h.insert("x-bittensor-nonce", HeaderValue::from_static("1"));
         assert_eq!(AuthScheme::of_request(&h), AuthScheme::Btauth);
         assert_eq!("btauth".parse::<AuthScheme>(), Ok(AuthScheme::Btauth));
