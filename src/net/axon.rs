@@ -30,6 +30,10 @@ use super::auth::AuthScheme;
 use super::auth::btauth::{BtAuthClaim, BtAuthVerifier};
 use super::auth::epistula::{EpistulaClaim, EpistulaVerifier};
 use super::metrics::Metrics;
+use super::openai::{
+    AVAILABILITY_PATH, CHAT_COMPLETIONS_PATH, ChatCompletionRequest, ChatEvent, ChatFinish,
+    ReplyId, SSE_DONE, logprobs_json,
+};
 use super::synapse::{Synapse, SynapseSchema, base_schema};
 use super::{ALLOWED_DELTA_NS, AxonInfo, NetError, VERSION_AS_INT, now_ns, signing_message};
 use crate::wallet::{Keypair, verify};
@@ -77,7 +81,32 @@ pub trait AxonHandler: Send + Sync + 'static {
 
     /// Answers a verified request whose body passed the hash check.
     async fn forward(&self, synapse: Synapse) -> Result<Forwarded, HandlerError>;
+
+    /// Whether `POST /v1/chat/completions` is served (404 otherwise, before any
+    /// signature work).
+    fn serves_chat(&self) -> bool {
+        false
+    }
+
+    /// Answers an authenticated (btauth/1 or Epistula) chat request from `caller` (a
+    /// header-only synapse naming the sender): text as it is generated, then how it
+    /// ended. Only called when [`AxonHandler::serves_chat`].
+    async fn chat_completions(
+        &self,
+        _caller: &Synapse,
+        _request: ChatCompletionRequest,
+    ) -> Result<ChatStream, HandlerError> {
+        Err(HandlerError("chat completions are not served".into()))
+    }
+
+    /// The unsigned `POST /availability` answer (`None`: 404).
+    async fn availability(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
+
+/// A chat answer as it is produced.
+pub type ChatStream = BoxStream<'static, Result<ChatEvent, HandlerError>>;
 
 /// Axon settings.
 #[derive(Debug, Clone)]
@@ -665,12 +694,23 @@ async fn process(
     req: Request<Incoming>,
     start: Instant,
 ) -> (String, Response<Body>) {
+    if path == AVAILABILITY_PATH && req.method() == Method::POST {
+        let resp = match st.handler.availability().await {
+            Some(v) => json_response(200, &v),
+            None => detail_response(404, "Not Found"),
+        };
+        return ("availability".into(), resp);
+    }
     let scheme = AuthScheme::of_request(req.headers());
     if !st.config.auth.contains(&scheme) {
         let msg = format!("authentication scheme {scheme} is not accepted by this axon");
         return ("refused".into(), detail_response(401, &msg));
     }
     match scheme {
+        AuthScheme::Synapse if path == CHAT_COMPLETIONS_PATH => {
+            let msg = "chat completions need btauth/1 or Epistula headers";
+            ("chat_completions".into(), detail_response(401, msg))
+        }
         AuthScheme::Synapse => process_synapse(st, peer, path, req, start).await,
         AuthScheme::Btauth | AuthScheme::Epistula => {
             process_signed(st, scheme, peer, req, start).await
@@ -844,11 +884,18 @@ async fn process_signed(
         || req.uri().path().to_string(),
         |pq| pq.as_str().to_string(),
     );
+    let chat = req.uri().path() == CHAT_COMPLETIONS_PATH && req.method() == Method::POST;
     let name = req.uri().path().split('/').nth(1).unwrap_or_default();
-    let Some(schema) = st.schemas.get(name).cloned() else {
-        return ("unknown".into(), detail_response(404, "Not Found"));
+    let schema = match st.schemas.get(name) {
+        _ if chat && st.handler.serves_chat() => Arc::new(base_schema()),
+        Some(schema) if !chat => schema.clone(),
+        _ => return ("unknown".into(), detail_response(404, "Not Found")),
     };
-    let label = schema.name.clone();
+    let label = if chat {
+        "chat_completions".to_string()
+    } else {
+        schema.name.clone()
+    };
     let refused = |r: Refusal| detail_response(r.code, &r.message);
     let claim = match Claim::precheck(st, scheme, req.headers()) {
         Ok(c) => c,
@@ -873,6 +920,9 @@ async fn process_signed(
     };
     if let Err(r) = claim.verify(st, &method, &target, &body) {
         return (label, refused(r));
+    }
+    if chat {
+        return (label, answer_chat(st, caller, &body).await);
     }
     let mut parsed = match Synapse::from_json(schema, &body) {
         Ok(p) => p,
@@ -974,15 +1024,98 @@ fn forwarded_response(forwarded: Forwarded, start: Instant) -> Response<Body> {
     }
 }
 
-/// An error answer of the signed-request schemes: status and `{"detail": message}`, as
-/// FastAPI's `HTTPException` sends it.
-fn detail_response(code: u16, message: &str) -> Response<Body> {
-    let body = serde_json::to_vec(&serde_json::json!({ "detail": message })).expect("json");
-    let mut resp = Response::new(full(body));
+/// Answers an authenticated chat request: JSON (422 if invalid), priority queue (408),
+/// then the handler's events as SSE chunks (`stream: true`, the forward slot held until
+/// the stream ends) or one `chat.completion`.
+async fn answer_chat(st: &State, caller: Synapse, body: &[u8]) -> Response<Body> {
+    let request: ChatCompletionRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return detail_response(422, &e.to_string()),
+    };
+    let priority = st.handler.priority(&caller).await;
+    let wait = request_timeout(st, &caller).max(Duration::from_millis(1));
+    let Ok(slot) = tokio::time::timeout(wait, st.gate.acquire(priority)).await else {
+        let msg = format!(
+            "Timed out after {} seconds waiting in the priority queue",
+            super::float_repr(wait.as_secs_f64())
+        );
+        return detail_response(408, &msg);
+    };
+    let id = ReplyId::new(&request);
+    let with_logprobs = request.logprobs_wanted().is_some();
+    let stream = request.stream;
+    let events = match st.handler.chat_completions(&caller, request).await {
+        Ok(events) => events,
+        Err(e) => {
+            tracing::warn!(error = %e, "chat completion failed");
+            let msg = format!("Internal Server Error #{}", uuid::Uuid::new_v4());
+            return detail_response(500, &msg);
+        }
+    };
+    if stream {
+        let first = id.sse_chunk(
+            serde_json::json!({"role": "assistant", "content": ""}),
+            None,
+            None,
+        );
+        let chunks = events.map(move |event| {
+            let _slot = &slot;
+            match event {
+                Ok(ChatEvent::Delta(text)) => {
+                    Ok(id.sse_chunk(serde_json::json!({ "content": text }), None, None))
+                }
+                Ok(ChatEvent::Finished(end)) => {
+                    let mut out = Vec::new();
+                    if with_logprobs {
+                        let lp = logprobs_json(&end.logprobs);
+                        out.extend_from_slice(&id.sse_chunk(serde_json::json!({}), Some(lp), None));
+                    }
+                    let last = id.sse_chunk(serde_json::json!({}), None, Some(&end.finish_reason));
+                    out.extend_from_slice(&last);
+                    out.extend_from_slice(SSE_DONE);
+                    Ok(Bytes::from(out))
+                }
+                Err(e) => Err(std::io::Error::other(e.0)),
+            }
+            .map(Frame::data)
+        });
+        let frames = futures::stream::once(async move { Ok(Frame::data(first)) }).chain(chunks);
+        let mut resp = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        return resp;
+    }
+    let mut text = String::new();
+    let mut end = ChatFinish::default();
+    let mut events = events;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(ChatEvent::Delta(piece)) => text.push_str(&piece),
+            Ok(ChatEvent::Finished(f)) => end = f,
+            Err(e) => {
+                tracing::warn!(error = %e, "chat completion failed");
+                let msg = format!("Internal Server Error #{}", uuid::Uuid::new_v4());
+                return detail_response(500, &msg);
+            }
+        }
+    }
+    drop(slot);
+    json_response(200, &id.completion(&text, &end, with_logprobs))
+}
+
+/// A JSON answer with `code`.
+fn json_response(code: u16, value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(full(serde_json::to_vec(value).expect("json")));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+/// An error answer of the signed-request schemes: status and `{"detail": message}`, as
+/// FastAPI's `HTTPException` sends it.
+fn detail_response(code: u16, message: &str) -> Response<Body> {
+    json_response(code, &serde_json::json!({ "detail": message }))
 }
 
 /// The request's claimed `timeout`, clamped to `[0, max_request_timeout]` (a value that

@@ -7,13 +7,16 @@ pub mod auth;
 mod axon;
 mod dendrite;
 mod metrics;
+pub mod openai;
 mod pyrepr;
 mod synapse;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub use auth::AuthScheme;
-pub use axon::{Axon, AxonHandler, AxonOptions, Forwarded, HandlerError, NonceError, NonceTracker};
+pub use axon::{
+    Axon, AxonHandler, AxonOptions, ChatStream, Forwarded, HandlerError, NonceError, NonceTracker,
+};
 pub use dendrite::{
     Dendrite, DendriteOptions, DendritePool, DendriteResponse, DendriteStream, PooledSession,
 };

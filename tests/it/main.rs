@@ -24,6 +24,7 @@ mod net_btauth;
 mod net_epistula;
 mod net_golden;
 mod net_interop;
+mod net_openai;
 mod operator_cli;
 mod prompt_cli;
 mod replay;

@@ -14,7 +14,7 @@ use neuron::wallet::Keypair;
 use crate::net_btauth::{protocols_python, serve};
 
 /// The spec's signer: headers for `body` (bytes) by `key`, for `signed_for`.
-const PY_EPISTULA: &str = r#"
+pub const PY_EPISTULA: &str = r#"
 import json, time, uuid as uuidlib
 from hashlib import sha256
 from math import ceil
