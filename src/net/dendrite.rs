@@ -287,6 +287,17 @@ impl Dendrite {
         (url, headers, body)
     }
 
+    /// Signs `synapse` for `axon` under this dendrite's scheme (a fresh nonce) and
+    /// returns the HTTP request: URL, headers and body.
+    pub fn signed_request(
+        &self,
+        axon: &AxonInfo,
+        synapse: &Synapse,
+        timeout: Duration,
+    ) -> Result<(String, HeaderMap, Vec<u8>), NetError> {
+        self.request_for(axon, &self.sign(axon, synapse, timeout))
+    }
+
     /// The HTTP request for a signed synapse under this dendrite's scheme: with
     /// btauth/1 or Epistula, the same URL and body with `X-Bittensor-*` (the synapse's
     /// nonce, fresh per attempt) or `Epistula-*` headers (its time, a fresh uuid4)
