@@ -1,6 +1,8 @@
 //! Axon throughput and latency, ours against the Python SDK's (bittensor 10.5.0), with
-//! the same raw HTTP/1.1 client and the same pre-signed requests; then 1,000 concurrent
-//! connections held against ours with the process RSS before and after.
+//! the same raw HTTP/1.1 client and the same pre-signed requests; ours also with the
+//! same synapse signed with btauth/1 and Epistula v2 instead of the Synapse headers;
+//! then 1,000 concurrent connections held against ours with the process RSS before and
+//! after.
 //!
 //! Run: `cargo bench --bench axon` (needs the `bittensor-10.5.0` venv under
 //! `$NEURON_HOME/venvs`; set `AXON_BENCH_REQUESTS` to change the request count).
@@ -15,8 +17,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use neuron::net::{
-    Axon, AxonHandler, AxonInfo, AxonOptions, Dendrite, Forwarded, HandlerError, PromptingSynapse,
-    Synapse, SynapseSchema,
+    AuthScheme, Axon, AxonHandler, AxonInfo, AxonOptions, Dendrite, Forwarded, HandlerError,
+    PromptingSynapse, Synapse, SynapseSchema,
 };
 use neuron::wallet::Keypair;
 
@@ -63,8 +65,8 @@ sys.stdin.read()
 type Signed = (hyper::HeaderMap, Vec<u8>);
 
 /// `lanes` dendrites (one UUID each, so nonces stay monotonic per lane), `per_lane`
-/// signed requests each.
-fn presign(axon: &AxonInfo, lanes: usize, per_lane: usize) -> Vec<Vec<Signed>> {
+/// requests each, signed with `auth`.
+fn presign(axon: &AxonInfo, lanes: usize, per_lane: usize, auth: AuthScheme) -> Vec<Vec<Signed>> {
     let schema = Arc::new(PromptingSynapse::schema());
     let p = PromptingSynapse {
         roles: vec!["user".into()],
@@ -74,11 +76,14 @@ fn presign(axon: &AxonInfo, lanes: usize, per_lane: usize) -> Vec<Vec<Signed>> {
     let syn = p.to_synapse(schema).unwrap();
     (0..lanes)
         .map(|_| {
-            let d = Dendrite::new(Keypair::from_uri("//Alice").unwrap()).unwrap();
+            let d = Dendrite::new(Keypair::from_uri("//Alice").unwrap())
+                .unwrap()
+                .with_auth(auth);
             (0..per_lane)
                 .map(|_| {
-                    let signed = d.sign(axon, &syn, Duration::from_secs(12));
-                    let (_, h, b) = Dendrite::request_parts(axon, &signed);
+                    let (_, h, b) = d
+                        .signed_request(axon, &syn, Duration::from_secs(12))
+                        .unwrap();
                     (h, b)
                 })
                 .collect()
@@ -175,16 +180,20 @@ fn main() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let theirs = AxonInfo::new("127.0.0.1", port, bob.ss58());
 
-        for (label, info, addr, count) in [
-            ("neuron", ours.info(), ours.local_addr(), n),
-            ("python", theirs.clone(), format!("127.0.0.1:{port}").parse().unwrap(), n / 10),
+        // Signed requests are only fresh for 8 s (Epistula) or 10 s (btauth/1): each
+        // row signs its own just before sending.
+        for (label, info, addr, count, auth) in [
+            ("neuron", ours.info(), ours.local_addr(), n, AuthScheme::Synapse),
+            ("btauth", ours.info(), ours.local_addr(), n, AuthScheme::Btauth),
+            ("epistula", ours.info(), ours.local_addr(), n, AuthScheme::Epistula),
+            ("python", theirs.clone(), format!("127.0.0.1:{port}").parse().unwrap(), n / 10, AuthScheme::Synapse),
         ] {
             for lanes in [1usize, 32] {
                 let per_lane = (count / lanes).max(1);
-                let signed = presign(&info, lanes, per_lane);
+                let signed = presign(&info, lanes, per_lane, auth);
                 let (rps, p50, p99, ok) = run(addr, signed).await;
                 println!(
-                    "{label:7} in_flight={lanes:2} requests={:5} ok={ok:5} req/s={rps:9.1} p50={:8.3}ms p99={:8.3}ms",
+                    "{label:8} in_flight={lanes:2} requests={:5} ok={ok:5} req/s={rps:9.1} p50={:8.3}ms p99={:8.3}ms",
                     per_lane * lanes,
                     p50.as_secs_f64() * 1e3,
                     p99.as_secs_f64() * 1e3
@@ -197,7 +206,7 @@ fn main() {
         // 1,000 concurrent connections to our axon, each with one request answered and
         // then held open.
         let before = rss_kib();
-        let signed = presign(&ours.info(), 1000, 1);
+        let signed = presign(&ours.info(), 1000, 1, AuthScheme::Synapse);
         let addr = ours.local_addr();
         let mut held = Vec::new();
         let mut ok = 0;

@@ -252,6 +252,8 @@ pub struct AxonConfig {
     /// Most milliseconds a request's claimed timeout counts for (freshness window,
     /// priority-queue wait).
     pub max_request_timeout_ms: u64,
+    /// Authentication schemes accepted (`synapse`, `btauth`, `epistula`; default all).
+    pub auth: Vec<crate::net::AuthScheme>,
 }
 
 impl Default for AxonConfig {
@@ -268,6 +270,7 @@ impl Default for AxonConfig {
             keep_alive_timeout_ms: 15_000,
             body_read_timeout_ms: 10_000,
             max_request_timeout_ms: 60_000,
+            auth: crate::net::AuthScheme::ALL.to_vec(),
         }
     }
 }

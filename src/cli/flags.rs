@@ -14,6 +14,7 @@ use neuron::chain::weights::CommitRevealMode;
 use neuron::chain::{Chain, Network, connect};
 use neuron::config::{Config, WalletConfig};
 use neuron::llm::DeviceSpec;
+use neuron::net::AuthScheme;
 use neuron::wallet::{Keypair, Password, Wallet, WalletError, password_env_var, role_name};
 
 /// One `(dotted path, value)` a flag sets.
@@ -129,6 +130,8 @@ config_flags! {
         axon_keep_alive_timeout_ms: u64 => "axon.keep_alive_timeout_ms", "Close a connection whose next request headers take longer (ms).";
         axon_body_read_timeout_ms: u64 => "axon.body_read_timeout_ms", "Deadline for a request body (ms).";
         axon_max_request_timeout_ms: u64 => "axon.max_request_timeout_ms", "Most a request's claimed timeout counts for (ms).";
+        #[arg(num_args = 1.., value_delimiter = ',')]
+        axon_auth: Vec<AuthScheme> => "axon.auth", "Authentication schemes accepted: synapse, btauth, epistula (default all).";
         dendrite_max_response_bytes: usize => "dendrite.max_response_bytes", "Largest miner response read.";
         dendrite_max_completion_bytes: usize => "dendrite.max_completion_bytes", "Longest completion kept for scoring.";
         blacklist_force_validator_permit: bool => "blacklist.force_validator_permit", "Only serve validators.";

@@ -101,6 +101,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         seed: args.seed,
         max_tokens: args.max_tokens,
         stop: args.stop,
+        logprobs: None,
     };
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let printer = std::thread::spawn(move || {

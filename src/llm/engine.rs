@@ -20,8 +20,8 @@ use super::gguf_header::open_gguf;
 use super::safetensors::{SafeModel, SafeSession};
 use super::template::ChatTemplate;
 use super::{
-    ChatMessage, FinishReason, Generation, LlmError, LoadOptions, SamplingParams, TokenLosses,
-    tokenizer,
+    ChatMessage, FinishReason, Generation, LlmError, LoadOptions, MAX_TOP_LOGPROBS, SamplingParams,
+    TokenLogprob, TokenLosses, tokenizer,
 };
 
 /// Tokens whose appearance ends generation, when the vocabulary has them as specials.
@@ -304,6 +304,7 @@ impl Engine {
 
         let mut history = prompt.clone();
         let mut generated: Vec<u32> = Vec::new();
+        let mut logprobs = Vec::new();
         let mut text = String::new();
         let mut emitted = 0;
         let finish = loop {
@@ -315,6 +316,9 @@ impl Engine {
             let next = sampler.sample(&logits)?;
             if self.eos.contains(&next) {
                 break FinishReason::Eos;
+            }
+            if let Some(k) = params.logprobs {
+                logprobs.push(self.token_logprob(&logits, next, k)?);
             }
             generated.push(next);
             history.push(next);
@@ -355,6 +359,38 @@ impl Engine {
             finish_reason: finish,
             prompt_secs,
             decode_secs: started.elapsed().as_secs_f64() - prompt_secs,
+            logprobs,
+        })
+    }
+
+    /// `token`'s log-probability under `logits` (log-softmax) and the `k` most likely
+    /// tokens there.
+    fn token_logprob(
+        &self,
+        logits: &Tensor,
+        token: u32,
+        k: usize,
+    ) -> Result<TokenLogprob, LlmError> {
+        let v: Vec<f32> = logits.to_dtype(candle_core::DType::F32)?.to_vec1()?;
+        let max = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_sum = max + v.iter().map(|x| (x - max).exp()).sum::<f32>().ln();
+        let logprob = |i: usize| v.get(i).map_or(f32::NEG_INFINITY, |x| x - log_sum);
+        let mut order: Vec<usize> = (0..v.len()).collect();
+        let k = k.min(v.len());
+        let by_logit = |a: &usize, b: &usize| v[*b].total_cmp(&v[*a]);
+        if k < order.len() && k > 0 {
+            order.select_nth_unstable_by(k - 1, by_logit);
+        }
+        order.truncate(k);
+        order.sort_unstable_by(by_logit);
+        let top = order
+            .into_iter()
+            .map(|i| Ok((self.decode(&[i as u32])?, logprob(i))))
+            .collect::<Result<Vec<_>, LlmError>>()?;
+        Ok(TokenLogprob {
+            token: self.decode(&[token])?,
+            logprob: logprob(token as usize),
+            top,
         })
     }
 
@@ -433,6 +469,9 @@ fn sampling(p: &SamplingParams) -> Result<Sampling, LlmError> {
     }
     if p.stop.iter().any(String::is_empty) {
         return bad("stop strings must not be empty".into());
+    }
+    if p.logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
+        return bad(format!("logprobs must be at most {MAX_TOP_LOGPROBS}"));
     }
     let temperature = p.temperature;
     Ok(match (temperature == 0.0, p.top_k, p.top_p) {

@@ -139,6 +139,25 @@ pub struct SamplingParams {
     pub max_tokens: usize,
     /// Generation stops before the first occurrence of any of these strings.
     pub stop: Vec<String>,
+    /// Per-token log-probabilities to return in [`Generation::logprobs`]: `Some(k)`
+    /// gives each generated token's and its position's `k` most likely tokens (at
+    /// most [`MAX_TOP_LOGPROBS`]; OpenAI's `logprobs`/`top_logprobs`).
+    pub logprobs: Option<usize>,
+}
+
+/// The most alternatives [`SamplingParams::logprobs`] may ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
+
+/// A generated token's log-probability (natural log, the model's distribution after
+/// the repeat penalty, at temperature 1) and its position's most likely tokens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's text.
+    pub token: String,
+    /// Its log-probability.
+    pub logprob: f32,
+    /// The most likely tokens at its position, best first, with their log-probabilities.
+    pub top: Vec<(String, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -151,6 +170,7 @@ impl Default for SamplingParams {
             seed: 0,
             max_tokens: 256,
             stop: Vec::new(),
+            logprobs: None,
         }
     }
 }
@@ -182,6 +202,9 @@ pub struct Generation {
     pub prompt_secs: f64,
     /// Seconds spent generating after the prompt.
     pub decode_secs: f64,
+    /// One entry per generated token when [`SamplingParams::logprobs`] asked for them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 /// Per-token cross-entropy of a continuation given a prompt (natural log).

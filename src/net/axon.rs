@@ -3,6 +3,8 @@
 //! plus the limits a public server needs (body size and read deadline, requests and
 //! connections per client address, first-byte and keep-alive timeouts, a connection
 //! cap, a clamped freshness window), a priority queue, graceful shutdown and `/metrics`.
+//! Requests signed with bittensor 11's btauth/1 reach the same routes and hooks
+//! (`AxonOptions::auth` selects the accepted schemes; see `auth`).
 
 use std::collections::{BinaryHeap, HashMap};
 use std::convert::Infallible;
@@ -24,7 +26,14 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 
+use super::auth::AuthScheme;
+use super::auth::btauth::{BtAuthClaim, BtAuthVerifier};
+use super::auth::epistula::{EpistulaClaim, EpistulaVerifier};
 use super::metrics::Metrics;
+use super::openai::{
+    AVAILABILITY_PATH, CHAT_COMPLETIONS_PATH, ChatCompletionRequest, ChatEvent, ChatFinish,
+    ReplyId, SSE_DONE, logprobs_json,
+};
 use super::synapse::{Synapse, SynapseSchema, base_schema};
 use super::{ALLOWED_DELTA_NS, AxonInfo, NetError, VERSION_AS_INT, now_ns, signing_message};
 use crate::wallet::{Keypair, verify};
@@ -72,7 +81,32 @@ pub trait AxonHandler: Send + Sync + 'static {
 
     /// Answers a verified request whose body passed the hash check.
     async fn forward(&self, synapse: Synapse) -> Result<Forwarded, HandlerError>;
+
+    /// Whether `POST /v1/chat/completions` is served (404 otherwise, before any
+    /// signature work).
+    fn serves_chat(&self) -> bool {
+        false
+    }
+
+    /// Answers an authenticated (btauth/1 or Epistula) chat request from `caller` (a
+    /// header-only synapse naming the sender): text as it is generated, then how it
+    /// ended. Only called when [`AxonHandler::serves_chat`].
+    async fn chat_completions(
+        &self,
+        _caller: &Synapse,
+        _request: ChatCompletionRequest,
+    ) -> Result<ChatStream, HandlerError> {
+        Err(HandlerError("chat completions are not served".into()))
+    }
+
+    /// The unsigned `POST /availability` answer (`None`: 404).
+    async fn availability(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
+
+/// A chat answer as it is produced.
+pub type ChatStream = BoxStream<'static, Result<ChatEvent, HandlerError>>;
 
 /// Axon settings.
 #[derive(Debug, Clone)]
@@ -108,6 +142,8 @@ pub struct AxonOptions {
     pub max_concurrent_forwards: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// The authentication schemes accepted (others are refused with 401).
+    pub auth: Vec<AuthScheme>,
 }
 
 impl Default for AxonOptions {
@@ -125,6 +161,7 @@ impl Default for AxonOptions {
             max_request_timeout: Duration::from_secs(60),
             max_concurrent_forwards: 64,
             shutdown_grace: Duration::from_secs(10),
+            auth: AuthScheme::ALL.to_vec(),
         }
     }
 }
@@ -403,6 +440,8 @@ struct State {
     schemas: HashMap<String, Arc<SynapseSchema>>,
     available: String,
     nonces: NonceTracker,
+    btauth: BtAuthVerifier,
+    epistula: EpistulaVerifier,
     gate: Arc<PriorityGate>,
     requests_per_client: PerClient,
     connections_per_client: PerClient,
@@ -467,6 +506,8 @@ impl Axon {
             schemas,
             available,
             nonces: NonceTracker::default(),
+            btauth: BtAuthVerifier::new(info.hotkey.clone()),
+            epistula: EpistulaVerifier::new(info.hotkey.clone()),
             requests_per_client: PerClient::default(),
             connections_per_client: PerClient::default(),
             metrics: Metrics::default(),
@@ -644,8 +685,41 @@ async fn handle(st: &State, peer: SocketAddr, req: Request<Incoming>) -> Respons
     resp
 }
 
-/// Runs the SDK middleware pipeline; returns the metrics label and the response.
+/// Routes a request by the authentication scheme its headers claim (401 for a scheme
+/// not in `AxonOptions::auth`); returns the metrics label and the response.
 async fn process(
+    st: &State,
+    peer: SocketAddr,
+    path: &str,
+    req: Request<Incoming>,
+    start: Instant,
+) -> (String, Response<Body>) {
+    if path == AVAILABILITY_PATH && req.method() == Method::POST {
+        let resp = match st.handler.availability().await {
+            Some(v) => json_response(200, &v),
+            None => detail_response(404, "Not Found"),
+        };
+        return ("availability".into(), resp);
+    }
+    let scheme = AuthScheme::of_request(req.headers());
+    if !st.config.auth.contains(&scheme) {
+        let msg = format!("authentication scheme {scheme} is not accepted by this axon");
+        return ("refused".into(), detail_response(401, &msg));
+    }
+    match scheme {
+        AuthScheme::Synapse if path == CHAT_COMPLETIONS_PATH => {
+            let msg = "chat completions need btauth/1 or Epistula headers";
+            ("chat_completions".into(), detail_response(401, msg))
+        }
+        AuthScheme::Synapse => process_synapse(st, peer, path, req, start).await,
+        AuthScheme::Btauth | AuthScheme::Epistula => {
+            process_signed(st, scheme, peer, req, start).await
+        }
+    }
+}
+
+/// Runs the SDK middleware pipeline; returns the metrics label and the response.
+async fn process_synapse(
     st: &State,
     peer: SocketAddr,
     path: &str,
@@ -685,12 +759,9 @@ async fn process(
     synapse.dendrite.ip = Some(peer.ip().to_string());
     synapse.dendrite.port = Some(i64::from(peer.port()));
     // Beyond the SDK: refuse oversized bodies before doing any work.
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > st.config.max_body_bytes) {
-        return (label, too_large(st, synapse, start));
+    if declared_length(&req).is_some_and(|n| n > st.config.max_body_bytes) {
+        let msg = too_large_message(st);
+        return (label, error_response(st, synapse, 413, msg, start));
     }
     // 3. Blacklist: 403.
     if let Some(reason) = st.handler.blacklist(&synapse).await {
@@ -702,38 +773,12 @@ async fn process(
         let msg = format!("Not Verified with error: {e}");
         return (label, error_response(st, synapse, 401, msg, start));
     }
-    // 5. Body, under a deadline and before any forward slot is taken: size limit
-    // (413), deadline (408), JSON (422 as FastAPI), body hash (500).
-    let read = Limited::new(req.into_body(), st.config.max_body_bytes).collect();
-    let body = match tokio::time::timeout(st.config.body_read_timeout, read).await {
-        Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return (label, too_large(st, synapse, start));
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "reading request body failed");
-            return (
-                label,
-                error_response(
-                    st,
-                    synapse,
-                    400,
-                    "Could not read the request body".into(),
-                    start,
-                ),
-            );
-        }
-        Err(_) => {
-            let msg = format!(
-                "Timed out after {} seconds reading the request body",
-                super::float_repr(st.config.body_read_timeout.as_secs_f64())
-            );
-            return (label, error_response(st, synapse, 408, msg, start));
-        }
+    // 5. Body, under a deadline and before any forward slot is taken.
+    let body = match read_body(st, req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return (label, error_response(st, synapse, r.code, r.message, start)),
     };
+    // JSON (422 as FastAPI), body hash (500).
     let parsed = match Synapse::from_json(schema, &body) {
         Ok(p) => p,
         Err(e) => {
@@ -747,33 +792,330 @@ async fn process(
         tracing::debug!(header = %synapse.computed_body_hash, body = %parsed.body_hash(), "body hash mismatch");
         return (label, internal_error(st, synapse, start));
     }
-    // 6. Priority: wait for a forward slot, best priority first.
-    let priority = st.handler.priority(&synapse).await;
-    let wait = request_timeout(st, &synapse).max(Duration::from_millis(1));
-    let Ok(_slot) = tokio::time::timeout(wait, st.gate.acquire(priority)).await else {
-        let msg = format!(
-            "Timed out after {} seconds waiting in the priority queue",
-            super::float_repr(wait.as_secs_f64())
-        );
-        return (label, error_response(st, synapse, 408, msg, start));
+    // 6.–7. Priority queue, then forward.
+    match queue_and_forward(st, &synapse, parsed, &label).await {
+        Ok(forwarded) => (label, forwarded_response(forwarded, start)),
+        Err(r) => (label, error_response(st, synapse, r.code, r.message, start)),
+    }
+}
+
+/// The headers of a btauth/1 or Epistula request that passed the cheap checks.
+enum Claim {
+    Btauth(BtAuthClaim),
+    Epistula(EpistulaClaim),
+}
+
+impl Claim {
+    /// The cheap checks of `scheme` (shape, receiver, freshness; no signature work);
+    /// refusals are btauth/1's 401 or Epistula's 400.
+    fn precheck(
+        st: &State,
+        scheme: AuthScheme,
+        headers: &hyper::HeaderMap,
+    ) -> Result<Claim, Refusal> {
+        let now = now_ns();
+        match scheme {
+            AuthScheme::Epistula => st
+                .epistula
+                .precheck(headers, now / 1_000_000)
+                .map(Claim::Epistula)
+                .map_err(|e| Refusal {
+                    code: 400,
+                    message: e.to_string(),
+                }),
+            _ => st
+                .btauth
+                .precheck(headers, now)
+                .map(Claim::Btauth)
+                .map_err(|e| Refusal {
+                    code: 401,
+                    message: e.to_string(),
+                }),
+        }
+    }
+
+    /// The claimed sender.
+    fn sender(&self) -> &str {
+        match self {
+            Claim::Btauth(c) => &c.sender,
+            Claim::Epistula(c) => &c.sender,
+        }
+    }
+
+    /// The request's nonce in ns (Epistula: its ms timestamp).
+    fn nonce_ns(&self) -> i64 {
+        match self {
+            Claim::Btauth(c) => c.nonce_ns,
+            Claim::Epistula(c) => c.timestamp_ms.saturating_mul(1_000_000),
+        }
+    }
+
+    /// The signature over the received request, then the replay store.
+    fn verify(&self, st: &State, method: &str, target: &str, body: &[u8]) -> Result<(), Refusal> {
+        match self {
+            Claim::Btauth(c) => st
+                .btauth
+                .verify(c, method, target, body)
+                .map_err(|e| Refusal {
+                    code: 401,
+                    message: e.to_string(),
+                }),
+            Claim::Epistula(c) => st.epistula.verify(c, body).map_err(|e| Refusal {
+                code: 400,
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// A btauth/1 or Epistula request to a synapse route: cheap checks (route, header
+/// shape, receiver, freshness, declared size, blacklist on the header-only synapse)
+/// before any signature work, then the body, the signature and replay store, and the
+/// same priority → forward hooks as a Synapse request. The body is the synapse JSON;
+/// its dendrite hotkey is the authenticated sender, whatever the body says.
+async fn process_signed(
+    st: &State,
+    scheme: AuthScheme,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    start: Instant,
+) -> (String, Response<Body>) {
+    let target = req.uri().path_and_query().map_or_else(
+        || req.uri().path().to_string(),
+        |pq| pq.as_str().to_string(),
+    );
+    let chat = req.uri().path() == CHAT_COMPLETIONS_PATH && req.method() == Method::POST;
+    let name = req.uri().path().split('/').nth(1).unwrap_or_default();
+    let schema = match st.schemas.get(name) {
+        _ if chat && st.handler.serves_chat() => Arc::new(base_schema()),
+        Some(schema) if !chat => schema.clone(),
+        _ => return ("unknown".into(), detail_response(404, "Not Found")),
     };
-    // 7. Forward (the base Synapse ping echoes).
+    let label = if chat {
+        "chat_completions".to_string()
+    } else {
+        schema.name.clone()
+    };
+    let refused = |r: Refusal| detail_response(r.code, &r.message);
+    let claim = match Claim::precheck(st, scheme, req.headers()) {
+        Ok(c) => c,
+        Err(r) => return (label, refused(r)),
+    };
+    if declared_length(&req).is_some_and(|n| n > st.config.max_body_bytes) {
+        return (label, detail_response(413, &too_large_message(st)));
+    }
+    let mut caller = Synapse::new(schema.clone());
+    caller.dendrite.hotkey = Some(claim.sender().to_string());
+    caller.dendrite.nonce = Some(claim.nonce_ns());
+    caller.dendrite.ip = Some(peer.ip().to_string());
+    caller.dendrite.port = Some(i64::from(peer.port()));
+    if let Some(reason) = st.handler.blacklist(&caller).await {
+        let msg = format!("Forbidden. Key is blacklisted: {reason}.");
+        return (label, detail_response(403, &msg));
+    }
+    let method = req.method().as_str().to_string();
+    let body = match read_body(st, req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return (label, refused(r)),
+    };
+    if let Err(r) = claim.verify(st, &method, &target, &body) {
+        return (label, refused(r));
+    }
+    if chat {
+        return (label, answer_chat(st, caller, &body).await);
+    }
+    let mut parsed = match Synapse::from_json(schema, &body) {
+        Ok(p) => p,
+        Err(e) => return (label, detail_response(422, &e.to_string())),
+    };
+    parsed.dendrite = caller.dendrite.clone();
+    caller.timeout = parsed.timeout;
+    match queue_and_forward(st, &caller, parsed, &label).await {
+        Ok(forwarded) => (label, forwarded_response(forwarded, start)),
+        Err(r) => (label, refused(r)),
+    }
+}
+
+/// A refused request: its status and the message sent back.
+struct Refusal {
+    code: u16,
+    message: String,
+}
+
+/// The declared `Content-Length`, if any.
+fn declared_length<B>(req: &Request<B>) -> Option<usize> {
+    req.headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+}
+
+/// Reads a request body under the size limit (413) and deadline (408).
+async fn read_body(st: &State, body: Incoming) -> Result<Bytes, Refusal> {
+    let read = Limited::new(body, st.config.max_body_bytes).collect();
+    match tokio::time::timeout(st.config.body_read_timeout, read).await {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(Refusal {
+                code: 413,
+                message: too_large_message(st),
+            })
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "reading request body failed");
+            Err(Refusal {
+                code: 400,
+                message: "Could not read the request body".into(),
+            })
+        }
+        Err(_) => Err(Refusal {
+            code: 408,
+            message: format!(
+                "Timed out after {} seconds reading the request body",
+                super::float_repr(st.config.body_read_timeout.as_secs_f64())
+            ),
+        }),
+    }
+}
+
+/// Priority (on the header-only `caller` synapse), a forward slot (408 after the
+/// request's clamped timeout), then `forward` (the base `Synapse` ping echoes; a
+/// handler error is 500 `Internal Server Error #id`).
+async fn queue_and_forward(
+    st: &State,
+    caller: &Synapse,
+    parsed: Synapse,
+    label: &str,
+) -> Result<Forwarded, Refusal> {
+    let priority = st.handler.priority(caller).await;
+    let wait = request_timeout(st, caller).max(Duration::from_millis(1));
+    let Ok(_slot) = tokio::time::timeout(wait, st.gate.acquire(priority)).await else {
+        return Err(Refusal {
+            code: 408,
+            message: format!(
+                "Timed out after {} seconds waiting in the priority queue",
+                super::float_repr(wait.as_secs_f64())
+            ),
+        });
+    };
     let forwarded = if parsed.name() == "Synapse" {
         Ok(Forwarded::Synapse(parsed))
     } else {
         st.handler.forward(parsed).await
     };
+    forwarded.map_err(|e| {
+        tracing::warn!(error = %e, synapse = %label, "forward failed");
+        Refusal {
+            code: 500,
+            message: format!("Internal Server Error #{}", uuid::Uuid::new_v4()),
+        }
+    })
+}
+
+fn forwarded_response(forwarded: Forwarded, start: Instant) -> Response<Body> {
     match forwarded {
-        Ok(Forwarded::Synapse(out)) => (label, success(out, start)),
-        Ok(Forwarded::Stream {
+        Forwarded::Synapse(out) => success(out, start),
+        Forwarded::Stream {
             headers_from,
             chunks,
-        }) => (label, streaming(headers_from, chunks, start)),
+        } => streaming(headers_from, chunks, start),
+    }
+}
+
+/// Answers an authenticated chat request: JSON (422 if invalid), priority queue (408),
+/// then the handler's events as SSE chunks (`stream: true`, the forward slot held until
+/// the stream ends) or one `chat.completion`.
+async fn answer_chat(st: &State, caller: Synapse, body: &[u8]) -> Response<Body> {
+    let request: ChatCompletionRequest = match serde_json::from_slice(body) {
+        Ok(r) => r,
+        Err(e) => return detail_response(422, &e.to_string()),
+    };
+    let priority = st.handler.priority(&caller).await;
+    let wait = request_timeout(st, &caller).max(Duration::from_millis(1));
+    let Ok(slot) = tokio::time::timeout(wait, st.gate.acquire(priority)).await else {
+        let msg = format!(
+            "Timed out after {} seconds waiting in the priority queue",
+            super::float_repr(wait.as_secs_f64())
+        );
+        return detail_response(408, &msg);
+    };
+    let id = ReplyId::new(&request);
+    let with_logprobs = request.logprobs_wanted().is_some();
+    let stream = request.stream;
+    let events = match st.handler.chat_completions(&caller, request).await {
+        Ok(events) => events,
         Err(e) => {
-            tracing::warn!(error = %e, synapse = %label, "forward failed");
-            (label, internal_error(st, synapse, start))
+            tracing::warn!(error = %e, "chat completion failed");
+            let msg = format!("Internal Server Error #{}", uuid::Uuid::new_v4());
+            return detail_response(500, &msg);
+        }
+    };
+    if stream {
+        let first = id.sse_chunk(
+            serde_json::json!({"role": "assistant", "content": ""}),
+            None,
+            None,
+        );
+        let chunks = events.map(move |event| {
+            let _slot = &slot;
+            match event {
+                Ok(ChatEvent::Delta(text)) => {
+                    Ok(id.sse_chunk(serde_json::json!({ "content": text }), None, None))
+                }
+                Ok(ChatEvent::Finished(end)) => {
+                    let mut out = Vec::new();
+                    if with_logprobs {
+                        let lp = logprobs_json(&end.logprobs);
+                        out.extend_from_slice(&id.sse_chunk(serde_json::json!({}), Some(lp), None));
+                    }
+                    let last = id.sse_chunk(serde_json::json!({}), None, Some(&end.finish_reason));
+                    out.extend_from_slice(&last);
+                    out.extend_from_slice(SSE_DONE);
+                    Ok(Bytes::from(out))
+                }
+                Err(e) => Err(std::io::Error::other(e.0)),
+            }
+            .map(Frame::data)
+        });
+        let frames = futures::stream::once(async move { Ok(Frame::data(first)) }).chain(chunks);
+        let mut resp = Response::new(BodyExt::boxed_unsync(StreamBody::new(frames)));
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        return resp;
+    }
+    let mut text = String::new();
+    let mut end = ChatFinish::default();
+    let mut events = events;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(ChatEvent::Delta(piece)) => text.push_str(&piece),
+            Ok(ChatEvent::Finished(f)) => end = f,
+            Err(e) => {
+                tracing::warn!(error = %e, "chat completion failed");
+                let msg = format!("Internal Server Error #{}", uuid::Uuid::new_v4());
+                return detail_response(500, &msg);
+            }
         }
     }
+    drop(slot);
+    json_response(200, &id.completion(&text, &end, with_logprobs))
+}
+
+/// A JSON answer with `code`.
+fn json_response(code: u16, value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(full(serde_json::to_vec(value).expect("json")));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// An error answer of the signed-request schemes: status and `{"detail": message}`, as
+/// FastAPI's `HTTPException` sends it.
+fn detail_response(code: u16, message: &str) -> Response<Body> {
+    json_response(code, &serde_json::json!({ "detail": message }))
 }
 
 /// The request's claimed `timeout`, clamped to `[0, max_request_timeout]` (a value that
@@ -862,12 +1204,11 @@ fn streaming(
     resp
 }
 
-fn too_large(st: &State, s: Synapse, start: Instant) -> Response<Body> {
-    let msg = format!(
+fn too_large_message(st: &State) -> String {
+    format!(
         "Request body exceeds the limit of {} bytes",
         st.config.max_body_bytes
-    );
-    error_response(st, s, 413, msg, start)
+    )
 }
 
 fn internal_error(st: &State, s: Synapse, start: Instant) -> Response<Body> {

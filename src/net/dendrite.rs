@@ -2,6 +2,9 @@
 //! HTTP client, in parallel, with a per-request timeout and a cap on each response's
 //! size (checked while it streams in); client-side failures map to the SDK's status
 //! codes (503 unreachable, 408 timeout, 422 unparsable response, 413 oversized, …).
+//! Requests are authenticated with the SDK-10 Synapse headers, or with btauth/1 or
+//! Epistula v2 ([`Dendrite::with_auth`]): the same synapse JSON body, a fresh nonce
+//! (Epistula: uuid) per attempt.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,6 +15,7 @@ use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
+use super::auth::{AuthScheme, btauth, epistula};
 use super::synapse::{PromptingSynapse, Synapse, TerminalInfo};
 use super::{AxonInfo, NetError, VERSION_AS_INT, float_repr, now_ns, signing_message};
 use crate::wallet::Keypair;
@@ -152,6 +156,7 @@ pub struct Dendrite {
     client: reqwest::Client,
     last_nonce: Arc<AtomicI64>,
     options: DendriteOptions,
+    auth: AuthScheme,
 }
 
 impl Dendrite {
@@ -177,6 +182,7 @@ impl Dendrite {
             client,
             last_nonce: Arc::new(AtomicI64::new(0)),
             options: DendriteOptions::default(),
+            auth: AuthScheme::Synapse,
         })
     }
 
@@ -193,6 +199,13 @@ impl Dendrite {
     /// Sets the limits (every session made from this dendrite shares them).
     pub fn with_options(mut self, options: DendriteOptions) -> Self {
         self.options = options;
+        self
+    }
+
+    /// Sets how requests are authenticated: SDK-10 Synapse headers (the default), or
+    /// btauth/1 or Epistula v2 headers bound to the axon's hotkey.
+    pub fn with_auth(mut self, auth: AuthScheme) -> Self {
+        self.auth = auth;
         self
     }
 
@@ -274,6 +287,49 @@ impl Dendrite {
         (url, headers, body)
     }
 
+    /// Signs `synapse` for `axon` under this dendrite's scheme (a fresh nonce) and
+    /// returns the HTTP request: URL, headers and body.
+    pub fn signed_request(
+        &self,
+        axon: &AxonInfo,
+        synapse: &Synapse,
+        timeout: Duration,
+    ) -> Result<(String, HeaderMap, Vec<u8>), NetError> {
+        self.request_for(axon, &self.sign(axon, synapse, timeout))
+    }
+
+    /// The HTTP request for a signed synapse under this dendrite's scheme: with
+    /// btauth/1 or Epistula, the same URL and body with `X-Bittensor-*` (the synapse's
+    /// nonce, fresh per attempt) or `Epistula-*` headers (its time, a fresh uuid4)
+    /// instead of the Synapse headers.
+    fn request_for(
+        &self,
+        axon: &AxonInfo,
+        signed: &Synapse,
+    ) -> Result<(String, HeaderMap, Vec<u8>), NetError> {
+        let (url, headers, body) = Self::request_parts(axon, signed);
+        if self.auth == AuthScheme::Synapse {
+            return Ok((url, headers, body));
+        }
+        let nonce = signed.dendrite.nonce.unwrap_or_else(|| self.next_nonce());
+        let pairs = if self.auth == AuthScheme::Epistula {
+            let uuid = uuid::Uuid::new_v4().to_string();
+            let ms = nonce / 1_000_000;
+            epistula::sign(&self.keypair, &body, Some(&axon.hotkey), ms, &uuid)?
+        } else {
+            let target = format!("/{}", signed.name());
+            let signer = btauth::BtAuthSigner::Sr25519(&self.keypair);
+            btauth::sign(signer, "POST", &target, &body, Some(&axon.hotkey), nonce)?
+        };
+        let mut signed_headers = HeaderMap::new();
+        signed_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (k, v) in pairs {
+            let v = HeaderValue::from_str(&v).map_err(|e| NetError::Client(e.to_string()))?;
+            signed_headers.insert(HeaderName::from_static(k), v);
+        }
+        Ok((url, signed_headers, body))
+    }
+
     /// Queries every axon in parallel; one response per axon, in the same order.
     pub async fn query(
         &self,
@@ -321,7 +377,10 @@ impl Dendrite {
     ) -> DendriteResponse {
         let start = Instant::now();
         let signed = self.sign(axon, synapse, timeout);
-        let (url, headers, body) = Self::request_parts(axon, &signed);
+        let (url, headers, body) = match self.request_for(axon, &signed) {
+            Ok(parts) => parts,
+            Err(e) => return self.timed(self.failure(axon, signed, 500, e.to_string()), start),
+        };
         let fut = async {
             let resp = self
                 .client
@@ -375,7 +434,12 @@ impl Dendrite {
         let start = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         let signed = self.sign(axon, synapse, timeout);
-        let (url, headers, body) = Self::request_parts(axon, &signed);
+        let (url, headers, body) = match self.request_for(axon, &signed) {
+            Ok(parts) => parts,
+            Err(e) => {
+                return Err(self.timed(self.failure(axon, signed, 500, e.to_string()), start));
+            }
+        };
         let sent = tokio::time::timeout_at(
             deadline,
             self.client.post(&url).headers(headers).body(body).send(),
@@ -626,7 +690,11 @@ fn process_response(
     } else {
         let message = serde_json::from_slice::<serde_json::Value>(body)
             .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned));
+            .and_then(|v| {
+                // SDK-10 axons say `message`; btauth/1 servers (FastAPI) say `detail`.
+                let m = v.get("message").or_else(|| v.get("detail"))?;
+                m.as_str().map(str::to_owned)
+            });
         s.axon.status_code = Some(i64::from(status));
         s.axon.status_message = message;
     }

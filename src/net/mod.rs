@@ -1,15 +1,22 @@
-//! The bittensor Synapse wire protocol (SDK v7.2–v10.x): synapse types, the axon
-//! (server) and dendrite (client), request signing and nonce rules. See `docs/wire.md`.
+//! The bittensor wire protocols: the Synapse protocol (SDK v7.2–v10.x: synapse types,
+//! the axon (server) and dendrite (client), request signing and nonce rules) and the
+//! signed-request scheme of bittensor 11 (`btauth/1`, [`auth`]), which the same axon
+//! port accepts. See `docs/wire.md`.
 
+pub mod auth;
 mod axon;
 mod dendrite;
 mod metrics;
+pub mod openai;
 mod pyrepr;
 mod synapse;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use axon::{Axon, AxonHandler, AxonOptions, Forwarded, HandlerError, NonceError, NonceTracker};
+pub use auth::AuthScheme;
+pub use axon::{
+    Axon, AxonHandler, AxonOptions, ChatStream, Forwarded, HandlerError, NonceError, NonceTracker,
+};
 pub use dendrite::{
     Dendrite, DendriteOptions, DendritePool, DendriteResponse, DendriteStream, PooledSession,
 };

@@ -7,9 +7,16 @@
 //! `--blacklist.allowlist`) and, with `--blacklist.force_validator_permit`, callers
 //! without a validator permit (enforced, unlike SN1); priority is the caller's stake.
 //! The strategy is looked up by name on every request, so hot reloads apply at once.
+//!
+//! The miner also serves SN1 v2's OpenAI-style `POST /v1/chat/completions` (signed with
+//! btauth/1 or Epistula) through the same `forward` hook: the conversation arrives as
+//! `roles`/`messages`, the request's `seed`, `temperature`, `top_p`, `max_tokens` and
+//! logprobs override the script's sampling options for every `llm::` call it makes, and
+//! the model's text streams to the caller as it is generated (a strategy that answers
+//! without the model sends its answer as one piece). `POST /availability` is unsigned.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rhai::{Dynamic, Map};
@@ -18,11 +25,13 @@ use super::contract::PromptingLookups;
 use super::hooks::PromptingHooks;
 use crate::chain::{AxonServe, Chain, ChainError, Metagraph, NeuronInfo, RAO_PER_TAO};
 use crate::config::{BlacklistConfig, Config};
+use crate::llm::FinishReason;
+use crate::net::openai::{ChatCompletionRequest, ChatEvent, ChatFinish};
 use crate::net::{
-    Axon, AxonHandler, AxonInfo, AxonOptions, Dendrite, DendriteOptions, Forwarded, HandlerError,
-    NetError, PromptingSynapse, Synapse, SynapseSchema, VERSION_AS_INT,
+    Axon, AxonHandler, AxonInfo, AxonOptions, ChatStream, Dendrite, DendriteOptions, Forwarded,
+    HandlerError, NetError, PromptingSynapse, Synapse, SynapseSchema, VERSION_AS_INT,
 };
-use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost};
+use crate::script::{ChatScope, Ctx, NeuronLink, SamplingOverrides, ScriptError, ScriptHost};
 use crate::wallet::Keypair;
 
 /// How often the miner re-reads the metagraph for its blacklist and priority.
@@ -102,6 +111,7 @@ impl MinerSetup {
                 keep_alive_timeout: Duration::from_millis(config.axon.keep_alive_timeout_ms),
                 body_read_timeout: Duration::from_millis(config.axon.body_read_timeout_ms),
                 max_request_timeout: Duration::from_millis(config.axon.max_request_timeout_ms),
+                auth: config.axon.auth.clone(),
                 ..AxonOptions::default()
             },
             announce: !config.neuron.axon_off,
@@ -401,30 +411,7 @@ impl AxonHandler for MinerHandler {
     async fn forward(&self, synapse: Synapse) -> Result<Forwarded, HandlerError> {
         let prompt = PromptingSynapse::from_synapse(&synapse)
             .map_err(|e| HandlerError(format!("not a PromptingSynapse: {e}")))?;
-        let mut map = Map::new();
-        map.insert(
-            "roles".into(),
-            prompt
-                .roles
-                .iter()
-                .map(|r| Dynamic::from(r.clone()))
-                .collect::<rhai::Array>()
-                .into(),
-        );
-        map.insert(
-            "messages".into(),
-            prompt
-                .messages
-                .iter()
-                .map(|m| Dynamic::from(m.clone()))
-                .collect::<rhai::Array>()
-                .into(),
-        );
-        map.insert(
-            "hotkey".into(),
-            synapse.dendrite.hotkey.clone().unwrap_or_default().into(),
-        );
-        map.insert("timeout".into(), Dynamic::from_float(synapse.timeout));
+        let map = forward_map(&prompt.roles, &prompt.messages, &synapse);
         let strategy = self.strategy.clone();
         let seed = message_seed(&prompt.messages);
         let completion = self
@@ -439,5 +426,125 @@ impl AxonHandler for MinerHandler {
             .set("completion", serde_json::Value::String(completion))
             .map_err(|e| HandlerError(e.to_string()))?;
         Ok(Forwarded::Synapse(answer))
+    }
+
+    fn serves_chat(&self) -> bool {
+        true
+    }
+
+    async fn chat_completions(
+        &self,
+        caller: &Synapse,
+        request: ChatCompletionRequest,
+    ) -> Result<ChatStream, HandlerError> {
+        let (roles, messages): (Vec<String>, Vec<String>) = request
+            .chat_messages()
+            .into_iter()
+            .map(|m| (m.role, m.content))
+            .unzip();
+        let map = forward_map(&roles, &messages, caller);
+        let (text_tx, mut text_rx) = tokio::sync::mpsc::unbounded_channel();
+        let scope = Arc::new(ChatScope {
+            overrides: SamplingOverrides {
+                seed: request.seed,
+                temperature: request.temperature,
+                top_p: request.top_p,
+                max_tokens: request.max_tokens,
+                logprobs: request.logprobs_wanted(),
+            },
+            stream: text_tx,
+            last: Mutex::new(None),
+        });
+        let scripts = self.scripts.clone();
+        let seed = request.seed.unwrap_or_else(|| message_seed(&messages));
+        let ctx = self.ctx(&scripts, seed).with_chat(scope.clone());
+        let strategy = self.strategy.clone();
+        let mut job = tokio::task::spawn_blocking(move || {
+            let script = scripts.strategy(&strategy)?;
+            scripts.forward(&script, &ctx, map)
+        });
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut streamed = false;
+            let outcome = loop {
+                tokio::select! {
+                    Some(piece) = text_rx.recv() => {
+                        streamed = true;
+                        let _ = events.send(Ok(ChatEvent::Delta(piece)));
+                    }
+                    done = &mut job => break done,
+                }
+            };
+            while let Ok(piece) = text_rx.try_recv() {
+                streamed = true;
+                let _ = events.send(Ok(ChatEvent::Delta(piece)));
+            }
+            let event = match outcome {
+                Ok(Ok(completion)) => {
+                    if !streamed && !completion.is_empty() {
+                        let _ = events.send(Ok(ChatEvent::Delta(completion)));
+                    }
+                    let last = scope.last.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    Ok(ChatEvent::Finished(chat_finish(last)))
+                }
+                Ok(Err(e)) => Err(HandlerError(e.to_string())),
+                Err(e) => Err(HandlerError(format!("script worker: {e}"))),
+            };
+            let _ = events.send(event);
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|event| (event, rx))
+        });
+        Ok(Box::pin(stream))
+    }
+
+    async fn availability(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({
+            "task_availabilities": {"InferenceTask": true},
+            "llm_model_availabilities": {},
+        }))
+    }
+}
+
+/// The request as a strategy's `forward` sees it: roles, messages, caller hotkey and
+/// timeout.
+fn forward_map(roles: &[String], messages: &[String], request: &Synapse) -> Map {
+    let strings = |items: &[String]| -> Dynamic {
+        items
+            .iter()
+            .map(|s| Dynamic::from(s.clone()))
+            .collect::<rhai::Array>()
+            .into()
+    };
+    let mut map = Map::new();
+    map.insert("roles".into(), strings(roles));
+    map.insert("messages".into(), strings(messages));
+    map.insert(
+        "hotkey".into(),
+        request.dendrite.hotkey.clone().unwrap_or_default().into(),
+    );
+    map.insert("timeout".into(), Dynamic::from_float(request.timeout));
+    map
+}
+
+/// How a chat answer ended: the last generation's, or `stop` when the strategy
+/// answered without the model.
+fn chat_finish(last: Option<crate::llm::Generation>) -> ChatFinish {
+    match last {
+        Some(g) => ChatFinish {
+            finish_reason: if g.finish_reason == FinishReason::Length {
+                "length"
+            } else {
+                "stop"
+            }
+            .into(),
+            logprobs: g.logprobs,
+            prompt_tokens: g.prompt_tokens,
+            completion_tokens: g.completion_tokens,
+        },
+        None => ChatFinish {
+            finish_reason: "stop".into(),
+            ..ChatFinish::default()
+        },
     }
 }

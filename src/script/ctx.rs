@@ -1,5 +1,6 @@
 //! The `ctx` value passed to every hook: a seeded RNG (so a step is reproducible from
-//! its seed), config values, and read-only views (step number, metagraph rows).
+//! its seed), config values, and read-only views (step number, metagraph rows); and,
+//! for a hook answering an OpenAI-style chat request, that request's [`ChatScope`].
 
 use std::sync::{Arc, Mutex};
 
@@ -9,6 +10,58 @@ use rand_chacha::ChaCha8Rng;
 use rhai::{Array, Dynamic, INT, ImmutableString, Map};
 
 use super::link::NeuronLink;
+use crate::llm::{Generation, SamplingParams};
+
+/// The sampling parameters a chat request sets (OpenAI's `seed`, `temperature`,
+/// `top_p`, `max_tokens`, `top_logprobs`); they override the script's own.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SamplingOverrides {
+    /// RNG seed.
+    pub seed: Option<u64>,
+    /// Temperature.
+    pub temperature: Option<f64>,
+    /// Nucleus mass.
+    pub top_p: Option<f64>,
+    /// Token limit.
+    pub max_tokens: Option<usize>,
+    /// Per-token logprobs with this many alternatives.
+    pub logprobs: Option<usize>,
+}
+
+impl SamplingOverrides {
+    /// Sets every parameter the request gave.
+    pub fn apply(&self, params: &mut SamplingParams) {
+        if let Some(v) = self.seed {
+            params.seed = v;
+        }
+        if let Some(v) = self.temperature {
+            params.temperature = v;
+        }
+        if let Some(v) = self.top_p {
+            params.top_p = Some(v);
+        }
+        if let Some(v) = self.max_tokens {
+            params.max_tokens = v;
+        }
+        if self.logprobs.is_some() {
+            params.logprobs = self.logprobs;
+        }
+    }
+}
+
+/// A chat request (OpenAI-style `/v1/chat/completions`) a hook is answering: every
+/// `llm::chat`/`llm::ask` the hook makes takes the request's sampling parameters and
+/// streams its text to `stream` as the model produces it; the last generation is kept
+/// for the reply's logprobs, finish reason and token counts.
+#[derive(Debug)]
+pub struct ChatScope {
+    /// The request's sampling parameters.
+    pub overrides: SamplingOverrides,
+    /// Receives generated text piece by piece.
+    pub stream: tokio::sync::mpsc::UnboundedSender<String>,
+    /// The last generation made while answering.
+    pub last: Mutex<Option<Generation>>,
+}
 
 /// A seeded random stream shared by every clone (scripts pass it around by value).
 ///
@@ -125,6 +178,9 @@ pub struct Ctx {
     /// The neuron the hook runs for (chain and dendrite), when it runs inside one. Not
     /// visible to scripts; the `chain` and `dendrite` modules use it.
     link: Option<NeuronLink>,
+    /// The chat request being answered, if any. Not visible to scripts; the `llm`
+    /// module uses it.
+    chat: Option<Arc<ChatScope>>,
 }
 
 impl Ctx {
@@ -137,6 +193,7 @@ impl Ctx {
             config,
             metagraph: Arc::default(),
             link: None,
+            chat: None,
         }
     }
 
@@ -149,6 +206,17 @@ impl Ctx {
     /// The neuron link, if the context has one.
     pub(crate) fn link(&self) -> Option<&NeuronLink> {
         self.link.as_ref()
+    }
+
+    /// The same context answering the chat request `scope`.
+    pub fn with_chat(mut self, scope: Arc<ChatScope>) -> Self {
+        self.chat = Some(scope);
+        self
+    }
+
+    /// The chat request being answered, if any.
+    pub(crate) fn chat(&self) -> Option<&ChatScope> {
+        self.chat.as_deref()
     }
 
     /// The same context with `rows` as the metagraph view.

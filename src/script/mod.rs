@@ -30,7 +30,7 @@ use std::time::Duration;
 
 pub use api::metagraph_rows;
 pub use contract::{Candidate, Contract, Contracts, Libraries, has_fn, number, require_fn};
-pub use ctx::{Ctx, Rng};
+pub use ctx::{ChatScope, Ctx, Rng, SamplingOverrides};
 pub use hook_thread::HOOK_STACK_BYTES;
 pub use host::{HostConfig, Listing, Number, ReloadStatus, Script, ScriptHost};
 pub use link::NeuronLink;

@@ -74,6 +74,7 @@ fn seeded_sampling_is_reproducible() {
         seed,
         max_tokens: 24,
         stop: Vec::new(),
+        logprobs: None,
     };
     let a = service()
         .chat_blocking(messages.clone(), params(7))
@@ -319,4 +320,25 @@ fn a_deadline_bounds_the_wait_for_a_full_queue() {
     );
     running.join().unwrap().unwrap();
     queued.join().unwrap().unwrap();
+}
+
+#[test]
+fn greedy_tokens_come_with_their_logprobs_and_alternatives() {
+    let params = SamplingParams {
+        logprobs: Some(3),
+        ..greedy(12)
+    };
+    let g = service().chat_blocking(france(), params).unwrap();
+    assert_eq!(g.logprobs.len(), g.completion_tokens, "{g:?}");
+    for t in &g.logprobs {
+        // Greedy picks the most likely token: it heads its own top list.
+        assert_eq!(t.top.len(), 3);
+        assert_eq!((&t.top[0].0, t.top[0].1), (&t.token, t.logprob), "{t:?}");
+        assert!(t.logprob <= 0.0 && t.top[1].1 <= t.top[0].1 && t.top[2].1 <= t.top[1].1);
+    }
+    let joined: String = g.logprobs.iter().map(|t| t.token.as_str()).collect();
+    assert!(joined.contains("Paris"), "{joined:?}");
+    let plain = service().chat_blocking(france(), greedy(12)).unwrap();
+    assert!(plain.logprobs.is_empty());
+    assert_eq!(plain.text, g.text);
 }

@@ -1,6 +1,8 @@
 //! `llm`: chat with the validator/miner model. Sampling options come from a map; the
 //! seed is drawn from `ctx.rng` unless given, so a step's generations are reproducible
 //! from its seed. A generation gets the time left to the calling hook and stops there.
+//! While a hook answers a chat request (`ctx` carries a `ChatScope`), the request's
+//! sampling parameters win and the text streams to the requester as it is produced.
 
 use std::sync::Arc;
 
@@ -77,16 +79,32 @@ fn messages(list: &Array) -> Res<Vec<ChatMessage>> {
         .collect()
 }
 
-/// One generation, stopped at the calling hook's deadline.
-fn chat(services: &Services, msgs: Vec<ChatMessage>, params: SamplingParams) -> Res<String> {
+/// One generation, stopped at the calling hook's deadline (and, answering a chat
+/// request, with its parameters and streamed to it).
+fn chat(
+    services: &Services,
+    ctx: &Ctx,
+    msgs: Vec<ChatMessage>,
+    mut params: SamplingParams,
+) -> Res<String> {
     let llm = services.llm.get().map_err(|e| fail(format!("llm: {e}")))?;
-    let options = RequestOptions {
+    let mut options = RequestOptions {
         timeout: sandbox::remaining(),
         ..RequestOptions::default()
     };
-    llm.chat_blocking_with(msgs, params, options)
-        .map(|g| g.text)
-        .map_err(|e| fail(format!("llm: {e}")))
+    let scope = ctx.chat();
+    if let Some(scope) = scope {
+        scope.overrides.apply(&mut params);
+        options.stream = Some(scope.stream.clone());
+    }
+    let generation = llm
+        .chat_blocking_with(msgs, params, options)
+        .map_err(|e| fail(format!("llm: {e}")))?;
+    let text = generation.text.clone();
+    if let Some(scope) = scope {
+        *scope.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(generation);
+    }
+    Ok(text)
 }
 
 fn ask_messages(system: &str, prompt: &str) -> Vec<ChatMessage> {
@@ -105,13 +123,13 @@ pub(super) fn module(services: Arc<Services>) -> Module {
                                list: Array,
                                opts: Map|
           -> Res<String> {
-        chat(&s, messages(&list)?, params(&ctx, &opts)?)
+        chat(&s, &ctx, messages(&list)?, params(&ctx, &opts)?)
     });
     let s = services.clone();
     def!(&mut m, "chat", move |ctx: Ctx,
                                list: Array|
           -> Res<String> {
-        chat(&s, messages(&list)?, params(&ctx, &Map::new())?)
+        chat(&s, &ctx, messages(&list)?, params(&ctx, &Map::new())?)
     });
     let s = services.clone();
     def!(&mut m, "ask", move |ctx: Ctx,
@@ -119,7 +137,12 @@ pub(super) fn module(services: Arc<Services>) -> Module {
                               prompt: ImmutableString,
                               opts: Map|
           -> Res<String> {
-        chat(&s, ask_messages(&system, &prompt), params(&ctx, &opts)?)
+        chat(
+            &s,
+            &ctx,
+            ask_messages(&system, &prompt),
+            params(&ctx, &opts)?,
+        )
     });
     let s = services;
     def!(&mut m, "ask", move |ctx: Ctx,
@@ -128,6 +151,7 @@ pub(super) fn module(services: Arc<Services>) -> Module {
           -> Res<String> {
         chat(
             &s,
+            &ctx,
             ask_messages(&system, &prompt),
             params(&ctx, &Map::new())?,
         )
