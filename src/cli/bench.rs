@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -43,6 +45,10 @@ pub struct LlmBench {
     /// Python with llama-cpp-python installed: also run llama.cpp on the same GGUF and prompt.
     #[arg(long)]
     compare_python: Option<PathBuf>,
+    /// CPU-bound threads competing for the cores during the measured runs of every engine
+    /// (shows how decoding degrades on a shared machine).
+    #[arg(long, default_value_t = 0)]
+    contend: usize,
 }
 
 /// Arguments of `neuron bench embed`.
@@ -79,6 +85,45 @@ fn peak_rss_mb() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// Threads that keep the CPU busy (integer arithmetic, no sleeping) until dropped: the
+/// competing load of `bench llm --contend N`.
+struct Competitors {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Competitors {
+    fn start(n: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|i| {
+                let stop = Arc::clone(&stop);
+                std::thread::spawn(move || {
+                    let mut x = i as u64 + 1;
+                    while !stop.load(Ordering::Relaxed) {
+                        for _ in 0..10_000 {
+                            x ^= x << 13;
+                            x ^= x >> 7;
+                            x ^= x << 17;
+                        }
+                        std::hint::black_box(x);
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for Competitors {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
 }
 
 fn range(values: &[f64]) -> String {
@@ -141,6 +186,13 @@ fn bench_llm(args: LlmBench) -> Result<()> {
         }
     );
     service.chat_blocking(messages.clone(), params.clone())?; // warm-up
+    if args.contend > 0 {
+        println!(
+            "{} CPU-bound competing thread(s) running during the measured runs",
+            args.contend
+        );
+    }
+    let _competitors = Competitors::start(args.contend);
     let (mut prompt_rates, mut decode_rates) = (Vec::new(), Vec::new());
     let mut last = None;
     for _ in 0..args.runs {

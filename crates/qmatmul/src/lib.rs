@@ -10,11 +10,15 @@
 //! of 16 rows, so that one `vpdpwssd` / `vpdpbusd` adds two or four products to each of
 //! 16 rows at once and the per-block scales of 16 rows are one vector: about two
 //! instructions per row and block. With AVX2 the ggml blocks are used as they are, one
-//! row at a time (`vpmaddwd` / `vpmaddubsw`).
+//! row at a time (`vpmaddwd` / `vpmaddubsw`). [`WorkPool`] splits a product over threads
+//! without spinning at a barrier (see [`pool`]).
 #![cfg(target_arch = "x86_64")]
 
 use std::ops::Range;
 use std::sync::OnceLock;
+
+pub mod pool;
+pub use pool::WorkPool;
 
 /// Values per quantisation block (Q4_1, Q8_0 and the activations' Q8_1 alike).
 pub const BLOCK: usize = 32;
