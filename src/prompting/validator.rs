@@ -135,6 +135,10 @@ pub struct Validator {
     metagraph_rows: Arc<Array>,
     /// Sets (or commits and reveals) the weights; v2 reveals kept in `STATE_DIR/reveals`.
     weights: WeightSetter,
+    /// Sends kept v2 reveals every [`REVEAL_POLL`] from the first step on, so they land
+    /// in their windows however long steps take, and also between the steps of
+    /// `neuron local`'s other validators.
+    reveals: Option<AbortOnDrop>,
 }
 
 impl Validator {
@@ -187,6 +191,7 @@ impl Validator {
             metagraph: None,
             metagraph_rows: Arc::default(),
             weights,
+            reveals: None,
         })
     }
 
@@ -205,16 +210,6 @@ impl Validator {
         mut on_step: impl FnMut(&Result<StepEvent, ValidatorError>),
     ) {
         let concurrent = self.config.neuron.num_concurrent_forwards.max(1) as u64;
-        // v2 reveals land in their window even while a long step runs.
-        let weights = self.weights.clone();
-        let reveals = AbortOnDrop(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(REVEAL_POLL).await;
-                if let Err(err) = weights.reveal_due().await {
-                    warn!("revealing weights failed (kept for the next try): {err}");
-                }
-            }
-        }));
         let mut done = 0;
         while steps.is_none_or(|n| done < n) {
             let batch = steps.map_or(concurrent, |n| concurrent.min(n - done));
@@ -228,7 +223,6 @@ impl Validator {
                 tokio::time::sleep(FAILED_BATCH_PAUSE).await;
             }
         }
-        drop(reveals);
     }
 
     /// One validator step (a batch of one).
@@ -245,6 +239,17 @@ impl Validator {
     /// failing on one seed does not fail the same step forever. When the batch cannot
     /// start (no metagraph, not registered) it is one failed step.
     pub async fn step_batch(&mut self, n: usize) -> Vec<Result<StepEvent, ValidatorError>> {
+        if self.reveals.is_none() {
+            let weights = self.weights.clone();
+            self.reveals = Some(AbortOnDrop(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(REVEAL_POLL).await;
+                    if let Err(err) = weights.reveal_due().await {
+                        warn!("revealing weights failed (kept for the next try): {err}");
+                    }
+                }
+            })));
+        }
         let first = self.state.step;
         let (metagraph, self_uid) = match self.sync_metagraph().await {
             Ok(pair) => pair,
