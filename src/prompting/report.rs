@@ -201,7 +201,13 @@ fn plot_scores(path: &Path, report: &LocalReport) -> Result<(), String> {
         point_size: 3,
         legend: true,
     };
-    plot_panel(&bottom, &bottom_panel, steps, &validator_names, validator_points)?;
+    plot_panel(
+        &bottom,
+        &bottom_panel,
+        steps,
+        &validator_names,
+        validator_points,
+    )?;
     root.present().map_err(|e| e.to_string())
 }
 

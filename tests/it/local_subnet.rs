@@ -135,15 +135,20 @@ fn piped_local_run_prints_step_lines_and_reports_every_validator() {
         .lines()
         .filter(|l| l.starts_with("| validator"))
         .collect();
-    // The header and one row per validator, stakes 30k, 20k, 10k TAO.
+    // The header and one row per validator, staked 30k, 20k and 10k TAO (plus what
+    // their dividends added since).
     assert_eq!(rows.len(), 4, "{report}");
-    for (i, stake) in ["30000", "20000", "10000"].iter().enumerate() {
+    let mut stakes = Vec::new();
+    for (i, staked) in [30_000.0, 20_000.0, 10_000.0].iter().enumerate() {
         let cells: Vec<&str> = rows[i + 1].split('|').map(str::trim).collect();
         assert_eq!(cells[1], format!("validator{i}"), "{report}");
-        assert_eq!(cells[3], *stake, "{report}");
+        let stake: f64 = cells[3].parse().unwrap();
+        assert!(stake >= *staked, "{report}");
+        stakes.push(stake);
         let vtrust: f64 = cells[4].parse().unwrap();
         assert!((0.0..=1.0).contains(&vtrust), "{report}");
     }
+    assert!(stakes[0] > stakes[1] && stakes[1] > stakes[2], "{report}");
     // Each validator set weights, so Yuma gave each a vtrust above zero.
     assert!(
         rows[1..]

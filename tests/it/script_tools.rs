@@ -363,7 +363,10 @@ fn miner_tools_answer_the_validators_math_and_date_questions() {
            #{ solved: solved, bad: bad.map(|b| b.to_string()), none: mathgen::solve("What is the capital of France?") == () }"#,
         11,
     );
-    assert!(out["bad"].clone().cast::<rhai::Array>().is_empty(), "{out:?}");
+    assert!(
+        out["bad"].clone().cast::<rhai::Array>().is_empty(),
+        "{out:?}"
+    );
     assert_eq!(out["solved"].as_int().unwrap(), 120);
     assert!(out["none"].as_bool().unwrap(), "no problem, no answer");
     // The date lookup finds the date of the corpus sentence a date question came from.
