@@ -191,7 +191,14 @@ fn plot_scores(path: &Path, report: &LocalReport) -> Result<(), String> {
             .iter()
             .map(|(step, values)| {
                 let (vtrust, dividends) = values.get(i / 2).copied().unwrap_or((0.0, 0.0));
-                (*step, if i % 2 == 0 { vtrust } else { dividends })
+                (
+                    *step,
+                    if i.is_multiple_of(2) {
+                        vtrust
+                    } else {
+                        dividends
+                    },
+                )
             })
             .collect()
     };
