@@ -1,5 +1,6 @@
 //! `neuron local`: a whole subnet on this machine, with a live table and a report.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -81,23 +82,35 @@ pub fn run(args: &LocalArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
     };
     let scripts = neuron::prompting::script_host(&config).context("loading scripts")?;
     let runtime = tokio::runtime::Runtime::new()?;
-    let bar = ProgressBar::new(args.steps * args.validators.max(1) as u64);
-    bar.set_style(ProgressStyle::with_template(
-        "{spinner} step {pos}/{len} [{elapsed_precise}] {msg}",
-    )?);
+    // A terminal gets the progress bar and the table after every step; anything else
+    // (a pipe, a file, CI) one plain line per step and the table at each epoch.
+    let mut view = if std::io::stdout().is_terminal() {
+        let bar = ProgressBar::new(args.steps * args.validators.max(1) as u64);
+        bar.set_style(ProgressStyle::with_template(
+            "{spinner} step {pos}/{len} [{elapsed_precise}] {msg}",
+        )?);
+        View::Terminal(bar)
+    } else {
+        View::Plain { epochs: 0 }
+    };
     let report = runtime.block_on(async {
         tokio::select! {
-            report = local::run(&options, scripts, |progress| show(&bar, progress)) => report.map(Some),
+            report = local::run(&options, scripts, |progress| view.show(progress)) => report.map(Some),
             _ = super::stop_signal() => Ok(None),
         }
     })?;
-    bar.finish_and_clear();
+    if let View::Terminal(bar) = &view {
+        bar.finish_and_clear();
+    }
     let Some(report) = report else {
         eprintln!("interrupted; no report written");
         return Ok(());
     };
     write_report(&report_dir, &options, &report)?;
     println!("{}", table(&report.final_rows));
+    if report.validators.len() > 1 {
+        println!("{}", validator_table(&report.validators));
+    }
     println!(
         "{} steps ({} failed), {} epochs; report: {}",
         report.events.len() + report.failures.len(),
@@ -113,16 +126,80 @@ pub fn run(args: &LocalArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn show(bar: &ProgressBar, progress: &Progress) {
-    bar.inc(1);
-    match &progress.step {
-        Ok(event) => bar.set_message(format!(
-            "validator {} block {} task {}",
-            progress.validator, progress.block, event.task
-        )),
-        Err(err) => bar.println(format!("step failed: {err}")),
+/// How progress is shown: a live bar on a terminal, plain lines otherwise.
+enum View {
+    /// A progress bar with the miner table printed above it after each step.
+    Terminal(ProgressBar),
+    /// One line per step; the miner table when an epoch has run.
+    Plain {
+        /// Epochs already shown.
+        epochs: u64,
+    },
+}
+
+impl View {
+    fn show(&mut self, progress: &Progress) {
+        match self {
+            View::Terminal(bar) => {
+                bar.inc(1);
+                match &progress.step {
+                    Ok(event) => bar.set_message(format!(
+                        "validator {} block {} task {}",
+                        progress.validator, progress.block, event.task
+                    )),
+                    Err(err) => bar.println(format!("step failed: {err}")),
+                }
+                bar.println(table(&progress.miners).to_string());
+            }
+            View::Plain { epochs } => {
+                println!("{}", step_line(progress));
+                if progress.epochs != *epochs {
+                    *epochs = progress.epochs;
+                    println!("epoch {} (block {})", progress.epochs, progress.block);
+                    println!("{}", table(&progress.miners));
+                }
+            }
+        }
     }
-    bar.println(table(&progress.miners).to_string());
+}
+
+/// One plain line for a step: position, validator, block, task and each miner's reward.
+fn step_line(progress: &Progress) -> String {
+    let head = format!(
+        "step {}/{} validator {} block {}",
+        progress.done, progress.total, progress.validator, progress.block
+    );
+    match &progress.step {
+        Ok(event) => {
+            let rewards: Vec<String> = event
+                .responses
+                .iter()
+                .map(|r| format!("{}={:.3}", r.uid, r.reward))
+                .collect();
+            format!(
+                "{head} task {} ({:.1} s) rewards {}",
+                event.task,
+                event.generate_s + event.query_s + event.score_s,
+                rewards.join(" ")
+            )
+        }
+        Err(err) => format!("{head} failed: {err}"),
+    }
+}
+
+fn validator_table(rows: &[local::ValidatorRow]) -> Table {
+    let mut table = Table::new();
+    table.set_header(["validator", "uid", "stake (TAO)", "vtrust", "dividends"]);
+    for row in rows {
+        table.add_row([
+            row.index.to_string(),
+            row.uid.to_string(),
+            format!("{:.0}", row.stake_tao),
+            format!("{:.4}", row.vtrust),
+            format!("{:.4}", row.dividends),
+        ]);
+    }
+    table
 }
 
 fn table(rows: &[local::MinerRow]) -> Table {

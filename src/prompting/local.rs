@@ -74,6 +74,16 @@ pub struct LocalOptions {
     pub config: Config,
 }
 
+/// Stake of the first validator (TAO); validator `i` of `n` gets `(n − i)/n` of it, so
+/// several validators have different stakes and Yuma weighs their votes differently.
+pub const VALIDATOR_STAKE_TAO: u64 = 30_000;
+
+/// The stake (rao) of validator `index` of `count`.
+pub fn validator_stake(index: usize, count: usize) -> u64 {
+    let count = count.max(1) as u64;
+    VALIDATOR_STAKE_TAO * RAO_PER_TAO * (count - index as u64) / count
+}
+
 /// The strategies `neuron local` runs by default, best expected first.
 pub const DEFAULT_STRATEGIES: [&str; 5] = ["llm", "wiki_agent", "echo", "phrase", "weak"];
 
@@ -105,6 +115,22 @@ pub struct MinerRow {
     pub incentive: f64,
 }
 
+/// Per-validator numbers after an epoch: what Yuma made of its weights.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidatorRow {
+    /// Validator index (`validator0`, `validator1`, …).
+    pub index: usize,
+    /// Its uid.
+    pub uid: u16,
+    /// Its stake (TAO).
+    pub stake_tao: f64,
+    /// Validator trust after the last epoch (0..1): the share of its weights that
+    /// survived consensus clipping.
+    pub vtrust: f64,
+    /// Dividends after the last epoch (0..1): its share of the validators' emission.
+    pub dividends: f64,
+}
+
 /// A snapshot after one step, handed to the progress callback.
 #[derive(Debug, Clone)]
 pub struct Progress {
@@ -116,6 +142,12 @@ pub struct Progress {
     pub miners: Vec<MinerRow>,
     /// Current block.
     pub block: u64,
+    /// Epochs the chain has run since the run started.
+    pub epochs: u64,
+    /// Steps done so far (all validators), this one included.
+    pub done: u64,
+    /// Steps the run will do in all.
+    pub total: u64,
 }
 
 /// Everything a run produced.
@@ -131,6 +163,10 @@ pub struct LocalReport {
     pub score_history: Vec<Vec<f64>>,
     /// Incentive history: (step, incentive per miner) after each epoch seen.
     pub incentive_history: Vec<(usize, Vec<f64>)>,
+    /// Validators of the subnet, after the last step.
+    pub validators: Vec<ValidatorRow>,
+    /// Validator history: (step, (vtrust, dividends) per validator) after each epoch.
+    pub validator_history: Vec<(usize, Vec<(f64, f64)>)>,
     /// Steps that failed, with their error.
     pub failures: Vec<String>,
     /// Epochs the chain ran during the run.
@@ -323,11 +359,16 @@ pub async fn run(
 
     // Validators: register and stake (for a permit) before the miners start, so the
     // miners' first metagraph view already knows them.
+    let count = options.validators.max(1);
     let mut validator_keys = Vec::new();
-    for index in 0..options.validators.max(1) {
+    let mut validator_uids = Vec::new();
+    for index in 0..count {
         let hotkey = key(&format!("validator{index}"))?;
-        subnet.add_validator(&hotkey, 10_000 * RAO_PER_TAO).await?;
+        let uid = subnet
+            .add_validator(&hotkey, validator_stake(index, count))
+            .await?;
         validator_keys.push(hotkey);
+        validator_uids.push(uid);
     }
 
     // Miners: register, start an axon each on loopback, announce it on chain.
@@ -363,12 +404,16 @@ pub async fn run(
         events: Vec::new(),
         score_history: Vec::new(),
         incentive_history: Vec::new(),
+        validators: Vec::new(),
+        validator_history: Vec::new(),
         failures: Vec::new(),
         epochs: 0,
     };
+    let total = options.steps * count as u64;
     let epochs_before = chain.epoch_status(netuid).await?.epochs;
     let mut last_rewards: BTreeMap<u16, f64> = BTreeMap::new();
     let mut last_epochs = epochs_before;
+    let mut done = 0;
     for _ in 0..options.steps {
         for (index, validator) in validators.iter_mut().enumerate() {
             let result = validator.step().await;
@@ -390,23 +435,48 @@ pub async fn run(
                     incentive: proportion(metagraph.neurons[usize::from(m.uid)].incentive),
                 })
                 .collect();
+            let validator_rows: Vec<ValidatorRow> = validator_uids
+                .iter()
+                .enumerate()
+                .map(|(index, &uid)| {
+                    let neuron = &metagraph.neurons[usize::from(uid)];
+                    ValidatorRow {
+                        index,
+                        uid,
+                        stake_tao: neuron.stake as f64 / RAO_PER_TAO as f64,
+                        vtrust: proportion(neuron.validator_trust),
+                        dividends: proportion(neuron.dividends),
+                    }
+                })
+                .collect();
             if index == 0 {
                 report
                     .score_history
                     .push(rows.iter().map(|r| r.score).collect());
-                if epochs != last_epochs {
-                    last_epochs = epochs;
-                    report.incentive_history.push((
-                        report.score_history.len(),
-                        rows.iter().map(|r| r.incentive).collect(),
-                    ));
-                }
             }
+            if epochs != last_epochs {
+                last_epochs = epochs;
+                let step = report.score_history.len();
+                report
+                    .incentive_history
+                    .push((step, rows.iter().map(|r| r.incentive).collect()));
+                report.validator_history.push((
+                    step,
+                    validator_rows
+                        .iter()
+                        .map(|v| (v.vtrust, v.dividends))
+                        .collect(),
+                ));
+            }
+            done += 1;
             let progress = Progress {
                 validator: index,
                 step: result.as_ref().map(Clone::clone).map_err(|e| e.to_string()),
                 miners: rows.clone(),
                 block: metagraph.block,
+                epochs: epochs - epochs_before,
+                done,
+                total,
             };
             on_progress(&progress);
             match result {
@@ -414,6 +484,7 @@ pub async fn run(
                 Err(err) => report.failures.push(err.to_string()),
             }
             report.final_rows = rows;
+            report.validators = validator_rows;
         }
     }
     report.epochs = chain.epoch_status(netuid).await?.epochs - epochs_before;

@@ -1,6 +1,7 @@
 //! The end-of-run report of `neuron local`: `report.md` (configuration, per-miner
-//! table, per-task reward statistics) and `scores.svg` (every miner's moving score and
-//! incentive over the steps).
+//! table, per-validator stake, vtrust and dividends, per-task reward statistics) and
+//! `scores.svg` (every miner's moving score and incentive over the steps, and every
+//! validator's vtrust and dividends after each epoch).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -63,6 +64,16 @@ pub fn render_markdown(options: &LocalOptions, report: &LocalReport) -> String {
             row.uid, row.strategy, mean, row.score, row.incentive
         );
     }
+    let _ = writeln!(md, "\n## Validators (final)\n");
+    let _ = writeln!(md, "| validator | uid | stake (TAO) | vtrust | dividends |");
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
+    for v in &report.validators {
+        let _ = writeln!(
+            md,
+            "| validator{} | {} | {:.0} | {:.4} | {:.4} |",
+            v.index, v.uid, v.stake_tao, v.vtrust, v.dividends
+        );
+    }
     let _ = writeln!(md, "\n## Rewards by task and strategy\n");
     let _ = writeln!(md, "| task | strategy | n | mean | min | max |");
     let _ = writeln!(md, "| --- | --- | --- | --- | --- | --- |");
@@ -122,9 +133,10 @@ pub fn mean_reward_by_uid(report: &LocalReport) -> BTreeMap<u16, f64> {
 }
 
 fn plot_scores(path: &Path, report: &LocalReport) -> Result<(), String> {
-    let root = SVGBackend::new(path, (960, 720)).into_drawing_area();
+    let root = SVGBackend::new(path, (960, 1080)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
-    let (top, bottom) = root.split_vertically(360);
+    let (top, rest) = root.split_vertically(360);
+    let (middle, bottom) = rest.split_vertically(360);
     let steps = report.score_history.len().max(1);
     let max_score = report
         .score_history
@@ -148,20 +160,61 @@ fn plot_scores(path: &Path, report: &LocalReport) -> Result<(), String> {
             .map(|(step, incentives)| (*step, incentives.get(i).copied().unwrap_or(0.0)))
             .collect()
     };
+    let miner_names: Vec<String> = report
+        .miners
+        .iter()
+        .map(|m| format!("uid {} {}", m.uid, m.strategy))
+        .collect();
     let top_panel = Panel {
         caption: "moving score per miner",
         y_max: max_score * 1.05,
         point_size: 0,
         legend: true,
     };
-    plot_panel(&top, &top_panel, steps, report, scores)?;
-    let bottom_panel = Panel {
+    plot_panel(&top, &top_panel, steps, &miner_names, scores)?;
+    let middle_panel = Panel {
         caption: "incentive after each epoch",
         y_max: 1.0,
         point_size: 3,
         legend: false,
     };
-    plot_panel(&bottom, &bottom_panel, steps, report, incentives)?;
+    plot_panel(&middle, &middle_panel, steps, &miner_names, incentives)?;
+    // Validators: vtrust (one line each) and dividends (one line each).
+    let mut validator_names = Vec::new();
+    for v in &report.validators {
+        validator_names.push(format!("validator{} vtrust", v.index));
+        validator_names.push(format!("validator{} dividends", v.index));
+    }
+    let validator_points = |i: usize| -> Vec<(usize, f64)> {
+        report
+            .validator_history
+            .iter()
+            .map(|(step, values)| {
+                let (vtrust, dividends) = values.get(i / 2).copied().unwrap_or((0.0, 0.0));
+                (
+                    *step,
+                    if i.is_multiple_of(2) {
+                        vtrust
+                    } else {
+                        dividends
+                    },
+                )
+            })
+            .collect()
+    };
+    let bottom_panel = Panel {
+        caption: "validator vtrust and dividends after each epoch",
+        y_max: 1.05,
+        point_size: 3,
+        legend: true,
+    };
+    plot_panel(
+        &bottom,
+        &bottom_panel,
+        steps,
+        &validator_names,
+        validator_points,
+    )?;
     root.present().map_err(|e| e.to_string())
 }
 
@@ -173,12 +226,13 @@ struct Panel {
     legend: bool,
 }
 
-/// Draws one line per miner on `area`; `points(i)` gives miner `i`'s (step, value)s.
+/// Draws one line per series on `area`, labelled by `names`; `points(i)` gives series
+/// `i`'s (step, value)s.
 fn plot_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, plotters::coord::Shift>,
     panel: &Panel,
     steps: usize,
-    report: &LocalReport,
+    names: &[String],
     points: impl Fn(usize) -> Vec<(usize, f64)>,
 ) -> Result<(), String> {
     let mut chart = ChartBuilder::on(area)
@@ -193,13 +247,13 @@ fn plot_panel<DB: DrawingBackend>(
         .x_desc("step")
         .draw()
         .map_err(|e| e.to_string())?;
-    for (i, miner) in report.miners.iter().enumerate() {
+    for (i, name) in names.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
         let line = LineSeries::new(points(i), color.stroke_width(2)).point_size(panel.point_size);
         let series = chart.draw_series(line).map_err(|e| e.to_string())?;
         if panel.legend {
             series
-                .label(format!("uid {} {}", miner.uid, miner.strategy))
+                .label(name.as_str())
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
         }
     }

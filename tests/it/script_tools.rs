@@ -344,3 +344,43 @@ fn cleaners_match_sn1() {
     assert_eq!(out["roles"].to_string(), "What is the capital?");
     assert_eq!(out["all"].to_string(), "Tell me about rust.");
 }
+
+#[test]
+fn miner_tools_answer_the_validators_math_and_date_questions() {
+    // The wiki_agent miner's tools: every generator's problem, asked the way the
+    // persona's fallback challenge asks it, is solved to the generator's answer.
+    let host = host(&[], 1 << 20);
+    let out = eval(
+        &host,
+        "import \"tools/mathgenerator\" as mathgen;",
+        r#"let bad = []; let solved = 0;
+           for round in 0..3 { for id in 0..mathgen::count() {
+               let p = mathgen::generate_id(ctx.rng, id);
+               let got = mathgen::solve(`I'd like to know: How can I solve the following problem, ${p.problem}?`);
+               if got == () || (got - p.solution).abs() > 0.011 { bad.push(`${id}: ${p.problem} = ${p.solution}, solved ${got}`); }
+               else { solved += 1; }
+           } }
+           #{ solved: solved, bad: bad.map(|b| b.to_string()), none: mathgen::solve("What is the capital of France?") == () }"#,
+        11,
+    );
+    assert!(
+        out["bad"].clone().cast::<rhai::Array>().is_empty(),
+        "{out:?}"
+    );
+    assert_eq!(out["solved"].as_int().unwrap(), 120);
+    assert!(out["none"].as_bool().unwrap(), "no problem, no answer");
+    // The date lookup finds the date of the corpus sentence a date question came from.
+    let out = eval(
+        &host,
+        "import \"tools/wikidate\" as wd;",
+        r#"let hits = 0; let misses = [];
+           for k in 0..10 {
+               let e = wd::event(ctx);
+               let d = wd::find_date("I'd like to know: " + e.event + " on what exact date?");
+               if d == e.date { hits += 1; } else { misses.push(`${e.event}: ${e.date} vs ${d}`); }
+           }
+           #{ hits: hits, misses: misses.map(|m| m.to_string()) }"#,
+        5,
+    );
+    assert!(out["hits"].as_int().unwrap() >= 7, "{out:?}");
+}
