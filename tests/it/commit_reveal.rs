@@ -622,11 +622,12 @@ fn neuron_local_runs_a_subnet_with_commit_reveal() {
             _ => "timelocked weights revealed",
         };
         assert!(log.contains(revealed), "{version}: {log}");
-        // echo (uid 1) answers the math challenge back and earns; the incentive comes
-        // from revealed weights only.
+        // echo (uid 1) answers the math challenge back and earns more than phrase; the
+        // incentive comes from revealed weights only. The final table is the last one
+        // (piped, the run also prints one per epoch).
         let echo = table
             .lines()
-            .find(|l| l.starts_with("| 1 ") && l.contains("echo"))
+            .rfind(|l| l.starts_with("| 1 ") && l.contains("echo"))
             .unwrap_or_else(|| panic!("{version}: no echo row:\n{table}"));
         let incentive: f64 = echo
             .split('|')
