@@ -4,29 +4,16 @@
 //! requests against a small Python server that checks them with
 //! `bittensor.http_auth.verify`. Real HTTP on 127.0.0.1, real sr25519 and ed25519.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use neuron::net::{
-    AuthScheme, Axon, AxonHandler, AxonInfo, AxonOptions, Dendrite, Forwarded, HandlerError,
+    AuthScheme, Axon, AxonHandler, AxonOptions, Dendrite, Forwarded, HandlerError,
     PromptingSynapse, Synapse, SynapseSchema,
 };
 use neuron::wallet::Keypair;
 
-/// The one venv of the current-protocol interop tests (btauth/1, Epistula, OpenAI).
-pub fn protocols_python() -> std::path::PathBuf {
-    crate::support::python_venv(
-        "net-protocols",
-        &[
-            "bittensor==11.3.0",
-            "bittensor-core==0.1.5",
-            "bittensor-wallet==4.1.1",
-            "openai==3.57.0",
-        ],
-    )
-}
+use crate::support::protocols::{ask, dendrite_against_python, python_result, status_and_text};
 
 /// Answers with the authenticated caller's hotkey and the last message; blacklists
 /// //Eve.
@@ -127,28 +114,12 @@ print("RESULT " + json.dumps(out))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk11_signed_requests_against_our_axon() {
-    let python = protocols_python();
     let axon = serve(&AuthScheme::ALL).await;
-    let port = axon.local_addr().port().to_string();
-    let bob = axon.info().hotkey;
-    let out = tokio::task::spawn_blocking(move || {
-        crate::support::run_python(&python, PY_SIGNER, &[&port, &bob])
-    })
-    .await
-    .unwrap();
+    let args = vec![axon.local_addr().port().to_string(), axon.info().hotkey];
+    let r = python_result(PY_SIGNER.to_string(), args).await;
     axon.shutdown().await;
-    let line = out
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .expect("python printed a result");
-    let r: serde_json::Value = serde_json::from_str(line).unwrap();
     let alice = Keypair::from_uri("//Alice").unwrap().ss58();
-    let answer = |k: &str| {
-        (
-            r[k][0].as_i64().unwrap_or(0),
-            r[k][1].as_str().unwrap_or("").to_string(),
-        )
-    };
+    let answer = |k: &str| status_and_text(&r, k);
     assert_eq!(answer("good"), (200, format!("{alice}: hello")), "{r}");
     // //Alice derived as ed25519 (the spec's golden sender).
     assert_eq!(
@@ -216,76 +187,30 @@ async fn sdk11_signed_requests_against_our_axon() {
     assert_eq!(answer("spoofed_body"), (200, format!("{alice}: spoof")));
 }
 
+/// A server that checks each request with `bittensor.http_auth.verify` as //Bob.
 const PY_VERIFIER: &str = r#"
-import sys, json
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 import bittensor as bt
 from bittensor_core import Keypair
 
 bob = Keypair.create_from_uri("//Bob").ss58_address
 
-class H(BaseHTTPRequestHandler):
-    def do_POST(self):
-        data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        try:
-            caller = bt.http_auth.verify(dict(self.headers.items()), data, method="POST",
-                                         path=self.path, self_hotkey_ss58=bob)
-            syn = json.loads(data)
-            syn["completion"] = f"py {caller.hotkey_ss58}: {syn['messages'][-1]}"
-            code, reply = 200, syn
-        except bt.http_auth.AuthError as e:
-            code, reply = 401, {"detail": f"{type(e).__name__}: {e}"}
-        out = json.dumps(reply).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-    def log_message(self, *a): pass
+def check(headers, data, path):
+    try:
+        caller = bt.http_auth.verify(dict(headers.items()), data, method="POST", path=path,
+                                     self_hotkey_ss58=bob)
+    except bt.http_auth.AuthError as e:
+        return 401, {"detail": f"{type(e).__name__}: {e}"}
+    syn = json.loads(data)
+    syn["completion"] = f"py {caller.hotkey_ss58}: {syn['messages'][-1]}"
+    return 200, syn
 
-srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-print("PORT", srv.server_address[1], flush=True)
-srv.serve_forever()
+serve(check)
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_btauth_dendrite_against_sdk11_verify() {
-    let python = protocols_python();
-    let mut child = Command::new(&python)
-        .args(["-c", PY_VERIFIER])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
+    let [first, second, wrong] = dendrite_against_python(PY_VERIFIER, AuthScheme::Btauth).await;
     let alice = Keypair::from_uri("//Alice").unwrap();
-    let bob = Keypair::from_uri("//Bob").unwrap().ss58();
-    let charlie = Keypair::from_uri("//Charlie").unwrap().ss58();
-    let dendrite = Dendrite::new(alice.clone())
-        .unwrap()
-        .with_auth(AuthScheme::Btauth);
-    let ask = |m: &str| {
-        PromptingSynapse {
-            roles: vec!["user".into()],
-            messages: vec![m.into()],
-            completion: String::new(),
-        }
-        .to_synapse(Arc::new(PromptingSynapse::schema()))
-        .unwrap()
-    };
-    let to_bob = AxonInfo::new("127.0.0.1", port, bob);
-    let to_charlie = AxonInfo::new("127.0.0.1", port, charlie);
-    let timeout = Duration::from_secs(10);
-    // The same body twice: each attempt signs a fresh nonce, so neither is a replay.
-    let first = dendrite.call(&to_bob, &ask("hi"), timeout).await;
-    let second = dendrite.call(&to_bob, &ask("hi"), timeout).await;
-    let wrong = dendrite.call(&to_charlie, &ask("hi"), timeout).await;
-    let _ = child.kill();
-    let _ = child.wait();
     for r in [&first, &second] {
         assert_eq!(r.status_code, 200, "{}", r.status_message);
         assert_eq!(
@@ -303,13 +228,7 @@ async fn our_btauth_dendrite_against_sdk11_verify() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axon_auth_selects_the_accepted_schemes() {
     let alice = Keypair::from_uri("//Alice").unwrap();
-    let ask = PromptingSynapse {
-        roles: vec!["user".into()],
-        messages: vec!["x".into()],
-        completion: String::new(),
-    }
-    .to_synapse(Arc::new(PromptingSynapse::schema()))
-    .unwrap();
+    let ask = ask("x");
     let timeout = Duration::from_secs(10);
     let synapse_client = Dendrite::new(alice.clone()).unwrap();
     let btauth_client = Dendrite::new(alice.clone())

@@ -3,15 +3,13 @@
 //! against our axon and our dendrite, both ways, good and bad cases. Real HTTP on
 //! 127.0.0.1, real sr25519.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use neuron::net::{AuthScheme, AxonInfo, Dendrite, PromptingSynapse};
+use neuron::net::{AuthScheme, Dendrite};
 use neuron::wallet::Keypair;
 
-use crate::net_btauth::{protocols_python, serve};
+use crate::net_btauth::serve;
+use crate::support::protocols::{ask, dendrite_against_python, python_result, status_and_text};
 
 /// The spec's signer: headers for `body` (bytes) by `key`, for `signed_for`.
 pub const PY_EPISTULA: &str = r#"
@@ -80,29 +78,12 @@ print("RESULT " + json.dumps(out))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_epistula_signer_against_our_axon() {
-    let python = protocols_python();
     let axon = serve(&AuthScheme::ALL).await;
-    let port = axon.local_addr().port().to_string();
-    let bob = axon.info().hotkey;
-    let script = format!("{PY_EPISTULA}{PY_SIGNER}");
-    let out = tokio::task::spawn_blocking(move || {
-        crate::support::run_python(&python, &script, &[&port, &bob])
-    })
-    .await
-    .unwrap();
+    let args = vec![axon.local_addr().port().to_string(), axon.info().hotkey];
+    let r = python_result(format!("{PY_EPISTULA}{PY_SIGNER}"), args).await;
     axon.shutdown().await;
-    let line = out
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .expect("python printed a result");
-    let r: serde_json::Value = serde_json::from_str(line).unwrap();
     let alice = Keypair::from_uri("//Alice").unwrap().ss58();
-    let answer = |k: &str| {
-        (
-            r[k][0].as_i64().unwrap_or(0),
-            r[k][1].as_str().unwrap_or("").to_string(),
-        )
-    };
+    let answer = |k: &str| status_and_text(&r, k);
     assert_eq!(answer("good"), (200, format!("{alice}: hello")), "{r}");
     let not_for_self = (
         400,
@@ -126,7 +107,6 @@ async fn python_epistula_signer_against_our_axon() {
 /// The spec's verifier in a small server: receiver, 8 s age, request signature, and the
 /// three secret signatures with their float-formatted interval.
 const PY_VERIFIER: &str = r#"
-from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 bob = Keypair.create_from_uri("//Bob").ss58_address
 
 def check(h, body, now):
@@ -148,66 +128,22 @@ def check(h, body, now):
         return "Bad version"
     return None
 
-class H(BaseHTTPRequestHandler):
-    def do_POST(self):
-        now = round(time.time() * 1000)
-        data = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        err = check(self.headers, data, now)
-        if err is None:
-            syn = json.loads(data)
-            syn["completion"] = f"py {self.headers['Epistula-Signed-By']}: {syn['messages'][-1]}"
-            code, reply = 200, syn
-        else:
-            code, reply = 400, {"detail": err}
-        out = json.dumps(reply).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(out)))
-        self.end_headers()
-        self.wfile.write(out)
-    def log_message(self, *a): pass
+def answer(headers, data, path):
+    err = check(headers, data, round(time.time() * 1000))
+    if err is not None:
+        return 400, {"detail": err}
+    syn = json.loads(data)
+    syn["completion"] = f"py {headers['Epistula-Signed-By']}: {syn['messages'][-1]}"
+    return 200, syn
 
-srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
-print("PORT", srv.server_address[1], flush=True)
-srv.serve_forever()
+serve(answer)
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_epistula_dendrite_against_python_verifier() {
-    let python = protocols_python();
-    let mut child = Command::new(&python)
-        .args(["-c", &format!("{PY_EPISTULA}{PY_VERIFIER}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let port: u16 = line.trim().strip_prefix("PORT ").unwrap().parse().unwrap();
+    let script = format!("{PY_EPISTULA}{PY_VERIFIER}");
+    let [good, again, wrong] = dendrite_against_python(&script, AuthScheme::Epistula).await;
     let alice = Keypair::from_uri("//Alice").unwrap();
-    let bob = Keypair::from_uri("//Bob").unwrap().ss58();
-    let charlie = Keypair::from_uri("//Charlie").unwrap().ss58();
-    let dendrite = Dendrite::new(alice.clone())
-        .unwrap()
-        .with_auth(AuthScheme::Epistula);
-    let ask = PromptingSynapse {
-        roles: vec!["user".into()],
-        messages: vec!["hi".into()],
-        completion: String::new(),
-    }
-    .to_synapse(Arc::new(PromptingSynapse::schema()))
-    .unwrap();
-    let timeout = Duration::from_secs(10);
-    let to_bob = AxonInfo::new("127.0.0.1", port, bob);
-    let good = dendrite.call(&to_bob, &ask, timeout).await;
-    let again = dendrite.call(&to_bob, &ask, timeout).await;
-    let wrong = dendrite
-        .call(&AxonInfo::new("127.0.0.1", port, charlie), &ask, timeout)
-        .await;
-    let _ = child.kill();
-    let _ = child.wait();
     for r in [&good, &again] {
         assert_eq!(r.status_code, 200, "{}", r.status_message);
         assert_eq!(
@@ -224,13 +160,7 @@ async fn our_epistula_dendrite_against_python_verifier() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn our_epistula_dendrite_against_our_axon() {
     let alice = Keypair::from_uri("//Alice").unwrap();
-    let ask = PromptingSynapse {
-        roles: vec!["user".into()],
-        messages: vec!["x".into()],
-        completion: String::new(),
-    }
-    .to_synapse(Arc::new(PromptingSynapse::schema()))
-    .unwrap();
+    let ask = ask("x");
     let client = Dendrite::new(alice.clone())
         .unwrap()
         .with_auth(AuthScheme::Epistula);

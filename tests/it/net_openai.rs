@@ -15,8 +15,8 @@ use neuron::script::{HostConfig, ModelIds, ScriptHost, Services};
 use neuron::services::HttpConfig;
 use neuron::wallet::Keypair;
 
-use crate::net_btauth::protocols_python;
 use crate::net_epistula::PY_EPISTULA;
+use crate::support::protocols::python_result;
 
 /// A strategy that answers the last message with the model (its own token limit and
 /// temperature, which a request's `max_tokens` and `temperature` override).
@@ -113,23 +113,11 @@ print("RESULT " + json.dumps(out))
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_client_streams_from_our_miner() {
-    let python = protocols_python();
     let dir = tempfile::tempdir().unwrap();
     let axon = serve_miner(dir.path()).await;
-    let port = axon.local_addr().port().to_string();
-    let bob = axon.info().hotkey;
-    let script = format!("{PY_EPISTULA}{PY_CLIENT}");
-    let out = tokio::task::spawn_blocking(move || {
-        crate::support::run_python(&python, &script, &[&port, &bob])
-    })
-    .await
-    .unwrap();
+    let args = vec![axon.local_addr().port().to_string(), axon.info().hotkey];
+    let r = python_result(format!("{PY_EPISTULA}{PY_CLIENT}"), args).await;
     axon.shutdown().await;
-    let line = out
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .expect("python printed a result");
-    let r: serde_json::Value = serde_json::from_str(line).unwrap();
     let plain = &r["plain"];
     let text = plain["text"].as_str().unwrap();
     assert!(text.contains("Paris"), "{r}");

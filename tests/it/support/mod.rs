@@ -5,6 +5,7 @@
 
 pub mod bin;
 pub mod flaky_chain;
+pub mod protocols;
 pub mod subtensor_sim;
 
 use std::fs::File;
