@@ -21,7 +21,7 @@ use super::hook_thread::on_hook_thread;
 use super::link::NeuronLink;
 use super::resolver::{self, RootResolver};
 use super::roots::{Roots, is_script};
-use super::sandbox::{self, HookGuard, Limits, MEMORY_TOKEN, WALL_TIME_TOKEN};
+use super::sandbox::{self, Exceeded, HookGuard, Limits};
 use super::services::Services;
 use super::{ScriptError, api, builtins};
 
@@ -370,10 +370,8 @@ impl ScriptHost {
     ) -> Result<Scope<'static>, ScriptError> {
         self.on_hook_thread(|| {
             let mut scope = Scope::new();
-            self.inner
-                .engine
-                .run_ast_with_scope(&mut scope, ast)
-                .map_err(|e| self.runtime_error(rel, TOP_LEVEL, &e))?;
+            let ran = self.inner.engine.run_ast_with_scope(&mut scope, ast);
+            self.within_limits(rel, TOP_LEVEL, ran)?;
             Ok(scope)
         })?
     }
@@ -537,11 +535,17 @@ impl ScriptHost {
             if let Some(link) = link {
                 options = options.with_tag(link.clone());
             }
-            let out = self
-                .inner
-                .engine
-                .call_fn_with_options::<Dynamic>(options, &mut scope, &script.ast, hook, values)
-                .map_err(|e| self.runtime_error(&script.rel, hook, &e))?;
+            let out = self.within_limits(
+                &script.rel,
+                hook,
+                self.inner.engine.call_fn_with_options::<Dynamic>(
+                    options,
+                    &mut scope,
+                    &script.ast,
+                    hook,
+                    values,
+                ),
+            )?;
             // Dropping or converting a value recurses through its nesting: a deeper one
             // is dropped here, on the hook's stack, and never reaches the caller's.
             if let Err(over) = sandbox::check_leaving(&out) {
@@ -567,7 +571,7 @@ impl ScriptHost {
     }
 
     fn compile_error(&self, rel: &Path, err: &EvalAltResult) -> ScriptError {
-        let (file, pos, message) = innermost(err, rel, &self.inner.resolver, rhai::Position::NONE);
+        let (file, pos, message) = self.describe(rel, err);
         ScriptError::Compile {
             file,
             line: pos.line().unwrap_or(0),
@@ -577,20 +581,14 @@ impl ScriptHost {
     }
 
     fn runtime_error(&self, rel: &Path, hook: &str, err: &EvalAltResult) -> ScriptError {
-        if is_token(err, WALL_TIME_TOKEN) {
+        let (file, pos, message) = self.describe(rel, err);
+        if Exceeded::of(err) == Some(Exceeded::WallTime) {
             return ScriptError::Timeout {
-                file: rel.to_path_buf(),
+                file,
                 hook: hook.into(),
+                line: pos.line().unwrap_or(0),
                 limit: self.inner.limits.wall_time,
             };
-        }
-        let (file, pos, mut message) =
-            innermost(err, rel, &self.inner.resolver, rhai::Position::NONE);
-        if is_token(err, MEMORY_TOKEN) {
-            message = format!(
-                "memory budget of {} MiB exceeded",
-                self.inner.limits.max_memory / (1024 * 1024)
-            );
         }
         ScriptError::Runtime {
             file,
@@ -600,18 +598,34 @@ impl ScriptHost {
             message,
         }
     }
-}
 
-/// Whether `err` is, or wraps, the sandbox's termination with `token`.
-fn is_token(err: &EvalAltResult, token: &str) -> bool {
-    match err {
-        EvalAltResult::ErrorTerminated(value, _) => value
-            .clone()
-            .into_immutable_string()
-            .is_ok_and(|s| s == token),
-        EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
-        | EvalAltResult::ErrorInModule(_, inner, _) => is_token(inner, token),
-        _ => false,
+    /// The file, position and message of `err`, a limit described by its setting.
+    fn describe(&self, rel: &Path, err: &EvalAltResult) -> (PathBuf, rhai::Position, String) {
+        let (file, pos, message) = innermost(err, rel, &self.inner.resolver, rhai::Position::NONE);
+        match Exceeded::of(err) {
+            Some(limit) => (file, pos, limit.describe(&self.inner.limits)),
+            None => (file, pos, message),
+        }
+    }
+
+    /// `result` of a hook or top level as the host reports it: an error as a
+    /// [`ScriptError`], and a success after a limit was passed (the script caught the
+    /// report) as that limit's error.
+    fn within_limits<T>(
+        &self,
+        rel: &Path,
+        hook: &str,
+        result: Result<T, Box<EvalAltResult>>,
+    ) -> Result<T, ScriptError> {
+        let result = result.and_then(|out| match sandbox::exceeded() {
+            Some(limit) => Err(EvalAltResult::ErrorRuntime(
+                rhai::Dynamic::from(limit),
+                rhai::Position::NONE,
+            )
+            .into()),
+            None => Ok(out),
+        });
+        result.map_err(|e| self.runtime_error(rel, hook, &e))
     }
 }
 

@@ -81,12 +81,14 @@ pub enum ScriptError {
         message: String,
     },
     /// A hook ran past its wall-time limit.
-    #[error("{file}: `{hook}` exceeded its wall-time limit of {limit:?}")]
+    #[error("{file}:{line}: `{hook}` exceeded its wall-time limit of {limit:?}")]
     Timeout {
-        /// File the hook lives in.
+        /// File the hook was running in when it ran out of time.
         file: PathBuf,
         /// Hook (function) name.
         hook: String,
+        /// 1-based line it was running (0 when unknown).
+        line: usize,
         /// The limit it ran past.
         limit: Duration,
     },

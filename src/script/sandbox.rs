@@ -1,12 +1,20 @@
 //! Sandbox limits applied to the one engine, and the per-hook budget: wall-time
 //! deadline, memory budget and log allowance.
 //!
-//! Operation and depth limits are Rhai's own. The others are kept per thread, for the
-//! hook running on it ([`HookGuard`]), and checked from `Engine::on_progress` at every
-//! operation: the deadline, and the bytes the thread holds beyond what it held when
-//! the hook started ([`super::memory`]). A hook runs on one thread
+//! Depth limits are Rhai's own. The others are kept per thread, for the hook running
+//! on it ([`HookGuard`]), and checked from `Engine::on_progress` at every operation:
+//! the operation count, the deadline, and the bytes the thread holds beyond what it
+//! held when the hook started ([`super::memory`]). A hook runs on one thread
 //! ([`super::hook_thread`]), so each call sets its own budget; nested calls keep the
 //! enclosing one.
+//!
+//! A limit is reported at the script line that ran past it. Rhai moves the position of
+//! an uncatchable termination to each function's call site on the way out (the hook's
+//! own being none), so a hook past a limit is first stopped by the variable-access
+//! callback with a runtime error, which keeps its line; the operations after that are
+//! counted, and [`GRACE_OPERATIONS`] later (at once if the memory held grows past a
+//! quarter over budget) the hook is terminated uncatchably. A hook that catches the
+//! error and returns is failed by the host all the same ([`exceeded`]).
 //!
 //! Inside a hook the memory budget bounds every value (an O(1) check per operation;
 //! Rhai's own per-value size limits are off: they walk a whole array or map after
@@ -18,15 +26,59 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use rhai::{Dynamic, Engine};
+use rhai::{Dynamic, Engine, EvalAltResult, Position};
 
 use crate::config::ScriptsConfig;
 use crate::memory;
 
-/// Token returned by the progress callback when the deadline has passed.
-pub(crate) const WALL_TIME_TOKEN: &str = "neuron:wall-time";
-/// Token returned by the progress callback when the hook holds more than its budget.
-pub(crate) const MEMORY_TOKEN: &str = "neuron:memory";
+/// A per-hook limit a hook ran past. It is the value of the error that stops the hook
+/// (a type scripts cannot make, so no `throw` passes for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exceeded {
+    /// More than [`Limits::max_operations`].
+    Operations,
+    /// More than [`Limits::max_memory`] held.
+    Memory,
+    /// Past [`Limits::wall_time`].
+    WallTime,
+}
+
+impl Exceeded {
+    /// The limit `err` reports, looking through function-call and module wrappers.
+    pub(crate) fn of(err: &EvalAltResult) -> Option<Self> {
+        match err {
+            EvalAltResult::ErrorTerminated(value, _) | EvalAltResult::ErrorRuntime(value, _) => {
+                value.read_lock::<Self>().map(|limit| *limit)
+            }
+            EvalAltResult::ErrorTooManyOperations(_) => Some(Self::Operations),
+            EvalAltResult::ErrorInFunctionCall(_, _, inner, _)
+            | EvalAltResult::ErrorInModule(_, inner, _) => Self::of(inner),
+            _ => None,
+        }
+    }
+
+    /// What went wrong, naming the limit and its setting.
+    pub(crate) fn describe(self, limits: &Limits) -> String {
+        match self {
+            Self::Operations => format!(
+                "too many operations (limit {}: `scripts.max_operations`)",
+                limits.max_operations
+            ),
+            Self::Memory => format!(
+                "memory budget of {} MiB exceeded (`scripts.max_memory_mb`)",
+                limits.max_memory / (1024 * 1024)
+            ),
+            Self::WallTime => format!(
+                "wall-time limit of {:?} exceeded (`scripts.hook_timeout_ms`)",
+                limits.wall_time
+            ),
+        }
+    }
+}
+
+/// Operations a hook past a limit may still run, for a variable access to report the
+/// line, before it is terminated.
+pub const GRACE_OPERATIONS: u32 = 256;
 
 /// Resource limits for every script call.
 #[derive(Debug, Clone, PartialEq)]
@@ -96,6 +148,7 @@ impl From<&ScriptsConfig> for Limits {
 #[derive(Clone, Copy)]
 struct Budget {
     deadline: Instant,
+    max_operations: u64,
     /// [`memory::thread_net_bytes`] when the hook started.
     memory_base: isize,
     max_memory: usize,
@@ -106,6 +159,8 @@ struct Budget {
     max_map_size: usize,
     /// Lines logged so far.
     logged: usize,
+    /// The limit the hook ran past, and the operations it may still run.
+    exceeded: Option<(Exceeded, u32)>,
 }
 
 thread_local! {
@@ -187,25 +242,58 @@ fn leaving_within(
     Ok(())
 }
 
-/// Applies `limits` to `engine` and installs the deadline and memory checks.
+/// Applies `limits` to `engine` and installs the per-hook checks.
 pub(crate) fn apply(engine: &mut Engine, limits: &Limits) {
+    // Rhai's own operation limit is the backstop outside a hook; inside one, the
+    // progress callback stops the hook first.
+    let backstop = match limits.max_operations {
+        0 => 0,
+        max => max.saturating_add(2 * u64::from(GRACE_OPERATIONS)),
+    };
     engine
-        .set_max_operations(limits.max_operations)
+        .set_max_operations(backstop)
         .set_max_call_levels(limits.max_call_levels)
         .set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth)
         .set_max_modules(limits.max_modules);
     engine.on_progress(|ops| {
-        let budget = BUDGET.with(Cell::get)?;
+        let mut budget = BUDGET.with(Cell::get)?;
         let held = memory::thread_net_bytes().saturating_sub(budget.memory_base);
-        if held > 0 && held as usize > budget.max_memory {
-            return Some(Dynamic::from(MEMORY_TOKEN));
+        let held = usize::try_from(held).unwrap_or(0);
+        if let Some((limit, grace)) = budget.exceeded {
+            if grace == 0 || held > budget.max_memory.saturating_add(budget.max_memory / 4) {
+                return Some(Dynamic::from(limit));
+            }
+            budget.exceeded = Some((limit, grace - 1));
+        } else if budget.max_operations > 0 && ops > budget.max_operations {
+            budget.exceeded = Some((Exceeded::Operations, GRACE_OPERATIONS));
+        } else if held > budget.max_memory {
+            budget.exceeded = Some((Exceeded::Memory, GRACE_OPERATIONS));
+        } else if ops & 0xFF == 0 && Instant::now() >= budget.deadline {
+            // Reading the clock every operation is measurable; every 256th is plenty.
+            budget.exceeded = Some((Exceeded::WallTime, GRACE_OPERATIONS));
+        } else {
+            return None;
         }
-        // Reading the clock every operation is measurable; every 256th is plenty.
-        if ops & 0xFF == 0 && Instant::now() >= budget.deadline {
-            return Some(Dynamic::from(WALL_TIME_TOKEN));
-        }
+        BUDGET.with(|b| b.set(Some(budget)));
         None
     });
+    // The first variable access after a limit is passed fails with the limit, at its
+    // line (see the module docs). The API is stable in use but marked volatile.
+    #[allow(deprecated)]
+    engine.on_var(|_, _, _| match exceeded() {
+        Some(limit) => {
+            Err(EvalAltResult::ErrorRuntime(Dynamic::from(limit), Position::NONE).into())
+        }
+        None => Ok(None),
+    });
+}
+
+/// The limit the running hook has passed, if any.
+pub(crate) fn exceeded() -> Option<Exceeded> {
+    BUDGET
+        .with(Cell::get)
+        .and_then(|b| b.exceeded)
+        .map(|(limit, _)| limit)
 }
 
 /// Time left before this thread's hook deadline, if a hook is running.
@@ -272,6 +360,7 @@ impl HookGuard {
         let previous = BUDGET.with(Cell::get);
         let budget = previous.unwrap_or(Budget {
             deadline: Instant::now() + limits.wall_time,
+            max_operations: limits.max_operations,
             memory_base: memory::thread_net_bytes(),
             max_memory: limits.max_memory,
             max_log_line: limits.max_log_line,
@@ -280,6 +369,7 @@ impl HookGuard {
             max_array_size: limits.max_array_size,
             max_map_size: limits.max_map_size,
             logged: 0,
+            exceeded: None,
         });
         BUDGET.with(|b| b.set(Some(budget)));
         Self { previous }
@@ -289,10 +379,14 @@ impl HookGuard {
 impl Drop for HookGuard {
     fn drop(&mut self) {
         BUDGET.with(|b| {
-            // A nested call's lines count against the enclosing call's allowance.
-            let logged = b.get().map(|now| now.logged);
+            // A nested call's lines, and a limit it passed, count against the enclosing
+            // call's budget: it is the same budget.
+            let now = b.get();
             b.set(self.previous.map(|mut outer| {
-                outer.logged = logged.unwrap_or(outer.logged);
+                if let Some(now) = now {
+                    outer.logged = now.logged;
+                    outer.exceeded = now.exceeded;
+                }
                 outer
             }))
         });
@@ -393,11 +487,67 @@ mod tests {
         };
         apply(&mut engine, &limits);
         let _guard = HookGuard::start(&limits);
+        // No variable to stop it at: terminated once its grace is spent.
         let err = engine.run("loop { }").unwrap_err();
-        assert!(
-            matches!(*err, rhai::EvalAltResult::ErrorTerminated(ref t, _) if t.clone().into_string().ok().as_deref() == Some(WALL_TIME_TOKEN)),
-            "{err}"
-        );
+        assert!(matches!(*err, EvalAltResult::ErrorTerminated(..)), "{err}");
+        assert_eq!(Exceeded::of(&err), Some(Exceeded::WallTime), "{err}");
+    }
+
+    /// The position of the innermost error under function-call wrappers.
+    fn innermost_position(err: &EvalAltResult) -> Position {
+        match err {
+            EvalAltResult::ErrorInFunctionCall(_, _, inner, _) => innermost_position(inner),
+            other => other.position(),
+        }
+    }
+
+    #[test]
+    fn a_limit_is_reported_at_the_line_that_ran_past_it() {
+        let mut engine = Engine::new();
+        let limits = Limits {
+            max_operations: 1000,
+            ..Limits::default()
+        };
+        apply(&mut engine, &limits);
+        for (script, line) in [
+            (
+                "fn spin() {\n  let x = 0;\n  loop { x += 1; }\n}\nspin()",
+                3,
+            ),
+            ("let x = 0;\nlet y = 1;\nwhile true { x += y; }", 3),
+        ] {
+            let _guard = HookGuard::start(&limits);
+            let err = engine.run(script).unwrap_err();
+            assert_eq!(Exceeded::of(&err), Some(Exceeded::Operations), "{err}");
+            assert_eq!(
+                innermost_position(&err).line(),
+                Some(line),
+                "{script}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_script_that_catches_its_limit_is_stopped_all_the_same() {
+        let mut engine = Engine::new();
+        let limits = Limits {
+            max_operations: 1000,
+            ..Limits::default()
+        };
+        apply(&mut engine, &limits);
+        // Catching every report and going on: terminated uncatchably after the grace.
+        let guard = HookGuard::start(&limits);
+        let err = engine
+            .run("let n = 0; loop { try { n += 1; } catch { } }")
+            .unwrap_err();
+        assert!(matches!(*err, EvalAltResult::ErrorTerminated(..)), "{err}");
+        assert_eq!(Exceeded::of(&err), Some(Exceeded::Operations));
+        drop(guard);
+        // Catching once and returning: the budget remembers, for the host to fail it.
+        let _guard = HookGuard::start(&limits);
+        let out = engine.eval::<i64>("let n = 0; try { while true { n += 1; } } catch { } 5");
+        assert_eq!(out.unwrap(), 5);
+        assert_eq!(exceeded(), Some(Exceeded::Operations));
     }
 
     #[test]
@@ -415,10 +565,7 @@ mod tests {
             let s = ""; s.pad(1048576, 'x'); hold(20, s)
         "#;
         let err = engine.run(script).unwrap_err();
-        assert!(
-            matches!(*err, rhai::EvalAltResult::ErrorTerminated(ref t, _) if t.clone().into_string().ok().as_deref() == Some(MEMORY_TOKEN)),
-            "{err}"
-        );
+        assert_eq!(Exceeded::of(&err), Some(Exceeded::Memory), "{err}");
     }
 
     #[test]

@@ -566,6 +566,14 @@ fn the_configured_limits_reach_every_hook() {
     );
     write(
         root,
+        "tasks/grow.rhai",
+        &task(
+            "grow",
+            r#"let a = []; loop { a.push("a string of some length"); }"#,
+        ),
+    );
+    write(
+        root,
         "tasks/hoard.rhai",
         &task(
             "hoard",
@@ -585,9 +593,19 @@ fn the_configured_limits_reach_every_hook() {
         args.extend(limit);
         neuron(&args, "warn")
     };
+    // Each limit is reported at the line that ran past it (the hook is on line 3).
     let (status, out) = run("spin", &["--scripts.max_operations", "10000"]);
     assert!(!status.success(), "{out}");
-    assert!(out.to_lowercase().contains("too many operations"), "{out}");
+    assert!(
+        out.contains("tasks/spin.rhai:3:") && out.contains("too many operations (limit 10000"),
+        "{out}"
+    );
+    let (status, out) = run("grow", &["--scripts.max_memory_mb", "1"]);
+    assert!(!status.success(), "{out}");
+    assert!(
+        out.contains("tasks/grow.rhai:3:") && out.contains("memory budget of 1 MiB exceeded"),
+        "{out}"
+    );
     // The 2 MiB pad is refused before it is built: less than 1 MiB is left.
     let (status, out) = run("hoard", &["--scripts.max_memory_mb", "1"]);
     assert!(!status.success(), "{out}");
