@@ -51,6 +51,9 @@ pub struct ModelInfo {
     pub vocab: usize,
     /// Which chat template is used (`model`, `chatml`, `zephyr`, `llama3`).
     pub template: &'static str,
+    /// Bytes of key/value cache a sequence holds per position (its cache is at most
+    /// `context` positions, grown in steps of a few hundred).
+    pub kv_bytes_per_position: usize,
     /// Seconds taken by [`super::LlmService::load`].
     pub load_secs: f64,
 }
@@ -80,6 +83,75 @@ impl Control {
         match self.deadline {
             Some((at, budget)) if Instant::now() >= at => Err(LlmError::Timeout(budget)),
             _ => Ok(()),
+        }
+    }
+}
+
+/// Prompt tokens fed per forward while a request joins: a long prompt is fed in chunks,
+/// so the running batch goes on decoding between them. Alone or batched, a prompt is
+/// fed in the same chunks, so a request's tokens do not depend on its company.
+pub(crate) const PREFILL_CHUNK: usize = 64;
+
+/// One generation in progress: its own KV cache, sampler, parameters, deadline and
+/// output so far. Made by [`Engine::begin`], driven by [`Engine::prefill`] and
+/// [`Engine::decode_step`].
+pub(crate) struct Decoding {
+    session: Session,
+    sampler: LogitsProcessor,
+    params: SamplingParams,
+    control: Control,
+    /// Receives the text as it becomes final.
+    on_text: Box<dyn FnMut(&str) + Send>,
+    prompt: Vec<u32>,
+    /// Prompt tokens fed so far.
+    fed: usize,
+    /// Most tokens to generate (the request's, within the context window).
+    budget: usize,
+    /// Bytes of text held back because they may begin a stop string.
+    hold_back: usize,
+    /// Prompt and generated tokens (for the repeat penalty).
+    history: Vec<u32>,
+    generated: Vec<u32>,
+    logprobs: Vec<TokenLogprob>,
+    text: String,
+    /// Bytes of `text` already given to `on_text`.
+    emitted: usize,
+    started: Instant,
+    prompt_secs: f64,
+}
+
+impl Decoding {
+    /// Whether prompt tokens remain to be fed.
+    pub fn prefilling(&self) -> bool {
+        self.fed < self.prompt.len()
+    }
+
+    /// Whether the request was cancelled or ran past its deadline.
+    pub fn stopped(&self) -> Option<LlmError> {
+        self.control.check().err()
+    }
+
+    fn last_token(&self) -> u32 {
+        *self
+            .generated
+            .last()
+            .expect("a decode step follows a sampled token")
+    }
+
+    fn finish(&mut self, finish_reason: FinishReason) -> Generation {
+        if self.text.len() > self.emitted {
+            (self.on_text)(&self.text[self.emitted..]);
+            self.emitted = self.text.len();
+        }
+        let elapsed = self.started.elapsed().as_secs_f64();
+        Generation {
+            text: std::mem::take(&mut self.text),
+            prompt_tokens: self.prompt.len(),
+            completion_tokens: self.generated.len(),
+            finish_reason,
+            prompt_secs: self.prompt_secs,
+            decode_secs: elapsed - self.prompt_secs,
+            logprobs: std::mem::take(&mut self.logprobs),
         }
     }
 }
@@ -177,6 +249,7 @@ impl Engine {
             context: model.context(),
             vocab: tokenizer.get_vocab_size(true),
             template: template.kind,
+            kv_bytes_per_position: model.kv_bytes_per_position(),
             load_secs: 0.0,
         };
         Ok(Self {
@@ -207,6 +280,7 @@ impl Engine {
             context: loaded.context,
             vocab: tokenizer.get_vocab_size(true),
             template: template.kind,
+            kv_bytes_per_position: loaded.kv_bytes_per_position,
             load_secs: 0.0,
         };
         Ok(Self {
@@ -217,11 +291,6 @@ impl Engine {
             eos,
             info,
         })
-    }
-
-    /// Whether several workers may run requests over these weights at once.
-    pub fn shareable(&self) -> bool {
-        matches!(self.backend, Backend::Gguf(_))
     }
 
     fn session(&self) -> Session {
@@ -277,14 +346,16 @@ impl Engine {
         self.template.render(messages)
     }
 
-    pub fn generate(
+    /// Starts a generation of a reply to `messages`: validates `params`, renders and
+    /// tokenizes the prompt. Nothing runs until [`Engine::prefill`].
+    pub fn begin(
         &self,
         messages: &[ChatMessage],
-        params: &SamplingParams,
-        control: &Control,
-        on_text: &mut dyn FnMut(&str),
-    ) -> Result<Generation, LlmError> {
-        let mut sampler = LogitsProcessor::from_sampling(params.seed, sampling(params)?);
+        params: SamplingParams,
+        control: Control,
+        on_text: Box<dyn FnMut(&str) + Send>,
+    ) -> Result<Decoding, LlmError> {
+        let sampler = LogitsProcessor::from_sampling(params.seed, sampling(&params)?);
         let prompt = self.encode(&self.render(messages)?)?;
         let context = self.info.context;
         if prompt.len() >= context {
@@ -293,74 +364,133 @@ impl Engine {
                 context,
             });
         }
-        let budget = params.max_tokens.min(context - prompt.len());
-        let hold_back = params.stop.iter().map(String::len).max().unwrap_or(0);
         control.check()?;
-
-        let started = Instant::now();
-        let mut session = self.session();
-        let mut logits = self.forward(&mut session, &prompt, 1)?.squeeze(0)?;
-        let prompt_secs = started.elapsed().as_secs_f64();
-
-        let mut history = prompt.clone();
-        let mut generated: Vec<u32> = Vec::new();
-        let mut logprobs = Vec::new();
-        let mut text = String::new();
-        let mut emitted = 0;
-        let finish = loop {
-            control.check()?;
-            if params.repeat_penalty != 1.0 {
-                let start = history.len().saturating_sub(REPEAT_LAST_N);
-                logits = apply_repeat_penalty(&logits, params.repeat_penalty, &history[start..])?;
-            }
-            let next = sampler.sample(&logits)?;
-            if self.eos.contains(&next) {
-                break FinishReason::Eos;
-            }
-            if let Some(k) = params.logprobs {
-                logprobs.push(self.token_logprob(&logits, next, k)?);
-            }
-            generated.push(next);
-            history.push(next);
-            text = self.decode(&generated)?;
-            if let Some(cut) = params
-                .stop
-                .iter()
-                .filter_map(|s| text.find(s.as_str()))
-                .min()
-            {
-                text.truncate(cut);
-                break FinishReason::Stop;
-            }
-            // Emit what can no longer become part of a stop string (and is not a partial
-            // UTF-8 sequence, which decodes as U+FFFD).
-            if !text.ends_with('\u{FFFD}') {
-                let mut safe = text.len().saturating_sub(hold_back);
-                while !text.is_char_boundary(safe) {
-                    safe -= 1;
-                }
-                if safe > emitted {
-                    on_text(&text[emitted..safe]);
-                    emitted = safe;
-                }
-            }
-            if generated.len() >= budget {
-                break FinishReason::Length;
-            }
-            logits = self.forward(&mut session, &[next], 1)?.squeeze(0)?;
-        };
-        if text.len() > emitted {
-            on_text(&text[emitted..]);
-        }
-        Ok(Generation {
-            text,
-            prompt_tokens: prompt.len(),
-            completion_tokens: generated.len(),
-            finish_reason: finish,
-            prompt_secs,
-            decode_secs: started.elapsed().as_secs_f64() - prompt_secs,
-            logprobs,
+        Ok(Decoding {
+            session: self.session(),
+            sampler,
+            budget: params.max_tokens.min(context - prompt.len()),
+            hold_back: params.stop.iter().map(String::len).max().unwrap_or(0),
+            params,
+            control,
+            on_text,
+            history: prompt.clone(),
+            prompt,
+            fed: 0,
+            generated: Vec::new(),
+            logprobs: Vec::new(),
+            text: String::new(),
+            emitted: 0,
+            started: Instant::now(),
+            prompt_secs: 0.0,
         })
+    }
+
+    /// Feeds the next [`PREFILL_CHUNK`] prompt tokens of `d`; after the last, samples
+    /// its first token. The generation when it ended there, else `None`.
+    pub fn prefill(&self, d: &mut Decoding) -> Result<Option<Generation>, LlmError> {
+        d.control.check()?;
+        let end = (d.fed + PREFILL_CHUNK).min(d.prompt.len());
+        let logits = self.forward(&mut d.session, &d.prompt[d.fed..end], 1)?;
+        d.fed = end;
+        if d.prefilling() {
+            return Ok(None);
+        }
+        d.prompt_secs = d.started.elapsed().as_secs_f64();
+        self.advance(d, logits.squeeze(0)?)
+    }
+
+    /// One decode step for every generation in `batch` (each past its prompt): feeds
+    /// each one's last sampled token and samples the next. The projections multiply
+    /// the whole batch in one pass over the weights; each row is computed as it would
+    /// be alone, so a generation's tokens do not depend on its company. Per generation,
+    /// the generation when it ended, `None` when it goes on, or its own error; the outer
+    /// error fails the whole step.
+    pub fn decode_step(
+        &self,
+        batch: &mut [&mut Decoding],
+    ) -> Result<Vec<Result<Option<Generation>, LlmError>>, LlmError> {
+        let logits = match &self.backend {
+            Backend::Gguf(model) => {
+                let mut steps = batch
+                    .iter_mut()
+                    .map(|d| {
+                        let token = d.last_token();
+                        match &mut d.session {
+                            Session::Gguf(cache) => (token, cache),
+                            Session::Safe(_) => unreachable!("sessions come from their backend"),
+                        }
+                    })
+                    .collect::<Vec<_>>();
+                let logits = model.forward_batch(&mut steps)?;
+                (0..batch.len())
+                    .map(|i| logits.get(i))
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+            Backend::Safe(_) => batch
+                .iter_mut()
+                .map(|d| {
+                    let token = d.last_token();
+                    self.forward(&mut d.session, &[token], 1)?
+                        .squeeze(0)
+                        .map_err(LlmError::from)
+                })
+                .collect::<Result<Vec<_>, LlmError>>()?,
+        };
+        Ok(batch
+            .iter_mut()
+            .zip(logits)
+            .map(|(d, logits)| self.advance(d, logits))
+            .collect())
+    }
+
+    /// Samples `d`'s next token from `logits`: the generation when that ends it, else
+    /// `None` (the token waits to be fed by the next [`Engine::decode_step`]).
+    fn advance(
+        &self,
+        d: &mut Decoding,
+        mut logits: Tensor,
+    ) -> Result<Option<Generation>, LlmError> {
+        d.control.check()?;
+        let params = &d.params;
+        if params.repeat_penalty != 1.0 {
+            let start = d.history.len().saturating_sub(REPEAT_LAST_N);
+            logits = apply_repeat_penalty(&logits, params.repeat_penalty, &d.history[start..])?;
+        }
+        let next = d.sampler.sample(&logits)?;
+        if self.eos.contains(&next) {
+            return Ok(Some(d.finish(FinishReason::Eos)));
+        }
+        if let Some(k) = params.logprobs {
+            d.logprobs.push(self.token_logprob(&logits, next, k)?);
+        }
+        d.generated.push(next);
+        d.history.push(next);
+        d.text = self.decode(&d.generated)?;
+        if let Some(cut) = params
+            .stop
+            .iter()
+            .filter_map(|s| d.text.find(s.as_str()))
+            .min()
+        {
+            d.text.truncate(cut);
+            return Ok(Some(d.finish(FinishReason::Stop)));
+        }
+        // Emit what can no longer become part of a stop string (and is not a partial
+        // UTF-8 sequence, which decodes as U+FFFD).
+        if !d.text.ends_with('\u{FFFD}') {
+            let mut safe = d.text.len().saturating_sub(d.hold_back);
+            while !d.text.is_char_boundary(safe) {
+                safe -= 1;
+            }
+            if safe > d.emitted {
+                (d.on_text)(&d.text[d.emitted..safe]);
+                d.emitted = safe;
+            }
+        }
+        if d.generated.len() >= d.budget {
+            return Ok(Some(d.finish(FinishReason::Length)));
+        }
+        Ok(None)
     }
 
     /// `token`'s log-probability under `logits` (log-softmax) and the `k` most likely

@@ -334,6 +334,11 @@ impl GgufModel {
         self.context
     }
 
+    /// Bytes of key/value cache per position (keys and values of every layer, f32).
+    pub fn kv_bytes_per_position(&self) -> usize {
+        self.layers.len() * 2 * self.n_kv_head * self.head_dim * DType::F32.size_in_bytes()
+    }
+
     /// A fresh, empty cache for one request.
     pub fn new_cache(&self) -> KvCache {
         KvCache {
@@ -370,16 +375,10 @@ impl GgufModel {
         let mut x = self.embed.forward(&input)?;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let h = layer.attn_norm.forward(&x)?;
-            let h = self.attention(layer, &h, mask.as_ref(), &cos, &sin, layer_cache)?;
-            x = (h + x)?;
-            let h = layer.ffn_norm.forward(&x)?;
-            let [gate, up]: [Tensor; 2] = layer
-                .gate_up
-                .forward(&h)?
-                .try_into()
-                .map_err(|_| LlmError::BadModel("gate/up projection shape".into()))?;
-            let h = layer.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)?;
-            x = (h + x)?;
+            let [q, k, v] = qkv(layer, &h)?;
+            let h = self.attend(layer, q, k, v, mask.as_ref(), &cos, &sin, layer_cache)?;
+            x = (layer.wo.forward(&h)? + x)?;
+            x = (self.feed_forward(layer, &x)? + x)?;
         }
         // Only the kept rows go through the (vocab-wide) output projection.
         let x = self
@@ -388,21 +387,77 @@ impl GgufModel {
         Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
     }
 
-    fn attention(
+    /// One decode step for several requests at once: `steps[i]` feeds one token at the
+    /// next position of its own cache. The projections multiply all rows in one pass
+    /// over the weights (each row as it would be alone); attention runs per request
+    /// over its own cache. Returns the logits, shape `(steps.len(), vocab)`.
+    pub fn forward_batch(&self, steps: &mut [(u32, &mut KvCache)]) -> Result<Tensor, LlmError> {
+        let mut positions = Vec::with_capacity(steps.len());
+        for (_, cache) in steps.iter() {
+            let pos = cache.len();
+            if pos + 1 > self.context {
+                return Err(LlmError::ContextOverflow {
+                    tokens: pos + 1,
+                    context: self.context,
+                });
+            }
+            positions.push(pos);
+        }
+        let tokens: Vec<u32> = steps.iter().map(|(token, _)| *token).collect();
+        let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(1)?;
+        let mut x = self.embed.forward(&input)?;
+        for (l, layer) in self.layers.iter().enumerate() {
+            let h = layer.attn_norm.forward(&x)?;
+            let [q, k, v] = qkv(layer, &h)?;
+            let mut heads = Vec::with_capacity(steps.len());
+            for (i, ((_, cache), &pos)) in steps.iter_mut().zip(&positions).enumerate() {
+                let row = |t: &Tensor| t.narrow(0, i, 1);
+                heads.push(self.attend(
+                    layer,
+                    row(&q)?,
+                    row(&k)?,
+                    row(&v)?,
+                    None,
+                    &self.cos.narrow(0, pos, 1)?,
+                    &self.sin.narrow(0, pos, 1)?,
+                    &mut cache.layers[l],
+                )?);
+            }
+            x = (layer.wo.forward(&Tensor::cat(&heads, 0)?)? + x)?;
+            x = (self.feed_forward(layer, &x)? + x)?;
+        }
+        let x = self.norm.forward(&x.squeeze(1)?)?;
+        Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
+    /// The feed-forward block of `layer` (its norm included), without the residual.
+    fn feed_forward(&self, layer: &Layer, x: &Tensor) -> Result<Tensor, LlmError> {
+        let h = layer.ffn_norm.forward(x)?;
+        let [gate, up]: [Tensor; 2] = layer
+            .gate_up
+            .forward(&h)?
+            .try_into()
+            .map_err(|_| LlmError::BadModel("gate/up projection shape".into()))?;
+        layer.down.forward(&(candle_nn::ops::silu(&gate)? * up)?)
+    }
+
+    /// Attention of projected queries, keys and values `(b, seq, width)` at the
+    /// positions `cos`/`sin` stand for, appending the keys and values to `cache`; the
+    /// heads' outputs before the output projection, `(b, seq, width)`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend(
         &self,
         layer: &Layer,
-        x: &Tensor,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
         mask: Option<&Tensor>,
         cos: &Tensor,
         sin: &Tensor,
         cache: &mut candle_nn::kv_cache::KvCache,
     ) -> Result<Tensor, LlmError> {
-        let (b, seq, width) = x.dims3()?;
-        let [q, k, v]: [Tensor; 3] = layer
-            .qkv
-            .forward(x)?
-            .try_into()
-            .map_err(|_| LlmError::BadModel("q/k/v projection shape".into()))?;
+        let (b, seq, _) = q.dims3()?;
+        let width = self.n_head * self.head_dim;
         let project =
             |mut y: Tensor, bias: &Option<Tensor>, heads: usize| -> Result<Tensor, LlmError> {
                 if let Some(bias) = bias {
@@ -441,13 +496,21 @@ impl GgufModel {
             None => att,
         };
         let att = candle_nn::ops::softmax_last_dim(&att)?;
-        let y = att
+        Ok(att
             .matmul(&v)?
             .reshape((b, self.n_head, seq, self.head_dim))?
             .transpose(1, 2)?
-            .reshape((b, seq, width))?;
-        layer.wo.forward(&y)
+            .reshape((b, seq, width))?)
     }
+}
+
+/// The query, key and value projections of `layer` for `x`.
+fn qkv(layer: &Layer, x: &Tensor) -> Result<[Tensor; 3], LlmError> {
+    layer
+        .qkv
+        .forward(x)?
+        .try_into()
+        .map_err(|_| LlmError::BadModel("q/k/v projection shape".into()))
 }
 
 fn rope_tables(

@@ -97,6 +97,10 @@ pub enum LlmError {
     /// The worker thread is gone (it panicked or the service is shutting down).
     #[error("inference worker stopped")]
     WorkerGone,
+    /// A decode step of the batch this request was in failed (the cause, once per
+    /// request of the batch).
+    #[error("batched decode step failed: {0}")]
+    BatchStep(String),
     /// A tensor operation failed.
     #[error("candle: {0}")]
     Candle(#[from] candle_core::Error),
@@ -264,9 +268,9 @@ pub struct LoadOptions {
     pub max_context: Option<usize>,
     /// Requests allowed to wait in the queue before callers block (backpressure).
     pub queue_capacity: usize,
-    /// Worker threads, each running one request at a time over the shared weights
-    /// (GGUF models; safetensors models always use one).
-    pub workers: usize,
+    /// Most requests decoded together (continuous batching); more wait in the queue.
+    /// Each live request holds its own KV cache (see [`ModelInfo::kv_bytes_per_position`]).
+    pub max_batch: usize,
     /// Default per-request deadline (overridable per request).
     pub timeout: Option<Duration>,
 }
@@ -278,7 +282,7 @@ impl Default for LoadOptions {
             cpu_kernels: CpuKernels::default(),
             max_context: None,
             queue_capacity: 64,
-            workers: 1,
+            max_batch: 8,
             timeout: None,
         }
     }

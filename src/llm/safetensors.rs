@@ -44,6 +44,18 @@ pub struct LoadedSafe {
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
     pub eos_ids: Vec<u32>,
+    /// Bytes of key/value cache per position (keys and values of every layer).
+    pub kv_bytes_per_position: usize,
+}
+
+/// Keys and values of every layer for one position, from `config.json`'s shape.
+fn kv_bytes_per_position(config: &Value, dtype: DType) -> usize {
+    let get = |key: &str| config[key].as_u64().map(|v| v as usize);
+    let heads = get("num_attention_heads").unwrap_or(1).max(1);
+    let kv_heads = get("num_key_value_heads").unwrap_or(heads);
+    let head_dim = get("head_dim").unwrap_or(get("hidden_size").unwrap_or(0) / heads);
+    let layers = get("num_hidden_layers").unwrap_or(0);
+    layers * 2 * kv_heads * head_dim * dtype.size_in_bytes()
 }
 
 fn read_json(path: &Path) -> Result<Value, LlmError> {
@@ -176,6 +188,7 @@ impl SafeModel {
             bos_token: token_string(&tok_config["bos_token"]),
             eos_token: token_string(&tok_config["eos_token"]),
             eos_ids,
+            kv_bytes_per_position: kv_bytes_per_position(&config, dtype),
         })
     }
 

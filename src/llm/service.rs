@@ -1,18 +1,23 @@
 //! [`LlmService`]: one loaded model serving many callers. Requests wait in a bounded
-//! queue (callers block, or await, while it is full: backpressure) and are run by worker
-//! threads over the shared, immutable weights. A request whose caller gives up (timeout,
-//! dropped future) is stopped at the next token; its KV cache is simply dropped.
+//! queue (callers block, or await, while it is full: backpressure) and are run by one
+//! scheduler thread with continuous batching: a request joins the running batch at a
+//! token boundary (its prompt fed in chunks between the others' decode steps), every
+//! decode step feeds one token of each live request through the weights together, and a
+//! request leaves when it is done, cancelled or past its deadline. Each keeps its own KV
+//! cache, sampler, seed, stop strings and budget; its tokens are the same alone or in
+//! any batch. A request whose caller gives up (timeout, dropped future) is stopped at
+//! the next token; its KV cache is simply dropped.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
 
-use super::engine::{Control, Engine, ModelInfo};
+use super::engine::{Control, Decoding, Engine, ModelInfo};
 use super::{ChatMessage, Generation, LlmError, LoadOptions, SamplingParams, TokenLosses};
 
 /// Per-request options beyond sampling.
@@ -58,6 +63,8 @@ struct Shared {
     space: Arc<Notify>,
     engine: Arc<Engine>,
     timeout: Option<Duration>,
+    /// The most requests one decode step has fed.
+    peak_batch: Arc<AtomicUsize>,
 }
 
 /// How often a blocking caller with a deadline retries a full queue.
@@ -98,20 +105,16 @@ impl LlmService {
             });
         }
         let engine = Arc::new(Engine::load(path, &options)?);
-        let workers = if engine.shareable() {
-            options.workers.max(1)
-        } else {
-            1
-        };
         let (queue, jobs) = std::sync::mpsc::sync_channel(options.queue_capacity.max(1));
-        let jobs = Arc::new(Mutex::new(jobs));
         let space = Arc::new(Notify::new());
-        for i in 0..workers {
-            let (engine, jobs, space) = (engine.clone(), jobs.clone(), space.clone());
+        let max_batch = options.max_batch.max(1);
+        let peak_batch = Arc::new(AtomicUsize::new(0));
+        {
+            let (engine, space, peak) = (engine.clone(), space.clone(), peak_batch.clone());
             std::thread::Builder::new()
-                .name(format!("llm-worker-{i}"))
-                .spawn(move || worker(&engine, &jobs, &space))
-                .map_err(|e| LlmError::BadModel(format!("cannot start worker thread: {e}")))?;
+                .name("llm-scheduler".into())
+                .spawn(move || schedule(&engine, &jobs, &space, max_batch, &peak))
+                .map_err(|e| LlmError::BadModel(format!("cannot start scheduler thread: {e}")))?;
         }
         Ok(Self {
             shared: Arc::new(Shared {
@@ -119,6 +122,7 @@ impl LlmService {
                 space,
                 engine,
                 timeout: options.timeout,
+                peak_batch,
             }),
         })
     }
@@ -126,6 +130,11 @@ impl LlmService {
     /// Facts about the loaded model.
     pub fn info(&self) -> &ModelInfo {
         &self.shared.engine.info
+    }
+
+    /// The most requests one decode step has fed so far (continuous batching at work).
+    pub fn peak_batch(&self) -> usize {
+        self.shared.peak_batch.load(Ordering::Relaxed)
     }
 
     /// The prompt text the model sees for `messages` (its chat template applied).
@@ -269,63 +278,142 @@ impl LlmService {
     }
 }
 
-fn worker(engine: &Engine, jobs: &Mutex<Receiver<Job>>, space: &Notify) {
+/// A chat request in the running batch.
+struct Live {
+    decoding: Decoding,
+    reply: ReplyTo,
+}
+
+/// The scheduler: admits waiting requests up to `max_batch` live ones (blocking only
+/// when none is live), feeds one prompt chunk of each joining request, then one decode
+/// step of all the others together; replies as each one ends. Log-likelihood requests
+/// run between steps. Returns when every sender is gone and nothing is live.
+fn schedule(
+    engine: &Engine,
+    jobs: &Receiver<Job>,
+    space: &Notify,
+    max_batch: usize,
+    peak_batch: &AtomicUsize,
+) {
+    let mut live: Vec<Live> = Vec::new();
     loop {
-        let job = {
-            let Ok(jobs) = jobs.lock() else { return };
-            match jobs.recv() {
-                Ok(job) => job,
-                Err(_) => return, // every sender dropped: the service is gone
+        while live.len() < max_batch {
+            let job = if live.is_empty() {
+                match jobs.recv() {
+                    Ok(job) => job,
+                    Err(_) => return, // every sender dropped: the service is gone
+                }
+            } else {
+                match jobs.try_recv() {
+                    Ok(job) => job,
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            };
+            space.notify_waiters();
+            admit(engine, job, &mut live);
+        }
+        // Cancelled or late requests leave before any more work is spent on them.
+        live = live
+            .into_iter()
+            .filter_map(|l| match l.decoding.stopped() {
+                Some(err) => {
+                    l.reply.send(Err(err));
+                    None
+                }
+                None => Some(l),
+            })
+            .collect();
+        let mut decoding = Vec::with_capacity(live.len());
+        for mut l in std::mem::take(&mut live) {
+            if l.decoding.prefilling() {
+                match guarded(|| engine.prefill(&mut l.decoding)) {
+                    Ok(None) => live.push(l),
+                    done => l.reply.send(done.map(|g| Output::Chat(g.expect("ended")))),
+                }
+            } else {
+                decoding.push(l);
             }
-        };
-        space.notify_waiters();
-        let Job {
-            work,
-            control,
-            reply,
-        } = job;
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| run(engine, work, &control)))
-            .unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                tracing::error!(%msg, "inference request panicked");
-                Err(LlmError::BadModel(format!(
-                    "internal error during inference: {msg}"
-                )))
-            });
-        // The caller may have gone away; then nobody needs the answer.
-        let _ = match reply {
-            ReplyTo::Async(tx) => tx.send(result).map_err(drop),
-            ReplyTo::Sync(tx) => tx.send(result).map_err(drop),
-        };
+        }
+        if decoding.is_empty() {
+            continue;
+        }
+        peak_batch.fetch_max(decoding.len(), Ordering::Relaxed);
+        let mut batch: Vec<&mut Decoding> = decoding.iter_mut().map(|l| &mut l.decoding).collect();
+        match guarded(|| engine.decode_step(&mut batch)) {
+            Ok(outcomes) => {
+                for (l, outcome) in decoding.into_iter().zip(outcomes) {
+                    match outcome {
+                        Ok(None) => live.push(l),
+                        done => l.reply.send(done.map(|g| Output::Chat(g.expect("ended")))),
+                    }
+                }
+            }
+            Err(err) => {
+                let cause = err.to_string();
+                for l in decoding {
+                    l.reply.send(Err(LlmError::BatchStep(cause.clone())));
+                }
+            }
+        }
     }
 }
 
-fn run(engine: &Engine, work: Work, control: &Control) -> Result<Output, LlmError> {
+/// Starts `job`: a chat joins `live`; a log-likelihood request runs now.
+fn admit(engine: &Engine, job: Job, live: &mut Vec<Live>) {
+    let Job {
+        work,
+        control,
+        reply,
+    } = job;
     match work {
         Work::Chat {
             messages,
             params,
             stream,
         } => {
-            let mut on_text = |piece: &str| {
+            let on_text = Box::new(move |piece: &str| {
                 if let Some(s) = &stream {
                     // A closed stream only means the listener stopped listening.
                     let _ = s.send(piece.to_string());
                 }
-            };
-            engine
-                .generate(&messages, &params, control, &mut on_text)
-                .map(Output::Chat)
+            });
+            match engine.begin(&messages, params, control, on_text) {
+                Ok(decoding) => live.push(Live { decoding, reply }),
+                Err(err) => reply.send(Err(err)),
+            }
         }
         Work::LogLikelihood {
             prompt,
             continuation,
-        } => engine
-            .log_likelihood(&prompt, &continuation, control)
-            .map(Output::LogLikelihood),
+        } => reply.send(
+            guarded(|| engine.log_likelihood(&prompt, &continuation, &control))
+                .map(Output::LogLikelihood),
+        ),
     }
+}
+
+impl ReplyTo {
+    /// Sends `result`; the caller may have gone away, and then nobody needs it.
+    fn send(self, result: Result<Output, LlmError>) {
+        let _ = match self {
+            ReplyTo::Async(tx) => tx.send(result).map_err(drop),
+            ReplyTo::Sync(tx) => tx.send(result).map_err(drop),
+        };
+    }
+}
+
+/// Runs `work`, turning a panic into an error, so one bad request (or model) does not
+/// take the scheduler down.
+fn guarded<T>(work: impl FnOnce() -> Result<T, LlmError>) -> Result<T, LlmError> {
+    std::panic::catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        tracing::error!(%msg, "inference request panicked");
+        Err(LlmError::BadModel(format!(
+            "internal error during inference: {msg}"
+        )))
+    })
 }

@@ -19,7 +19,7 @@ fn service() -> &'static LlmService {
             &path,
             LoadOptions {
                 queue_capacity: 2,
-                workers: 2,
+                max_batch: 4,
                 ..LoadOptions::default()
             },
         )
@@ -284,7 +284,7 @@ fn a_deadline_bounds_the_wait_for_a_full_queue() {
         &path,
         LoadOptions {
             queue_capacity: 1,
-            workers: 1,
+            max_batch: 1,
             ..LoadOptions::default()
         },
     )
@@ -341,4 +341,60 @@ fn greedy_tokens_come_with_their_logprobs_and_alternatives() {
     let plain = service().chat_blocking(france(), greedy(12)).unwrap();
     assert!(plain.logprobs.is_empty());
     assert_eq!(plain.text, g.text);
+}
+
+/// Continuous batching changes nothing a request gets: each of several seeded, sampled
+/// requests yields the same tokens and the same log-probabilities (bit for bit) alone
+/// and when decoded in batches that others join and leave at token boundaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_decodes_the_same_alone_and_in_any_batch() {
+    let svc = service().clone();
+    let prompts = [
+        "Name three rivers of Europe.",
+        "Write a haiku about autumn.",
+        "What is 17 times 3? Explain.",
+        "Describe a cat in one sentence.",
+    ];
+    let request = |i: usize| {
+        let messages = vec![ChatMessage::new("user", prompts[i])];
+        let params = SamplingParams {
+            temperature: 0.9,
+            seed: 11 + i as u64,
+            logprobs: Some(2),
+            // Different lengths, so requests leave the batch at different steps.
+            max_tokens: 12 + 6 * i,
+            ..SamplingParams::default()
+        };
+        (messages, params)
+    };
+    let mut alone = Vec::new();
+    for i in 0..prompts.len() {
+        let (messages, params) = request(i);
+        alone.push(svc.chat(messages, params).await.unwrap());
+    }
+    // All at once, then staggered so that requests join a batch already decoding.
+    for stagger in [Duration::ZERO, Duration::from_millis(40)] {
+        let calls: Vec<_> = (0..prompts.len())
+            .map(|i| {
+                let svc = svc.clone();
+                let (messages, params) = request(i);
+                tokio::spawn(async move {
+                    tokio::time::sleep(stagger * i as u32).await;
+                    svc.chat(messages, params).await
+                })
+            })
+            .collect();
+        for (i, call) in calls.into_iter().enumerate() {
+            let batched = call.await.unwrap().unwrap();
+            assert_eq!(
+                batched.text, alone[i].text,
+                "request {i}, stagger {stagger:?}"
+            );
+            assert_eq!(batched.logprobs, alone[i].logprobs, "request {i}");
+        }
+    }
+    assert!(
+        svc.peak_batch() > 1,
+        "the requests were never decoded together"
+    );
 }
