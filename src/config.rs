@@ -152,6 +152,8 @@ pub struct NeuronConfig {
     pub task_p: Vec<f64>,
     /// Chat model id (see `neuron models list`) or a local path.
     pub model_id: String,
+    /// Most chat requests the model decodes together (continuous batching); more wait.
+    pub llm_max_batch: usize,
     /// Sentence-embedding model id or local path.
     pub embed_model_id: String,
     /// Token limit for generations.
@@ -203,6 +205,7 @@ impl Default for NeuronConfig {
             tasks: Vec::new(),
             task_p: Vec::new(),
             model_id: "smollm2-135m-instruct".into(),
+            llm_max_batch: 8,
             embed_model_id: "all-minilm-l6-v2".into(),
             max_tokens: 256,
             temperature: 0.7,

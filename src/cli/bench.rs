@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use neuron::embed::Embedder;
-use neuron::llm::{ChatMessage, DeviceSpec, SamplingParams};
+use neuron::llm::{ChatMessage, DeviceSpec, LlmService, SamplingParams, load};
 use neuron::models::Resolver;
 use serde_json::Value;
 
@@ -49,6 +49,16 @@ pub struct LlmBench {
     /// (shows how decoding degrades on a shared machine).
     #[arg(long, default_value_t = 0)]
     contend: usize,
+    /// Concurrency levels (e.g. `1,2,4,8`): that many streaming requests at once, each
+    /// with its own prompt; reports aggregate and per-request decode tok/s and time to
+    /// first token per level, instead of the single-request runs.
+    #[arg(long, value_delimiter = ',')]
+    concurrency: Vec<usize>,
+    /// An OpenAI-compatible server (e.g. `http://127.0.0.1:8080` for llama.cpp's
+    /// `llama-server -np 8 -cb`) to drive with the same client at each `--concurrency`
+    /// level, side by side.
+    #[arg(long, requires = "concurrency")]
+    compare_server: Option<String>,
 }
 
 /// Arguments of `neuron bench embed`.
@@ -173,11 +183,14 @@ fn bench_llm(args: LlmBench) -> Result<()> {
     };
     let info = service.info().clone();
     println!(
-        "model: {} ({}, {}, context {}), device {}, kernels {}",
+        "model: {} ({}, {}, context {}, KV cache {} KiB per position, at most {} MiB per \
+         sequence), device {}, kernels {}",
         path.display(),
         info.arch,
         info.format,
         info.context,
+        info.kv_bytes_per_position / 1024,
+        info.kv_bytes_per_position * info.context / (1024 * 1024),
         args.model.device,
         match (args.model.candle_kernels, args.model.no_requantize) {
             (false, _) => "neuron's own where supported",
@@ -193,6 +206,9 @@ fn bench_llm(args: LlmBench) -> Result<()> {
         );
     }
     let _competitors = Competitors::start(args.contend);
+    if !args.concurrency.is_empty() {
+        return bench_concurrency(&args, &service);
+    }
     let (mut prompt_rates, mut decode_rates) = (Vec::new(), Vec::new());
     let mut last = None;
     for _ in 0..args.runs {
@@ -248,6 +264,63 @@ fn bench_llm(args: LlmBench) -> Result<()> {
         "{} prompt tokens, {} generated per run ({:?}); candle text: {:?}",
         g.prompt_tokens, g.completion_tokens, g.finish_reason, g.text
     );
+    Ok(())
+}
+
+/// `bench llm --concurrency`: each level against the engine, then against the server.
+fn bench_concurrency(args: &LlmBench, service: &LlmService) -> Result<()> {
+    if args.concurrency.contains(&0) {
+        bail!("--concurrency levels must be at least 1");
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    let params = SamplingParams {
+        max_tokens: args.max_tokens,
+        ..SamplingParams::default()
+    };
+    println!(
+        "| engine | concurrent | aggregate decode tok/s | time to first token s | \
+         per-request decode tok/s |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    let print = |engine: &str, level: &load::Level| {
+        let ttft: Vec<f64> = level.requests.iter().map(|r| r.first_token_s).collect();
+        let decode: Vec<f64> = level
+            .requests
+            .iter()
+            .map(load::Timed::decode_tok_s)
+            .collect();
+        println!(
+            "| {engine} | {} | {:.1} | {} | {} |",
+            level.concurrency,
+            level.aggregate_tok_s(),
+            range(&ttft),
+            range(&decode)
+        );
+    };
+    for &n in &args.concurrency {
+        let level = runtime.block_on(load::run_level(n, |i| {
+            load::engine_request(
+                service.clone(),
+                load::request_messages(BENCH_PROMPT, i),
+                params.clone(),
+            )
+        }))?;
+        print("neuron (candle)", &level);
+    }
+    if let Some(url) = &args.compare_server {
+        let client = reqwest::Client::new();
+        for &n in &args.concurrency {
+            let level = runtime.block_on(load::run_level(n, |i| {
+                load::server_request(
+                    client.clone(),
+                    url.clone(),
+                    load::request_messages(BENCH_PROMPT, i),
+                    args.max_tokens,
+                )
+            }))?;
+            print(url, &level);
+        }
+    }
     Ok(())
 }
 

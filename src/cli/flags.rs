@@ -104,6 +104,7 @@ config_flags! {
         #[arg(num_args = 1.., value_delimiter = ',')]
         neuron_task_p: Vec<f64> => "neuron.task_p", "Task probabilities, in the order of --neuron.tasks.";
         neuron_model_id: String => "neuron.model_id", "Chat model id or path.";
+        neuron_llm_max_batch: usize => "neuron.llm_max_batch", "Chat requests decoded together (continuous batching).";
         neuron_embed_model_id: String => "neuron.embed_model_id", "Embedding model id or path.";
         neuron_max_tokens: usize => "neuron.max_tokens", "Token limit for generations.";
         neuron_temperature: f64 => "neuron.temperature", "Miner sampling temperature.";

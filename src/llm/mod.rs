@@ -10,6 +10,7 @@ mod engine;
 mod export;
 mod gguf;
 mod gguf_header;
+pub mod load;
 mod safetensors;
 mod service;
 mod template;

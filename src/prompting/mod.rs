@@ -29,6 +29,7 @@ pub fn services(config: &Config) -> Services {
         llm: config.neuron.model_id.clone(),
         embedder: config.neuron.embed_model_id.clone(),
         device: config.neuron.device,
+        llm_max_batch: config.neuron.llm_max_batch,
         ..ModelIds::default()
     };
     let http = HttpConfig {

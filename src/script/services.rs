@@ -58,6 +58,8 @@ pub struct ModelIds {
     pub wiki: String,
     /// Where the chat model and the embedder run (`neuron.device`).
     pub device: DeviceSpec,
+    /// Chat requests decoded together (`neuron.llm_max_batch`).
+    pub llm_max_batch: usize,
 }
 
 impl Default for ModelIds {
@@ -67,6 +69,7 @@ impl Default for ModelIds {
             embedder: "all-minilm-l6-v2".into(),
             wiki: "wiki-vital-summaries".into(),
             device: DeviceSpec::Cpu,
+            llm_max_batch: LoadOptions::default().max_batch,
         }
     }
 }
@@ -113,12 +116,13 @@ impl Services {
         source_roots: Vec<PathBuf>,
     ) -> Self {
         let resolver = Arc::new(resolver);
-        let device = ids.device;
+        let (device, max_batch) = (ids.device, ids.llm_max_batch);
         let (r, id) = (resolver.clone(), ids.llm.clone());
         let llm = Lazy::new(move || {
             let path = r.resolve(&id).map_err(|e| e.to_string())?;
             let options = LoadOptions {
                 device: device.open().map_err(|e| e.to_string())?,
+                max_batch,
                 ..LoadOptions::default()
             };
             LlmService::load(&path, options).map_err(|e| e.to_string())

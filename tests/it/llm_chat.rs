@@ -398,3 +398,25 @@ async fn a_request_decodes_the_same_alone_and_in_any_batch() {
         "the requests were never decoded together"
     );
 }
+
+/// The load driver of `neuron bench llm --concurrency`: requests started together are
+/// each timed from the client's side, and the engine decodes them together.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_load_is_timed_per_request() {
+    let svc = service().clone();
+    let level = neuron::llm::load::run_level(3, |i| {
+        neuron::llm::load::engine_request(
+            svc.clone(),
+            neuron::llm::load::request_messages("Say hello.", i),
+            greedy(8),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(level.requests.len(), 3);
+    for r in &level.requests {
+        assert!(r.tokens > 0 && r.first_token_s <= r.total_s, "{r:?}");
+        assert!(r.total_s <= level.wall_s, "{r:?} in {level:?}");
+    }
+    assert!(level.aggregate_tok_s() > 0.0);
+}
