@@ -138,7 +138,7 @@ config_flags! {
         blacklist_allow_non_registered: bool => "blacklist.allow_non_registered", "Serve unregistered callers.";
         #[arg(num_args = 1.., value_delimiter = ',')]
         blacklist_allowlist: Vec<String> => "blacklist.allowlist", "Hotkeys always served.";
-        #[arg(alias = "scripts", env = "NEURON_SCRIPTS", value_name = "DIR")]
+        #[arg(env = "NEURON_SCRIPTS", value_name = "DIR")]
         scripts_root: Vec<PathBuf> => "scripts.root", "Script root overlaying the shipped scripts (tasks/, personas/, tools/, scripts/); repeatable, later wins.";
         scripts_no_shipped: bool => "scripts.no_shipped", "Load only the --scripts.root roots, not the shipped scripts.";
         #[arg(num_args = 1.., value_delimiter = ',')]

@@ -109,7 +109,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Finetune(c) => finetune::run(c.args.command, &c.config),
-        Command::Task(c) => task::run(c.args.command, &c.config),
+        Command::Task(c) => task::run(c.args, &c.config),
         Command::Wallet(args) => wallet::run(args),
         Command::Scripts(cmd) => scripts::run(cmd),
         Command::Completions { shell } => {

@@ -6,9 +6,9 @@ use anyhow::Context;
 use clap::Args;
 use neuron::chain::subtensor::SignerRole;
 use neuron::config::Config;
-use neuron::prompting::miner::{MinerSetup, serve_miner};
+use neuron::prompting::miner::{MinerSetup, require_strategy, serve_miner};
 use neuron::prompting::script_host;
-use neuron::prompting::validator::Validator;
+use neuron::prompting::validator::{Validator, require_challenge_scripts};
 use neuron::script::{ScriptHost, Watcher};
 
 use super::flags::{self, ConfigArgs, open_chain};
@@ -37,8 +37,11 @@ fn scripts_with_reload(config: &Config) -> anyhow::Result<(ScriptHost, Watcher)>
 /// Runs the validator loop.
 pub fn validator(args: &ValidatorArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
     let config = config_args.load()?;
-    let hotkey = flags::signer(&config.wallet, SignerRole::Hotkey, None)?;
+    // The scripts first: a validator that could only idle fails before asking for a
+    // password or reaching the chain.
     let (scripts, _watcher) = scripts_with_reload(&config)?;
+    require_challenge_scripts(&config, &scripts)?;
+    let hotkey = flags::signer(&config.wallet, SignerRole::Hotkey, None)?;
     tokio::runtime::Runtime::new()?.block_on(async {
         let chain = open_chain(&config).await?;
         let mut validator = Validator::new(config, chain, hotkey, scripts)?;
@@ -57,8 +60,11 @@ pub fn validator(args: &ValidatorArgs, config_args: &ConfigArgs) -> anyhow::Resu
 /// Serves the miner axon until Ctrl-C or SIGTERM, announcing it on chain.
 pub fn miner(config_args: &ConfigArgs) -> anyhow::Result<()> {
     let config = config_args.load()?;
-    let hotkey = flags::signer(&config.wallet, SignerRole::Hotkey, None)?;
+    // The strategy first: a miner that could not answer fails before asking for a
+    // password or reaching the chain.
     let (scripts, _watcher) = scripts_with_reload(&config)?;
+    require_strategy(&scripts, &config.neuron.strategy)?;
+    let hotkey = flags::signer(&config.wallet, SignerRole::Hotkey, None)?;
     tokio::runtime::Runtime::new()?.block_on(async {
         let chain = open_chain(&config).await?;
         let setup = MinerSetup::from_config(&config, chain, hotkey, scripts)?;

@@ -25,6 +25,44 @@ pub struct TaskArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: TaskCommand,
+    /// Deprecated name of --scripts.root (removed in the next release).
+    #[arg(long = "scripts", global = true, hide = true, value_name = "DIR")]
+    pub scripts: Option<PathBuf>,
+    /// Deprecated name of --neuron.persona (removed in the next release).
+    #[arg(long = "persona", global = true, hide = true, value_name = "NAME")]
+    pub persona: Option<String>,
+}
+
+impl TaskArgs {
+    /// Applies the deprecated `--scripts DIR` and `--persona NAME` to `config`, with a
+    /// warning, unless `--scripts.root` / `--neuron.persona` is given, which wins.
+    fn apply_deprecated(&self, config_args: &ConfigArgs, config: &mut Config) {
+        if let Some(dir) = &self.scripts {
+            if config_args.neuron.scripts_root.is_some() {
+                tracing::warn!(
+                    "--scripts is deprecated and ignored here: --scripts.root is given and wins"
+                );
+            } else {
+                tracing::warn!(
+                    "--scripts is deprecated: use --scripts.root (the YAML key scripts.root), \
+                     which overlays the shipped scripts"
+                );
+                config.scripts.root = vec![dir.clone()];
+            }
+        }
+        if let Some(persona) = &self.persona {
+            if config_args.neuron.neuron_persona.is_some() {
+                tracing::warn!(
+                    "--persona is deprecated and ignored here: --neuron.persona is given and wins"
+                );
+            } else {
+                tracing::warn!(
+                    "--persona is deprecated: use --neuron.persona (the YAML key neuron.persona)"
+                );
+                config.neuron.persona = persona.clone();
+            }
+        }
+    }
 }
 
 /// `neuron task` subcommands.
@@ -96,10 +134,11 @@ fn host(args: &HostArgs, config: &Config) -> anyhow::Result<ScriptHost> {
 }
 
 /// Runs a `task` subcommand.
-pub fn run(command: TaskCommand, config_args: &ConfigArgs) -> anyhow::Result<()> {
-    let config = config_args.load()?;
+pub fn run(args: TaskArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
+    let mut config = config_args.load()?;
+    args.apply_deprecated(config_args, &mut config);
     let persona = &config.neuron.persona;
-    match command {
+    match args.command {
         TaskCommand::List { host: args } => list(&host(&args, &config)?),
         TaskCommand::Check {
             files,
@@ -239,4 +278,60 @@ fn step(
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `neuron task` as the CLI declares it: its own arguments and the config flags.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        task: TaskArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+    }
+
+    /// The configuration `neuron task ARGS` runs with.
+    fn config_of(args: &[&str]) -> Config {
+        let cli = Cli::try_parse_from(std::iter::once("task").chain(args.iter().copied()))
+            .expect("flags parse");
+        let mut config = cli.config.load().unwrap();
+        cli.task.apply_deprecated(&cli.config, &mut config);
+        config
+    }
+
+    #[test]
+    fn scripts_and_persona_are_deprecated_names_of_the_config_flags() {
+        let old = config_of(&["run", "qa", "--scripts", "/tmp/mine", "--persona", "pirate"]);
+        assert_eq!(old.scripts.root, [PathBuf::from("/tmp/mine")]);
+        assert_eq!(old.neuron.persona, "pirate");
+        let before = config_of(&["--persona", "pirate", "list"]);
+        assert_eq!(
+            before.neuron.persona, "pirate",
+            "given before the subcommand"
+        );
+        let both = config_of(&[
+            "list",
+            "--scripts",
+            "/tmp/old",
+            "--scripts.root",
+            "/tmp/new",
+            "--persona",
+            "pirate",
+            "--neuron.persona",
+            "sailor",
+        ]);
+        assert_eq!(
+            both.scripts.root,
+            [PathBuf::from("/tmp/new")],
+            "new flag wins"
+        );
+        assert_eq!(both.neuron.persona, "sailor", "new flag wins");
+        let none = config_of(&["list"]);
+        assert!(none.scripts.root.is_empty());
+        assert_eq!(none.neuron.persona, Config::default().neuron.persona);
+    }
 }

@@ -110,6 +110,15 @@ fn shipped_scripts_are_found_from_an_empty_directory_and_a_root_overlays_them() 
         1,
         "the shipped qa is shadowed, not listed twice:\n{listing}"
     );
+    // `neuron task`'s old `--scripts DIR` still works, with a deprecation warning.
+    let out = run(neuron_in(
+        empty.path(),
+        Some(home.path()),
+        &["task", "list", "--scripts", root_arg],
+    ));
+    let warning = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(succeeded(out), listing);
+    assert!(warning.contains("--scripts is deprecated"), "{warning}");
 
     // Eject copies the shipped set for editing, and never overwrites silently.
     let ejected = empty.path().join("my-scripts");
@@ -166,6 +175,25 @@ fn a_neuron_without_the_scripts_it_needs_fails_at_start_up() {
     // No task at all: a clear error, non-zero, before any step.
     let err = failed(local(&[]));
     assert!(err.contains("no task script is live"), "{err}");
+    // The same for a validator, and a miner without its strategy: before the wallet is
+    // read (there is none) or the chain is reached.
+    let wallets = empty.path().join("no-wallets");
+    let neuron_alone = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend([
+            "--scripts.no_shipped",
+            "true",
+            "--scripts.root",
+            root_arg,
+            "--wallet.path",
+            wallets.to_str().unwrap(),
+        ]);
+        failed(run(neuron_in(empty.path(), None, &args)))
+    };
+    let err = neuron_alone(&["validator"]);
+    assert!(err.contains("no task script is live"), "{err}");
+    let err = neuron_alone(&["miner", "--neuron.strategy", "nosuch"]);
+    assert!(err.contains("nosuch") && err.contains("strategy"), "{err}");
 
     // A task but no persona named by --neuron.persona.
     write(
