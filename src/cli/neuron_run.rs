@@ -45,13 +45,33 @@ pub fn validator(args: &ValidatorArgs, config_args: &ConfigArgs) -> anyhow::Resu
     tokio::runtime::Runtime::new()?.block_on(async {
         let chain = open_chain(&config).await?;
         let mut validator = Validator::new(config, chain, hotkey, scripts)?;
+        // The first signal lets the step in flight finish and saves it; a second one
+        // stops at once (every finished step is saved already).
+        let stop = async {
+            match stop_signal().await {
+                Ok(()) => tracing::info!(
+                    "stopping validator after the step in flight (signal again to stop now)"
+                ),
+                Err(err) => {
+                    tracing::warn!("cannot listen for SIGTERM or Ctrl-C: {err}");
+                    std::future::pending().await
+                }
+            }
+        };
+        let again = async {
+            if stop_signal().await.is_ok() {
+                let _ = stop_signal().await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
         tokio::select! {
-            _ = validator.run(args.steps, |result| {
+            () = validator.run_until(args.steps, stop, |result| {
                 if let Ok(event) = result {
                     tracing::info!(step = event.step, task = %event.task, miners = event.responses.len(), "step done");
                 }
             }) => {}
-            _ = stop_signal() => tracing::info!("stopping validator; the state of the last finished step is saved"),
+            () = again => tracing::info!("stopping validator now; the state of the last finished step is saved"),
         }
         anyhow::Ok(())
     })
