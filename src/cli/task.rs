@@ -14,9 +14,10 @@ use neuron::prompting::contract::{
 };
 use neuron::prompting::hooks::PromptingHooks;
 use neuron::prompting::host_config;
-use neuron::script::{ReloadStatus, ScriptHost, shipped};
+use neuron::script::ScriptHost;
 
 use super::flags::ConfigArgs;
+use super::scripts::{Origin, status};
 
 /// `neuron task`: the subcommand (models come from the configuration:
 /// `--neuron.model_id`, `--neuron.embed_model_id`, `--neuron.device`).
@@ -155,9 +156,7 @@ pub fn run(args: TaskArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
 }
 
 fn list(host: &ScriptHost) -> anyhow::Result<()> {
-    let shipped_root = shipped::root()
-        .ok()
-        .and_then(|root| root.canonicalize().ok());
+    let origin = Origin::new();
     println!(
         "{:<22} {:>7}  {:<30} {:<10} status",
         "name", "weight", "file", "from"
@@ -175,18 +174,11 @@ fn list(host: &ScriptHost) -> anyhow::Result<()> {
             Some(spec) => (spec.name, format!("{:.2}", spec.weight)),
             None => ("-".into(), "-".into()),
         };
-        let status = match row.status {
-            ReloadStatus::Ok => "ok".to_string(),
-            ReloadStatus::Rejected(msg) => format!("REJECTED: {msg}"),
-        };
-        let from = if shipped_root.as_ref() == Some(&row.root) {
-            "shipped".to_string()
-        } else {
-            row.root.display().to_string()
-        };
         println!(
-            "{name:<22} {weight:>7}  {:<30} {from:<10} {status}",
-            row.rel.display()
+            "{name:<22} {weight:>7}  {:<30} {:<10} {}",
+            row.rel.display(),
+            origin.of(&row.root),
+            status(&row.status)
         );
     }
     Ok(())

@@ -110,6 +110,28 @@ fn shipped_scripts_are_found_from_an_empty_directory_and_a_root_overlays_them() 
         1,
         "the shipped qa is shadowed, not listed twice:\n{listing}"
     );
+    // `scripts list` names the origin of every live script, not only the tasks.
+    let every = succeeded(run(neuron_in(
+        empty.path(),
+        Some(home.path()),
+        &["scripts", "list", "--scripts.root", root_arg],
+    )));
+    let file_row = |rel: &str| {
+        every
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(rel))
+            .unwrap_or_else(|| panic!("no row for {rel}:\n{every}"))
+    };
+    assert!(file_row("tasks/qa.rhai").contains(from_root), "{every}");
+    for (rel, kind) in [
+        ("personas/human.rhai", "persona"),
+        ("scripts/miners/llm.rhai", "strategy"),
+        ("tools/wikipedia.rhai", "library"),
+    ] {
+        let row = file_row(rel);
+        assert!(row.starts_with(kind) && row.contains(" shipped "), "{row}");
+    }
+
     // `neuron task`'s old `--scripts DIR` still works, with a deprecation warning.
     let out = run(neuron_in(
         empty.path(),
