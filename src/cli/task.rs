@@ -26,31 +26,16 @@ pub struct TaskArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: TaskCommand,
-    /// Deprecated name of --scripts.root (removed in the next release).
-    #[arg(long = "scripts", global = true, hide = true, value_name = "DIR")]
-    pub scripts: Option<PathBuf>,
     /// Deprecated name of --neuron.persona (removed in the next release).
     #[arg(long = "persona", global = true, hide = true, value_name = "NAME")]
     pub persona: Option<String>,
 }
 
 impl TaskArgs {
-    /// Applies the deprecated `--scripts DIR` and `--persona NAME` to `config`, with a
-    /// warning, unless `--scripts.root` / `--neuron.persona` is given, which wins.
+    /// Applies the deprecated `--persona NAME` to `config`, with a warning, unless
+    /// `--neuron.persona` is given, which wins. (The deprecated `--scripts DIR` is a
+    /// config flag of every command: `flags::ScriptsAlias`.)
     fn apply_deprecated(&self, config_args: &ConfigArgs, config: &mut Config) {
-        if let Some(dir) = &self.scripts {
-            if config_args.neuron.scripts_root.is_some() {
-                tracing::warn!(
-                    "--scripts is deprecated and ignored here: --scripts.root is given and wins"
-                );
-            } else {
-                tracing::warn!(
-                    "--scripts is deprecated: use --scripts.root (the YAML key scripts.root), \
-                     which overlays the shipped scripts"
-                );
-                config.scripts.root = vec![dir.clone()];
-            }
-        }
         if let Some(persona) = &self.persona {
             if config_args.neuron.neuron_persona.is_some() {
                 tracing::warn!(
@@ -296,34 +281,17 @@ mod tests {
     }
 
     #[test]
-    fn scripts_and_persona_are_deprecated_names_of_the_config_flags() {
-        let old = config_of(&["run", "qa", "--scripts", "/tmp/mine", "--persona", "pirate"]);
-        assert_eq!(old.scripts.root, [PathBuf::from("/tmp/mine")]);
+    fn persona_is_a_deprecated_name_of_neuron_persona() {
+        let old = config_of(&["run", "qa", "--persona", "pirate"]);
         assert_eq!(old.neuron.persona, "pirate");
         let before = config_of(&["--persona", "pirate", "list"]);
         assert_eq!(
             before.neuron.persona, "pirate",
             "given before the subcommand"
         );
-        let both = config_of(&[
-            "list",
-            "--scripts",
-            "/tmp/old",
-            "--scripts.root",
-            "/tmp/new",
-            "--persona",
-            "pirate",
-            "--neuron.persona",
-            "sailor",
-        ]);
-        assert_eq!(
-            both.scripts.root,
-            [PathBuf::from("/tmp/new")],
-            "new flag wins"
-        );
+        let both = config_of(&["list", "--persona", "pirate", "--neuron.persona", "sailor"]);
         assert_eq!(both.neuron.persona, "sailor", "new flag wins");
         let none = config_of(&["list"]);
-        assert!(none.scripts.root.is_empty());
         assert_eq!(none.neuron.persona, Config::default().neuron.persona);
     }
 }

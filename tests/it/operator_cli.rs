@@ -1,6 +1,7 @@
 //! `neuron` as an operator runs it: the built binary started from an empty directory
 //! finds the shipped scripts (embedded in the binary, materialised under
-//! `$NEURON_HOME/scripts/`), an operator's root overlays them, nothing starts idle,
+//! `$NEURON_HOME/scripts/`), an operator's root overlays them, nothing starts idle
+//! (no task, persona or strategy, or a hotkey not registered),
 //! the SDK's `--logging.*` flags work and piped logs carry no colour codes, and a miner
 //! serves the shipped `llm` strategy and stops cleanly on SIGTERM.
 
@@ -240,6 +241,45 @@ fn generate(ctx) { throw "no context today" }
         err.contains("every step failed") && err.contains("no context today"),
         "{err}"
     );
+}
+
+#[test]
+fn an_unregistered_neuron_fails_at_start_up_saying_how_to_register() {
+    let empty = tempfile::tempdir().unwrap();
+    let chain = empty.path().join("chain.sqlite");
+    let chain_arg = chain.to_str().unwrap();
+    succeeded(run(neuron_in(
+        empty.path(),
+        None,
+        &["chain", "init", "--subtensor.db_path", chain_arg],
+    )));
+    let wallets = empty.path().join("wallets");
+    Wallet::new(&wallets, "vali", "default")
+        .set_hotkey(&Keypair::from_uri("//Unregistered").unwrap(), None, false)
+        .unwrap();
+    let wallet_arg = wallets.to_str().unwrap();
+    for command in ["validator", "miner"] {
+        let args = [
+            command,
+            "--subtensor.db_path",
+            chain_arg,
+            "--netuid",
+            "1",
+            "--wallet.path",
+            wallet_arg,
+            "--wallet.name",
+            "vali",
+        ];
+        let err = failed(run(neuron_in(empty.path(), None, &args)));
+        assert!(
+            err.contains("is not registered on netuid 1")
+                && err.contains(&format!(
+                    "neuron chain register --netuid 1 --wallet.name vali --wallet.hotkey default \
+                     --wallet.path {wallet_arg} --subtensor.db_path {chain_arg}"
+                )),
+            "{command}: {err}"
+        );
+    }
 }
 
 #[test]
