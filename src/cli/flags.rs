@@ -139,7 +139,7 @@ config_flags! {
         blacklist_allow_non_registered: bool => "blacklist.allow_non_registered", "Serve unregistered callers.";
         #[arg(num_args = 1.., value_delimiter = ',')]
         blacklist_allowlist: Vec<String> => "blacklist.allowlist", "Hotkeys always served.";
-        #[arg(alias = "scripts", env = "NEURON_SCRIPTS", value_name = "DIR")]
+        #[arg(env = "NEURON_SCRIPTS", value_name = "DIR")]
         scripts_root: Vec<PathBuf> => "scripts.root", "Script root overlaying the shipped scripts (tasks/, personas/, tools/, scripts/); repeatable, later wins.";
         scripts_no_shipped: bool => "scripts.no_shipped", "Load only the --scripts.root roots, not the shipped scripts.";
         #[arg(num_args = 1.., value_delimiter = ',')]
@@ -197,6 +197,32 @@ impl FlagGroup for ChainFlags {
     }
 }
 
+/// `--scripts DIR`, the deprecated name of `--scripts.root` (`neuron task` and `neuron
+/// replay` took it): one script root overlaying the shipped scripts.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ScriptsAlias {
+    /// Deprecated name of --scripts.root (removed in the next release).
+    #[arg(long = "scripts", global = true, hide = true, value_name = "DIR")]
+    scripts: Option<PathBuf>,
+}
+
+/// Sets `scripts.root` with a warning; the neuron flags come after it, so
+/// `--scripts.root`, when given, wins.
+impl FlagGroup for ScriptsAlias {
+    fn push_overrides(&self, out: &mut Vec<Override>) {
+        if let Some(dir) = &self.scripts {
+            tracing::warn!(
+                "--scripts is deprecated: use --scripts.root (the YAML key scripts.root), which \
+                 overlays the shipped scripts; --scripts.root wins when both are given"
+            );
+            out.push((
+                "scripts.root",
+                serde_yaml::to_value([dir]).expect("paths serialise"),
+            ));
+        }
+    }
+}
+
 /// `--config`: the YAML configuration file the flags override.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ConfigFile {
@@ -228,12 +254,15 @@ pub struct ConfigArgs {
     pub wallet: WalletFlags,
     #[command(flatten)]
     pub neuron: NeuronFlags,
+    #[command(flatten)]
+    pub scripts_alias: ScriptsAlias,
 }
 
 impl ConfigArgs {
     /// The effective configuration: defaults, then `--config`, then flags.
     pub fn load(&self) -> anyhow::Result<Config> {
-        self.file.load(&[&self.chain, &self.wallet, &self.neuron])
+        self.file
+            .load(&[&self.chain, &self.wallet, &self.scripts_alias, &self.neuron])
     }
 }
 
@@ -489,6 +518,21 @@ mod tests {
         assert_eq!(
             both.subtensor.db_path,
             Some(PathBuf::from("/tmp/new.sqlite")),
+            "the new flag wins"
+        );
+    }
+
+    #[test]
+    fn scripts_is_a_deprecated_name_of_scripts_root() {
+        let old = parse(&["--scripts", "/tmp/old"]).unwrap().load().unwrap();
+        assert_eq!(old.scripts.root, [PathBuf::from("/tmp/old")]);
+        let both = parse(&["--scripts", "/tmp/old", "--scripts.root", "/tmp/new"])
+            .unwrap()
+            .load()
+            .unwrap();
+        assert_eq!(
+            both.scripts.root,
+            [PathBuf::from("/tmp/new")],
             "the new flag wins"
         );
     }

@@ -77,9 +77,9 @@ enum Command {
     Task(Configured<task::TaskArgs>),
     /// Create, regenerate, list and inspect bittensor wallets; sign and verify.
     Wallet(wallet::WalletArgs),
-    /// The shipped scripts: copy them out for editing.
-    #[command(subcommand)]
-    Scripts(scripts::ScriptsCommand),
+    /// The scripts: list every live one and where it comes from; copy the shipped ones
+    /// out for editing.
+    Scripts(Configured<scripts::ScriptsArgs>),
     /// Print a shell completion script (e.g. `neuron completions bash >
     /// /etc/bash_completion.d/neuron`).
     Completions {
@@ -109,9 +109,9 @@ pub fn main() -> anyhow::Result<()> {
         Command::Embed(args) => embed::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Finetune(c) => finetune::run(c.args.command, &c.config),
-        Command::Task(c) => task::run(c.args.command, &c.config),
+        Command::Task(c) => task::run(c.args, &c.config),
         Command::Wallet(args) => wallet::run(args),
-        Command::Scripts(cmd) => scripts::run(cmd),
+        Command::Scripts(c) => scripts::run(c.args.command, &c.config),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "neuron", &mut std::io::stdout());
             Ok(())

@@ -14,9 +14,10 @@ use neuron::prompting::contract::{
 };
 use neuron::prompting::hooks::PromptingHooks;
 use neuron::prompting::host_config;
-use neuron::script::{ReloadStatus, ScriptHost, shipped};
+use neuron::script::ScriptHost;
 
 use super::flags::ConfigArgs;
+use super::scripts::{Origin, status};
 
 /// `neuron task`: the subcommand (models come from the configuration:
 /// `--neuron.model_id`, `--neuron.embed_model_id`, `--neuron.device`).
@@ -25,6 +26,29 @@ pub struct TaskArgs {
     /// What to do.
     #[command(subcommand)]
     pub command: TaskCommand,
+    /// Deprecated name of --neuron.persona (removed in the next release).
+    #[arg(long = "persona", global = true, hide = true, value_name = "NAME")]
+    pub persona: Option<String>,
+}
+
+impl TaskArgs {
+    /// Applies the deprecated `--persona NAME` to `config`, with a warning, unless
+    /// `--neuron.persona` is given, which wins. (The deprecated `--scripts DIR` is a
+    /// config flag of every command: `flags::ScriptsAlias`.)
+    fn apply_deprecated(&self, config_args: &ConfigArgs, config: &mut Config) {
+        if let Some(persona) = &self.persona {
+            if config_args.neuron.neuron_persona.is_some() {
+                tracing::warn!(
+                    "--persona is deprecated and ignored here: --neuron.persona is given and wins"
+                );
+            } else {
+                tracing::warn!(
+                    "--persona is deprecated: use --neuron.persona (the YAML key neuron.persona)"
+                );
+                config.neuron.persona = persona.clone();
+            }
+        }
+    }
 }
 
 /// `neuron task` subcommands.
@@ -96,10 +120,11 @@ fn host(args: &HostArgs, config: &Config) -> anyhow::Result<ScriptHost> {
 }
 
 /// Runs a `task` subcommand.
-pub fn run(command: TaskCommand, config_args: &ConfigArgs) -> anyhow::Result<()> {
-    let config = config_args.load()?;
+pub fn run(args: TaskArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
+    let mut config = config_args.load()?;
+    args.apply_deprecated(config_args, &mut config);
     let persona = &config.neuron.persona;
-    match command {
+    match args.command {
         TaskCommand::List { host: args } => list(&host(&args, &config)?),
         TaskCommand::Check {
             files,
@@ -116,9 +141,7 @@ pub fn run(command: TaskCommand, config_args: &ConfigArgs) -> anyhow::Result<()>
 }
 
 fn list(host: &ScriptHost) -> anyhow::Result<()> {
-    let shipped_root = shipped::root()
-        .ok()
-        .and_then(|root| root.canonicalize().ok());
+    let origin = Origin::new();
     println!(
         "{:<22} {:>7}  {:<30} {:<10} status",
         "name", "weight", "file", "from"
@@ -136,18 +159,11 @@ fn list(host: &ScriptHost) -> anyhow::Result<()> {
             Some(spec) => (spec.name, format!("{:.2}", spec.weight)),
             None => ("-".into(), "-".into()),
         };
-        let status = match row.status {
-            ReloadStatus::Ok => "ok".to_string(),
-            ReloadStatus::Rejected(msg) => format!("REJECTED: {msg}"),
-        };
-        let from = if shipped_root.as_ref() == Some(&row.root) {
-            "shipped".to_string()
-        } else {
-            row.root.display().to_string()
-        };
         println!(
-            "{name:<22} {weight:>7}  {:<30} {from:<10} {status}",
-            row.rel.display()
+            "{name:<22} {weight:>7}  {:<30} {:<10} {}",
+            row.rel.display(),
+            origin.of(&row.root),
+            status(&row.status)
         );
     }
     Ok(())
@@ -239,4 +255,43 @@ fn step(
     });
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    /// `neuron task` as the CLI declares it: its own arguments and the config flags.
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        task: TaskArgs,
+        #[command(flatten)]
+        config: ConfigArgs,
+    }
+
+    /// The configuration `neuron task ARGS` runs with.
+    fn config_of(args: &[&str]) -> Config {
+        let cli = Cli::try_parse_from(std::iter::once("task").chain(args.iter().copied()))
+            .expect("flags parse");
+        let mut config = cli.config.load().unwrap();
+        cli.task.apply_deprecated(&cli.config, &mut config);
+        config
+    }
+
+    #[test]
+    fn persona_is_a_deprecated_name_of_neuron_persona() {
+        let old = config_of(&["run", "qa", "--persona", "pirate"]);
+        assert_eq!(old.neuron.persona, "pirate");
+        let before = config_of(&["--persona", "pirate", "list"]);
+        assert_eq!(
+            before.neuron.persona, "pirate",
+            "given before the subcommand"
+        );
+        let both = config_of(&["list", "--persona", "pirate", "--neuron.persona", "sailor"]);
+        assert_eq!(both.neuron.persona, "sailor", "new flag wins");
+        let none = config_of(&["list"]);
+        assert_eq!(none.neuron.persona, Config::default().neuron.persona);
+    }
 }

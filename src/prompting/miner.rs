@@ -145,6 +145,18 @@ impl ServedMiner {
     }
 }
 
+/// Checks that `scripts` has the live strategy script `strategy` a miner serves with
+/// (`scripts/miners/<strategy>.rhai`): a miner never starts unable to answer.
+pub fn require_strategy(scripts: &ScriptHost, strategy: &str) -> Result<(), MinerError> {
+    scripts
+        .strategy(strategy)
+        .map(drop)
+        .map_err(|source| MinerError::Strategy {
+            strategy: strategy.to_string(),
+            source,
+        })
+}
+
 /// Starts a miner: checks its strategy script, reads the metagraph, serves the axon
 /// (the handler lends the miner's chain and dendrite to its strategy), keeps the
 /// metagraph fresh every [`METAGRAPH_REFRESH`] and, when `announce` is set, announces
@@ -162,12 +174,7 @@ pub async fn serve_miner(setup: MinerSetup) -> Result<ServedMiner, MinerError> {
         external_port,
         dendrite,
     } = setup;
-    scripts
-        .strategy(&strategy)
-        .map_err(|source| MinerError::Strategy {
-            strategy: strategy.clone(),
-            source,
-        })?;
+    require_strategy(&scripts, &strategy)?;
     let link = NeuronLink::new(
         Arc::clone(&chain),
         netuid,

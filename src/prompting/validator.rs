@@ -207,20 +207,47 @@ impl Validator {
     pub async fn run(
         &mut self,
         steps: Option<u64>,
+        on_step: impl FnMut(&Result<StepEvent, ValidatorError>),
+    ) {
+        self.run_until(steps, std::future::pending(), on_step).await;
+    }
+
+    /// [`Validator::run`], stopping early once `stop` resolves (SIGTERM, Ctrl-C): the
+    /// batch in flight finishes — its miners' answers are awaited and scored, weights set
+    /// when due, the state and events saved — and no new batch starts.
+    pub async fn run_until(
+        &mut self,
+        steps: Option<u64>,
+        stop: impl Future<Output = ()>,
         mut on_step: impl FnMut(&Result<StepEvent, ValidatorError>),
     ) {
+        let mut stop = std::pin::pin!(stop);
+        let mut stopping = false;
         let concurrent = self.config.neuron.num_concurrent_forwards.max(1) as u64;
         let mut done = 0;
-        while steps.is_none_or(|n| done < n) {
+        while !stopping && steps.is_none_or(|n| done < n) {
             let batch = steps.map_or(concurrent, |n| concurrent.min(n - done));
-            let results = self.step_batch(batch as usize).await;
+            let results = {
+                let mut running = std::pin::pin!(self.step_batch(batch as usize));
+                tokio::select! {
+                    results = &mut running => results,
+                    () = &mut stop => {
+                        stopping = true;
+                        tracing::info!("stopping: finishing the step in flight");
+                        running.await
+                    }
+                }
+            };
             let all_failed = results.iter().all(Result::is_err);
             for result in results {
                 on_step(&result);
                 done += 1;
             }
-            if all_failed && steps.is_none_or(|n| done < n) {
-                tokio::time::sleep(FAILED_BATCH_PAUSE).await;
+            if all_failed && !stopping && steps.is_none_or(|n| done < n) {
+                tokio::select! {
+                    () = tokio::time::sleep(FAILED_BATCH_PAUSE) => {}
+                    () = &mut stop => stopping = true,
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! `neuron` as an operator runs it: the built binary started from an empty directory
 //! finds the shipped scripts (embedded in the binary, materialised under
-//! `$NEURON_HOME/scripts/`), an operator's root overlays them, nothing starts idle,
+//! `$NEURON_HOME/scripts/`), an operator's root overlays them, nothing starts idle
+//! (no task, persona or strategy, or a hotkey not registered),
 //! the SDK's `--logging.*` flags work and piped logs carry no colour codes, and a miner
 //! serves the shipped `llm` strategy and stops cleanly on SIGTERM.
 
@@ -110,6 +111,37 @@ fn shipped_scripts_are_found_from_an_empty_directory_and_a_root_overlays_them() 
         1,
         "the shipped qa is shadowed, not listed twice:\n{listing}"
     );
+    // `scripts list` names the origin of every live script, not only the tasks.
+    let every = succeeded(run(neuron_in(
+        empty.path(),
+        Some(home.path()),
+        &["scripts", "list", "--scripts.root", root_arg],
+    )));
+    let file_row = |rel: &str| {
+        every
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(rel))
+            .unwrap_or_else(|| panic!("no row for {rel}:\n{every}"))
+    };
+    assert!(file_row("tasks/qa.rhai").contains(from_root), "{every}");
+    for (rel, kind) in [
+        ("personas/human.rhai", "persona"),
+        ("scripts/miners/llm.rhai", "strategy"),
+        ("tools/wikipedia.rhai", "library"),
+    ] {
+        let row = file_row(rel);
+        assert!(row.starts_with(kind) && row.contains(" shipped "), "{row}");
+    }
+
+    // `neuron task`'s old `--scripts DIR` still works, with a deprecation warning.
+    let out = run(neuron_in(
+        empty.path(),
+        Some(home.path()),
+        &["task", "list", "--scripts", root_arg],
+    ));
+    let warning = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(succeeded(out), listing);
+    assert!(warning.contains("--scripts is deprecated"), "{warning}");
 
     // Eject copies the shipped set for editing, and never overwrites silently.
     let ejected = empty.path().join("my-scripts");
@@ -166,6 +198,25 @@ fn a_neuron_without_the_scripts_it_needs_fails_at_start_up() {
     // No task at all: a clear error, non-zero, before any step.
     let err = failed(local(&[]));
     assert!(err.contains("no task script is live"), "{err}");
+    // The same for a validator, and a miner without its strategy: before the wallet is
+    // read (there is none) or the chain is reached.
+    let wallets = empty.path().join("no-wallets");
+    let neuron_alone = |args: &[&str]| {
+        let mut args = args.to_vec();
+        args.extend([
+            "--scripts.no_shipped",
+            "true",
+            "--scripts.root",
+            root_arg,
+            "--wallet.path",
+            wallets.to_str().unwrap(),
+        ]);
+        failed(run(neuron_in(empty.path(), None, &args)))
+    };
+    let err = neuron_alone(&["validator"]);
+    assert!(err.contains("no task script is live"), "{err}");
+    let err = neuron_alone(&["miner", "--neuron.strategy", "nosuch"]);
+    assert!(err.contains("nosuch") && err.contains("strategy"), "{err}");
 
     // A task but no persona named by --neuron.persona.
     write(
@@ -190,6 +241,45 @@ fn generate(ctx) { throw "no context today" }
         err.contains("every step failed") && err.contains("no context today"),
         "{err}"
     );
+}
+
+#[test]
+fn an_unregistered_neuron_fails_at_start_up_saying_how_to_register() {
+    let empty = tempfile::tempdir().unwrap();
+    let chain = empty.path().join("chain.sqlite");
+    let chain_arg = chain.to_str().unwrap();
+    succeeded(run(neuron_in(
+        empty.path(),
+        None,
+        &["chain", "init", "--subtensor.db_path", chain_arg],
+    )));
+    let wallets = empty.path().join("wallets");
+    Wallet::new(&wallets, "vali", "default")
+        .set_hotkey(&Keypair::from_uri("//Unregistered").unwrap(), None, false)
+        .unwrap();
+    let wallet_arg = wallets.to_str().unwrap();
+    for command in ["validator", "miner"] {
+        let args = [
+            command,
+            "--subtensor.db_path",
+            chain_arg,
+            "--netuid",
+            "1",
+            "--wallet.path",
+            wallet_arg,
+            "--wallet.name",
+            "vali",
+        ];
+        let err = failed(run(neuron_in(empty.path(), None, &args)));
+        assert!(
+            err.contains("is not registered on netuid 1")
+                && err.contains(&format!(
+                    "neuron chain register --netuid 1 --wallet.name vali --wallet.hotkey default \
+                     --wallet.path {wallet_arg} --subtensor.db_path {chain_arg}"
+                )),
+            "{command}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //! seconds.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -157,6 +157,34 @@ impl Subnet {
         self.dir.path().join("chain").join("chain.sqlite")
     }
 
+    /// `neuron validator` on this subnet, as a process: the validator's hotkey from a
+    /// wallet, its state in `state_dir`, `timeout` seconds per query, its stderr in
+    /// `log`, and models that cannot load (the run must not load one).
+    fn validator_process(&self, state_dir: &Path, timeout: &str, log: &Path) -> Command {
+        let wallets = self.dir.path().join("wallets");
+        Wallet::new(&wallets, "vali", "default")
+            .set_hotkey(&self.validator, None, true)
+            .unwrap();
+        let mut cmd = neuron_command(["validator", "--subtensor.db_path"]);
+        cmd.arg(self.chain_file())
+            .args(["--netuid", &self.netuid.to_string()])
+            .arg("--wallet.path")
+            .arg(&wallets)
+            .args(["--wallet.name", "vali", "--wallet.hotkey", "default"])
+            .arg("--scripts.root")
+            .arg(&self.root)
+            .args(["--scripts.no_shipped", "true"])
+            .arg("--neuron.full_path")
+            .arg(state_dir)
+            .args(["--neuron.seed", "7", "--neuron.timeout", timeout])
+            .args(["--neuron.model_id", "/nonexistent/llm.gguf"])
+            .args(["--neuron.embed_model_id", "/nonexistent/embedder"])
+            .env("NEURON_HOME", self.dir.path().join("home"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap());
+        cmd
+    }
+
     /// A validator configuration with its own state directory `name`.
     fn config(&self, name: &str) -> Config {
         let mut config = Config {
@@ -209,35 +237,14 @@ fn ema_of_ones(alpha: f64, n: u64) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_validator_process_resumes_with_nothing_lost() {
     let subnet = Subnet::start(&["echo", "echo"]).await;
-    let wallets = subnet.dir.path().join("wallets");
-    Wallet::new(&wallets, "vali", "default")
-        .set_hotkey(&subnet.validator, None, false)
-        .unwrap();
     let state_dir = subnet.dir.path().join("state");
     let state_file = state_dir.join("state.json");
     let log = subnet.dir.path().join("validator.log");
     let validator = |extra: &[&str]| {
-        let mut cmd = neuron_command(["validator", "--subtensor.db_path"]);
-        cmd.arg(subnet.chain_file())
-            .args(["--netuid", &subnet.netuid.to_string()])
-            .arg("--wallet.path")
-            .arg(&wallets)
-            .args(["--wallet.name", "vali", "--wallet.hotkey", "default"])
-            .arg("--scripts.root")
-            .arg(&subnet.root)
-            .args(["--scripts.no_shipped", "true"])
-            .arg("--neuron.full_path")
-            .arg(&state_dir)
-            .args(["--neuron.seed", "7", "--neuron.timeout", "5"])
-            .args(["--neuron.moving_average_alpha", "0.1"])
+        let mut cmd = subnet.validator_process(&state_dir, "5", &log);
+        cmd.args(["--neuron.moving_average_alpha", "0.1"])
             .args(["--neuron.decay_alpha", "0", "--neuron.epoch_length", "3"])
-            .args(extra)
-            // Models that cannot load, in an empty cache: the run must not load one.
-            .args(["--neuron.model_id", "/nonexistent/llm.gguf"])
-            .args(["--neuron.embed_model_id", "/nonexistent/embedder"])
-            .env("NEURON_HOME", subnet.dir.path().join("home"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap());
+            .args(extra);
         cmd
     };
 
@@ -303,8 +310,9 @@ async fn killed_validator_process_resumes_with_nothing_lost() {
     assert_eq!(steps.last(), Some(&(resumed.step - 1)));
     assert!(steps.len() as u64 >= resumed.step - KILLS, "{steps:?}");
 
-    // SIGTERM (what systemd and pm2 send) stops a running validator as Ctrl-C does: a
-    // clean exit, the state of every finished step saved, the next run resumes after it.
+    // SIGTERM (what systemd and pm2 send) stops a running validator as Ctrl-C does: the
+    // step in flight finishes, a clean exit, every step saved, the next run resumes
+    // after it.
     let mut child = validator(&[]).env("RUST_LOG", "info").spawn().unwrap();
     wait_for_child(&mut child, &log, "a step after the restart", || async {
         ValidatorState::load(&state_file).is_ok_and(|state| state.step > resumed.step)
@@ -316,12 +324,49 @@ async fn killed_validator_process_resumes_with_nothing_lost() {
     assert!(stopped_log.contains("stopping validator"), "{stopped_log}");
     let stopped = ValidatorState::load(&state_file).expect("state saved at SIGTERM");
     assert!(stopped.step > resumed.step);
+    // The step in flight at SIGTERM finished whole: its event is logged too.
+    let events = std::fs::read_to_string(state_dir.join("events.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(events.lines().last().unwrap()).unwrap();
+    assert_eq!(
+        last["step"].as_u64(),
+        Some(stopped.step - 1),
+        "{stopped_log}"
+    );
     let status = validator(&["--steps", "1"]).status().unwrap();
     assert!(status.success());
     assert_eq!(
         ValidatorState::load(&state_file).unwrap().step,
         stopped.step + 1,
         "the run after SIGTERM resumed at the next step"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_step_in_flight_finish_and_saves_it() {
+    // A miner that never answers: every step waits out the 3 s query timeout, so a
+    // SIGTERM sent right after one step is saved lands while the next is in flight.
+    let subnet = Subnet::start(&["hang"]).await;
+    let state_dir = subnet.dir.path().join("state");
+    let state_file = state_dir.join("state.json");
+    let log = subnet.dir.path().join("validator.log");
+    let mut child = subnet
+        .validator_process(&state_dir, "3", &log)
+        .env("RUST_LOG", "info")
+        .spawn()
+        .unwrap();
+    wait_for_child(&mut child, &log, "step 0 saved", || async {
+        ValidatorState::load(&state_file).is_ok_and(|state| state.step >= 1)
+    })
+    .await;
+    let before = ValidatorState::load(&state_file).unwrap().step;
+    let status = terminate(&mut child);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "SIGTERM exit {status}:\n{text}");
+    assert!(text.contains("finishing the step in flight"), "{text}");
+    let after = ValidatorState::load(&state_file).unwrap().step;
+    assert!(
+        after > before,
+        "the step in flight at SIGTERM was dropped (state step {before} → {after}):\n{text}"
     );
 }
 
