@@ -47,6 +47,21 @@ impl CommitRevealMode {
     pub const NAMES: [&'static str; 4] = ["auto", "off", "v2", "v4"];
 }
 
+impl Hyperparameters {
+    /// Commit-reveal turned on at `mode`'s version (`v2` or `v4`); `auto` and `off`
+    /// leave the parameters as they are.
+    pub fn with_commit_reveal(mut self, mode: CommitRevealMode) -> Self {
+        let version = match mode {
+            CommitRevealMode::V2 => 2,
+            CommitRevealMode::V4 => 4,
+            CommitRevealMode::Auto | CommitRevealMode::Off => return self,
+        };
+        self.commit_reveal_weights_enabled = true;
+        self.commit_reveal_version = version;
+        self
+    }
+}
+
 impl fmt::Display for CommitRevealMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let i = *self as usize;

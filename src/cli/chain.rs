@@ -256,8 +256,8 @@ struct ParamArgs {
     burn: Option<f64>,
     /// Turn commit-reveal on: `v2` (hash commits revealed by the hotkey) or `v4`
     /// (timelocked commits revealed by the chain's beacon).
-    #[arg(long, value_parser = ["v2", "v4"])]
-    commit_reveal: Option<String>,
+    #[arg(long, value_parser = parse_commit_reveal_version)]
+    commit_reveal: Option<CommitRevealMode>,
     /// Epochs between a commit and its reveal.
     #[arg(long)]
     reveal_period: Option<u64>,
@@ -276,12 +276,19 @@ impl ParamArgs {
         if let Some(burn) = self.burn {
             p.burn = tao_to_rao(burn)?;
         }
-        if let Some(version) = &self.commit_reveal {
-            p.commit_reveal_weights_enabled = true;
-            p.commit_reveal_version = if version == "v2" { 2 } else { 4 };
+        if let Some(mode) = self.commit_reveal {
+            p = p.with_commit_reveal(mode);
         }
         p.commit_reveal_period = self.reveal_period.unwrap_or(p.commit_reveal_period);
         Ok(p)
+    }
+}
+
+/// `v2` or `v4`: the commit-reveal versions a subnet can run.
+fn parse_commit_reveal_version(s: &str) -> Result<CommitRevealMode, String> {
+    match s.parse()? {
+        mode @ (CommitRevealMode::V2 | CommitRevealMode::V4) => Ok(mode),
+        _ => Err(format!("a subnet runs commit-reveal v2 or v4, not {s:?}")),
     }
 }
 

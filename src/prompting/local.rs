@@ -21,7 +21,6 @@ use super::events::StepEvent;
 use super::miner::{MinerError, MinerSetup, ServedMiner, serve_miner};
 use super::validator::{Validator, ValidatorError};
 use crate::chain::sim::{SimChain, SimConfig};
-use crate::chain::weights::CommitRevealMode;
 use crate::chain::{Chain, ChainError, Hyperparameters, RAO_PER_TAO, proportion};
 use crate::config::{BlacklistConfig, Config};
 use crate::net::{AxonOptions, DendriteOptions};
@@ -331,21 +330,9 @@ pub async fn run(
     scripts: ScriptHost,
     mut on_progress: impl FnMut(&Progress),
 ) -> Result<LocalReport, LocalError> {
-    let mut params = demo_hyperparameters();
     // `--commit-reveal v2|v4`: the subnet runs commit-reveal of that version and the
     // validators (commit_reveal v2 or v4 in their config) commit accordingly.
-    match options.config.neuron.commit_reveal {
-        CommitRevealMode::V2 | CommitRevealMode::V4 => {
-            params.commit_reveal_weights_enabled = true;
-            params.commit_reveal_version =
-                if options.config.neuron.commit_reveal == CommitRevealMode::V2 {
-                    2
-                } else {
-                    4
-                };
-        }
-        CommitRevealMode::Auto | CommitRevealMode::Off => {}
-    }
+    let params = demo_hyperparameters().with_commit_reveal(options.config.neuron.commit_reveal);
     let mut subnet = LocalSubnet::open(
         &options.data_dir,
         options.block_time,
