@@ -10,6 +10,7 @@ mod metrics;
 pub mod openai;
 mod pyrepr;
 mod synapse;
+mod transport;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +21,7 @@ pub use axon::{
 pub use dendrite::{
     Dendrite, DendriteOptions, DendritePool, DendriteResponse, DendriteStream, PooledSession,
 };
+pub use transport::{AskOptions, MinerAnswer, Transport};
 pub use pyrepr::{float_repr, py_repr, py_str};
 pub use synapse::{
     DEFAULT_TIMEOUT, Field, FieldType, PromptingSynapse, StreamPromptingSynapse, Synapse,

@@ -3,10 +3,11 @@
 //! `data: {chunk}` lines ending with `data: [DONE]`, otherwise one
 //! `chat.completion` JSON) and the unsigned `POST /availability`. The request and reply
 //! types and their JSON live here; the axon routes, the handler answers with
-//! [`ChatEvent`]s.
+//! [`ChatEvent`]s. The client side (`net::transport`) sends the same request type and
+//! reads the stream back with [`SseDecoder`] and [`chunk_text`].
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::llm::{ChatMessage, TokenLogprob};
@@ -17,11 +18,11 @@ pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
 pub const AVAILABILITY_PATH: &str = "/availability";
 
 /// A `POST /v1/chat/completions` request (fields we do not use, such as SN1's `task`,
-/// are ignored).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// are ignored; unset options are left out when sent).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ChatCompletionRequest {
     /// The model asked for.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// The conversation.
     pub messages: Vec<RequestMessage>,
@@ -29,28 +30,28 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub stream: bool,
     /// Sampling seed.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Temperature.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// Nucleus mass.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     /// Token limit.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<usize>,
     /// Return the chosen tokens' log-probabilities.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
     /// With `logprobs`, this many alternatives per position (0–20).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<usize>,
 }
 
 /// One message of a request: a role and its content (a string, or a list of parts
 /// whose `text` parts are joined).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct RequestMessage {
     /// `system`, `user` or `assistant`.
     pub role: String,
@@ -60,6 +61,22 @@ pub struct RequestMessage {
 }
 
 impl ChatCompletionRequest {
+    /// A streamed request for the conversation `roles`/`messages` (parallel lists).
+    pub fn streamed(roles: &[String], messages: &[String]) -> Self {
+        Self {
+            messages: roles
+                .iter()
+                .zip(messages)
+                .map(|(role, content)| RequestMessage {
+                    role: role.clone(),
+                    content: Value::String(content.clone()),
+                })
+                .collect(),
+            stream: true,
+            ..Self::default()
+        }
+    }
+
     /// The conversation as chat messages.
     pub fn chat_messages(&self) -> Vec<ChatMessage> {
         self.messages
@@ -186,6 +203,74 @@ pub fn logprobs_json(tokens: &[TokenLogprob]) -> Value {
     json!({ "content": content })
 }
 
+/// Splits a Server-Sent Events byte stream into the `data` of its events (the
+/// `data:` lines of one event joined by `\n`; comments and other fields skipped),
+/// whatever the chunking of the bytes.
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    buffer: Vec<u8>,
+}
+
+impl SseDecoder {
+    /// Takes `bytes`; returns the data of every event they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.buffer.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some((end, gap)) = event_end(&self.buffer) {
+            let event: Vec<u8> = self.buffer.drain(..end + gap).take(end).collect();
+            let text = String::from_utf8_lossy(&event);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if !data.is_empty() {
+                events.push(data.join("\n"));
+            }
+        }
+        events
+    }
+}
+
+/// Where the first event of `buffer` ends and how long the blank line after it is.
+fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    (0..buffer.len()).find_map(|i| {
+        let rest = &buffer[i..];
+        if rest.starts_with(b"\r\n\r\n") {
+            Some((i, 4))
+        } else if rest.starts_with(b"\n\n") {
+            Some((i, 2))
+        } else {
+            None
+        }
+    })
+}
+
+/// What one SSE `data` of a chat stream says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamData {
+    /// A `chat.completion.chunk`, with its text (empty for role or logprob chunks).
+    Text(String),
+    /// `[DONE]`: the end of the stream.
+    Done,
+}
+
+/// Reads one SSE `data` of a chat stream: `[DONE]`, or a chunk whose first choice's
+/// `delta.content` is the text; `None` when it is neither.
+pub fn chunk_text(data: &str) -> Option<StreamData> {
+    if data.trim() == "[DONE]" {
+        return Some(StreamData::Done);
+    }
+    let chunk: Value = serde_json::from_str(data).ok()?;
+    let choice = chunk.get("choices")?.get(0)?;
+    let text = choice
+        .get("delta")
+        .and_then(|d| d.get("content"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Some(StreamData::Text(text.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +294,34 @@ mod tests {
         let v: Value = serde_json::from_str(&text[6..]).unwrap();
         assert_eq!(v["choices"][0]["delta"]["content"], "x");
         assert_eq!(v["model"], "m");
+    }
+
+    #[test]
+    fn sse_events_are_read_across_chunk_boundaries() {
+        let r = ChatCompletionRequest::streamed(&["user".into()], &["hi".into()]);
+        let sent = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            sent,
+            json!({"messages": [{"role": "user", "content": "hi"}], "stream": true})
+        );
+        let id = ReplyId::new(&r);
+        let mut wire = id.sse_chunk(json!({"role": "assistant", "content": ""}), None, None).to_vec();
+        wire.extend_from_slice(&id.sse_chunk(json!({"content": "Pa"}), None, None));
+        wire.extend_from_slice(b": a comment\r\n\r\n");
+        wire.extend_from_slice(&id.sse_chunk(json!({"content": "ris"}), None, None));
+        wire.extend_from_slice(SSE_DONE);
+        let mut decoder = SseDecoder::default();
+        let mut read = Vec::new();
+        for piece in wire.chunks(7) {
+            for data in decoder.push(piece) {
+                read.push(chunk_text(&data).unwrap());
+            }
+        }
+        let text = |t: &str| StreamData::Text(t.into());
+        assert_eq!(
+            read,
+            vec![text(""), text("Pa"), text("ris"), StreamData::Done]
+        );
+        assert_eq!(chunk_text("{\"nope\": 1}"), None);
     }
 }
