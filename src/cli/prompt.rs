@@ -116,11 +116,7 @@ pub fn run(args: &PromptArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
             },
         ));
         if answer.status_code != 200 {
-            bail!(
-                "{target}: {} {}",
-                answer.status_code,
-                answer.status_message
-            );
+            bail!("{target}: {} {}", answer.status_code, answer.status_message);
         }
         println!();
         eprintln!("{target} answered in {:.3} s", answer.latency.as_secs_f64());
@@ -186,9 +182,20 @@ mod tests {
     #[test]
     fn axons_are_ip_port_hotkey() {
         let a = parse_axon("127.0.0.1:8091:5Hotkey").unwrap();
-        assert_eq!((a.ip.as_str(), a.port, a.hotkey.as_str()), ("127.0.0.1", 8091, "5Hotkey"));
+        assert_eq!(
+            (a.ip.as_str(), a.port, a.hotkey.as_str()),
+            ("127.0.0.1", 8091, "5Hotkey")
+        );
         assert!(parse_axon("127.0.0.1:8091").is_err());
-        assert!(parse_axon("localhost:8091:5H").unwrap_err().contains("IP address"));
-        assert!(parse_axon("127.0.0.1:99999:5H").unwrap_err().contains("port"));
+        assert!(
+            parse_axon("localhost:8091:5H")
+                .unwrap_err()
+                .contains("IP address")
+        );
+        assert!(
+            parse_axon("127.0.0.1:99999:5H")
+                .unwrap_err()
+                .contains("port")
+        );
     }
 }

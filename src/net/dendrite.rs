@@ -574,7 +574,10 @@ pub(super) enum ReadError {
 
 /// Reads `resp`'s body, giving up (and dropping the connection) as soon as it is known
 /// to exceed `max_bytes`: from its `Content-Length`, or while the chunks stream in.
-pub(super) async fn read_capped(mut resp: reqwest::Response, max_bytes: usize) -> Result<Bytes, ReadError> {
+pub(super) async fn read_capped(
+    mut resp: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Bytes, ReadError> {
     if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
         return Err(ReadError::TooLarge);
     }

@@ -21,12 +21,12 @@ pub use axon::{
 pub use dendrite::{
     Dendrite, DendriteOptions, DendritePool, DendriteResponse, DendriteStream, PooledSession,
 };
-pub use transport::{AskOptions, MinerAnswer, Transport};
 pub use pyrepr::{float_repr, py_repr, py_str};
 pub use synapse::{
     DEFAULT_TIMEOUT, Field, FieldType, PromptingSynapse, StreamPromptingSynapse, Synapse,
     SynapseSchema, TerminalInfo, base_schema,
 };
+pub use transport::{AskOptions, MinerAnswer, Transport};
 
 /// The SDK version we speak, as `version_as_int` (10.5.0 → 10005000).
 pub const VERSION_AS_INT: i64 = 10_005_000;

@@ -305,7 +305,9 @@ mod tests {
             json!({"messages": [{"role": "user", "content": "hi"}], "stream": true})
         );
         let id = ReplyId::new(&r);
-        let mut wire = id.sse_chunk(json!({"role": "assistant", "content": ""}), None, None).to_vec();
+        let mut wire = id
+            .sse_chunk(json!({"role": "assistant", "content": ""}), None, None)
+            .to_vec();
         wire.extend_from_slice(&id.sse_chunk(json!({"content": "Pa"}), None, None));
         wire.extend_from_slice(b": a comment\r\n\r\n");
         wire.extend_from_slice(&id.sse_chunk(json!({"content": "ris"}), None, None));

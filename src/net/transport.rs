@@ -28,7 +28,9 @@ use super::{AuthScheme, AxonInfo, Dendrite, PromptingSynapse, StreamPromptingSyn
 use super::{float_repr, openai};
 
 /// The wire a validator asks miners over.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Transport {
     /// SDK-10 `PromptingSynapse` (one JSON answer).

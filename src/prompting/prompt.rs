@@ -170,7 +170,12 @@ pub async fn ask(
 ) -> Vec<Answer> {
     let axons: Vec<AxonInfo> = targets.iter().map(|t| t.axon.clone()).collect();
     let replies = dendrite.ask(&axons, &question(prompt), options).await;
-    targets.iter().cloned().zip(replies).map(|(t, r)| answer(t, r)).collect()
+    targets
+        .iter()
+        .cloned()
+        .zip(replies)
+        .map(|(t, r)| answer(t, r))
+        .collect()
 }
 
 /// Sends `prompt` to one target, passing the answer's text to `on_text` as it arrives
