@@ -16,7 +16,7 @@ use neuron::services::HttpConfig;
 use neuron::wallet::Keypair;
 
 use crate::net_epistula::PY_EPISTULA;
-use crate::support::protocols::python_result;
+use crate::support::protocols::{protocols_python, python_result};
 
 /// A strategy that answers the last message with the model (its own token limit and
 /// temperature, which a request's `max_tokens` and `temperature` override).
@@ -116,7 +116,12 @@ async fn openai_client_streams_from_our_miner() {
     let dir = tempfile::tempdir().unwrap();
     let axon = serve_miner(dir.path()).await;
     let args = vec![axon.local_addr().port().to_string(), axon.info().hotkey];
-    let r = python_result(format!("{PY_EPISTULA}{PY_CLIENT}"), args).await;
+    let r = python_result(
+        protocols_python(),
+        format!("{PY_EPISTULA}{PY_CLIENT}"),
+        args,
+    )
+    .await;
     axon.shutdown().await;
     let plain = &r["plain"];
     let text = plain["text"].as_str().unwrap();

@@ -22,8 +22,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::bin::neuron_command;
 
-/// //Bob's echo miner (the shipped strategy), accepting every scheme.
-async fn echo_miner() -> Axon {
+/// //Bob's echo miner (the shipped strategy), accepting every scheme and unregistered
+/// callers.
+pub async fn echo_miner() -> Axon {
     let scripts = ScriptHost::new(
         HostConfig::new(env!("CARGO_MANIFEST_DIR")),
         Services::standard(),
