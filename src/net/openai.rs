@@ -17,6 +17,18 @@ pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
 /// The availability route.
 pub const AVAILABILITY_PATH: &str = "/availability";
 
+/// The `POST /availability` answer, as SN1 v2 validators poll it: which tasks and which
+/// models the miner serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Availability {
+    /// Task name (SN1's class names, e.g. `InferenceTask`) → served.
+    #[serde(default)]
+    pub task_availabilities: std::collections::BTreeMap<String, bool>,
+    /// Model name → served.
+    #[serde(default)]
+    pub llm_model_availabilities: std::collections::BTreeMap<String, bool>,
+}
+
 /// A `POST /v1/chat/completions` request (fields we do not use, such as SN1's `task`,
 /// are ignored; unset options are left out when sent).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -47,6 +59,26 @@ pub struct ChatCompletionRequest {
     /// With `logprobs`, this many alternatives per position (0–20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<usize>,
+    /// SN1 v2's sampling block (the top-level fields win over it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_parameters: Option<SamplingParameters>,
+}
+
+/// SN1 v2's `sampling_parameters` (`top_k` and other fields are not applied).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct SamplingParameters {
+    /// Temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus mass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Token limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_new_tokens: Option<usize>,
+    /// `false`: greedy decoding (temperature 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub do_sample: Option<bool>,
 }
 
 /// One message of a request: a role and its content (a string, or a list of parts
@@ -94,6 +126,30 @@ impl ChatCompletionRequest {
                 ChatMessage::new(m.role.clone(), text)
             })
             .collect()
+    }
+
+    /// The temperature asked for: `temperature`, else `sampling_parameters`' (0 when it
+    /// says `do_sample: false`).
+    pub fn sampling_temperature(&self) -> Option<f64> {
+        let block = self.sampling_parameters.as_ref();
+        let greedy = block.and_then(|p| p.do_sample) == Some(false);
+        self.temperature
+            .or_else(|| greedy.then_some(0.0))
+            .or_else(|| block.and_then(|p| p.temperature))
+    }
+
+    /// The nucleus mass asked for: `top_p`, else `sampling_parameters`'.
+    pub fn sampling_top_p(&self) -> Option<f64> {
+        let block = self.sampling_parameters.as_ref();
+        self.top_p.or_else(|| block.and_then(|p| p.top_p))
+    }
+
+    /// The token limit asked for: `max_tokens`, else `sampling_parameters`'
+    /// `max_new_tokens`.
+    pub fn sampling_max_tokens(&self) -> Option<usize> {
+        let block = self.sampling_parameters.as_ref();
+        self.max_tokens
+            .or_else(|| block.and_then(|p| p.max_new_tokens))
     }
 
     /// How many alternatives per token the request wants, if it wants logprobs.
@@ -284,6 +340,27 @@ mod tests {
         .unwrap();
         assert_eq!(r.chat_messages(), vec![ChatMessage::new("user", "ab")]);
         assert_eq!(r.logprobs_wanted(), Some(2));
+        assert_eq!(
+            (r.sampling_temperature(), r.sampling_max_tokens()),
+            (None, None)
+        );
+        let sn1: ChatCompletionRequest = serde_json::from_str(
+            r#"{"messages": [], "max_tokens": 9, "sampling_parameters":
+                {"temperature": 0.7, "top_p": 0.9, "top_k": 50, "max_new_tokens": 64, "do_sample": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(sn1.sampling_temperature(), Some(0.7));
+        assert_eq!(sn1.sampling_top_p(), Some(0.9));
+        assert_eq!(
+            sn1.sampling_max_tokens(),
+            Some(9),
+            "the top-level field wins"
+        );
+        let greedy: ChatCompletionRequest = serde_json::from_str(
+            r#"{"messages": [], "sampling_parameters": {"temperature": 0.7, "do_sample": false}}"#,
+        )
+        .unwrap();
+        assert_eq!(greedy.sampling_temperature(), Some(0.0));
         let id = ReplyId::new(&r);
         let chunk = id.sse_chunk(json!({"content": "x"}), None, None);
         let text = std::str::from_utf8(&chunk).unwrap();

@@ -10,12 +10,14 @@
 //!
 //! The miner also serves SN1 v2's OpenAI-style `POST /v1/chat/completions` (signed with
 //! btauth/1 or Epistula) through the same `forward` hook: the conversation arrives as
-//! `roles`/`messages`, the request's `seed`, `temperature`, `top_p`, `max_tokens` and
-//! logprobs override the script's sampling options for every `llm::` call it makes, and
-//! the model's text streams to the caller as it is generated (a strategy that answers
-//! without the model sends its answer as one piece). SN1 v1's `StreamPromptingSynapse`
+//! `roles`/`messages`, the request's `seed`, `temperature`, `top_p`, `max_tokens` (or
+//! SN1's `sampling_parameters`) and logprobs override the script's sampling options
+//! for every `llm::` call it makes, and the model's text streams to the caller as it
+//! is generated (a strategy that answers without the model sends its answer as one
+//! piece). SN1 v1's `StreamPromptingSynapse`
 //! is answered the same way, its completion's raw text streamed chunk by chunk.
-//! `POST /availability` is unsigned.
+//! `POST /availability` is unsigned: the strategy's `availability(ctx)` hook when it
+//! defines one, else SN1's inference task (what every strategy serves).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -30,7 +32,7 @@ use super::hooks::PromptingHooks;
 use crate::chain::{AxonServe, Chain, ChainError, Metagraph, NeuronInfo, RAO_PER_TAO};
 use crate::config::{BlacklistConfig, Config};
 use crate::llm::FinishReason;
-use crate::net::openai::{ChatCompletionRequest, ChatEvent, ChatFinish};
+use crate::net::openai::{Availability, ChatCompletionRequest, ChatEvent, ChatFinish};
 use crate::net::{
     Axon, AxonHandler, AxonInfo, AxonOptions, ChatStream, Dendrite, DendriteOptions, Forwarded,
     HandlerError, NetError, PromptingSynapse, StreamPromptingSynapse, Synapse, SynapseSchema,
@@ -519,9 +521,9 @@ impl AxonHandler for MinerHandler {
             .unzip();
         let overrides = SamplingOverrides {
             seed: request.seed,
-            temperature: request.temperature,
-            top_p: request.top_p,
-            max_tokens: request.max_tokens,
+            temperature: request.sampling_temperature(),
+            top_p: request.sampling_top_p(),
+            max_tokens: request.sampling_max_tokens(),
             logprobs: request.logprobs_wanted(),
         };
         let seed = request.seed.unwrap_or_else(|| message_seed(&messages));
@@ -529,10 +531,38 @@ impl AxonHandler for MinerHandler {
     }
 
     async fn availability(&self) -> Option<serde_json::Value> {
-        Some(serde_json::json!({
-            "task_availabilities": {"InferenceTask": true},
-            "llm_model_availabilities": {},
-        }))
+        let strategy = self.strategy.clone();
+        let scripted = self
+            .blocking(rand::random(), move |scripts, ctx| {
+                let script = scripts.strategy(&strategy)?;
+                scripts.availability(&script, &ctx)
+            })
+            .await;
+        let availability = match scripted {
+            Ok(Ok(Some(availability))) => availability,
+            Ok(Ok(None)) => served_availability(),
+            Ok(Err(err)) => {
+                tracing::warn!("availability script failed, answering the default: {err}");
+                served_availability()
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "availability script failed, answering the default: {}",
+                    err.0
+                );
+                served_availability()
+            }
+        };
+        Some(serde_json::to_value(availability).expect("availability serialises"))
+    }
+}
+
+/// What a strategy without an `availability` hook serves: SN1's inference task (every
+/// strategy answers chat requests through `forward`), no model named.
+fn served_availability() -> Availability {
+    Availability {
+        task_availabilities: [("InferenceTask".to_string(), true)].into(),
+        llm_model_availabilities: Default::default(),
     }
 }
 

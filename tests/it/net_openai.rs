@@ -1,7 +1,7 @@
 //! The miner's OpenAI-style `POST /v1/chat/completions` against the official `openai`
 //! Python package (streaming and not), with btauth/1 or Epistula headers added to each
 //! request by an httpx event hook, answered by a strategy script on the real default
-//! model; and the unsigned `POST /availability`.
+//! model; and the unsigned `POST /availability`, as the strategy's hook says.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -19,11 +19,17 @@ use crate::net_epistula::PY_EPISTULA;
 use crate::support::protocols::{protocols_python, python_result};
 
 /// A strategy that answers the last message with the model (its own token limit and
-/// temperature, which a request's `max_tokens` and `temperature` override).
+/// temperature, which a request's `max_tokens` and `temperature` override), and says
+/// what it serves.
 const CHATTY: &str = r#"
 fn forward(ctx, synapse) {
     let messages = synapse.messages ?? [];
     llm::ask(ctx, "You are a helpful assistant.", messages[-1], #{max_tokens: 64, temperature: 0.9})
+}
+
+fn availability(ctx) {
+    #{task_availabilities: #{InferenceTask: true, WebRetrievalTask: false},
+      llm_model_availabilities: #{smollm2: true}}
 }
 "#;
 
@@ -157,7 +163,10 @@ async fn openai_client_streams_from_our_miner() {
     }
     assert_eq!(r["unsigned"], 401);
     assert_eq!(
-        r["availability"]["task_availabilities"]["InferenceTask"],
-        true
+        r["availability"],
+        serde_json::json!({
+            "task_availabilities": {"InferenceTask": true, "WebRetrievalTask": false},
+            "llm_model_availabilities": {"smollm2": true},
+        })
     );
 }

@@ -3,8 +3,8 @@
 //! Epistula-signed OpenAI chat streams (asked twice: each attempt signs afresh); a
 //! stream that never ends meets its total deadline although chunks keep coming; the
 //! completion cap stops reading an endless stream; a quorum returns without waiting
-//! for a miner that never answers. And `neuron local` runs a step over each signed
-//! OpenAI transport.
+//! for a miner that never answers; `/availability` answers the default of a strategy
+//! without the hook. And `neuron local` runs a step over each signed OpenAI transport.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -124,20 +124,22 @@ async fn every_transport_asks_within_its_deadline_cap_and_quorum() {
     let hi = question("hi");
 
     for transport in Transport::ALL {
-        let axons = [miner.info(), miner.info(), unreachable.clone()];
-        let answers = alice
-            .ask(
-                &axons,
-                &question("Heraclitus was a"),
-                &options(transport, 20, 0),
-            )
-            .await;
-        for answer in &answers[..2] {
-            assert_eq!(answer.status_code, 200, "{transport}: {answer:?}");
-            assert_eq!(answer.completion, "Heraclitus was a", "{transport}");
+        // Twice one after the other: each attempt signs afresh, so neither is a replay
+        // (the same session asking one axon twice at once could arrive out of order).
+        for _ in 0..2 {
+            let axons = [miner.info(), unreachable.clone()];
+            let answers = alice
+                .ask(
+                    &axons,
+                    &question("Heraclitus was a"),
+                    &options(transport, 20, 0),
+                )
+                .await;
+            assert_eq!(answers[0].status_code, 200, "{transport}: {:?}", answers[0]);
+            assert_eq!(answers[0].completion, "Heraclitus was a", "{transport}");
+            assert_eq!(answers[1].status_code, 503, "{transport}: {:?}", answers[1]);
+            assert!(answers[1].completion.is_empty());
         }
-        assert_eq!(answers[2].status_code, 503, "{transport}: {:?}", answers[2]);
-        assert!(answers[2].completion.is_empty());
     }
 
     // Chunks every 50 ms never reset the deadline of 1 s: 408, not a hang.
@@ -191,6 +193,20 @@ async fn every_transport_asks_within_its_deadline_cap_and_quorum() {
         answers[0].status_message.contains("quorum of 1"),
         "{:?}",
         answers[0]
+    );
+    // Without an availability hook: SN1's inference task, unsigned.
+    let url = format!("http://{}/availability", miner.local_addr());
+    let served: serde_json::Value = reqwest::Client::new()
+        .post(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        served,
+        serde_json::json!({"task_availabilities": {"InferenceTask": true}, "llm_model_availabilities": {}})
     );
     miner.shutdown().await;
 }
