@@ -1,14 +1,17 @@
 //! The miner's OpenAI-style `POST /v1/chat/completions` against the official `openai`
 //! Python package (streaming and not), with btauth/1 or Epistula headers added to each
 //! request by an httpx event hook, answered by a strategy script on the real default
-//! model; and the unsigned `POST /availability`, as the strategy's hook says.
+//! model (and SN1 v1's `StreamPromptingSynapse` from our dendrite, streamed as the
+//! model makes its tokens); and the unsigned `POST /availability`, as the strategy's
+//! hook says.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use neuron::config::BlacklistConfig;
 use neuron::models::Resolver;
-use neuron::net::{AuthScheme, Axon, AxonOptions};
+use neuron::net::{AuthScheme, Axon, AxonOptions, Dendrite, PromptingSynapse, Transport};
 use neuron::prompting::contract::PromptingContracts;
 use neuron::prompting::miner::MinerHandler;
 use neuron::script::{HostConfig, ModelIds, ScriptHost, Services};
