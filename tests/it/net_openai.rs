@@ -131,7 +131,27 @@ async fn openai_client_streams_from_our_miner() {
         args,
     )
     .await;
+    // SN1 v1's StreamPromptingSynapse: the model's tokens arrive as it makes them too.
+    let alice = Dendrite::new(Keypair::from_uri("//Alice").unwrap()).unwrap();
+    let mut pieces = Vec::new();
+    let question = PromptingSynapse {
+        roles: vec!["user".into()],
+        messages: vec!["What is the capital of France?".into()],
+        completion: String::new(),
+    };
+    let streamed = alice
+        .ask_one(
+            &axon.info(),
+            &question,
+            Transport::SynapseStream,
+            Duration::from_secs(120),
+            |text| pieces.push(text.to_string()),
+        )
+        .await;
     axon.shutdown().await;
+    assert_eq!(streamed.status_code, 200, "{streamed:?}");
+    assert!(pieces.len() >= 2, "streamed in pieces: {pieces:?}");
+    assert_eq!(pieces.concat(), streamed.completion);
     let plain = &r["plain"];
     let text = plain["text"].as_str().unwrap();
     assert!(text.contains("Paris"), "{r}");
