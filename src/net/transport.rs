@@ -38,7 +38,8 @@ pub enum Transport {
     Synapse,
     /// SN1 v1 `StreamPromptingSynapse` (raw text chunks).
     SynapseStream,
-    /// `POST /v1/chat/completions`, streamed, signed with btauth/1.
+    /// `POST /v1/chat/completions`, streamed, signed with btauth/1 (whatever the
+    /// dendrite's own scheme).
     BtauthOpenai,
     /// `POST /v1/chat/completions`, streamed, signed with Epistula v2.
     EpistulaOpenai,
@@ -60,15 +61,6 @@ impl Transport {
             Transport::SynapseStream => "synapse-stream",
             Transport::BtauthOpenai => "btauth-openai",
             Transport::EpistulaOpenai => "epistula-openai",
-        }
-    }
-
-    /// The authentication scheme its requests carry.
-    pub fn auth(self) -> AuthScheme {
-        match self {
-            Transport::Synapse | Transport::SynapseStream => AuthScheme::Synapse,
-            Transport::BtauthOpenai => AuthScheme::Btauth,
-            Transport::EpistulaOpenai => AuthScheme::Epistula,
         }
     }
 }
@@ -265,6 +257,8 @@ impl Dendrite {
 
     /// Asks one axon for a completion of `prompt` over `transport` within `timeout` in
     /// all, passing the text to `on_text` as it arrives (once, whole, for `synapse`).
+    /// The synapse transports sign with this dendrite's scheme ([`Dendrite::with_auth`]:
+    /// SDK-10 headers unless set), the OpenAI ones with theirs.
     pub async fn ask_one(
         &self,
         axon: &AxonInfo,
@@ -283,8 +277,14 @@ impl Dendrite {
                     self.ask_synapse_stream(axon, prompt, timeout, &mut text)
                         .await
                 }
-                Transport::BtauthOpenai | Transport::EpistulaOpenai => {
-                    self.ask_openai(axon, prompt, transport.auth(), timeout, deadline, &mut text)
+                Transport::BtauthOpenai => {
+                    let scheme = AuthScheme::Btauth;
+                    self.ask_openai(axon, prompt, scheme, timeout, deadline, &mut text)
+                        .await
+                }
+                Transport::EpistulaOpenai => {
+                    let scheme = AuthScheme::Epistula;
+                    self.ask_openai(axon, prompt, scheme, timeout, deadline, &mut text)
                         .await
                 }
             }
@@ -434,13 +434,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transports_parse_by_name_and_carry_their_scheme() {
+    fn transports_parse_by_name() {
         for t in Transport::ALL {
             assert_eq!(t.name().parse::<Transport>(), Ok(t));
             let yaml = serde_json::to_string(&t).unwrap();
             assert_eq!(yaml, format!("\"{}\"", t.name()));
         }
-        assert_eq!(Transport::EpistulaOpenai.auth(), AuthScheme::Epistula);
         let err = "openai".parse::<Transport>().unwrap_err();
         assert!(err.contains("btauth-openai"), "{err}");
     }
