@@ -1,7 +1,9 @@
 //! The bittensor wire protocols: the Synapse protocol (SDK v7.2–v10.x: synapse types,
-//! the axon (server) and dendrite (client), request signing and nonce rules) and the
-//! signed-request scheme of bittensor 11 (`btauth/1`, [`auth`]), which the same axon
-//! port accepts. See `docs/wire.md`.
+//! the axon (server) and dendrite (client), request signing and nonce rules), the
+//! signed-request schemes of bittensor 11 (`btauth/1`) and SN1 v2 (Epistula v2)
+//! ([`auth`]), which the same axon port accepts, the OpenAI-style chat routes
+//! ([`openai`]), and the transports a validator asks miners over ([`Transport`],
+//! [`Dendrite::ask`]). See `docs/wire.md`.
 
 pub mod auth;
 mod axon;
