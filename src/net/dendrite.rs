@@ -4,7 +4,8 @@
 //! codes (503 unreachable, 408 timeout, 422 unparsable response, 413 oversized, …).
 //! Requests are authenticated with the SDK-10 Synapse headers, or with btauth/1 or
 //! Epistula v2 ([`Dendrite::with_auth`]): the same synapse JSON body, a fresh nonce
-//! (Epistula: uuid) per attempt.
+//! (Epistula: uuid) per attempt. Asking miners for a completion over a chosen
+//! transport (`Dendrite::ask`) builds on this in `transport.rs`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -717,13 +718,7 @@ fn process_response(
             }
         }
     } else {
-        let message = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| {
-                // SDK-10 axons say `message`; btauth/1 servers (FastAPI) say `detail`.
-                let m = v.get("message").or_else(|| v.get("detail"))?;
-                m.as_str().map(str::to_owned)
-            });
+        let message = error_message(body);
         s.axon.status_code = Some(i64::from(status));
         s.axon.status_message = message;
     }
@@ -747,6 +742,14 @@ fn process_response(
         status_message: message,
         latency: Duration::ZERO,
     }
+}
+
+/// The message of an error answer's JSON body: `message` (SDK-10 axons) or `detail`
+/// (btauth/1 servers, FastAPI, and our axon's signed routes).
+pub(super) fn error_message(body: &[u8]) -> Option<String> {
+    let v = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    let m = v.get("message").or_else(|| v.get("detail"))?;
+    m.as_str().map(str::to_owned)
 }
 
 /// A random 6-byte node id for UUIDv1 (like Python's `uuid1()` without a MAC).

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use super::dendrite::{ChunkError, ChunkLimit, ReadError, map_client_error, read_capped};
+use super::dendrite::{
+    ChunkError, ChunkLimit, ReadError, error_message, map_client_error, read_capped,
+};
 use super::openai::{CHAT_COMPLETIONS_PATH, ChatCompletionRequest, SseDecoder, StreamData};
 use super::{AuthScheme, AxonInfo, Dendrite, PromptingSynapse, StreamPromptingSynapse};
 use super::{float_repr, openai};
@@ -382,7 +384,8 @@ impl Dendrite {
         let max_bytes = self.options().max_response_bytes;
         if status != 200 {
             let message = match read_capped(resp, max_bytes).await {
-                Ok(body) => error_message(&body),
+                Ok(body) => error_message(&body)
+                    .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned()),
                 Err(ReadError::TooLarge) => self.too_large_message(),
                 Err(ReadError::Http(e)) => map_client_error(&e, axon, name, timeout).1,
             };
@@ -417,16 +420,6 @@ impl Dendrite {
             "Server disconnected before the end of the stream".into(),
         ))
     }
-}
-
-/// The message of an error answer: its JSON `detail` (FastAPI, our axon's signed
-/// routes) or `message` (SDK-10 axons), else the body as text.
-fn error_message(body: &[u8]) -> String {
-    let json = serde_json::from_slice::<serde_json::Value>(body).ok();
-    json.as_ref()
-        .and_then(|v| v.get("detail").or_else(|| v.get("message")))
-        .and_then(|m| m.as_str().map(str::to_owned))
-        .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned())
 }
 
 #[cfg(test)]

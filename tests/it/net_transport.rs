@@ -142,6 +142,25 @@ async fn every_transport_asks_within_its_deadline_cap_and_quorum() {
         }
     }
 
+    // Signed for someone else: the miner's refusal, its message read from `detail`.
+    let charlie = Keypair::from_uri("//Charlie").unwrap().ss58();
+    let addr = miner.local_addr();
+    let wrong = AxonInfo::new(addr.ip().to_string(), addr.port(), charlie);
+    for (transport, code) in [
+        (Transport::BtauthOpenai, 401),
+        (Transport::EpistulaOpenai, 400),
+    ] {
+        let answer = alice
+            .ask_one(&wrong, &hi, transport, Duration::from_secs(20), |_| {})
+            .await;
+        assert_eq!(answer.status_code, code, "{transport}: {answer:?}");
+        let message = &answer.status_message;
+        assert!(
+            !message.is_empty() && !message.starts_with('{'),
+            "{message}"
+        );
+    }
+
     // Chunks every 50 ms never reset the deadline of 1 s: 408, not a hang.
     let trickle = raw_server(Behaviour::Endless {
         piece: 1,
