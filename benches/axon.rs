@@ -1,8 +1,11 @@
 //! Axon throughput and latency, ours against the Python SDK's (bittensor 10.5.0), with
 //! the same raw HTTP/1.1 client and the same pre-signed requests; ours also with the
 //! same synapse signed with btauth/1 and Epistula v2 instead of the Synapse headers;
-//! then 1,000 concurrent connections held against ours with the process RSS before and
-//! after.
+//! then streaming time to first token over each streaming transport (`synapse-stream`,
+//! `btauth-openai`, `epistula-openai`) from a handler whose first token is ready at
+//! once, so the figure is the wire's share on top of the engine's own time to first
+//! token; then 1,000 concurrent connections held against ours with the process RSS
+//! before and after.
 //!
 //! Run: `cargo bench --bench axon` (needs the `bittensor-10.5.0` venv under
 //! `$NEURON_HOME/venvs`; set `AXON_BENCH_REQUESTS` to change the request count).
@@ -13,27 +16,87 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
+use neuron::net::openai::{ChatCompletionRequest, ChatEvent, ChatFinish};
 use neuron::net::{
-    AuthScheme, Axon, AxonHandler, AxonInfo, AxonOptions, Dendrite, Forwarded, HandlerError,
-    PromptingSynapse, Synapse, SynapseSchema,
+    AuthScheme, Axon, AxonHandler, AxonInfo, AxonOptions, ChatStream, Dendrite, Forwarded,
+    HandlerError, PromptingSynapse, StreamPromptingSynapse, Synapse, SynapseSchema, Transport,
 };
 use neuron::wallet::Keypair;
 
+/// Answers "echo": as a synapse, as a stream of the streaming synapse, or as a chat
+/// stream, every token ready at once.
 struct Echo;
+
+/// The tokens of every streamed answer.
+const TOKENS: [&str; 4] = ["e", "c", "h", "o"];
 
 #[async_trait::async_trait]
 impl AxonHandler for Echo {
     fn synapses(&self) -> Vec<SynapseSchema> {
-        vec![PromptingSynapse::schema()]
+        vec![PromptingSynapse::schema(), StreamPromptingSynapse::schema()]
     }
     async fn forward(&self, mut s: Synapse) -> Result<Forwarded, HandlerError> {
+        if s.schema().streaming {
+            let chunks = futures::stream::iter(TOKENS.map(|t| Ok(Bytes::from(t))));
+            return Ok(Forwarded::Stream {
+                headers_from: s,
+                chunks: chunks.boxed(),
+            });
+        }
         s.set("completion", "echo".into())
             .map_err(|e| HandlerError(e.to_string()))?;
         Ok(Forwarded::Synapse(s))
     }
+    fn serves_chat(&self) -> bool {
+        true
+    }
+    async fn chat_completions(
+        &self,
+        _caller: &Synapse,
+        _request: ChatCompletionRequest,
+    ) -> Result<ChatStream, HandlerError> {
+        let deltas = TOKENS.map(|t| Ok(ChatEvent::Delta(t.into())));
+        let end = Ok(ChatEvent::Finished(ChatFinish {
+            finish_reason: "stop".into(),
+            ..ChatFinish::default()
+        }));
+        Ok(futures::stream::iter(deltas.into_iter().chain([end])).boxed())
+    }
+}
+
+/// Asks `axon` `n` times, one after the other, over `transport`: time to the first
+/// token's arrival (p50, p99) and how many answered "echo".
+async fn time_to_first_token(
+    axon: &AxonInfo,
+    transport: Transport,
+    n: usize,
+) -> (Duration, Duration, usize) {
+    let dendrite = Dendrite::new(Keypair::from_uri("//Alice").unwrap()).unwrap();
+    let question = PromptingSynapse {
+        roles: vec!["user".into()],
+        messages: vec!["hello".into()],
+        completion: String::new(),
+    };
+    let mut firsts = Vec::with_capacity(n);
+    let mut ok = 0;
+    for _ in 0..n {
+        let start = Instant::now();
+        let mut first = None;
+        let answer = dendrite
+            .ask_one(axon, &question, transport, Duration::from_secs(10), |_| {
+                first.get_or_insert_with(|| start.elapsed());
+            })
+            .await;
+        ok += usize::from(answer.completion == "echo");
+        firsts.push(first.unwrap_or(Duration::MAX));
+    }
+    firsts.sort();
+    let pct = |p: f64| firsts[((firsts.len() as f64 * p) as usize).min(firsts.len() - 1)];
+    (pct(0.50), pct(0.99), ok)
 }
 
 const PY_AXON: &str = r#"
@@ -202,6 +265,17 @@ fn main() {
         }
         let _ = child.kill();
         let _ = child.wait();
+
+        // Time to first token, the handler's first token ready at once.
+        for transport in [Transport::SynapseStream, Transport::BtauthOpenai, Transport::EpistulaOpenai] {
+            let count = (n / 10).max(1);
+            let (p50, p99, ok) = time_to_first_token(&ours.info(), transport, count).await;
+            println!(
+                "ttft {transport:15} requests={count:5} ok={ok:5} p50={:8.3}ms p99={:8.3}ms",
+                p50.as_secs_f64() * 1e3,
+                p99.as_secs_f64() * 1e3
+            );
+        }
 
         // 1,000 concurrent connections to our axon, each with one request answered and
         // then held open.

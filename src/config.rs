@@ -185,6 +185,11 @@ pub struct NeuronConfig {
     pub commit_reveal: CommitRevealMode,
     /// Mechanism of the subnet the weights are for (0: the main one).
     pub mechid: u8,
+    /// The wire validators ask miners over: `synapse`, `synapse-stream`,
+    /// `btauth-openai` or `epistula-openai`.
+    pub transport: crate::net::Transport,
+    /// Return from a query once this many miners answered (0: wait for all).
+    pub quorum: usize,
 }
 
 impl Default for NeuronConfig {
@@ -223,6 +228,8 @@ impl Default for NeuronConfig {
             version_key: crate::SPEC_VERSION,
             commit_reveal: CommitRevealMode::Auto,
             mechid: 0,
+            transport: crate::net::Transport::Synapse,
+            quorum: 0,
         }
     }
 }

@@ -14,7 +14,7 @@ use neuron::chain::weights::CommitRevealMode;
 use neuron::chain::{Chain, Network, connect};
 use neuron::config::{Config, WalletConfig};
 use neuron::llm::DeviceSpec;
-use neuron::net::AuthScheme;
+use neuron::net::{AuthScheme, Transport};
 use neuron::wallet::{Keypair, Password, Wallet, WalletError, password_env_var, role_name};
 
 /// One `(dotted path, value)` a flag sets.
@@ -120,6 +120,8 @@ config_flags! {
         neuron_version_key: u64 => "neuron.version_key", "Weights version key.";
         neuron_commit_reveal: CommitRevealMode => "neuron.commit_reveal", "How weights go to the chain: auto (follow the subnet: timelocked v4 when commit-reveal is on), off, v2 or v4.";
         neuron_mechid: u8 => "neuron.mechid", "Subnet mechanism the weights are for (default 0).";
+        neuron_transport: Transport => "neuron.transport", "Wire validators ask miners over: synapse (default), synapse-stream, btauth-openai or epistula-openai.";
+        neuron_quorum: usize => "neuron.quorum", "Return from a query once this many miners answered (0: wait for all).";
         axon_ip: String => "axon.ip", "Axon bind address.";
         axon_port: u16 => "axon.port", "Axon port.";
         axon_external_ip: String => "axon.external_ip", "Address announced on chain.";

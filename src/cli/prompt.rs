@@ -1,14 +1,16 @@
-//! `neuron prompt` (the SDK's `bt.prompt`): ask the miners of a subnet one question
-//! and print the best answer, or every answer.
+//! `neuron prompt` (the SDK's `bt.prompt`): ask the miners of a subnet, or any axons by
+//! address, one question over a transport and print the best answer, every answer, or
+//! one answer's tokens as they arrive.
 
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use comfy_table::Table;
 use neuron::chain::subtensor::SignerRole;
-use neuron::net::{Dendrite, DendriteOptions};
-use neuron::prompting::prompt::{self, Answer, Targets};
+use neuron::net::{AskOptions, AxonInfo, Dendrite, DendriteOptions, Transport};
+use neuron::prompting::prompt::{self, Answer, Target, Targets};
 
 use super::flags::{self, ConfigArgs, open_chain};
 
@@ -18,17 +20,45 @@ pub struct PromptArgs {
     /// The prompt, sent as one user message.
     prompt: String,
     /// Ask these uids (comma-separated) instead of the top miners.
-    #[arg(long, value_delimiter = ',', conflicts_with = "top")]
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["top", "axon"])]
     uids: Vec<u16>,
     /// Ask the K serving miners with the highest incentive.
-    #[arg(long, value_name = "K", default_value_t = 5)]
+    #[arg(long, value_name = "K", default_value_t = 5, conflicts_with = "axon")]
     top: usize,
+    /// Ask this axon directly, without reading a metagraph (repeatable).
+    #[arg(long, value_name = "IP:PORT:HOTKEY", value_parser = parse_axon)]
+    axon: Vec<AxonInfo>,
+    /// The wire: synapse, synapse-stream, btauth-openai or epistula-openai (default:
+    /// `--neuron.transport`).
+    #[arg(long)]
+    transport: Option<Transport>,
+    /// Print the answer's text as it arrives (one miner: one --axon, or one uid).
+    #[arg(long, conflicts_with = "all")]
+    stream: bool,
     /// Print every answer with its uid, status and latency, not just the best.
     #[arg(long)]
     all: bool,
-    /// Seconds each miner has to answer (default: `--neuron.timeout`).
+    /// Seconds each miner has to answer, in all (default: `--neuron.timeout`).
     #[arg(long, value_name = "S")]
     timeout: Option<f64>,
+}
+
+/// Reads `IP:PORT:HOTKEY`.
+fn parse_axon(text: &str) -> Result<AxonInfo, String> {
+    let mut parts = text.rsplitn(3, ':');
+    let (Some(hotkey), Some(port), Some(ip)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(format!("{text:?} is not IP:PORT:HOTKEY"));
+    };
+    let ip: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{port:?} is not a port"))?;
+    if hotkey.is_empty() {
+        return Err(format!("{text:?} names no hotkey"));
+    }
+    Ok(AxonInfo::new(ip.to_string(), port, hotkey))
 }
 
 /// Runs `neuron prompt`.
@@ -38,42 +68,73 @@ pub fn run(args: &PromptArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
     if !(timeout.is_finite() && timeout > 0.0) {
         bail!("--timeout must be a positive number of seconds, got {timeout}");
     }
+    let options = AskOptions {
+        transport: args.transport.unwrap_or(config.neuron.transport),
+        timeout: Duration::from_secs_f64(timeout),
+        quorum: 0,
+    };
     let keypair = flags::signer(&config.wallet, SignerRole::Hotkey, None)?;
     let caller = keypair.ss58();
-    let targets = if args.uids.is_empty() {
-        Targets::Top(args.top)
+    let runtime = tokio::runtime::Runtime::new()?;
+    let targets: Vec<Target> = if args.axon.is_empty() {
+        let chosen = if args.uids.is_empty() {
+            Targets::Top(args.top)
+        } else {
+            Targets::Uids(args.uids.clone())
+        };
+        runtime.block_on(async {
+            let chain = open_chain(&config).await?;
+            let metagraph = chain
+                .metagraph(config.netuid)
+                .await
+                .with_context(|| format!("reading the metagraph of netuid {}", config.netuid))?;
+            let uids = prompt::select(&metagraph, &chosen, &caller)?;
+            anyhow::Ok(uids.iter().map(|&u| Target::uid(&metagraph, u)).collect())
+        })?
     } else {
-        Targets::Uids(args.uids.clone())
+        args.axon.iter().cloned().map(Target::axon).collect()
     };
-    let answers = tokio::runtime::Runtime::new()?.block_on(async {
-        let chain = open_chain(&config).await?;
-        let metagraph = chain
-            .metagraph(config.netuid)
-            .await
-            .with_context(|| format!("reading the metagraph of netuid {}", config.netuid))?;
-        let uids = prompt::select(&metagraph, &targets, &caller)?;
-        let dendrite = Dendrite::new(keypair)
-            .context("dendrite")?
-            .with_options(DendriteOptions::from(&config.dendrite));
-        let answers = prompt::ask(
+    let dendrite = Dendrite::new(keypair)
+        .context("dendrite")?
+        .with_options(DendriteOptions::from(&config.dendrite));
+    if args.stream {
+        let [target] = targets.as_slice() else {
+            bail!(
+                "--stream prints one miner's answer: name one --axon or one uid ({} asked)",
+                targets.len()
+            );
+        };
+        let mut stdout = std::io::stdout();
+        let answer = runtime.block_on(prompt::ask_streaming(
             &dendrite,
-            &metagraph,
-            &uids,
+            target,
             &args.prompt,
-            Duration::from_secs_f64(timeout),
-        )
-        .await?;
-        anyhow::Ok(answers)
-    })?;
+            &options,
+            |text| {
+                let _ = stdout.write_all(text.as_bytes());
+                let _ = stdout.flush();
+            },
+        ));
+        if answer.status_code != 200 {
+            bail!("{target}: {} {}", answer.status_code, answer.status_message);
+        }
+        println!();
+        eprintln!("{target} answered in {:.3} s", answer.latency.as_secs_f64());
+        return Ok(());
+    }
+    let answers = runtime.block_on(prompt::ask(&dendrite, &targets, &args.prompt, &options));
     if args.all {
         println!("{}", table(&answers));
     }
     match prompt::best(&answers) {
         Some(best) if !args.all => {
+            let incentive = match best.target.uid {
+                Some(_) => format!(" (incentive {:.4})", best.target.incentive),
+                None => String::new(),
+            };
             eprintln!(
-                "uid {} (incentive {:.4}) answered in {:.3} s",
-                best.uid,
-                best.incentive,
+                "{}{incentive} answered in {:.3} s",
+                best.target,
                 best.latency.as_secs_f64()
             );
             println!("{}", best.completion);
@@ -83,7 +144,7 @@ pub fn run(args: &PromptArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
         None => {
             let failures: Vec<String> = answers
                 .iter()
-                .map(|a| format!("uid {}: {} {}", a.uid, a.status_code, a.status_message))
+                .map(|a| format!("{}: {} {}", a.target, a.status_code, a.status_message))
                 .collect();
             bail!("no miner answered:\n  {}", failures.join("\n  "))
         }
@@ -99,13 +160,42 @@ fn table(answers: &[Answer]) -> Table {
         } else {
             format!("{} {}", a.status_code, a.status_message)
         };
+        let miner = match a.target.uid {
+            Some(uid) => uid.to_string(),
+            None => format!("{}:{}", a.target.axon.ip, a.target.axon.port),
+        };
         table.add_row([
-            a.uid.to_string(),
-            format!("{:.4}", a.incentive),
+            miner,
+            format!("{:.4}", a.target.incentive),
             status,
             format!("{:.3}", a.latency.as_secs_f64()),
             a.completion.clone(),
         ]);
     }
     table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axons_are_ip_port_hotkey() {
+        let a = parse_axon("127.0.0.1:8091:5Hotkey").unwrap();
+        assert_eq!(
+            (a.ip.as_str(), a.port, a.hotkey.as_str()),
+            ("127.0.0.1", 8091, "5Hotkey")
+        );
+        assert!(parse_axon("127.0.0.1:8091").is_err());
+        assert!(
+            parse_axon("localhost:8091:5H")
+                .unwrap_err()
+                .contains("IP address")
+        );
+        assert!(
+            parse_axon("127.0.0.1:99999:5H")
+                .unwrap_err()
+                .contains("port")
+        );
+    }
 }

@@ -4,7 +4,8 @@
 //! codes (503 unreachable, 408 timeout, 422 unparsable response, 413 oversized, …).
 //! Requests are authenticated with the SDK-10 Synapse headers, or with btauth/1 or
 //! Epistula v2 ([`Dendrite::with_auth`]): the same synapse JSON body, a fresh nonce
-//! (Epistula: uuid) per attempt.
+//! (Epistula: uuid) per attempt. Asking miners for a completion over a chosen
+//! transport (`Dendrite::ask`) builds on this in `transport.rs`.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,11 +33,9 @@ pub struct DendriteOptions {
 }
 
 impl Default for DendriteOptions {
+    /// The configuration's defaults ([`crate::config::DendriteConfig`]).
     fn default() -> Self {
-        Self {
-            max_response_bytes: 1 << 20,
-            max_completion_bytes: crate::score::MAX_SCORED_BYTES,
-        }
+        Self::from(&crate::config::DendriteConfig::default())
     }
 }
 
@@ -225,8 +224,18 @@ impl Dendrite {
         &self.uuid
     }
 
+    /// The limits.
+    pub(super) fn options(&self) -> &DendriteOptions {
+        &self.options
+    }
+
+    /// The pooled HTTP client.
+    pub(super) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
     /// A strictly increasing wall-clock nonce (parallel requests never share one).
-    fn next_nonce(&self) -> i64 {
+    pub(super) fn next_nonce(&self) -> i64 {
         let now = now_ns();
         let prev = self.last_nonce.fetch_max(now, Ordering::SeqCst);
         if prev >= now {
@@ -312,22 +321,37 @@ impl Dendrite {
             return Ok((url, headers, body));
         }
         let nonce = signed.dendrite.nonce.unwrap_or_else(|| self.next_nonce());
-        let pairs = if self.auth == AuthScheme::Epistula {
+        let target = format!("/{}", signed.name());
+        let signed_headers = self.auth_headers(self.auth, &target, &axon.hotkey, &body, nonce)?;
+        Ok((url, signed_headers, body))
+    }
+
+    /// The btauth/1 or Epistula v2 headers (and `Content-Type: application/json`) of a
+    /// `POST` of `body` to `target` on the axon of `receiver`, signed at `nonce_ns`
+    /// (Epistula: its milliseconds, with a fresh uuid4).
+    pub(super) fn auth_headers(
+        &self,
+        scheme: AuthScheme,
+        target: &str,
+        receiver: &str,
+        body: &[u8],
+        nonce_ns: i64,
+    ) -> Result<HeaderMap, NetError> {
+        let pairs = if scheme == AuthScheme::Epistula {
             let uuid = uuid::Uuid::new_v4().to_string();
-            let ms = nonce / 1_000_000;
-            epistula::sign(&self.keypair, &body, Some(&axon.hotkey), ms, &uuid)?
+            let ms = nonce_ns / 1_000_000;
+            epistula::sign(&self.keypair, body, Some(receiver), ms, &uuid)?
         } else {
-            let target = format!("/{}", signed.name());
             let signer = btauth::BtAuthSigner::Sr25519(&self.keypair);
-            btauth::sign(signer, "POST", &target, &body, Some(&axon.hotkey), nonce)?
+            btauth::sign(signer, "POST", target, body, Some(receiver), nonce_ns)?
         };
-        let mut signed_headers = HeaderMap::new();
-        signed_headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         for (k, v) in pairs {
             let v = HeaderValue::from_str(&v).map_err(|e| NetError::Client(e.to_string()))?;
-            signed_headers.insert(HeaderName::from_static(k), v);
+            headers.insert(HeaderName::from_static(k), v);
         }
-        Ok((url, signed_headers, body))
+        Ok(headers)
     }
 
     /// Queries every axon in parallel; one response per axon, in the same order.
@@ -509,7 +533,7 @@ impl Dendrite {
         })
     }
 
-    fn too_large_message(&self) -> String {
+    pub(super) fn too_large_message(&self) -> String {
         format!(
             "Response body exceeds the limit of {} bytes",
             self.options.max_response_bytes
@@ -542,7 +566,7 @@ impl Dendrite {
 }
 
 /// Why reading a response body stopped.
-enum ReadError {
+pub(super) enum ReadError {
     /// The transport failed.
     Http(reqwest::Error),
     /// The body grew past the response cap.
@@ -551,7 +575,10 @@ enum ReadError {
 
 /// Reads `resp`'s body, giving up (and dropping the connection) as soon as it is known
 /// to exceed `max_bytes`: from its `Content-Length`, or while the chunks stream in.
-async fn read_capped(mut resp: reqwest::Response, max_bytes: usize) -> Result<Bytes, ReadError> {
+pub(super) async fn read_capped(
+    mut resp: reqwest::Response,
+    max_bytes: usize,
+) -> Result<Bytes, ReadError> {
     if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
         return Err(ReadError::TooLarge);
     }
@@ -566,7 +593,7 @@ async fn read_capped(mut resp: reqwest::Response, max_bytes: usize) -> Result<By
 }
 
 /// Why a streamed response ended early.
-enum ChunkError {
+pub(super) enum ChunkError {
     /// The transport failed.
     Http(reqwest::Error),
     /// The request's deadline passed.
@@ -576,16 +603,19 @@ enum ChunkError {
 }
 
 /// The bounds of a streamed response: a deadline and a total size.
-struct ChunkLimit {
-    deadline: tokio::time::Instant,
-    max_bytes: usize,
-    too_large: String,
+pub(super) struct ChunkLimit {
+    /// When the whole response must have arrived.
+    pub(super) deadline: tokio::time::Instant,
+    /// The most bytes read in all.
+    pub(super) max_bytes: usize,
+    /// The message of the 413.
+    pub(super) too_large: String,
 }
 
 impl ChunkLimit {
     /// Passes `inner`'s chunks on until it ends, fails, passes the deadline or would
     /// pass `max_bytes` in all; each of the last three ends the stream with one error.
-    fn apply(
+    pub(super) fn apply(
         self,
         inner: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
     ) -> impl Stream<Item = Result<Bytes, ChunkError>> + Send {
@@ -616,7 +646,7 @@ impl ChunkLimit {
 }
 
 /// The SDK's `DENDRITE_ERROR_MAPPING` for client-side failures.
-fn map_client_error(
+pub(super) fn map_client_error(
     e: &reqwest::Error,
     axon: &AxonInfo,
     name: &str,
@@ -688,13 +718,7 @@ fn process_response(
             }
         }
     } else {
-        let message = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| {
-                // SDK-10 axons say `message`; btauth/1 servers (FastAPI) say `detail`.
-                let m = v.get("message").or_else(|| v.get("detail"))?;
-                m.as_str().map(str::to_owned)
-            });
+        let message = error_message(body);
         s.axon.status_code = Some(i64::from(status));
         s.axon.status_message = message;
     }
@@ -718,6 +742,14 @@ fn process_response(
         status_message: message,
         latency: Duration::ZERO,
     }
+}
+
+/// The message of an error answer's JSON body: `message` (SDK-10 axons) or `detail`
+/// (btauth/1 servers, FastAPI, and our axon's signed routes).
+pub(super) fn error_message(body: &[u8]) -> Option<String> {
+    let v = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    let m = v.get("message").or_else(|| v.get("detail"))?;
+    m.as_str().map(str::to_owned)
 }
 
 /// A random 6-byte node id for UUIDv1 (like Python's `uuid1()` without a MAC).

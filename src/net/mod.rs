@@ -1,7 +1,9 @@
 //! The bittensor wire protocols: the Synapse protocol (SDK v7.2–v10.x: synapse types,
-//! the axon (server) and dendrite (client), request signing and nonce rules) and the
-//! signed-request scheme of bittensor 11 (`btauth/1`, [`auth`]), which the same axon
-//! port accepts. See `docs/wire.md`.
+//! the axon (server) and dendrite (client), request signing and nonce rules), the
+//! signed-request schemes of bittensor 11 (`btauth/1`) and SN1 v2 (Epistula v2)
+//! ([`auth`]), which the same axon port accepts, the OpenAI-style chat routes
+//! ([`openai`]), and the transports a validator asks miners over ([`Transport`],
+//! [`Dendrite::ask`]). See `docs/wire.md`.
 
 pub mod auth;
 mod axon;
@@ -10,6 +12,7 @@ mod metrics;
 pub mod openai;
 mod pyrepr;
 mod synapse;
+mod transport;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -25,6 +28,7 @@ pub use synapse::{
     DEFAULT_TIMEOUT, Field, FieldType, PromptingSynapse, StreamPromptingSynapse, Synapse,
     SynapseSchema, TerminalInfo, base_schema,
 };
+pub use transport::{AskOptions, MinerAnswer, Transport};
 
 /// The SDK version we speak, as `version_as_int` (10.5.0 → 10005000).
 pub const VERSION_AS_INT: i64 = 10_005_000;

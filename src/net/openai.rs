@@ -3,10 +3,11 @@
 //! `data: {chunk}` lines ending with `data: [DONE]`, otherwise one
 //! `chat.completion` JSON) and the unsigned `POST /availability`. The request and reply
 //! types and their JSON live here; the axon routes, the handler answers with
-//! [`ChatEvent`]s.
+//! [`ChatEvent`]s. The client side (`net::transport`) sends the same request type and
+//! reads the stream back with [`SseDecoder`] and [`chunk_text`].
 
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::llm::{ChatMessage, TokenLogprob};
@@ -16,12 +17,24 @@ pub const CHAT_COMPLETIONS_PATH: &str = "/v1/chat/completions";
 /// The availability route.
 pub const AVAILABILITY_PATH: &str = "/availability";
 
+/// The `POST /availability` answer, as SN1 v2 validators poll it: which tasks and which
+/// models the miner serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Availability {
+    /// Task name (SN1's class names, e.g. `InferenceTask`) → served.
+    #[serde(default)]
+    pub task_availabilities: std::collections::BTreeMap<String, bool>,
+    /// Model name → served.
+    #[serde(default)]
+    pub llm_model_availabilities: std::collections::BTreeMap<String, bool>,
+}
+
 /// A `POST /v1/chat/completions` request (fields we do not use, such as SN1's `task`,
-/// are ignored).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// are ignored; unset options are left out when sent).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ChatCompletionRequest {
     /// The model asked for.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
     /// The conversation.
     pub messages: Vec<RequestMessage>,
@@ -29,28 +42,48 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub stream: bool,
     /// Sampling seed.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     /// Temperature.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// Nucleus mass.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     /// Token limit.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<usize>,
     /// Return the chosen tokens' log-probabilities.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
     /// With `logprobs`, this many alternatives per position (0–20).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<usize>,
+    /// SN1 v2's sampling block (the top-level fields win over it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling_parameters: Option<SamplingParameters>,
+}
+
+/// SN1 v2's `sampling_parameters` (`top_k` and other fields are not applied).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+pub struct SamplingParameters {
+    /// Temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus mass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// Token limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_new_tokens: Option<usize>,
+    /// `false`: greedy decoding (temperature 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub do_sample: Option<bool>,
 }
 
 /// One message of a request: a role and its content (a string, or a list of parts
 /// whose `text` parts are joined).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct RequestMessage {
     /// `system`, `user` or `assistant`.
     pub role: String,
@@ -60,6 +93,22 @@ pub struct RequestMessage {
 }
 
 impl ChatCompletionRequest {
+    /// A streamed request for the conversation `roles`/`messages` (parallel lists).
+    pub fn streamed(roles: &[String], messages: &[String]) -> Self {
+        Self {
+            messages: roles
+                .iter()
+                .zip(messages)
+                .map(|(role, content)| RequestMessage {
+                    role: role.clone(),
+                    content: Value::String(content.clone()),
+                })
+                .collect(),
+            stream: true,
+            ..Self::default()
+        }
+    }
+
     /// The conversation as chat messages.
     pub fn chat_messages(&self) -> Vec<ChatMessage> {
         self.messages
@@ -77,6 +126,30 @@ impl ChatCompletionRequest {
                 ChatMessage::new(m.role.clone(), text)
             })
             .collect()
+    }
+
+    /// The temperature asked for: `temperature`, else `sampling_parameters`' (0 when it
+    /// says `do_sample: false`).
+    pub fn sampling_temperature(&self) -> Option<f64> {
+        let block = self.sampling_parameters.as_ref();
+        let greedy = block.and_then(|p| p.do_sample) == Some(false);
+        self.temperature
+            .or_else(|| greedy.then_some(0.0))
+            .or_else(|| block.and_then(|p| p.temperature))
+    }
+
+    /// The nucleus mass asked for: `top_p`, else `sampling_parameters`'.
+    pub fn sampling_top_p(&self) -> Option<f64> {
+        let block = self.sampling_parameters.as_ref();
+        self.top_p.or_else(|| block.and_then(|p| p.top_p))
+    }
+
+    /// The token limit asked for: `max_tokens`, else `sampling_parameters`'
+    /// `max_new_tokens`.
+    pub fn sampling_max_tokens(&self) -> Option<usize> {
+        let block = self.sampling_parameters.as_ref();
+        self.max_tokens
+            .or_else(|| block.and_then(|p| p.max_new_tokens))
     }
 
     /// How many alternatives per token the request wants, if it wants logprobs.
@@ -186,6 +259,74 @@ pub fn logprobs_json(tokens: &[TokenLogprob]) -> Value {
     json!({ "content": content })
 }
 
+/// Splits a Server-Sent Events byte stream into the `data` of its events (the
+/// `data:` lines of one event joined by `\n`; comments and other fields skipped),
+/// whatever the chunking of the bytes.
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    buffer: Vec<u8>,
+}
+
+impl SseDecoder {
+    /// Takes `bytes`; returns the data of every event they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.buffer.extend_from_slice(bytes);
+        let mut events = Vec::new();
+        while let Some((end, gap)) = event_end(&self.buffer) {
+            let event: Vec<u8> = self.buffer.drain(..end + gap).take(end).collect();
+            let text = String::from_utf8_lossy(&event);
+            let data: Vec<&str> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if !data.is_empty() {
+                events.push(data.join("\n"));
+            }
+        }
+        events
+    }
+}
+
+/// Where the first event of `buffer` ends and how long the blank line after it is.
+fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    (0..buffer.len()).find_map(|i| {
+        let rest = &buffer[i..];
+        if rest.starts_with(b"\r\n\r\n") {
+            Some((i, 4))
+        } else if rest.starts_with(b"\n\n") {
+            Some((i, 2))
+        } else {
+            None
+        }
+    })
+}
+
+/// What one SSE `data` of a chat stream says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamData {
+    /// A `chat.completion.chunk`, with its text (empty for role or logprob chunks).
+    Text(String),
+    /// `[DONE]`: the end of the stream.
+    Done,
+}
+
+/// Reads one SSE `data` of a chat stream: `[DONE]`, or a chunk whose first choice's
+/// `delta.content` is the text; `None` when it is neither.
+pub fn chunk_text(data: &str) -> Option<StreamData> {
+    if data.trim() == "[DONE]" {
+        return Some(StreamData::Done);
+    }
+    let chunk: Value = serde_json::from_str(data).ok()?;
+    let choice = chunk.get("choices")?.get(0)?;
+    let text = choice
+        .get("delta")
+        .and_then(|d| d.get("content"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    Some(StreamData::Text(text.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +340,27 @@ mod tests {
         .unwrap();
         assert_eq!(r.chat_messages(), vec![ChatMessage::new("user", "ab")]);
         assert_eq!(r.logprobs_wanted(), Some(2));
+        assert_eq!(
+            (r.sampling_temperature(), r.sampling_max_tokens()),
+            (None, None)
+        );
+        let sn1: ChatCompletionRequest = serde_json::from_str(
+            r#"{"messages": [], "max_tokens": 9, "sampling_parameters":
+                {"temperature": 0.7, "top_p": 0.9, "top_k": 50, "max_new_tokens": 64, "do_sample": true}}"#,
+        )
+        .unwrap();
+        assert_eq!(sn1.sampling_temperature(), Some(0.7));
+        assert_eq!(sn1.sampling_top_p(), Some(0.9));
+        assert_eq!(
+            sn1.sampling_max_tokens(),
+            Some(9),
+            "the top-level field wins"
+        );
+        let greedy: ChatCompletionRequest = serde_json::from_str(
+            r#"{"messages": [], "sampling_parameters": {"temperature": 0.7, "do_sample": false}}"#,
+        )
+        .unwrap();
+        assert_eq!(greedy.sampling_temperature(), Some(0.0));
         let id = ReplyId::new(&r);
         let chunk = id.sse_chunk(json!({"content": "x"}), None, None);
         let text = std::str::from_utf8(&chunk).unwrap();
@@ -209,5 +371,36 @@ mod tests {
         let v: Value = serde_json::from_str(&text[6..]).unwrap();
         assert_eq!(v["choices"][0]["delta"]["content"], "x");
         assert_eq!(v["model"], "m");
+    }
+
+    #[test]
+    fn sse_events_are_read_across_chunk_boundaries() {
+        let r = ChatCompletionRequest::streamed(&["user".into()], &["hi".into()]);
+        let sent = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            sent,
+            json!({"messages": [{"role": "user", "content": "hi"}], "stream": true})
+        );
+        let id = ReplyId::new(&r);
+        let mut wire = id
+            .sse_chunk(json!({"role": "assistant", "content": ""}), None, None)
+            .to_vec();
+        wire.extend_from_slice(&id.sse_chunk(json!({"content": "Pa"}), None, None));
+        wire.extend_from_slice(b": a comment\r\n\r\n");
+        wire.extend_from_slice(&id.sse_chunk(json!({"content": "ris"}), None, None));
+        wire.extend_from_slice(SSE_DONE);
+        let mut decoder = SseDecoder::default();
+        let mut read = Vec::new();
+        for piece in wire.chunks(7) {
+            for data in decoder.push(piece) {
+                read.push(chunk_text(&data).unwrap());
+            }
+        }
+        let text = |t: &str| StreamData::Text(t.into());
+        assert_eq!(
+            read,
+            vec![text(""), text("Pa"), text("ris"), StreamData::Done]
+        );
+        assert_eq!(chunk_text("{\"nope\": 1}"), None);
     }
 }

@@ -94,6 +94,8 @@ pub struct HookSet {
     pub blacklist: bool,
     /// Strategy: `priority(ctx, request)`.
     pub priority: bool,
+    /// Strategy: `availability(ctx)`.
+    pub availability: bool,
     /// Validator: `select_uids(ctx, metagraph, k)`.
     pub select_uids: bool,
     /// Validator: `update_scores(ctx, scores, rewards)`.
@@ -125,6 +127,7 @@ pub fn check_hooks(kind: ScriptKind, ast: &AST) -> Result<HookSet, String> {
         ("reward", 3, kind == ScriptKind::Task),
         ("blacklist", 2, kind == ScriptKind::Strategy),
         ("priority", 2, kind == ScriptKind::Strategy),
+        ("availability", 1, kind == ScriptKind::Strategy),
         ("select_uids", 3, kind == ScriptKind::Validator),
         ("update_scores", 3, kind == ScriptKind::Validator),
     ] {
@@ -139,6 +142,7 @@ pub fn check_hooks(kind: ScriptKind, ast: &AST) -> Result<HookSet, String> {
         reward: kind == ScriptKind::Task && has_fn(ast, "reward", 3),
         blacklist: kind == ScriptKind::Strategy && has_fn(ast, "blacklist", 2),
         priority: kind == ScriptKind::Strategy && has_fn(ast, "priority", 2),
+        availability: kind == ScriptKind::Strategy && has_fn(ast, "availability", 1),
         select_uids: kind == ScriptKind::Validator && has_fn(ast, "select_uids", 3),
         update_scores: kind == ScriptKind::Validator && has_fn(ast, "update_scores", 3),
     })
@@ -239,6 +243,7 @@ const NO_HOOKS: HookSet = HookSet {
     reward: false,
     blacklist: false,
     priority: false,
+    availability: false,
     select_uids: false,
     update_scores: false,
 };

@@ -1,6 +1,7 @@
 //! SN1's script contracts, typed: the task rotation and `generate`, the reward policy
 //! (a task's own `reward` hook, else its `REWARDS`/`PENALTIES`), the persona's `persona`
-//! and `challenge`, a miner strategy's `forward`, `blacklist` and `priority`, and the
+//! and `challenge`, a miner strategy's `forward`, `blacklist`, `priority` and
+//! `availability`, and the
 //! validator's `select_uids` and `update_scores`.
 //!
 //! [`PromptingHooks`] adds them to the generic [`ScriptHost`]: each calls the hook through
@@ -16,6 +17,7 @@ use serde::Deserialize;
 
 use super::contract::{PromptingLookups, PromptingScript, ScriptKind};
 use crate::chain::Metagraph;
+use crate::net::openai::Availability;
 use crate::score::Breakdown;
 use crate::script::{Ctx, Number, Script, ScriptError, ScriptHost, metagraph_rows};
 
@@ -129,6 +131,12 @@ pub trait PromptingHooks {
         ctx: &Ctx,
         request: Map,
     ) -> Result<Option<f64>, ScriptError>;
+
+    /// Runs the strategy's `availability(ctx)` if it has one: a map
+    /// `#{task_availabilities: #{Task: bool}, llm_model_availabilities: #{model: bool}}`
+    /// (either may be left out).
+    fn availability(&self, script: &Script, ctx: &Ctx)
+    -> Result<Option<Availability>, ScriptError>;
 
     /// Runs the validator's `select_uids(ctx, metagraph, k)` if `script` defines it:
     /// the uids to query this step. `metagraph` goes in as rows
@@ -308,6 +316,20 @@ impl PromptingHooks for ScriptHost {
         Ok(Some(priority))
     }
 
+    fn availability(
+        &self,
+        script: &Script,
+        ctx: &Ctx,
+    ) -> Result<Option<Availability>, ScriptError> {
+        if !script.hooks().availability {
+            return Ok(None);
+        }
+        let expected =
+            "#{task_availabilities: #{Task: bool}, llm_model_availabilities: #{model: bool}}";
+        self.call_as(ctx, script, "availability", (ctx.clone(),), expected)
+            .map(Some)
+    }
+
     fn select_uids(
         &self,
         script: &Script,
@@ -420,7 +442,7 @@ fn reward(ctx, task, completions) { ctx.config.out }"#,
         ),
         (
             "scripts/miners/s.rhai",
-            "fn forward(ctx, synapse) { ctx.config.out }\nfn blacklist(ctx, request) { ctx.config.out }\nfn priority(ctx, request) { ctx.config.out }",
+            "fn forward(ctx, synapse) { ctx.config.out }\nfn blacklist(ctx, request) { ctx.config.out }\nfn priority(ctx, request) { ctx.config.out }\nfn availability(ctx) { ctx.config.out }",
         ),
         (
             "scripts/validator.rhai",
@@ -534,6 +556,26 @@ fn reward(ctx, task, completions) { ctx.config.out }"#,
         assert_eq!(priority("2.5").unwrap(), Some(2.5));
         let found = bad_return(priority(r#""high""#).unwrap_err(), "priority", "a number");
         assert!(found.starts_with("string"), "{found}");
+
+        let availability = |out: &str| host.availability(&s, &returning(out));
+        let served = availability(
+            r#"#{ task_availabilities: #{ InferenceTask: true, WebRetrievalTask: false } }"#,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(served.task_availabilities.len(), 2);
+        assert!(served.task_availabilities["InferenceTask"]);
+        assert!(served.llm_model_availabilities.is_empty());
+        for bad in [
+            "true",
+            r#"#{ task_availabilities: #{ InferenceTask: "yes" } }"#,
+        ] {
+            bad_return(
+                availability(bad).unwrap_err(),
+                "availability",
+                "#{task_availabilities: #{Task: bool}, llm_model_availabilities: #{model: bool}}",
+            );
+        }
     }
 
     #[test]

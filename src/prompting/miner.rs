@@ -10,15 +10,21 @@
 //!
 //! The miner also serves SN1 v2's OpenAI-style `POST /v1/chat/completions` (signed with
 //! btauth/1 or Epistula) through the same `forward` hook: the conversation arrives as
-//! `roles`/`messages`, the request's `seed`, `temperature`, `top_p`, `max_tokens` and
-//! logprobs override the script's sampling options for every `llm::` call it makes, and
-//! the model's text streams to the caller as it is generated (a strategy that answers
-//! without the model sends its answer as one piece). `POST /availability` is unsigned.
+//! `roles`/`messages`, the request's `seed`, `temperature`, `top_p`, `max_tokens` (or
+//! SN1's `sampling_parameters`) and logprobs override the script's sampling options
+//! for every `llm::` call it makes, and the model's text streams to the caller as it
+//! is generated (a strategy that answers without the model sends its answer as one
+//! piece). SN1 v1's `StreamPromptingSynapse`
+//! is answered the same way, its completion's raw text streamed chunk by chunk.
+//! `POST /availability` is unsigned: the strategy's `availability(ctx)` hook when it
+//! defines one, else SN1's inference task (what every strategy serves).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::StreamExt;
 use rhai::{Dynamic, Map};
 
 use super::contract::PromptingLookups;
@@ -26,10 +32,11 @@ use super::hooks::PromptingHooks;
 use crate::chain::{AxonServe, Chain, ChainError, Metagraph, NeuronInfo, RAO_PER_TAO};
 use crate::config::{BlacklistConfig, Config};
 use crate::llm::FinishReason;
-use crate::net::openai::{ChatCompletionRequest, ChatEvent, ChatFinish};
+use crate::net::openai::{Availability, ChatCompletionRequest, ChatEvent, ChatFinish};
 use crate::net::{
     Axon, AxonHandler, AxonInfo, AxonOptions, ChatStream, Dendrite, DendriteOptions, Forwarded,
-    HandlerError, NetError, PromptingSynapse, Synapse, SynapseSchema, VERSION_AS_INT,
+    HandlerError, NetError, PromptingSynapse, StreamPromptingSynapse, Synapse, SynapseSchema,
+    VERSION_AS_INT,
 };
 use crate::script::{ChatScope, Ctx, NeuronLink, SamplingOverrides, ScriptError, ScriptHost};
 use crate::wallet::Keypair;
@@ -339,6 +346,60 @@ impl MinerHandler {
     }
 }
 
+impl MinerHandler {
+    /// Runs the strategy's `forward` on `map` with a streaming scope: the model's text
+    /// goes out as it is generated (a strategy answering without the model sends its
+    /// answer as one piece), then how the answer ended.
+    fn forward_streaming(&self, map: Map, seed: u64, overrides: SamplingOverrides) -> ChatStream {
+        let (text_tx, mut text_rx) = tokio::sync::mpsc::unbounded_channel();
+        let scope = Arc::new(ChatScope {
+            overrides,
+            stream: text_tx,
+            last: Mutex::new(None),
+        });
+        let scripts = self.scripts.clone();
+        let ctx = self.ctx(&scripts, seed).with_chat(scope.clone());
+        let strategy = self.strategy.clone();
+        let mut job = tokio::task::spawn_blocking(move || {
+            let script = scripts.strategy(&strategy)?;
+            scripts.forward(&script, &ctx, map)
+        });
+        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut streamed = false;
+            let outcome = loop {
+                tokio::select! {
+                    Some(piece) = text_rx.recv() => {
+                        streamed = true;
+                        let _ = events.send(Ok(ChatEvent::Delta(piece)));
+                    }
+                    done = &mut job => break done,
+                }
+            };
+            while let Ok(piece) = text_rx.try_recv() {
+                streamed = true;
+                let _ = events.send(Ok(ChatEvent::Delta(piece)));
+            }
+            let event = match outcome {
+                Ok(Ok(completion)) => {
+                    if !streamed && !completion.is_empty() {
+                        let _ = events.send(Ok(ChatEvent::Delta(completion)));
+                    }
+                    let last = scope.last.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    Ok(ChatEvent::Finished(chat_finish(last)))
+                }
+                Ok(Err(e)) => Err(HandlerError(e.to_string())),
+                Err(e) => Err(HandlerError(format!("script worker: {e}"))),
+            };
+            let _ = events.send(event);
+        });
+        let stream = futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|event| (event, rx))
+        });
+        Box::pin(stream)
+    }
+}
+
 /// The reason a caller is given when the blacklist script fails on its request.
 const BLACKLIST_FAILED: &str = "blacklist check failed";
 
@@ -362,7 +423,7 @@ fn stake_tao(neuron: &NeuronInfo) -> f64 {
 #[async_trait::async_trait]
 impl AxonHandler for MinerHandler {
     fn synapses(&self) -> Vec<SynapseSchema> {
-        vec![PromptingSynapse::schema()]
+        vec![PromptingSynapse::schema(), StreamPromptingSynapse::schema()]
     }
 
     async fn blacklist(&self, request: &Synapse) -> Option<String> {
@@ -419,8 +480,24 @@ impl AxonHandler for MinerHandler {
         let prompt = PromptingSynapse::from_synapse(&synapse)
             .map_err(|e| HandlerError(format!("not a PromptingSynapse: {e}")))?;
         let map = forward_map(&prompt.roles, &prompt.messages, &synapse);
-        let strategy = self.strategy.clone();
         let seed = message_seed(&prompt.messages);
+        if synapse.schema().streaming {
+            // SN1 v1 streaming: the completion's raw text, chunk by chunk.
+            let chunks = self
+                .forward_streaming(map, seed, SamplingOverrides::default())
+                .filter_map(|event| async move {
+                    match event {
+                        Ok(ChatEvent::Delta(text)) => Some(Ok(Bytes::from(text))),
+                        Ok(ChatEvent::Finished(_)) => None,
+                        Err(e) => Some(Err(e)),
+                    }
+                });
+            return Ok(Forwarded::Stream {
+                headers_from: synapse,
+                chunks: Box::pin(chunks),
+            });
+        }
+        let strategy = self.strategy.clone();
         let completion = self
             .blocking(seed, move |scripts, ctx| {
                 let script = scripts.strategy(&strategy)?;
@@ -449,67 +526,50 @@ impl AxonHandler for MinerHandler {
             .into_iter()
             .map(|m| (m.role, m.content))
             .unzip();
-        let map = forward_map(&roles, &messages, caller);
-        let (text_tx, mut text_rx) = tokio::sync::mpsc::unbounded_channel();
-        let scope = Arc::new(ChatScope {
-            overrides: SamplingOverrides {
-                seed: request.seed,
-                temperature: request.temperature,
-                top_p: request.top_p,
-                max_tokens: request.max_tokens,
-                logprobs: request.logprobs_wanted(),
-            },
-            stream: text_tx,
-            last: Mutex::new(None),
-        });
-        let scripts = self.scripts.clone();
+        let overrides = SamplingOverrides {
+            seed: request.seed,
+            temperature: request.sampling_temperature(),
+            top_p: request.sampling_top_p(),
+            max_tokens: request.sampling_max_tokens(),
+            logprobs: request.logprobs_wanted(),
+        };
         let seed = request.seed.unwrap_or_else(|| message_seed(&messages));
-        let ctx = self.ctx(&scripts, seed).with_chat(scope.clone());
-        let strategy = self.strategy.clone();
-        let mut job = tokio::task::spawn_blocking(move || {
-            let script = scripts.strategy(&strategy)?;
-            scripts.forward(&script, &ctx, map)
-        });
-        let (events, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut streamed = false;
-            let outcome = loop {
-                tokio::select! {
-                    Some(piece) = text_rx.recv() => {
-                        streamed = true;
-                        let _ = events.send(Ok(ChatEvent::Delta(piece)));
-                    }
-                    done = &mut job => break done,
-                }
-            };
-            while let Ok(piece) = text_rx.try_recv() {
-                streamed = true;
-                let _ = events.send(Ok(ChatEvent::Delta(piece)));
-            }
-            let event = match outcome {
-                Ok(Ok(completion)) => {
-                    if !streamed && !completion.is_empty() {
-                        let _ = events.send(Ok(ChatEvent::Delta(completion)));
-                    }
-                    let last = scope.last.lock().unwrap_or_else(|p| p.into_inner()).take();
-                    Ok(ChatEvent::Finished(chat_finish(last)))
-                }
-                Ok(Err(e)) => Err(HandlerError(e.to_string())),
-                Err(e) => Err(HandlerError(format!("script worker: {e}"))),
-            };
-            let _ = events.send(event);
-        });
-        let stream = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|event| (event, rx))
-        });
-        Ok(Box::pin(stream))
+        Ok(self.forward_streaming(forward_map(&roles, &messages, caller), seed, overrides))
     }
 
     async fn availability(&self) -> Option<serde_json::Value> {
-        Some(serde_json::json!({
-            "task_availabilities": {"InferenceTask": true},
-            "llm_model_availabilities": {},
-        }))
+        let strategy = self.strategy.clone();
+        let scripted = self
+            .blocking(rand::random(), move |scripts, ctx| {
+                let script = scripts.strategy(&strategy)?;
+                scripts.availability(&script, &ctx)
+            })
+            .await;
+        let availability = match scripted {
+            Ok(Ok(Some(availability))) => availability,
+            Ok(Ok(None)) => served_availability(),
+            Ok(Err(err)) => {
+                tracing::warn!("availability script failed, answering the default: {err}");
+                served_availability()
+            }
+            Err(err) => {
+                tracing::warn!(
+                    "availability script failed, answering the default: {}",
+                    err.0
+                );
+                served_availability()
+            }
+        };
+        Some(serde_json::to_value(availability).expect("availability serialises"))
+    }
+}
+
+/// What a strategy without an `availability` hook serves: SN1's inference task (every
+/// strategy answers chat requests through `forward`), no model named.
+fn served_availability() -> Availability {
+    Availability {
+        task_availabilities: [("InferenceTask".to_string(), true)].into(),
+        llm_model_availabilities: Default::default(),
     }
 }
 

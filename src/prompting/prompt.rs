@@ -1,15 +1,16 @@
-//! `neuron prompt` (the SDK's `bt.prompt`): sends one prompt to miners of a subnet as a
-//! `PromptingSynapse` through the dendrite, signed with the caller's hotkey, and
-//! collects their answers. By default the miners asked are the top ones by incentive,
-//! and the best answer is the successful one of the miner with the highest incentive
-//! (the network's own judgement of who answers best).
+//! `neuron prompt` (the SDK's `bt.prompt`): sends one prompt to miners through the
+//! dendrite over a transport (`net::Transport`: Synapse, streamed Synapse, or OpenAI
+//! chat signed with btauth/1 or Epistula), signed with the caller's hotkey, and collects
+//! their answers. The miners asked are uids of a subnet (by default the top ones by
+//! incentive) or axons given by address; the best answer is the successful one of the
+//! miner with the highest incentive (the network's own judgement of who answers best).
 
 use std::time::Duration;
 
 use crate::chain::{Metagraph, proportion};
-use crate::net::{AxonInfo, Dendrite, NetError, PromptingSynapse};
+use crate::net::{AskOptions, AxonInfo, Dendrite, MinerAnswer, PromptingSynapse};
 
-/// Errors choosing miners or building the request.
+/// Errors choosing miners.
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
     /// A requested uid is not in the subnet.
@@ -25,9 +26,6 @@ pub enum PromptError {
     /// No neuron other than the caller serves an axon.
     #[error("no miner serves an axon on netuid {0}")]
     NoMiners(u16),
-    /// The synapse could not be built.
-    #[error("synapse: {0}")]
-    Synapse(#[from] NetError),
 }
 
 /// Which miners to ask.
@@ -40,15 +38,53 @@ pub enum Targets {
     Top(usize),
 }
 
+/// A miner to ask.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// Its axon.
+    pub axon: AxonInfo,
+    /// Its uid, when picked from a metagraph.
+    pub uid: Option<u16>,
+    /// Its incentive (0..1) in that metagraph (0 for an axon given by address).
+    pub incentive: f64,
+}
+
+impl Target {
+    /// An axon given by address.
+    pub fn axon(axon: AxonInfo) -> Self {
+        Self {
+            axon,
+            uid: None,
+            incentive: 0.0,
+        }
+    }
+
+    /// Uid `uid` of `metagraph` (which must hold it).
+    pub fn uid(metagraph: &Metagraph, uid: u16) -> Self {
+        let neuron = &metagraph.neurons[usize::from(uid)];
+        Self {
+            axon: AxonInfo::of_neuron(neuron),
+            uid: Some(uid),
+            incentive: proportion(neuron.incentive),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    /// `uid N`, or `IP:PORT` for an axon given by address.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.uid {
+            Some(uid) => write!(f, "uid {uid}"),
+            None => write!(f, "{}:{}", self.axon.ip, self.axon.port),
+        }
+    }
+}
+
 /// One miner's answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
-    /// Its uid.
-    pub uid: u16,
-    /// Its hotkey.
-    pub hotkey: String,
-    /// Its incentive (0..1) in the metagraph queried.
-    pub incentive: f64,
+    /// The miner asked.
+    pub target: Target,
     /// Final status code (200 success; 408 timeout; 503 unreachable; ...).
     pub status_code: u16,
     /// Status message.
@@ -105,41 +141,62 @@ pub fn select(
     }
 }
 
-/// Sends `prompt` as a user message to `uids` in parallel, each with `timeout`; one
-/// answer per uid, in order.
-pub async fn ask(
-    dendrite: &Dendrite,
-    metagraph: &Metagraph,
-    uids: &[u16],
-    prompt: &str,
-    timeout: Duration,
-) -> Result<Vec<Answer>, PromptError> {
-    let synapse = PromptingSynapse {
+/// The question `prompt` as one user message.
+fn question(prompt: &str) -> PromptingSynapse {
+    PromptingSynapse {
         roles: vec!["user".into()],
         messages: vec![prompt.to_string()],
         completion: String::new(),
-    };
-    let axons: Vec<AxonInfo> = uids
+    }
+}
+
+fn answer(target: Target, reply: MinerAnswer) -> Answer {
+    Answer {
+        target,
+        status_code: reply.status_code,
+        status_message: reply.status_message,
+        latency: reply.latency,
+        completion: reply.completion,
+    }
+}
+
+/// Sends `prompt` as a user message to `targets` in parallel, as `options` say; one
+/// answer per target, in order.
+pub async fn ask(
+    dendrite: &Dendrite,
+    targets: &[Target],
+    prompt: &str,
+    options: &AskOptions,
+) -> Vec<Answer> {
+    let axons: Vec<AxonInfo> = targets.iter().map(|t| t.axon.clone()).collect();
+    let replies = dendrite.ask(&axons, &question(prompt), options).await;
+    targets
         .iter()
-        .map(|&uid| AxonInfo::of_neuron(&metagraph.neurons[usize::from(uid)]))
-        .collect();
-    let responses = dendrite.prompt(&axons, &synapse, timeout).await?;
-    Ok(uids
-        .iter()
-        .zip(responses)
-        .map(|(&uid, (response, completion))| {
-            let neuron = &metagraph.neurons[usize::from(uid)];
-            Answer {
-                uid,
-                hotkey: neuron.hotkey.clone(),
-                incentive: proportion(neuron.incentive),
-                status_code: response.status_code,
-                status_message: response.status_message,
-                latency: response.latency,
-                completion,
-            }
-        })
-        .collect())
+        .cloned()
+        .zip(replies)
+        .map(|(t, r)| answer(t, r))
+        .collect()
+}
+
+/// Sends `prompt` to one target, passing the answer's text to `on_text` as it arrives
+/// (`options.quorum` plays no part).
+pub async fn ask_streaming(
+    dendrite: &Dendrite,
+    target: &Target,
+    prompt: &str,
+    options: &AskOptions,
+    on_text: impl FnMut(&str) + Send,
+) -> Answer {
+    let reply = dendrite
+        .ask_one(
+            &target.axon,
+            &question(prompt),
+            options.transport,
+            options.timeout,
+            on_text,
+        )
+        .await;
+    answer(target.clone(), reply)
 }
 
 /// The best answer: the successful one with the highest incentive (the first asked on
@@ -149,7 +206,7 @@ pub fn best(answers: &[Answer]) -> Option<&Answer> {
         .iter()
         .filter(|a| a.is_success())
         .fold(None, |best: Option<&Answer>, a| match best {
-            Some(b) if b.incentive >= a.incentive => Some(b),
+            Some(b) if b.target.incentive >= a.target.incentive => Some(b),
             _ => Some(a),
         })
 }
@@ -222,9 +279,11 @@ mod tests {
     #[test]
     fn best_is_the_highest_incentive_success() {
         let answer = |uid, incentive, status_code, completion: &str| Answer {
-            uid,
-            hotkey: String::new(),
-            incentive,
+            target: Target {
+                axon: AxonInfo::new("127.0.0.1", 1, ""),
+                uid: Some(uid),
+                incentive,
+            },
             status_code,
             status_message: String::new(),
             latency: Duration::ZERO,
@@ -236,7 +295,7 @@ mod tests {
             answer(3, 0.5, 200, "c"),
             answer(4, 0.7, 200, ""),
         ];
-        assert_eq!(best(&answers).unwrap().uid, 2);
+        assert_eq!(best(&answers).unwrap().target.uid, Some(2));
         assert!(best(&answers[..1]).is_none());
     }
 }

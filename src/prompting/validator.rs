@@ -1,7 +1,8 @@
 //! The SN1 validator: each step makes a challenge ([`Challenge::make`]: a task script
 //! generates a query and reference, the `--neuron.persona` script turns the query into
 //! a challenge), queries a sample of miners through the
-//! dendrite, scores their completions with the task's rewards, updates the moving
+//! dendrite over `--neuron.transport` (`Dendrite::ask`: a total deadline per miner,
+//! optionally returning at `--neuron.quorum` answers), scores their completions with the task's rewards, updates the moving
 //! scores and, every epoch, sets weights on the chain.
 //!
 //! Scripts decide *what* to ask and how to score it; this module owns the loop, the
@@ -40,7 +41,7 @@ use crate::chain::commit_reveal::RevealStore;
 use crate::chain::weights::{REVEAL_POLL, WeightSetter, WeightsError};
 use crate::chain::{Chain, ChainError, Metagraph};
 use crate::config::Config;
-use crate::net::{AxonInfo, Dendrite, DendriteOptions, DendritePool, PromptingSynapse};
+use crate::net::{AskOptions, AxonInfo, Dendrite, DendriteOptions, DendritePool, PromptingSynapse};
 use crate::script::{Ctx, NeuronLink, ScriptError, ScriptHost, metagraph_rows};
 use crate::wallet::Keypair;
 
@@ -424,13 +425,21 @@ impl Validator {
         };
         let started = Instant::now();
         let timeout = Duration::from_secs_f64(self.config.neuron.timeout);
+        let options = AskOptions {
+            transport: self.config.neuron.transport,
+            timeout,
+            quorum: self.config.neuron.quorum,
+        };
         let (responses, completions): (Vec<_>, Vec<String>) = self
             .dendrite
             .session()
-            .prompt(&axons, &prompt, timeout)
+            .ask(&axons, &prompt, &options)
             .await
-            .map_err(|e| ValidatorError::Worker(format!("synapse: {e}")))?
             .into_iter()
+            .map(|mut answer| {
+                let completion = std::mem::take(&mut answer.completion);
+                (answer, completion)
+            })
             .unzip();
         let query_s = started.elapsed().as_secs_f64();
 

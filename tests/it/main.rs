@@ -25,6 +25,7 @@ mod net_epistula;
 mod net_golden;
 mod net_interop;
 mod net_openai;
+mod net_transport;
 mod operator_cli;
 mod prompt_cli;
 mod replay;

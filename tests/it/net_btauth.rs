@@ -13,7 +13,9 @@ use neuron::net::{
 };
 use neuron::wallet::Keypair;
 
-use crate::support::protocols::{ask, dendrite_against_python, python_result, status_and_text};
+use crate::support::protocols::{
+    ask, dendrite_against_python, protocols_python, python_result, status_and_text,
+};
 
 /// Answers with the authenticated caller's hotkey and the last message; blacklists
 /// //Eve.
@@ -116,7 +118,7 @@ print("RESULT " + json.dumps(out))
 async fn sdk11_signed_requests_against_our_axon() {
     let axon = serve(&AuthScheme::ALL).await;
     let args = vec![axon.local_addr().port().to_string(), axon.info().hotkey];
-    let r = python_result(PY_SIGNER.to_string(), args).await;
+    let r = python_result(protocols_python(), PY_SIGNER.to_string(), args).await;
     axon.shutdown().await;
     let alice = Keypair::from_uri("//Alice").unwrap().ss58();
     let answer = |k: &str| status_and_text(&r, k);

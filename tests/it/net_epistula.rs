@@ -9,7 +9,9 @@ use neuron::net::{AuthScheme, Dendrite};
 use neuron::wallet::Keypair;
 
 use crate::net_btauth::serve;
-use crate::support::protocols::{ask, dendrite_against_python, python_result, status_and_text};
+use crate::support::protocols::{
+    ask, dendrite_against_python, protocols_python, python_result, status_and_text,
+};
 
 /// The spec's signer: headers for `body` (bytes) by `key`, for `signed_for`.
 pub const PY_EPISTULA: &str = r#"
@@ -80,7 +82,12 @@ print("RESULT " + json.dumps(out))
 async fn python_epistula_signer_against_our_axon() {
     let axon = serve(&AuthScheme::ALL).await;
     let args = vec![axon.local_addr().port().to_string(), axon.info().hotkey];
-    let r = python_result(format!("{PY_EPISTULA}{PY_SIGNER}"), args).await;
+    let r = python_result(
+        protocols_python(),
+        format!("{PY_EPISTULA}{PY_SIGNER}"),
+        args,
+    )
+    .await;
     axon.shutdown().await;
     let alice = Keypair::from_uri("//Alice").unwrap().ss58();
     let answer = |k: &str| status_and_text(&r, k);

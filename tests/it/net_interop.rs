@@ -1,44 +1,22 @@
 //! Interop with the real Python SDK (bittensor 10.5.0): the Python dendrite against our
-//! axon (good and bad requests), and our dendrite against the Python axon. Real HTTP on
-//! 127.0.0.1, real sr25519.
+//! axon (good and bad requests), and our dendrite against the Python axon; SN1 v1's
+//! `StreamPromptingSynapse` (a `StreamingSynapse`) both ways: the SDK's streaming
+//! dendrite against our echo miner, our `synapse-stream` transport against an SDK axon
+//! streaming tokens. Real HTTP on 127.0.0.1, real sr25519.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use neuron::net::{
-    Axon, AxonHandler, AxonInfo, AxonOptions, Dendrite, Forwarded, HandlerError, PromptingSynapse,
-    Synapse, SynapseSchema,
-};
+use neuron::net::{Axon, AxonInfo, AxonOptions, Dendrite, PromptingSynapse, Transport};
 use neuron::wallet::Keypair;
+
+use crate::net_btauth::WhoAsked;
+use crate::support::protocols::python_result;
 
 fn bittensor() -> std::path::PathBuf {
     crate::support::python_venv("bittensor-10.5.0", &["bittensor==10.5.0"])
-}
-
-/// Echoes the last message; blacklists the hotkey of //Eve.
-struct Echo;
-
-#[async_trait::async_trait]
-impl AxonHandler for Echo {
-    fn synapses(&self) -> Vec<SynapseSchema> {
-        vec![PromptingSynapse::schema()]
-    }
-    async fn blacklist(&self, request: &Synapse) -> Option<String> {
-        let eve = Keypair::from_uri("//Eve").unwrap().ss58();
-        (request.dendrite.hotkey.as_deref() == Some(eve.as_str()))
-            .then(|| "evil hotkey".to_string())
-    }
-    async fn forward(&self, mut synapse: Synapse) -> Result<Forwarded, HandlerError> {
-        let p =
-            PromptingSynapse::from_synapse(&synapse).map_err(|e| HandlerError(e.to_string()))?;
-        let last = p.messages.last().cloned().unwrap_or_default();
-        synapse
-            .set("completion", format!("echo: {last}").into())
-            .map_err(|e| HandlerError(e.to_string()))?;
-        Ok(Forwarded::Synapse(synapse))
-    }
 }
 
 const PY_CLIENT: &str = r#"
@@ -123,24 +101,20 @@ async fn python_dendrite_against_our_axon() {
         bind: "127.0.0.1:0".parse().unwrap(),
         ..AxonOptions::default()
     };
-    let axon = Axon::serve(config, bob.clone(), Arc::new(Echo))
+    let axon = Axon::serve(config, bob.clone(), Arc::new(WhoAsked))
         .await
         .unwrap();
-    let port = axon.local_addr().port().to_string();
-    let ss58 = bob.ss58();
-    let out = tokio::task::spawn_blocking(move || {
-        crate::support::run_python(&python, PY_CLIENT, &[&port, &ss58])
-    })
-    .await
-    .unwrap();
-    let line = out
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT "))
-        .expect("python printed a result");
-    let r: serde_json::Value = serde_json::from_str(line).unwrap();
+    let args = vec![axon.local_addr().port().to_string(), bob.ss58()];
+    let r = python_result(python, PY_CLIENT.to_string(), args).await;
+    let alice = Keypair::from_uri("//Alice").unwrap().ss58();
     assert_eq!(
         r["good"],
-        serde_json::json!([200, "echo: hello", 200, "echo: again"]),
+        serde_json::json!([
+            200,
+            format!("{alice}: hello"),
+            200,
+            format!("{alice}: again")
+        ]),
         "{r}"
     );
     let status = |k: &str| r[k][0].as_i64().unwrap_or_else(|| panic!("{k}: {r}"));
@@ -176,6 +150,27 @@ async fn python_dendrite_against_our_axon() {
     axon.shutdown().await;
 }
 
+/// SN1 v1's `StreamPromptingSynapse`, as its validators defined it: the chunks are
+/// the completion's text.
+const PY_STREAM_SYNAPSE: &str = r#"
+import bittensor as bt
+from typing import List
+import pydantic
+
+class StreamPromptingSynapse(bt.StreamingSynapse):
+    roles: List[str] = pydantic.Field(...)
+    messages: List[str] = pydantic.Field(...)
+    completion: str = ""
+    required_hash_fields: List[str] = pydantic.Field(["messages"])
+    async def process_streaming_response(self, response):
+        async for chunk in response.content.iter_any():
+            tokens = chunk.decode("utf-8")
+            self.completion += tokens
+            yield tokens
+    def extract_response_json(self, response):
+        return {"roles": self.roles, "messages": self.messages, "completion": self.completion}
+"#;
+
 const PY_AXON: &str = r#"
 import sys, time
 import bittensor as bt
@@ -194,9 +189,15 @@ class W:
 def forward(s: PromptingSynapse) -> PromptingSynapse:
     s.completion = "py: " + s.messages[-1]
     return s
+def forward_stream(s: StreamPromptingSynapse) -> StreamPromptingSynapse:
+    async def tokens(send):
+        for token in ["py", ": ", s.messages[-1]]:
+            await send({"type": "http.response.body", "body": token.encode(), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return s.create_streaming_response(tokens)
 axon = bt.Axon(wallet=W("//Bob"), port=int(sys.argv[1]), ip="127.0.0.1", external_ip="127.0.0.1")
 axon.fast_config.host = "127.0.0.1"
-axon.attach(forward_fn=forward)
+axon.attach(forward_fn=forward).attach(forward_fn=forward_stream)
 axon.start()
 print("READY", flush=True)
 sys.stdin.read()
@@ -211,7 +212,11 @@ async fn our_dendrite_against_python_axon() {
         l.local_addr().unwrap().port()
     };
     let mut child = Command::new(&python)
-        .args(["-c", PY_AXON, &port.to_string()])
+        .args([
+            "-c",
+            &format!("{PY_STREAM_SYNAPSE}{PY_AXON}"),
+            &port.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -247,6 +252,16 @@ async fn our_dendrite_against_python_axon() {
             Duration::from_secs(10),
         )
         .await;
+    let mut pieces = Vec::new();
+    let streamed = dendrite
+        .ask_one(
+            &good,
+            &PromptingSynapse::from_synapse(&query).unwrap(),
+            Transport::SynapseStream,
+            Duration::from_secs(10),
+            |text| pieces.push(text.to_string()),
+        )
+        .await;
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(answers[0].status_code, 200, "{}", answers[0].status_message);
@@ -263,4 +278,47 @@ async fn our_dendrite_against_python_axon() {
         answers[2].status_message,
         format!("Service unavailable at 127.0.0.1:1/PromptingSynapse")
     );
+    assert_eq!(streamed.status_code, 200, "{streamed:?}");
+    assert_eq!(streamed.completion, "py: hi");
+    assert_eq!(pieces.concat(), "py: hi");
+}
+
+const PY_STREAM_CLIENT: &str = r#"
+import sys, json, asyncio
+from bittensor_wallet import Keypair
+from bittensor.utils import networking
+networking.get_external_ip = lambda: "127.0.0.1"
+
+port, axon_hotkey = int(sys.argv[1]), sys.argv[2]
+info = bt.AxonInfo(version=10005000, ip="127.0.0.1", port=port, ip_type=4, hotkey=axon_hotkey, coldkey=axon_hotkey)
+d = bt.Dendrite(wallet=Keypair.create_from_uri("//Alice"))
+
+async def main():
+    chunks, final = [], None
+    ask = StreamPromptingSynapse(roles=["user"], messages=["Heraclitus was a"])
+    async for item in await d.forward(info, ask, timeout=10, streaming=True, deserialize=False):
+        if isinstance(item, str): chunks.append(item)
+        else: final = item
+    await d.aclose_session()
+    return {"chunks": chunks, "status": final.dendrite.status_code, "completion": final.completion}
+
+print("RESULT " + json.dumps(asyncio.run(main())))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_streaming_dendrite_against_our_miner() {
+    let miner = crate::net_transport::echo_miner().await;
+    let args = vec![miner.local_addr().port().to_string(), miner.info().hotkey];
+    let script = format!("{PY_STREAM_SYNAPSE}{PY_STREAM_CLIENT}");
+    let r = python_result(bittensor(), script, args).await;
+    miner.shutdown().await;
+    assert_eq!(r["status"], 200, "{r}");
+    assert_eq!(r["completion"], "Heraclitus was a", "{r}");
+    let chunks: String = r["chunks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(chunks, "Heraclitus was a", "{r}");
 }

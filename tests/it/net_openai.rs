@@ -1,14 +1,17 @@
 //! The miner's OpenAI-style `POST /v1/chat/completions` against the official `openai`
 //! Python package (streaming and not), with btauth/1 or Epistula headers added to each
 //! request by an httpx event hook, answered by a strategy script on the real default
-//! model; and the unsigned `POST /availability`.
+//! model (and SN1 v1's `StreamPromptingSynapse` from our dendrite, streamed as the
+//! model makes its tokens); and the unsigned `POST /availability`, as the strategy's
+//! hook says.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use neuron::config::BlacklistConfig;
 use neuron::models::Resolver;
-use neuron::net::{AuthScheme, Axon, AxonOptions};
+use neuron::net::{AuthScheme, Axon, AxonOptions, Dendrite, PromptingSynapse, Transport};
 use neuron::prompting::contract::PromptingContracts;
 use neuron::prompting::miner::MinerHandler;
 use neuron::script::{HostConfig, ModelIds, ScriptHost, Services};
@@ -16,14 +19,20 @@ use neuron::services::HttpConfig;
 use neuron::wallet::Keypair;
 
 use crate::net_epistula::PY_EPISTULA;
-use crate::support::protocols::python_result;
+use crate::support::protocols::{protocols_python, python_result};
 
 /// A strategy that answers the last message with the model (its own token limit and
-/// temperature, which a request's `max_tokens` and `temperature` override).
+/// temperature, which a request's `max_tokens` and `temperature` override), and says
+/// what it serves.
 const CHATTY: &str = r#"
 fn forward(ctx, synapse) {
     let messages = synapse.messages ?? [];
     llm::ask(ctx, "You are a helpful assistant.", messages[-1], #{max_tokens: 64, temperature: 0.9})
+}
+
+fn availability(ctx) {
+    #{task_availabilities: #{InferenceTask: true, WebRetrievalTask: false},
+      llm_model_availabilities: #{smollm2: true}}
 }
 "#;
 
@@ -116,8 +125,33 @@ async fn openai_client_streams_from_our_miner() {
     let dir = tempfile::tempdir().unwrap();
     let axon = serve_miner(dir.path()).await;
     let args = vec![axon.local_addr().port().to_string(), axon.info().hotkey];
-    let r = python_result(format!("{PY_EPISTULA}{PY_CLIENT}"), args).await;
+    let r = python_result(
+        protocols_python(),
+        format!("{PY_EPISTULA}{PY_CLIENT}"),
+        args,
+    )
+    .await;
+    // SN1 v1's StreamPromptingSynapse: the model's tokens arrive as it makes them too.
+    let alice = Dendrite::new(Keypair::from_uri("//Alice").unwrap()).unwrap();
+    let mut pieces = Vec::new();
+    let question = PromptingSynapse {
+        roles: vec!["user".into()],
+        messages: vec!["What is the capital of France?".into()],
+        completion: String::new(),
+    };
+    let streamed = alice
+        .ask_one(
+            &axon.info(),
+            &question,
+            Transport::SynapseStream,
+            Duration::from_secs(120),
+            |text| pieces.push(text.to_string()),
+        )
+        .await;
     axon.shutdown().await;
+    assert_eq!(streamed.status_code, 200, "{streamed:?}");
+    assert!(pieces.len() >= 2, "streamed in pieces: {pieces:?}");
+    assert_eq!(pieces.concat(), streamed.completion);
     let plain = &r["plain"];
     let text = plain["text"].as_str().unwrap();
     assert!(text.contains("Paris"), "{r}");
@@ -152,7 +186,10 @@ async fn openai_client_streams_from_our_miner() {
     }
     assert_eq!(r["unsigned"], 401);
     assert_eq!(
-        r["availability"]["task_availabilities"]["InferenceTask"],
-        true
+        r["availability"],
+        serde_json::json!({
+            "task_availabilities": {"InferenceTask": true, "WebRetrievalTask": false},
+            "llm_model_availabilities": {"smollm2": true},
+        })
     );
 }

@@ -2,14 +2,15 @@
 //! signs `PromptingSynapse` requests with a wallet hotkey and queries real miner axons
 //! on 127.0.0.1 (the echo and phrase strategies). The phrase miner holds the higher
 //! incentive after a Yuma epoch, so its answer is the best one even though echo
-//! answers too.
+//! answers too. `--axon IP:PORT:HOTKEY` asks the same axons by address, over each
+//! `--transport`, and `--stream` prints one answer as it arrives.
 
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
 use crate::support::bin::{neuron_command, run_async};
-use crate::support::succeeded;
+use crate::support::{failed, succeeded};
 use neuron::chain::sim::SimChain;
 use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
 use neuron::config::BlacklistConfig;
@@ -134,6 +135,59 @@ async fn prompt_asks_miners_and_prints_the_best_answer_by_incentive() {
     assert!(
         top.contains(PHRASE) && !top.contains(&format!("| {echo} ")),
         "{top}"
+    );
+
+    // --axon asks axons by address (no metagraph read); --stream prints one answer's
+    // text as it arrives, over each transport.
+    let address = |m: &neuron::prompting::local::LocalMiner| {
+        format!("{}:{}:{}", m.addr.ip(), m.addr.port(), m.hotkey)
+    };
+    let (echo_axon, phrase_axon) = (address(&miners[0]), address(&miners[1]));
+    for transport in [
+        "synapse",
+        "synapse-stream",
+        "btauth-openai",
+        "epistula-openai",
+    ] {
+        let args = [
+            PROMPT,
+            "--axon",
+            &echo_axon,
+            "--transport",
+            transport,
+            "--stream",
+        ];
+        let out = succeeded(neuron(dir.path(), &args).await);
+        assert_eq!(out.trim_end(), PROMPT, "{transport}");
+    }
+    let args = [
+        PROMPT,
+        "--axon",
+        &echo_axon,
+        "--axon",
+        &phrase_axon,
+        "--all",
+    ];
+    let all = succeeded(neuron(dir.path(), &args).await);
+    for (m, completion) in [(&miners[0], PROMPT), (&miners[1], PHRASE)] {
+        let row = all
+            .lines()
+            .find(|l| l.starts_with(&format!("| {} ", m.addr)))
+            .unwrap_or_else(|| panic!("no row for {}:\n{all}", m.addr));
+        assert!(row.contains("| 200 ") && row.contains(completion), "{row}");
+    }
+    let args = [
+        PROMPT,
+        "--axon",
+        &echo_axon,
+        "--axon",
+        &phrase_axon,
+        "--stream",
+    ];
+    let stderr = failed(neuron(dir.path(), &args).await);
+    assert!(
+        stderr.contains("--stream prints one miner's answer"),
+        "{stderr}"
     );
 
     // Failures: an unknown uid, a uid without an axon, a bad timeout.

@@ -1,6 +1,7 @@
 //! What the current-protocol interop tests (btauth/1, Epistula v2, OpenAI) share: their
 //! one Python venv, a Python JSON server their verifiers run in, our dendrite asking
-//! such a server, and the `RESULT {json}` line their Python clients print.
+//! such a server, and the `RESULT {json}` line their Python clients print (also read
+//! for the SDK 10.5 interop tests, in their own venv).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -112,12 +113,16 @@ pub async fn dendrite_against_python(script: &str, scheme: AuthScheme) -> [Dendr
     ]
 }
 
-/// Runs `script` with `args` in the protocols venv and parses the `RESULT {json}` line
-/// it prints.
-pub async fn python_result(script: String, args: Vec<String>) -> serde_json::Value {
+/// Runs `script` with `args` in the venv of `python` and parses the `RESULT {json}`
+/// line it prints.
+pub async fn python_result(
+    python: PathBuf,
+    script: String,
+    args: Vec<String>,
+) -> serde_json::Value {
     let out = tokio::task::spawn_blocking(move || {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        crate::support::run_python(&protocols_python(), &script, &args)
+        crate::support::run_python(&python, &script, &args)
     })
     .await
     .unwrap();
