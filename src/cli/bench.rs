@@ -311,7 +311,7 @@ fn bench_concurrency(args: &LlmBench, service: &LlmService) -> Result<()> {
         let client = reqwest::Client::new();
         for &n in &args.concurrency {
             let level = runtime.block_on(load::run_level(n, |i| {
-                load::server_request(
+                neuron::net::openai::timed_chat_stream(
                     client.clone(),
                     url.clone(),
                     load::request_messages(BENCH_PROMPT, i),

@@ -1,14 +1,12 @@
 //! Concurrent load, timed from the client's side: `concurrency` streaming chat requests
-//! started together, each with its own prompt, against [`LlmService`] in-process or any
-//! OpenAI-compatible server (llama.cpp's `llama-server`, llama-cpp-python's server,
-//! vLLM) over HTTP. One driver measures both, so their figures compare: time to first
-//! token, per-request decode rate, and aggregate tokens per second of wall time.
+//! started together, each with its own prompt, against [`LlmService`] in-process
+//! ([`engine_request`]) or any OpenAI-compatible server (llama.cpp's `llama-server`,
+//! vLLM) over HTTP (`net::openai::timed_chat_stream`). One driver measures both, so
+//! their figures compare: time to first token, per-request decode rate, and aggregate
+//! tokens per second of wall time.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
-
-use futures::StreamExt;
-use serde_json::{Value, json};
+use std::time::Instant;
 
 use super::{ChatMessage, LlmError, LlmService, RequestOptions, SamplingParams};
 
@@ -127,71 +125,6 @@ pub async fn engine_request(
         first_token_s: first.as_secs_f64(),
         total_s: total.as_secs_f64(),
         tokens: generation.completion_tokens,
-    })
-}
-
-/// One streaming `POST {base_url}/v1/chat/completions`, greedy, timed. Tokens are the
-/// usage the server reports at the end, else the content chunks it sent.
-pub async fn server_request(
-    client: reqwest::Client,
-    base_url: String,
-    messages: Vec<ChatMessage>,
-    max_tokens: usize,
-) -> Result<Timed, LoadError> {
-    let url = format!("{}/v1/chat/completions", base_url.trim_end_matches('/'));
-    let fail = |reason: String| LoadError::Server {
-        url: url.clone(),
-        reason,
-    };
-    let body = json!({
-        "model": "default",
-        "messages": messages,
-        "max_tokens": max_tokens,
-        "temperature": 0.0,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-    });
-    let sent = Instant::now();
-    let response = client
-        .post(&url)
-        .json(&body)
-        .timeout(Duration::from_secs(600))
-        .send()
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    if !response.status().is_success() {
-        return Err(fail(format!("status {}", response.status())));
-    }
-    let mut stream = response.bytes_stream();
-    let (mut buffer, mut first, mut chunks, mut usage) = (Vec::new(), None, 0, None);
-    while let Some(bytes) = stream.next().await {
-        buffer.extend_from_slice(&bytes.map_err(|e| fail(e.to_string()))?);
-        while let Some(end) = buffer.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let line = String::from_utf8_lossy(&line);
-            let Some(data) = line.trim().strip_prefix("data:").map(str::trim) else {
-                continue;
-            };
-            if data == "[DONE]" {
-                continue;
-            }
-            let chunk: Value =
-                serde_json::from_str(data).map_err(|e| fail(format!("bad chunk: {e}")))?;
-            let content = chunk["choices"][0]["delta"]["content"].as_str();
-            if content.is_some_and(|c| !c.is_empty()) {
-                first.get_or_insert_with(|| sent.elapsed());
-                chunks += 1;
-            }
-            if let Some(n) = chunk["usage"]["completion_tokens"].as_u64() {
-                usage = Some(n as usize);
-            }
-        }
-    }
-    let total = sent.elapsed();
-    Ok(Timed {
-        first_token_s: first.unwrap_or(total).as_secs_f64(),
-        total_s: total.as_secs_f64(),
-        tokens: usage.unwrap_or(chunks),
     })
 }
 

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::llm::load::{LoadError, Timed};
 use crate::llm::{ChatMessage, TokenLogprob};
 
 /// The chat route.
@@ -325,6 +326,65 @@ pub fn chunk_text(data: &str) -> Option<StreamData> {
         .and_then(Value::as_str)
         .unwrap_or_default();
     Some(StreamData::Text(text.to_string()))
+}
+
+/// One streaming greedy chat request to an OpenAI-compatible server at `base_url`
+/// (`POST {base_url}/v1/chat/completions`, unsigned), timed from the client's side for
+/// `neuron bench llm --compare-server`. Tokens are the usage the server reports at the
+/// end, else the content chunks it sent.
+pub async fn timed_chat_stream(
+    client: reqwest::Client,
+    base_url: String,
+    messages: Vec<ChatMessage>,
+    max_tokens: usize,
+) -> Result<Timed, LoadError> {
+    let url = format!("{}{CHAT_COMPLETIONS_PATH}", base_url.trim_end_matches('/'));
+    let fail = |reason: String| LoadError::Server {
+        url: url.clone(),
+        reason,
+    };
+    let body = json!({
+        "model": "default",
+        "messages": messages,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    let sent = std::time::Instant::now();
+    let response = client
+        .post(&url)
+        .json(&body)
+        .timeout(std::time::Duration::from_secs(600))
+        .send()
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("status {}", response.status())));
+    }
+    let mut stream = response.bytes_stream();
+    let (mut sse, mut first, mut chunks, mut usage) = (SseDecoder::default(), None, 0, None);
+    while let Some(bytes) = futures::StreamExt::next(&mut stream).await {
+        for data in sse.push(&bytes.map_err(|e| fail(e.to_string()))?) {
+            if let Some(StreamData::Text(text)) = chunk_text(&data)
+                && !text.is_empty()
+            {
+                first.get_or_insert_with(|| sent.elapsed());
+                chunks += 1;
+            }
+            if let Ok(chunk) = serde_json::from_str::<Value>(&data)
+                && let Some(n) = chunk["usage"]["completion_tokens"].as_u64()
+            {
+                usage = Some(n as usize);
+            }
+        }
+    }
+    let total = sent.elapsed();
+    Ok(Timed {
+        first_token_s: first.unwrap_or(total).as_secs_f64(),
+        total_s: total.as_secs_f64(),
+        tokens: usage.unwrap_or(chunks),
+    })
 }
 
 #[cfg(test)]
