@@ -10,8 +10,11 @@
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-use crate::chain::weights::CommitRevealMode;
 use crate::llm::DeviceSpec;
+
+mod choices;
+
+pub use choices::{AuthScheme, CommitRevealMode, Transport};
 
 /// Errors while loading or merging configuration.
 #[derive(Debug, thiserror::Error)]
@@ -187,7 +190,7 @@ pub struct NeuronConfig {
     pub mechid: u8,
     /// The wire validators ask miners over: `synapse`, `synapse-stream`,
     /// `btauth-openai` or `epistula-openai`.
-    pub transport: crate::net::Transport,
+    pub transport: Transport,
     /// Return from a query once this many miners answered (0: wait for all).
     pub quorum: usize,
 }
@@ -228,7 +231,7 @@ impl Default for NeuronConfig {
             version_key: crate::SPEC_VERSION,
             commit_reveal: CommitRevealMode::Auto,
             mechid: 0,
-            transport: crate::net::Transport::Synapse,
+            transport: Transport::Synapse,
             quorum: 0,
         }
     }
@@ -263,7 +266,7 @@ pub struct AxonConfig {
     /// priority-queue wait).
     pub max_request_timeout_ms: u64,
     /// Authentication schemes accepted (`synapse`, `btauth`, `epistula`; default all).
-    pub auth: Vec<crate::net::AuthScheme>,
+    pub auth: Vec<AuthScheme>,
 }
 
 impl Default for AxonConfig {
@@ -280,7 +283,7 @@ impl Default for AxonConfig {
             keep_alive_timeout_ms: 15_000,
             body_read_timeout_ms: 10_000,
             max_request_timeout_ms: 60_000,
-            auth: crate::net::AuthScheme::ALL.to_vec(),
+            auth: AuthScheme::ALL.to_vec(),
         }
     }
 }

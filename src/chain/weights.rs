@@ -14,38 +14,18 @@
 //!   the chain reveals it.
 
 use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parity_scale_codec::Encode;
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use super::commit_reveal::{self, CommitRevealError, Committed, RevealReport, RevealStore};
 use super::subtensor::{SubtensorCall, WeightsReveal};
 use super::timelock::{self, TimelockError, WeightsPayload};
+pub use crate::config::CommitRevealMode;
+
 use super::{Chain, ChainError, Hyperparameters, Metagraph, Signer, TxReceipt, max_upscale, yuma};
-
-/// How weights go to the chain: `--neuron.commit_reveal`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CommitRevealMode {
-    /// Follow the subnet: v4 when it has commit-reveal on (as the SDK does), else plain.
-    #[default]
-    Auto,
-    /// Plain `set_weights` only (fails on a subnet with commit-reveal on).
-    Off,
-    /// Commit-reveal v2 (hash commit, reveal by this neuron).
-    V2,
-    /// Commit-reveal v4 (timelocked commit, revealed by the chain).
-    V4,
-}
-
-impl CommitRevealMode {
-    /// Every accepted spelling, for messages.
-    pub const NAMES: [&'static str; 4] = ["auto", "off", "v2", "v4"];
-}
 
 impl Hyperparameters {
     /// Commit-reveal turned on at `mode`'s version (`v2` or `v4`); `auto` and `off`
@@ -59,30 +39,6 @@ impl Hyperparameters {
         self.commit_reveal_weights_enabled = true;
         self.commit_reveal_version = version;
         self
-    }
-}
-
-impl fmt::Display for CommitRevealMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let i = *self as usize;
-        f.write_str(Self::NAMES[i])
-    }
-}
-
-impl FromStr for CommitRevealMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "off" => Ok(Self::Off),
-            "v2" => Ok(Self::V2),
-            "v4" => Ok(Self::V4),
-            other => Err(format!(
-                "unknown commit-reveal mode {other:?}: use {}",
-                Self::NAMES.join(", ")
-            )),
-        }
     }
 }
 

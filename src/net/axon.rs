@@ -26,9 +26,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 
-use super::auth::AuthScheme;
 use super::auth::btauth::{BtAuthClaim, BtAuthVerifier};
 use super::auth::epistula::{EpistulaClaim, EpistulaVerifier};
+use super::auth::{AuthScheme, scheme_of};
 use super::metrics::Metrics;
 use super::openai::{
     AVAILABILITY_PATH, CHAT_COMPLETIONS_PATH, ChatCompletionRequest, ChatEvent, ChatFinish,
@@ -701,7 +701,7 @@ async fn process(
         };
         return ("availability".into(), resp);
     }
-    let scheme = AuthScheme::of_request(req.headers());
+    let scheme = scheme_of(req.headers());
     if !st.config.auth.contains(&scheme) {
         let msg = format!("authentication scheme {scheme} is not accepted by this axon");
         return ("refused".into(), detail_response(401, &msg));

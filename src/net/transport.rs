@@ -14,8 +14,6 @@
 //! anew (a fresh nonce; for Epistula a fresh uuid too). [`Dendrite::ask`] queries many
 //! miners at once and may return as soon as a quorum of them answered.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,63 +27,7 @@ use super::openai::{CHAT_COMPLETIONS_PATH, ChatCompletionRequest, SseDecoder, St
 use super::{AuthScheme, AxonInfo, Dendrite, PromptingSynapse, StreamPromptingSynapse};
 use super::{float_repr, openai};
 
-/// The wire a validator asks miners over.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Transport {
-    /// SDK-10 `PromptingSynapse` (one JSON answer).
-    #[default]
-    Synapse,
-    /// SN1 v1 `StreamPromptingSynapse` (raw text chunks).
-    SynapseStream,
-    /// `POST /v1/chat/completions`, streamed, signed with btauth/1 (whatever the
-    /// dendrite's own scheme).
-    BtauthOpenai,
-    /// `POST /v1/chat/completions`, streamed, signed with Epistula v2.
-    EpistulaOpenai,
-}
-
-impl Transport {
-    /// Every transport.
-    pub const ALL: [Transport; 4] = [
-        Transport::Synapse,
-        Transport::SynapseStream,
-        Transport::BtauthOpenai,
-        Transport::EpistulaOpenai,
-    ];
-
-    /// Its name in configuration and flags.
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Synapse => "synapse",
-            Transport::SynapseStream => "synapse-stream",
-            Transport::BtauthOpenai => "btauth-openai",
-            Transport::EpistulaOpenai => "epistula-openai",
-        }
-    }
-}
-
-impl fmt::Display for Transport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Transport {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Transport::ALL
-            .into_iter()
-            .find(|t| t.name() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Transport::ALL.iter().map(|t| t.name()).collect();
-                format!("unknown transport {s:?}: use {}", names.join(", "))
-            })
-    }
-}
+pub use crate::config::Transport;
 
 /// How [`Dendrite::ask`] queries.
 #[derive(Debug, Clone, Copy, PartialEq)]
