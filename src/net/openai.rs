@@ -65,7 +65,8 @@ pub struct ChatCompletionRequest {
     pub sampling_parameters: Option<SamplingParameters>,
 }
 
-/// SN1 v2's `sampling_parameters` (`top_k` and other fields are not applied).
+/// SN1 v2's `sampling_parameters` (other fields, e.g. `repetition_penalty`, are not
+/// applied).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 pub struct SamplingParameters {
     /// Temperature.
@@ -74,6 +75,9 @@ pub struct SamplingParameters {
     /// Nucleus mass.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
+    /// Keep only the `k` most likely tokens (0 or absent: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
     /// Token limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_new_tokens: Option<usize>,
@@ -143,6 +147,13 @@ impl ChatCompletionRequest {
     pub fn sampling_top_p(&self) -> Option<f64> {
         let block = self.sampling_parameters.as_ref();
         self.top_p.or_else(|| block.and_then(|p| p.top_p))
+    }
+
+    /// The top-k asked for in `sampling_parameters` (OpenAI's request has none; 0 means
+    /// no cut, as in Hugging Face's `generate`).
+    pub fn sampling_top_k(&self) -> Option<usize> {
+        let block = self.sampling_parameters.as_ref();
+        block.and_then(|p| p.top_k).filter(|&k| k > 0)
     }
 
     /// The token limit asked for: `max_tokens`, else `sampling_parameters`'
@@ -411,6 +422,7 @@ mod tests {
         .unwrap();
         assert_eq!(sn1.sampling_temperature(), Some(0.7));
         assert_eq!(sn1.sampling_top_p(), Some(0.9));
+        assert_eq!(sn1.sampling_top_k(), Some(50));
         assert_eq!(
             sn1.sampling_max_tokens(),
             Some(9),

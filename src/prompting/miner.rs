@@ -530,6 +530,7 @@ impl AxonHandler for MinerHandler {
             seed: request.seed,
             temperature: request.sampling_temperature(),
             top_p: request.sampling_top_p(),
+            top_k: request.sampling_top_k(),
             max_tokens: request.sampling_max_tokens(),
             logprobs: request.logprobs_wanted(),
         };
@@ -547,17 +548,17 @@ impl AxonHandler for MinerHandler {
             .await;
         let availability = match scripted {
             Ok(Ok(Some(availability))) => availability,
-            Ok(Ok(None)) => served_availability(),
+            Ok(Ok(None)) => served_availability(&self.scripts),
             Ok(Err(err)) => {
                 tracing::warn!("availability script failed, answering the default: {err}");
-                served_availability()
+                served_availability(&self.scripts)
             }
             Err(err) => {
                 tracing::warn!(
                     "availability script failed, answering the default: {}",
                     err.0
                 );
-                served_availability()
+                served_availability(&self.scripts)
             }
         };
         Some(serde_json::to_value(availability).expect("availability serialises"))
@@ -565,11 +566,11 @@ impl AxonHandler for MinerHandler {
 }
 
 /// What a strategy without an `availability` hook serves: SN1's inference task (every
-/// strategy answers chat requests through `forward`), no model named.
-fn served_availability() -> Availability {
+/// strategy answers chat requests through `forward`) with the neuron's chat model.
+fn served_availability(scripts: &ScriptHost) -> Availability {
     Availability {
         task_availabilities: [("InferenceTask".to_string(), true)].into(),
-        llm_model_availabilities: Default::default(),
+        llm_model_availabilities: [(scripts.services().llm_id.clone(), true)].into(),
     }
 }
 

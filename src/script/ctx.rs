@@ -22,6 +22,8 @@ pub struct SamplingOverrides {
     pub temperature: Option<f64>,
     /// Nucleus mass.
     pub top_p: Option<f64>,
+    /// Top-k cut.
+    pub top_k: Option<usize>,
     /// Token limit.
     pub max_tokens: Option<usize>,
     /// Per-token logprobs with this many alternatives.
@@ -39,6 +41,9 @@ impl SamplingOverrides {
         }
         if let Some(v) = self.top_p {
             params.top_p = Some(v);
+        }
+        if let Some(v) = self.top_k {
+            params.top_k = Some(v);
         }
         if let Some(v) = self.max_tokens {
             params.max_tokens = v;

@@ -84,6 +84,8 @@ pub const SOURCE_MAX_BYTES: u64 = 256 * 1024;
 pub struct Services {
     /// The chat model (`llm` module).
     pub llm: Lazy<LlmService>,
+    /// The chat model's id (or path), as configured (`neuron.model_id`).
+    pub llm_id: String,
     /// The sentence embedder (`embed` module and the `relevance` reward).
     pub embedder: Lazy<Embedder>,
     /// The offline Wikipedia vital-articles corpus (`corpus` module).
@@ -140,6 +142,7 @@ impl Services {
         });
         Self {
             llm,
+            llm_id: ids.llm.clone(),
             embedder,
             wiki,
             http: HttpClient::new(http),

@@ -213,7 +213,8 @@ async fn every_transport_asks_within_its_deadline_cap_and_quorum() {
         "{:?}",
         answers[0]
     );
-    // Without an availability hook: SN1's inference task, unsigned.
+    // Without an availability hook: SN1's inference task with the neuron's chat model,
+    // unsigned.
     let url = format!("http://{}/availability", miner.local_addr());
     let served: serde_json::Value = reqwest::Client::new()
         .post(url)
@@ -225,7 +226,7 @@ async fn every_transport_asks_within_its_deadline_cap_and_quorum() {
         .unwrap();
     assert_eq!(
         served,
-        serde_json::json!({"task_availabilities": {"InferenceTask": true}, "llm_model_availabilities": {}})
+        serde_json::json!({"task_availabilities": {"InferenceTask": true}, "llm_model_availabilities": {"smollm2-135m-instruct": true}})
     );
     miner.shutdown().await;
 }

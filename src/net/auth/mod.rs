@@ -7,7 +7,6 @@ pub mod btauth;
 pub mod epistula;
 mod replay;
 
-
 use hyper::HeaderMap;
 
 pub use replay::ReplayStore;
