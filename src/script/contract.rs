@@ -1,22 +1,19 @@
 //! Script contracts, generically: the [`Contracts`] a domain gives the host decide, for
 //! each compiled script, its kind and the domain's terms (what it declares), or reject it
-//! with a contract violation. The host stores the outcome on the [`Script`] and looks
+//! with a contract violation. The host stores the outcome on the [`Script`](super::Script) and looks
 //! scripts up by kind and name; only the domain reads its terms back
-//! ([`Script::terms`]). [`Libraries`] is the set where every script is a plain library.
+//! ([`Script::terms`](super::Script::terms)). [`Libraries`] is the set where every script is a plain library.
 //! Also the helpers contract checks share: [`has_fn`], [`require_fn`], [`number`].
 
 use std::any::Any;
 use std::path::Path;
 use std::sync::Arc;
 
-use rhai::{AST, Dynamic, Scope};
+use rhai::{AST, Scope};
 
 use super::ScriptError;
-#[cfg(doc)]
-use super::host::Script;
-use super::host::ScriptHost;
 
-/// A domain's contracts: given to [`ScriptHost::new`], asked about every script it loads.
+/// A domain's contracts: given to [`ScriptHost::new`](super::ScriptHost::new), asked about every script it loads.
 pub trait Contracts: Send + Sync + 'static {
     /// Classifies and checks a compiled script: its [`Contract`], or an error that
     /// rejects it (usually [`Candidate::violation`]).
@@ -26,12 +23,12 @@ pub trait Contracts: Send + Sync + 'static {
 /// What a script is under its domain's contracts.
 #[derive(Debug, Clone)]
 pub struct Contract {
-    /// The kind, for lookups ([`ScriptHost::live`], [`ScriptHost::named`]), listings and
+    /// The kind, for lookups ([`ScriptHost::live`](super::ScriptHost::live), [`ScriptHost::named`](super::ScriptHost::named)), listings and
     /// messages (e.g. `"library"`).
     pub kind: &'static str,
     /// The name it is looked up by; `None`: its file stem.
     pub name: Option<String>,
-    /// The domain's terms, read back with [`Script::terms`].
+    /// The domain's terms, read back with [`Script::terms`](super::Script::terms).
     pub terms: Arc<dyn Any + Send + Sync>,
 }
 
@@ -65,7 +62,8 @@ impl Contracts for Libraries {
 
 /// A compiled script awaiting its contract check.
 pub struct Candidate<'a> {
-    pub(super) host: &'a ScriptHost,
+    /// Runs the top level under the host's sandbox.
+    pub(super) top_level: &'a dyn Fn() -> Result<Scope<'static>, ScriptError>,
     pub(super) rel: &'a Path,
     pub(super) ast: &'a AST,
 }
@@ -84,7 +82,7 @@ impl Candidate<'_> {
     /// Runs the script's top level under the sandbox and returns the scope it leaves
     /// (its constants).
     pub fn run_top_level(&self) -> Result<Scope<'static>, ScriptError> {
-        self.host.run_top_level(self.rel, self.ast)
+        (self.top_level)()
     }
 
     /// [`ScriptError::Contract`] for this file with `message`.
@@ -108,12 +106,4 @@ pub fn require_fn(ast: &AST, name: &str, params: &[&str], missing: &mut Vec<Stri
     if !has_fn(ast, name, params.len()) {
         missing.push(format!("fn {name}({})", params.join(", ")));
     }
-}
-
-/// A Rhai number (float or integer) as `f64`.
-pub fn number(value: &Dynamic) -> Option<f64> {
-    value
-        .as_float()
-        .ok()
-        .or_else(|| value.as_int().ok().map(|i| i as f64))
 }

@@ -124,33 +124,6 @@ impl Script {
     }
 }
 
-/// A Rhai number, float or integer, read as `f64` (Rhai's serde bridge alone reads an
-/// integer only into an integer type).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
-pub struct Number(pub f64);
-
-impl<'de> serde::Deserialize<'de> for Number {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Number;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a number")
-            }
-            fn visit_f64<E>(self, v: f64) -> Result<Number, E> {
-                Ok(Number(v))
-            }
-            fn visit_i64<E>(self, v: i64) -> Result<Number, E> {
-                Ok(Number(v as f64))
-            }
-            fn visit_u64<E>(self, v: u64) -> Result<Number, E> {
-                Ok(Number(v as f64))
-            }
-        }
-        deserializer.deserialize_any(Visitor)
-    }
-}
-
 /// The message of a serde conversion error, without Rhai's wrapping and position.
 fn serde_message(err: &EvalAltResult) -> String {
     let message = match err {
@@ -344,7 +317,7 @@ impl ScriptHost {
             let mut ast = compiled.map_err(|e| self.compile_error(&rel, &e))?;
             ast.set_source(rel.to_string_lossy().as_ref());
             let contract = self.inner.contracts.check(&Candidate {
-                host: self,
+                top_level: &|| self.run_top_level(&rel, &ast),
                 rel: &rel,
                 ast: &ast,
             })?;
@@ -395,6 +368,7 @@ impl ScriptHost {
             .filter(|p| roots.split(p).is_some())
             .collect();
         let mut todo: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut importers: BTreeSet<PathBuf> = BTreeSet::new();
         {
             let scripts = self.read();
             // Every file at a changed relative path: the new winner and the loaded ones.
@@ -409,13 +383,15 @@ impl ScriptHost {
                     .script
                     .as_ref()
                     .is_some_and(|s| s.imports.iter().any(|i| todo.contains(i)));
-                if importer {
-                    todo.insert(path.clone());
+                if importer && !todo.contains(path) {
+                    importers.insert(path.clone());
                 }
             }
         }
         let mut outcomes = Vec::new();
-        for path in todo {
+        // The changed files first, their importers after: an importer that goes live
+        // already finds what it imports in the listing.
+        for path in todo.into_iter().chain(importers) {
             let rel = self.rel(&path);
             if roots.find(&rel).as_ref() != Some(&path) {
                 if self.write().remove(&path).is_some() {

@@ -24,20 +24,22 @@ mod roots;
 mod sandbox;
 mod services;
 pub mod shipped;
+mod value;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use api::metagraph_rows;
-pub use contract::{Candidate, Contract, Contracts, Libraries, has_fn, number, require_fn};
+pub use contract::{Candidate, Contract, Contracts, Libraries, has_fn, require_fn};
 pub use ctx::{ChatScope, Ctx, Rng, SamplingOverrides};
 pub use hook_thread::HOOK_STACK_BYTES;
-pub use host::{HostConfig, Listing, Number, ReloadStatus, Script, ScriptHost};
+pub use host::{HostConfig, Listing, ReloadStatus, Script, ScriptHost};
 pub use link::NeuronLink;
 pub use reload::Watcher;
 pub use roots::{Roots, configured_roots};
 pub use sandbox::{Limits, MAX_RETURNED_NESTING};
 pub use services::{Lazy, ModelIds, Services};
+pub use value::{Number, number};
 
 /// The directories under each script root that hold scripts, in lookup order: the ones
 /// scanned, watched and allowed as import prefixes.

@@ -7,8 +7,8 @@ use rhai::{Array, Dynamic, EvalAltResult, INT, Map, Module, NativeCallContext};
 
 use super::{fail, neuron_link};
 use crate::net::PromptingSynapse;
-use crate::script::contract::number;
 use crate::script::sandbox;
+use crate::script::value::number;
 
 type Res<T> = Result<T, Box<EvalAltResult>>;
 
