@@ -308,7 +308,11 @@ fn bench_concurrency(args: &LlmBench, service: &LlmService) -> Result<()> {
         print("neuron (candle)", &level);
     }
     if let Some(url) = &args.compare_server {
-        let client = reqwest::Client::new();
+        // A fresh connection per request: a server may close an idle kept-alive one
+        // between levels, and every request then pays the same connect cost as ours.
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()?;
         for &n in &args.concurrency {
             let level = runtime.block_on(load::run_level(n, |i| {
                 neuron::net::openai::timed_chat_stream(
