@@ -112,9 +112,10 @@ pub fn run(args: &LocalArgs, config_args: &ConfigArgs) -> anyhow::Result<()> {
         println!("{}", validator_table(&report.validators));
     }
     println!(
-        "{} steps ({} failed), {} epochs; report: {}",
+        "{} steps ({} failed, {:.2} steps/min), {} epochs; report: {}",
         report.events.len() + report.failures.len(),
         report.failures.len(),
+        report.steps_per_min(),
         report.epochs,
         report_dir.join("report.md").display()
     );

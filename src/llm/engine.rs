@@ -387,8 +387,8 @@ impl Engine {
 
     /// Feeds the next [`PREFILL_CHUNK`] prompt tokens of `d`; after the last, samples
     /// its first token. The generation when it ended there, else `None`.
+    /// The caller checks [`Decoding::stopped`] between turns.
     pub fn prefill(&self, d: &mut Decoding) -> Result<Option<Generation>, LlmError> {
-        d.control.check()?;
         let end = (d.fed + PREFILL_CHUNK).min(d.prompt.len());
         let logits = self.forward(&mut d.session, &d.prompt[d.fed..end], 1)?;
         d.fed = end;
@@ -450,7 +450,6 @@ impl Engine {
         d: &mut Decoding,
         mut logits: Tensor,
     ) -> Result<Option<Generation>, LlmError> {
-        d.control.check()?;
         let params = &d.params;
         if params.repeat_penalty != 1.0 {
             let start = d.history.len().saturating_sub(REPEAT_LAST_N);

@@ -392,7 +392,8 @@ impl GgufModel {
     /// over the weights (each row as it would be alone); attention runs per request
     /// over its own cache. Returns the logits, shape `(steps.len(), vocab)`.
     pub fn forward_batch(&self, steps: &mut [(u32, &mut KvCache)]) -> Result<Tensor, LlmError> {
-        let mut positions = Vec::with_capacity(steps.len());
+        // Each request's rotary rows, taken once for all layers.
+        let mut rope_rows = Vec::with_capacity(steps.len());
         for (_, cache) in steps.iter() {
             let pos = cache.len();
             if pos + 1 > self.context {
@@ -401,7 +402,7 @@ impl GgufModel {
                     context: self.context,
                 });
             }
-            positions.push(pos);
+            rope_rows.push((self.cos.narrow(0, pos, 1)?, self.sin.narrow(0, pos, 1)?));
         }
         let tokens: Vec<u32> = steps.iter().map(|(token, _)| *token).collect();
         let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(1)?;
@@ -410,7 +411,7 @@ impl GgufModel {
             let h = layer.attn_norm.forward(&x)?;
             let [q, k, v] = qkv(layer, &h)?;
             let mut heads = Vec::with_capacity(steps.len());
-            for (i, ((_, cache), &pos)) in steps.iter_mut().zip(&positions).enumerate() {
+            for (i, ((_, cache), (cos, sin))) in steps.iter_mut().zip(&rope_rows).enumerate() {
                 let row = |t: &Tensor| t.narrow(0, i, 1);
                 heads.push(self.attend(
                     layer,
@@ -418,8 +419,8 @@ impl GgufModel {
                     row(&k)?,
                     row(&v)?,
                     None,
-                    &self.cos.narrow(0, pos, 1)?,
-                    &self.sin.narrow(0, pos, 1)?,
+                    cos,
+                    sin,
                     &mut cache.layers[l],
                 )?);
             }

@@ -66,6 +66,9 @@ pub enum LoadError {
         /// What went wrong.
         reason: String,
     },
+    /// A request's task panicked or was cancelled.
+    #[error("request task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// The messages of request `i` of a level: `prompt` behind a per-request tag, so no two
@@ -85,10 +88,7 @@ where
     let handles: Vec<_> = (0..concurrency).map(|i| tokio::spawn(request(i))).collect();
     let mut requests = Vec::with_capacity(concurrency);
     for handle in handles {
-        let timed = handle.await.map_err(|e| LoadError::Server {
-            url: "(in-process)".into(),
-            reason: format!("request task failed: {e}"),
-        })??;
+        let timed = handle.await??;
         requests.push(timed);
     }
     Ok(Level {

@@ -170,6 +170,42 @@ pub struct LocalReport {
     pub failures: Vec<String>,
     /// Epochs the chain ran during the run.
     pub epochs: u64,
+    /// Wall-clock seconds of the steps (set-up excluded).
+    pub steps_s: f64,
+}
+
+impl LocalReport {
+    /// Steps (failed ones included) per minute of [`LocalReport::steps_s`].
+    pub fn steps_per_min(&self) -> f64 {
+        let steps = (self.events.len() + self.failures.len()) as f64;
+        if self.steps_s > 0.0 {
+            steps * 60.0 / self.steps_s
+        } else {
+            0.0
+        }
+    }
+
+    /// Seconds the successful steps spent generating, querying and scoring, summed.
+    pub fn phase_totals(&self) -> PhaseTotals {
+        self.events
+            .iter()
+            .fold(PhaseTotals::default(), |total, e| PhaseTotals {
+                generate_s: total.generate_s + e.generate_s,
+                query_s: total.query_s + e.query_s,
+                score_s: total.score_s + e.score_s,
+            })
+    }
+}
+
+/// Where the steps' time went, summed over steps.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PhaseTotals {
+    /// Generating the task, reference and challenge.
+    pub generate_s: f64,
+    /// Asking the miners.
+    pub query_s: f64,
+    /// Scoring their answers.
+    pub score_s: f64,
 }
 
 /// Hyperparameters of the demo subnet: short tempo so epochs happen within a run.
@@ -395,7 +431,9 @@ pub async fn run(
         validator_history: Vec::new(),
         failures: Vec::new(),
         epochs: 0,
+        steps_s: 0.0,
     };
+    let started = std::time::Instant::now();
     let total = options.steps * count as u64;
     let epochs_before = chain.epoch_status(netuid).await?.epochs;
     let mut last_rewards: BTreeMap<u16, f64> = BTreeMap::new();
@@ -474,6 +512,7 @@ pub async fn run(
             report.validators = validator_rows;
         }
     }
+    report.steps_s = started.elapsed().as_secs_f64();
     report.epochs = chain.epoch_status(netuid).await?.epochs - epochs_before;
     subnet.shutdown().await;
     Ok(report)

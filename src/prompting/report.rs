@@ -103,6 +103,20 @@ pub fn render_markdown(options: &LocalOptions, report: &LocalReport) -> String {
             values.len()
         );
     }
+    let phases = report.phase_totals();
+    let _ = writeln!(md, "\n## Time\n");
+    let _ = writeln!(
+        md,
+        "{:.1} s of steps, {:.2} steps/min. Summed over the successful steps: \
+         generating {:.1} s, querying miners {:.1} s, scoring {:.1} s; the rest \
+         ({:.1} s) is chain work (blocks, epochs, weights) and failed steps.",
+        report.steps_s,
+        report.steps_per_min(),
+        phases.generate_s,
+        phases.query_s,
+        phases.score_s,
+        (report.steps_s - phases.generate_s - phases.query_s - phases.score_s).max(0.0),
+    );
     if !report.failures.is_empty() {
         let _ = writeln!(md, "\n## Failed steps\n");
         for failure in &report.failures {

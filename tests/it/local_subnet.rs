@@ -156,4 +156,21 @@ fn piped_local_run_prints_step_lines_and_reports_every_validator() {
             .all(|r| r.split('|').nth(4).unwrap().trim() != "0.0000"),
         "{report}"
     );
+    // Where the time went: steps/min and the per-phase totals of the 6 steps.
+    let time = report
+        .lines()
+        .find(|l| l.contains(" steps/min. "))
+        .unwrap_or_else(|| panic!("a time line:\n{report}"));
+    let per_min: f64 = time
+        .split(" s of steps, ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(per_min > 0.0, "{time}");
+    assert!(time.contains("querying miners "), "{time}");
+    assert!(stdout.contains(" steps/min)"), "{stdout}");
 }

@@ -6,19 +6,17 @@
 //! hook says.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use neuron::config::BlacklistConfig;
 use neuron::models::Resolver;
-use neuron::net::{AuthScheme, Axon, AxonOptions, Dendrite, PromptingSynapse, Transport};
+use neuron::net::{Axon, Dendrite, PromptingSynapse, Transport};
 use neuron::prompting::contract::PromptingContracts;
-use neuron::prompting::miner::MinerHandler;
 use neuron::script::{HostConfig, ModelIds, ScriptHost, Services};
 use neuron::services::HttpConfig;
 use neuron::wallet::Keypair;
 
 use crate::net_epistula::PY_EPISTULA;
+use crate::support::miners::serve_strategy;
 use crate::support::protocols::{protocols_python, python_result};
 
 /// A strategy that answers the last message with the model (its own token limit and
@@ -46,26 +44,7 @@ async fn serve_miner(root: &Path) -> Axon {
         Vec::new(),
     );
     let host = ScriptHost::new(HostConfig::new(root), services, PromptingContracts).unwrap();
-    let handler = MinerHandler::new(
-        host,
-        "chatty",
-        BlacklistConfig {
-            allow_non_registered: true,
-            ..BlacklistConfig::default()
-        },
-    );
-    let options = AxonOptions {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        auth: AuthScheme::ALL.to_vec(),
-        ..AxonOptions::default()
-    };
-    Axon::serve(
-        options,
-        Keypair::from_uri("//Bob").unwrap(),
-        Arc::new(handler),
-    )
-    .await
-    .unwrap()
+    serve_strategy(host, "chatty").await
 }
 
 const PY_CLIENT: &str = r#"

@@ -6,21 +6,18 @@
 //! for a miner that never answers; `/availability` answers the default of a strategy
 //! without the hook. And `neuron local` runs a step over each signed OpenAI transport.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use neuron::config::BlacklistConfig;
 use neuron::net::{
-    AskOptions, AuthScheme, Axon, AxonInfo, AxonOptions, Dendrite, DendriteOptions,
-    PromptingSynapse, Transport,
+    AskOptions, Axon, AxonInfo, Dendrite, DendriteOptions, PromptingSynapse, Transport,
 };
 use neuron::prompting::contract::PromptingContracts;
-use neuron::prompting::miner::MinerHandler;
 use neuron::script::{HostConfig, ScriptHost, Services};
 use neuron::wallet::Keypair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::bin::neuron_command;
+use crate::support::miners::serve_strategy;
 
 /// //Bob's echo miner (the shipped strategy), accepting every scheme and unregistered
 /// callers.
@@ -31,21 +28,7 @@ pub async fn echo_miner() -> Axon {
         PromptingContracts,
     )
     .unwrap();
-    let handler = MinerHandler::new(
-        scripts,
-        "echo",
-        BlacklistConfig {
-            allow_non_registered: true,
-            ..BlacklistConfig::default()
-        },
-    );
-    let options = AxonOptions {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        auth: AuthScheme::ALL.to_vec(),
-        ..AxonOptions::default()
-    };
-    let bob = Keypair::from_uri("//Bob").unwrap();
-    Axon::serve(options, bob, Arc::new(handler)).await.unwrap()
+    serve_strategy(scripts, "echo").await
 }
 
 /// What a raw test server does after a request's first bytes.

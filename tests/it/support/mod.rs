@@ -1,10 +1,11 @@
 //! Support shared by the integration tests: the cache directory, pinned Python virtual
 //! environments (created once under `$NEURON_HOME/venvs`, reused afterwards), the
-//! `neuron` binary runner (`bin`), the simulated subtensor node (`subtensor_sim`) and
+//! `neuron` binary runner (`bin`), a strategy's miner on loopback (`miners`), the simulated subtensor node (`subtensor_sim`) and
 //! the fault-injecting chain wrapper (`flaky_chain`).
 
 pub mod bin;
 pub mod flaky_chain;
+pub mod miners;
 pub mod protocols;
 pub mod subtensor_sim;
 
