@@ -202,7 +202,7 @@ async fn handle(st: &State, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, "/health") => json_response(StatusCode::OK, &json!({"status": "ok"})),
         (&Method::GET, "/v1/models") => match authorize(st, &req) {
             Ok(_) => models(st),
-            Err(resp) => resp,
+            Err(resp) => *resp,
         },
         (&Method::POST, CHAT_COMPLETIONS_PATH) => chat(st, req).await,
         _ => error(
@@ -226,7 +226,7 @@ fn models(st: &State) -> Response<Body> {
 
 /// The key a request's `Authorization: Bearer` names, if it is live; else the 401 (or
 /// a 500 when the key store cannot be read).
-fn authorize(st: &State, req: &Request<Incoming>) -> Result<super::KeyInfo, Response<Body>> {
+fn authorize(st: &State, req: &Request<Incoming>) -> Result<super::KeyInfo, Box<Response<Body>>> {
     let unauthorized = |message: &str| {
         error(
             StatusCode::UNAUTHORIZED,
@@ -243,21 +243,23 @@ fn authorize(st: &State, req: &Request<Incoming>) -> Result<super::KeyInfo, Resp
         .map(str::trim)
         .filter(|s| !s.is_empty())
     else {
-        return Err(unauthorized(
+        return Err(Box::new(unauthorized(
             "You didn't provide an API key: send `Authorization: Bearer KEY` (keys come from `neuron api-key add NAME`).",
-        ));
+        )));
     };
     match st.keys.verify(secret) {
         Ok(Some(key)) => Ok(key),
-        Ok(None) => Err(unauthorized("Incorrect or revoked API key provided.")),
+        Ok(None) => Err(Box::new(unauthorized(
+            "Incorrect or revoked API key provided.",
+        ))),
         Err(e) => {
             tracing::error!("API key check failed: {e}");
-            Err(error(
+            Err(Box::new(error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
                 "internal_error",
                 "The key store cannot be read; see the validator's log.",
-            ))
+            )))
         }
     }
 }
@@ -295,15 +297,15 @@ fn check_messages(request: &ChatCompletionRequest) -> Result<(), String> {
     Ok(())
 }
 
-async fn read_body(st: &State, req: Request<Incoming>) -> Result<Bytes, Response<Body>> {
+async fn read_body(st: &State, req: Request<Incoming>) -> Result<Bytes, Box<Response<Body>>> {
     let max = st.options.max_body_bytes;
     let too_large = || {
-        error(
+        Box::new(error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request_error",
             "request_too_large",
             &format!("Request body exceeds the limit of {max} bytes"),
-        )
+        ))
     };
     let declared = req
         .headers()
@@ -317,23 +319,23 @@ async fn read_body(st: &State, req: Request<Incoming>) -> Result<Bytes, Response
     match tokio::time::timeout(st.options.read_timeout, limited.collect()).await {
         Ok(Ok(body)) => Ok(body.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(bad_request(
+        Ok(Err(e)) => Err(Box::new(bad_request(
             "invalid_body",
             &format!("Could not read the body: {e}"),
-        )),
-        Err(_) => Err(error(
+        ))),
+        Err(_) => Err(Box::new(error(
             StatusCode::REQUEST_TIMEOUT,
             "invalid_request_error",
             "timeout",
             "The request body did not arrive in time",
-        )),
+        ))),
     }
 }
 
 async fn chat(st: &State, req: Request<Incoming>) -> Response<Body> {
     let key = match authorize(st, &req) {
         Ok(key) => key,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let limits = Limits {
         requests: key.requests_per_minute,
@@ -341,7 +343,7 @@ async fn chat(st: &State, req: Request<Incoming>) -> Response<Body> {
     };
     let body = match read_body(st, req).await {
         Ok(body) => body,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let parsed: ApiRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
