@@ -5,7 +5,7 @@
 //! `ChatOpenAI` talk to it; every bad request of docs/api.md gets its status and
 //! OpenAI error JSON; the answers are scored as organic traffic into the validator's
 //! organic scores and events. And a client that hangs up mid-stream cancels the miner
-//! query behind it.
+//! query behind it. `neuron api-key` adds, lists and revokes keys.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -24,7 +24,9 @@ use neuron::wallet::Keypair;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 
+use crate::support::bin::neuron;
 use crate::support::protocols::{api_clients_python, python_result};
+use crate::support::{failed, succeeded};
 
 /// A strategy whose `forward` always fails.
 const BROKEN: &str = r#"
@@ -382,4 +384,36 @@ async fn a_client_hanging_up_mid_stream_cancels_the_miner_query() {
         .await
         .expect("the miner's connection was closed after the client hung up");
     s.subnet.shutdown().await;
+}
+
+#[test]
+fn api_key_command_adds_lists_and_revokes_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keys.sqlite");
+    let db_flag = format!("--api.keys_db={}", db.display());
+    let api_key = |args: &[&str]| neuron(["api-key"].iter().chain(args).chain([&db_flag.as_str()]));
+    let secret = succeeded(api_key(&["add", "alice", "--rpm", "5"]))
+        .trim()
+        .to_string();
+    assert!(secret.starts_with("nk-"), "{secret}");
+    let key = KeyStore::open(&db)
+        .unwrap()
+        .verify(&secret)
+        .unwrap()
+        .unwrap();
+    assert_eq!((key.name.as_str(), key.requests_per_minute), ("alice", 5));
+    let listed = succeeded(api_key(&["list"]));
+    assert!(
+        listed.contains("alice") && listed.contains("live"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(&secret[3..]),
+        "the secret is shown once only"
+    );
+    assert!(failed(api_key(&["add", "alice"])).contains("exists already"));
+    succeeded(api_key(&["revoke", "alice"]));
+    assert_eq!(KeyStore::open(&db).unwrap().verify(&secret).unwrap(), None);
+    assert!(succeeded(api_key(&["list"])).contains("revoked"));
+    assert!(failed(api_key(&["revoke", "bob"])).contains("no API key named `bob`"));
 }
