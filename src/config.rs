@@ -60,6 +60,8 @@ pub struct Config {
     pub blacklist: BlacklistConfig,
     /// Where scripts live and what they may reach.
     pub scripts: ScriptsConfig,
+    /// The validator's OpenAI-compatible API (`--api.*`).
+    pub api: ApiConfig,
 }
 
 impl Default for Config {
@@ -73,6 +75,7 @@ impl Default for Config {
             dendrite: DendriteConfig::default(),
             blacklist: BlacklistConfig::default(),
             scripts: ScriptsConfig::default(),
+            api: ApiConfig::default(),
         }
     }
 }
@@ -285,6 +288,60 @@ impl Default for AxonConfig {
             max_request_timeout_ms: 60_000,
             auth: AuthScheme::ALL.to_vec(),
         }
+    }
+}
+
+/// The validator's OpenAI-compatible API (`--api.*`, docs/api.md): off unless a port
+/// is given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Port to serve on; `None`: no API.
+    pub port: Option<u16>,
+    /// Address to bind (loopback unless said otherwise).
+    pub host: String,
+    /// The key store (default `$NEURON_HOME/api_keys.sqlite`).
+    pub keys_db: Option<PathBuf>,
+    /// Miners asked per request (by incentive, among those reporting the model or task
+    /// available).
+    pub sample_size: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Model names served (`GET /v1/models`); empty: the validator's `neuron.model_id`.
+    pub models: Vec<String>,
+    /// Log each organic request's prompt and answers in the organic events.
+    pub log_prompts: bool,
+    /// Score organic answers (off: the API answers, nothing is scored or logged).
+    pub organic_scoring: bool,
+    /// The task whose rewards score organic answers against the validator's own.
+    pub organic_task: String,
+    /// The most the organic scores weigh in a miner's weight (0 to 0.5).
+    pub organic_share: f64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            port: None,
+            host: "127.0.0.1".into(),
+            keys_db: None,
+            sample_size: 5,
+            max_body_bytes: 256 * 1024,
+            models: Vec::new(),
+            log_prompts: false,
+            organic_scoring: true,
+            organic_task: "generic_instruction".into(),
+            organic_share: 0.1,
+        }
+    }
+}
+
+impl ApiConfig {
+    /// The key store file.
+    pub fn keys_path(&self) -> PathBuf {
+        self.keys_db
+            .clone()
+            .unwrap_or_else(|| crate::home::neuron_home().join("api_keys.sqlite"))
     }
 }
 

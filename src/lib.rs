@@ -5,6 +5,7 @@
 //! hot-reloadable Rhai scripts under `tasks/`, `personas/`, `tools/` and `scripts/`.
 //! docs/architecture.md describes the layers and follows a validator step through them.
 
+pub mod api;
 pub mod chain;
 pub mod config;
 pub mod embed;

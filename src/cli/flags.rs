@@ -83,7 +83,7 @@ config_flags! {
 
 config_flags! {
     /// Neuron behaviour: `--netuid`, `--neuron.*`, `--axon.*`, `--dendrite.*`,
-    /// `--blacklist.*`, `--scripts.*`.
+    /// `--blacklist.*`, `--scripts.*`, `--api.*`.
     NeuronFlags {
         netuid: u16 => "netuid", "Subnet uid.";
         #[arg(alias = "device")]
@@ -154,6 +154,17 @@ config_flags! {
         scripts_max_map_len: usize => "scripts.max_map_len", "Most entries of a map a hook returns or a module keeps.";
         scripts_max_log_lines: usize => "scripts.max_log_lines", "Lines a hook call may print or log.";
         scripts_live_tools: bool => "scripts.live_tools", "Use live web APIs instead of offline corpora.";
+        api_port: u16 => "api.port", "Serve the OpenAI-compatible API on this port (validator, local; off when not given).";
+        api_host: String => "api.host", "Address the API binds (default 127.0.0.1).";
+        api_keys_db: PathBuf => "api.keys_db", "API key store (default $NEURON_HOME/api_keys.sqlite).";
+        api_sample_size: usize => "api.sample_size", "Miners asked per API request.";
+        api_max_body_bytes: usize => "api.max_body_bytes", "Largest API request body.";
+        #[arg(num_args = 1.., value_delimiter = ',')]
+        api_models: Vec<String> => "api.models", "Model names the API serves (default: --neuron.model_id).";
+        api_log_prompts: bool => "api.log_prompts", "Log organic prompts and answers in the organic events.";
+        api_organic_scoring: bool => "api.organic_scoring", "Score organic answers (false: answer only).";
+        api_organic_task: String => "api.organic_task", "Task whose rewards score organic answers.";
+        api_organic_share: f64 => "api.organic_share", "Most the organic scores weigh in the weights (0 to 0.5).";
     }
 }
 

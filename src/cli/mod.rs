@@ -1,6 +1,7 @@
 //! Command-line edge: argument parsing (clap) and dispatch. Each subcommand lives in
 //! its own file; errors are `anyhow` here and typed (`thiserror`) in the library.
 
+mod api_key;
 mod bench;
 mod chain;
 mod config;
@@ -51,6 +52,8 @@ enum Command {
     Validator(Configured<neuron_run::ValidatorArgs>),
     /// Serve an SN1 miner with a strategy script.
     Miner(Configured<neuron_run::MinerArgs>),
+    /// Keys of the validator's OpenAI-compatible API (`--api.port`): add, list, revoke.
+    ApiKey(Configured<api_key::ApiKeyArgs>),
     /// Ask a subnet's miners one question (the SDK's `bt.prompt`): the best answer by
     /// incentive, or every answer with `--all`.
     Prompt(Configured<prompt::PromptArgs>),
@@ -100,6 +103,7 @@ pub fn main() -> anyhow::Result<()> {
         Command::Local(c) => local::run(&c.args, &c.config),
         Command::Validator(c) => neuron_run::validator(&c.args, &c.config),
         Command::Miner(c) => neuron_run::miner(&c.config),
+        Command::ApiKey(c) => api_key::run(&c.args, &c.config),
         Command::Prompt(c) => prompt::run(&c.args, &c.config),
         Command::Replay(c) => replay::run(&c.args, &c.config),
         Command::Config(c) => config::run(&c.args.command, &c.config),

@@ -87,6 +87,10 @@ pub fn validator(args: &ValidatorArgs, config_args: &ConfigArgs) -> anyhow::Resu
         let chain = open_chain(&config).await?;
         require_registered(chain.as_ref(), &config, &hotkey).await?;
         let mut validator = Validator::new(config, chain, hotkey, scripts)?;
+        let api = validator.serve_api().await?;
+        if let Some(api) = &api {
+            eprintln!("API serving on http://{}/v1", api.local_addr());
+        }
         // The first signal lets the step in flight finish and saves it; a second one
         // stops at once (every finished step is saved already).
         let stop = async {

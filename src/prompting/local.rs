@@ -42,6 +42,9 @@ pub enum LocalError {
     /// The validator could not start.
     #[error("validator: {0}")]
     Validator(#[from] ValidatorError),
+    /// The API could not start.
+    #[error("api: {0}")]
+    Api(#[from] super::organic::OrganicError),
     /// The report could not be written.
     #[error("report {path}: {message}")]
     Report {
@@ -411,6 +414,10 @@ pub async fn run(
         config.neuron.seed = Some(options.seed.wrapping_add(index as u64 * 1_000_003));
         config.neuron.full_path = Some(options.data_dir.join(format!("validator{index}")));
         config.neuron.sample_size = config.neuron.sample_size.min(options.miners.max(1));
+        if index > 0 {
+            // One API: the first validator's (`--api.port`).
+            config.api.port = None;
+        }
         validators.push(Validator::new(
             config,
             Arc::clone(&shared),
@@ -420,6 +427,8 @@ pub async fn run(
     }
     // The first epoch hands out validator permits.
     subnet.hand_out_permits().await?;
+    // `--api.port`: the first validator's API serves while the steps run.
+    let _api = validators[0].serve_api().await?;
 
     let mut report = LocalReport {
         miners: miners.clone(),

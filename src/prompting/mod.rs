@@ -9,6 +9,7 @@ pub mod events;
 pub mod hooks;
 pub mod local;
 pub mod miner;
+pub mod organic;
 pub mod prompt;
 pub mod replay;
 pub mod report;

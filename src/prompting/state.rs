@@ -77,7 +77,15 @@ pub struct ValidatorState {
     pub hotkeys: Vec<String>,
     /// Block at which weights were last set (0 = never).
     pub last_weights_block: u64,
+    /// Organic score per uid (index = uid): the moving average of the rewards of its
+    /// answers to API requests, kept apart from `scores` and blended into the weights
+    /// with a capped share ([`Self::blended_weights`]).
+    #[serde(default)]
+    pub organic: Vec<f64>,
 }
+
+/// The largest share organic scores may have in the weights, whatever the config says.
+pub const MAX_ORGANIC_SHARE: f64 = 0.5;
 
 impl ValidatorState {
     /// Loads the state at `path`, or a fresh state when the file does not exist.
@@ -111,9 +119,11 @@ impl ValidatorState {
     pub fn sync_hotkeys(&mut self, hotkeys: &[String]) {
         self.scores.resize(hotkeys.len(), 0.0);
         self.hotkeys.resize(hotkeys.len(), String::new());
+        self.organic.resize(hotkeys.len(), 0.0);
         for (uid, hotkey) in hotkeys.iter().enumerate() {
             if &self.hotkeys[uid] != hotkey {
                 self.scores[uid] = 0.0;
+                self.organic[uid] = 0.0;
                 self.hotkeys[uid] = hotkey.clone();
             }
         }
@@ -159,6 +169,54 @@ impl ValidatorState {
             }
         }
         self.update_scores(uids, rewards, default.alpha, default.decay);
+    }
+
+    /// Folds organic rewards into the organic scores: `o = α·r + (1−α)·o` for each
+    /// `(uid, hotkey, reward)` whose hotkey still holds the uid (an answer from a
+    /// replaced miner is dropped); rewards are clamped to 0..1.
+    pub fn update_organic(&mut self, rewards: &[(u16, String, f64)], alpha: f64) {
+        self.organic.resize(self.scores.len(), 0.0);
+        for (uid, hotkey, reward) in rewards {
+            let uid = usize::from(*uid);
+            if self.hotkeys.get(uid) != Some(hotkey) {
+                continue;
+            }
+            let reward = if reward.is_finite() {
+                reward.clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            self.organic[uid] = alpha * reward + (1.0 - alpha) * self.organic[uid];
+        }
+    }
+
+    /// The weights with organic traffic counted: the synthetic and the organic scores
+    /// each L1-normalised, then mixed `(1 − share)·synthetic + share·organic`, with
+    /// `share` clamped to `0..=`[`MAX_ORGANIC_SHARE`]. Whatever the organic requests,
+    /// they move any miner's weight by at most `share`; without organic scores (all
+    /// zero) the weights are [`Self::normalized_weights`].
+    pub fn blended_weights(&self, share: f64) -> Vec<f64> {
+        let synthetic = self.normalized_weights();
+        let organic: Vec<f64> = (0..synthetic.len())
+            .map(|uid| self.organic.get(uid).copied().unwrap_or(0.0))
+            .collect();
+        let total: f64 = organic.iter().sum();
+        let share = if share.is_finite() {
+            share.clamp(0.0, MAX_ORGANIC_SHARE)
+        } else {
+            0.0
+        };
+        if total <= 0.0 || share == 0.0 {
+            return synthetic;
+        }
+        if synthetic.iter().all(|&w| w == 0.0) {
+            return organic.iter().map(|o| share * o / total).collect();
+        }
+        synthetic
+            .iter()
+            .zip(&organic)
+            .map(|(w, o)| (1.0 - share) * w + share * o / total)
+            .collect()
     }
 
     /// Scores L1-normalised into weights (all zero when every score is zero).
@@ -217,6 +275,33 @@ mod tests {
     }
 
     #[test]
+    fn organic_scores_move_weights_by_at_most_their_share() {
+        let mut state = ValidatorState::default();
+        state.sync_hotkeys(&["a".into(), "b".into()]);
+        state.update_scores(&[0, 1], &[1.0, 1.0], 1.0, 0.0);
+        assert_eq!(state.blended_weights(0.1), vec![0.5, 0.5], "no organic yet");
+        // A client pushing b as hard as it can: reward 1 for b, 0 for a, many times
+        // (out-of-range and non-finite rewards are clamped).
+        for _ in 0..1000 {
+            state.update_organic(&[(1, "b".into(), 7.0), (0, "a".into(), f64::NAN)], 0.5);
+        }
+        let w = state.blended_weights(0.1);
+        assert!(
+            (w[1] - 0.55).abs() < 1e-9 && (w[0] - 0.45).abs() < 1e-9,
+            "{w:?}"
+        );
+        assert_eq!(
+            state.blended_weights(0.9),
+            state.blended_weights(MAX_ORGANIC_SHARE)
+        );
+        // A miner replaced on its uid loses its organic score, and answers for the old
+        // hotkey are dropped.
+        state.sync_hotkeys(&["a".into(), "z".into()]);
+        state.update_organic(&[(1, "b".into(), 1.0)], 0.5);
+        assert_eq!(state.organic, vec![0.0, 0.0]);
+    }
+
+    #[test]
     fn save_then_load_round_trips_and_missing_is_fresh() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
@@ -229,6 +314,7 @@ mod tests {
             scores: vec![0.5],
             hotkeys: vec!["a".into()],
             last_weights_block: 99,
+            organic: vec![0.25],
         };
         state.save(&path).unwrap();
         assert_eq!(ValidatorState::load(&path).unwrap(), state);

@@ -35,6 +35,7 @@ use super::challenge::{Challenge, ChallengeError, TaskChoice};
 use super::contract::{PromptingLookups, PromptingScript};
 use super::events::{EventLog, EventsError, ResponseEvent, StepEvent};
 use super::hooks::PromptingHooks;
+use super::organic::{ORGANIC_INBOX, OrganicError, OrganicRewards, OrganicRouter, OrganicSetup};
 use super::state::{ScoreUpdate, StateError, ValidatorState, hook_answer};
 use super::uids::{UidFilter, select_uids};
 use crate::chain::commit_reveal::RevealStore;
@@ -140,6 +141,9 @@ pub struct Validator {
     /// in their windows however long steps take, and also between the steps of
     /// `neuron local`'s other validators.
     reveals: Option<AbortOnDrop>,
+    /// Scored organic requests from this validator's API ([`Validator::organic_router`]),
+    /// folded into the organic scores at each step.
+    organic: Option<tokio::sync::mpsc::Receiver<OrganicRewards>>,
 }
 
 impl Validator {
@@ -193,7 +197,58 @@ impl Validator {
             metagraph_rows: Arc::default(),
             weights,
             reveals: None,
+            organic: None,
         })
+    }
+
+    /// The backend of this validator's API (`crate::api`): it asks miners with this
+    /// validator's dendrite and hotkey, and the organic rewards it scores reach this
+    /// validator's state at its next step (a second call replaces the first's inbox).
+    pub fn organic_router(&mut self) -> Result<OrganicRouter, OrganicError> {
+        let (inbox, rewards) = tokio::sync::mpsc::channel(ORGANIC_INBOX);
+        let router = OrganicRouter::new(OrganicSetup {
+            config: self.config.clone(),
+            chain: Arc::clone(&self.chain),
+            dendrite: self.dendrite.clone(),
+            scripts: self.scripts.clone(),
+            inbox,
+        })?;
+        self.organic = Some(rewards);
+        Ok(router)
+    }
+
+    /// Serves this validator's API when `--api.port` is set ([`super::organic::serve_api`]
+    /// over [`Validator::organic_router`]); `None` when it is not.
+    pub async fn serve_api(&mut self) -> Result<Option<crate::api::ApiServer>, OrganicError> {
+        if self.config.api.port.is_none() {
+            return Ok(None);
+        }
+        let router = self.organic_router()?;
+        let api = self.config.api.clone();
+        Ok(Some(super::organic::serve_api(&api, router).await?))
+    }
+
+    /// Folds every scored organic request waiting into the organic scores, outside a
+    /// step (each step does it too): reads the metagraph first, so that the scores
+    /// belong to the current hotkeys; returns how many requests there were.
+    pub async fn absorb_organic(&mut self) -> Result<usize, ValidatorError> {
+        self.sync_metagraph().await?;
+        Ok(self.fold_organic())
+    }
+
+    /// Folds the waiting organic rewards into the organic scores (moving average with
+    /// `--neuron.moving_average_alpha`); returns how many requests there were.
+    fn fold_organic(&mut self) -> usize {
+        let Some(inbox) = &mut self.organic else {
+            return 0;
+        };
+        let alpha = self.config.neuron.moving_average_alpha;
+        let mut n = 0;
+        while let Ok(OrganicRewards(rewards)) = inbox.try_recv() {
+            self.state.update_organic(&rewards, alpha);
+            n += 1;
+        }
+        n
     }
 
     /// The persisted state (scores, step, last weights block).
@@ -306,6 +361,7 @@ impl Validator {
             }
             results.push(outcome);
         }
+        self.fold_organic();
         let weights_set_at = self.maybe_set_weights(&metagraph, self_uid).await;
         if let Err(err) = self.state.save(&self.state_path) {
             warn!("{err}");
@@ -591,7 +647,7 @@ impl Validator {
         }
         let weights: Vec<f32> = self
             .state
-            .normalized_weights()
+            .blended_weights(self.config.api.organic_share)
             .into_iter()
             .map(|w| w as f32)
             .collect();

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod api_openai;
 mod chain_cli;
 mod chain_processes;
 mod chain_sim;

@@ -1,5 +1,5 @@
 //! What the current-protocol interop tests (btauth/1, Epistula v2, OpenAI) share: their
-//! one Python venv, a Python JSON server their verifiers run in, our dendrite asking
+//! one Python venv (and the API clients' venv), a Python JSON server their verifiers run in, our dendrite asking
 //! such a server, and the `RESULT {json}` line their Python clients print (also read
 //! for the SDK 10.5 interop tests, in their own venv).
 
@@ -22,6 +22,15 @@ pub fn protocols_python() -> PathBuf {
             "bittensor-wallet==4.1.1",
             "openai==3.57.0",
         ],
+    )
+}
+
+/// The venv of the API client tests: the official `openai` package and LangChain's
+/// OpenAI chat model.
+pub fn api_clients_python() -> PathBuf {
+    crate::support::python_venv(
+        "api-clients",
+        &["openai==3.57.0", "langchain-openai==1.8.1"],
     )
 }
 
