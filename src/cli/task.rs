@@ -12,7 +12,7 @@ use neuron::prompting::challenge::{Challenge, TaskChoice};
 use neuron::prompting::contract::{
     PromptingContracts, PromptingLookups, PromptingScript, ScriptKind,
 };
-use neuron::prompting::hooks::PromptingHooks;
+use neuron::prompting::hooks::{Answer, PromptingHooks};
 use neuron::prompting::host_config;
 use neuron::script::ScriptHost;
 
@@ -239,7 +239,7 @@ fn step(
             &ctx,
             &made.instance,
             &made.text,
-            std::slice::from_ref(&completion),
+            &[Answer::of(completion.clone())],
         )?
         .remove(0);
     let out = serde_json::json!({

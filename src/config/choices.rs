@@ -124,6 +124,16 @@ impl Transport {
         Transport::EpistulaOpenai,
     ];
 
+    /// This transport when it is an OpenAI one, else `btauth-openai`: the wire for a
+    /// request a synapse cannot carry (a chat request with seed, sampling parameters
+    /// and logprobs: SN1 v2's inference task).
+    pub fn openai(self) -> Transport {
+        match self {
+            Transport::Synapse | Transport::SynapseStream => Transport::BtauthOpenai,
+            openai => openai,
+        }
+    }
+
     /// Its name in configuration and flags.
     pub fn name(self) -> &'static str {
         match self {

@@ -165,6 +165,15 @@ pub struct TokenLogprob {
     pub top: Vec<(String, f32)>,
 }
 
+impl crate::score::inference::SampledToken for TokenLogprob {
+    fn token(&self) -> &str {
+        &self.token
+    }
+    fn top(&self) -> &[(String, f32)] {
+        &self.top
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         Self {

@@ -30,8 +30,8 @@ pub struct Availability {
     pub llm_model_availabilities: std::collections::BTreeMap<String, bool>,
 }
 
-/// A `POST /v1/chat/completions` request (fields we do not use, such as SN1's `task`,
-/// are ignored; unset options are left out when sent).
+/// A `POST /v1/chat/completions` request (fields we do not use are ignored; unset
+/// options are left out when sent).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ChatCompletionRequest {
     /// The model asked for.
@@ -63,6 +63,9 @@ pub struct ChatCompletionRequest {
     /// SN1 v2's sampling block (the top-level fields win over it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling_parameters: Option<SamplingParameters>,
+    /// SN1 v2's task name (`InferenceTask` for verified inference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
 }
 
 /// SN1 v2's `sampling_parameters` (other fields, e.g. `repetition_penalty`, are not
@@ -339,6 +342,58 @@ pub fn chunk_text(data: &str) -> Option<StreamData> {
     Some(StreamData::Text(text.to_string()))
 }
 
+/// A chunk's `logprobs` as OpenAI writes them (`content: [{token, logprob,
+/// top_logprobs: [{token, logprob}]}]`).
+#[derive(Deserialize)]
+struct WireLogprobs {
+    #[serde(default)]
+    content: Option<Vec<WireToken>>,
+}
+
+#[derive(Deserialize)]
+struct WireToken {
+    token: String,
+    logprob: f32,
+    #[serde(default)]
+    top_logprobs: Vec<WireAlternative>,
+}
+
+#[derive(Deserialize)]
+struct WireAlternative {
+    token: String,
+    logprob: f32,
+}
+
+/// The tokens with logprobs one SSE `data` of a chat stream carries in its first
+/// choice's `logprobs.content` (none for `[DONE]`, a chunk without logprobs or with
+/// `null`); `None` when they are malformed.
+pub fn chunk_logprobs(data: &str) -> Option<Vec<TokenLogprob>> {
+    if data.trim() == "[DONE]" {
+        return Some(Vec::new());
+    }
+    let chunk: Value = serde_json::from_str(data).ok()?;
+    let logprobs = chunk.get("choices")?.get(0)?.get("logprobs");
+    let Some(logprobs) = logprobs.filter(|v| !v.is_null()) else {
+        return Some(Vec::new());
+    };
+    let wire: WireLogprobs = serde_json::from_value(logprobs.clone()).ok()?;
+    Some(
+        wire.content
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| TokenLogprob {
+                token: t.token,
+                logprob: t.logprob,
+                top: t
+                    .top_logprobs
+                    .into_iter()
+                    .map(|a| (a.token, a.logprob))
+                    .collect(),
+            })
+            .collect(),
+    )
+}
+
 /// One streaming greedy chat request to an OpenAI-compatible server at `base_url`
 /// (`POST {base_url}/v1/chat/completions`, unsigned), timed from the client's side for
 /// `neuron bench llm --compare-server`. Tokens are the usage the server reports at the
@@ -443,6 +498,33 @@ mod tests {
         let v: Value = serde_json::from_str(&text[6..]).unwrap();
         assert_eq!(v["choices"][0]["delta"]["content"], "x");
         assert_eq!(v["model"], "m");
+    }
+
+    #[test]
+    fn chunk_logprobs_read_back_what_the_miner_writes_and_refuse_malformed_ones() {
+        let tokens = vec![TokenLogprob {
+            token: "Pa".into(),
+            logprob: -0.25,
+            top: vec![("Pa".into(), -0.25), ("Lon".into(), -1.5)],
+        }];
+        let id = ReplyId::new(&ChatCompletionRequest::default());
+        let chunk = id.sse_chunk(json!({}), Some(logprobs_json(&tokens)), None);
+        let data = std::str::from_utf8(&chunk).unwrap().trim_end();
+        let data = data.strip_prefix("data: ").unwrap();
+        assert_eq!(chunk_logprobs(data), Some(tokens));
+        let plain = id.sse_chunk(json!({"content": "x"}), None, None);
+        let plain = std::str::from_utf8(&plain).unwrap().trim_end();
+        assert_eq!(chunk_logprobs(&plain[6..]), Some(Vec::new()));
+        assert_eq!(chunk_logprobs("[DONE]"), Some(Vec::new()));
+        for bad in [
+            r#"{"choices": [{"logprobs": {"content": [{"token": 1, "logprob": 0}]}}]}"#,
+            r#"{"choices": [{"logprobs": {"content": [{"token": "a"}]}}]}"#,
+            r#"{"choices": [{"logprobs": "yes"}]}"#,
+            r#"{"choices": []}"#,
+            "not json",
+        ] {
+            assert_eq!(chunk_logprobs(bad), None, "{bad}");
+        }
     }
 
     #[test]

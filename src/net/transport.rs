@@ -13,6 +13,11 @@
 //! `max_response_bytes` bounds the raw bytes read (413), and every attempt is signed
 //! anew (a fresh nonce; for Epistula a fresh uuid too). [`Dendrite::ask`] queries many
 //! miners at once and may return as soon as a quorum of them answered.
+//!
+//! [`Dendrite::ask_chat`] sends a whole chat request instead (SN1 v2's inference task:
+//! model, seed, sampling parameters, top-k logprobs); it always goes over an OpenAI
+//! transport ([`Transport::openai`]), and each answer carries the tokens and top-k
+//! logprobs the miner streamed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +31,7 @@ use super::dendrite::{
 use super::openai::{CHAT_COMPLETIONS_PATH, ChatCompletionRequest, SseDecoder, StreamData};
 use super::{AuthScheme, AxonInfo, Dendrite, PromptingSynapse, StreamPromptingSynapse};
 use super::{float_repr, openai};
+use crate::llm::TokenLogprob;
 
 pub use crate::config::Transport;
 
@@ -55,6 +61,9 @@ pub struct MinerAnswer {
     pub latency: Duration,
     /// The completion, cut at `max_completion_bytes` (empty unless the status is 200).
     pub completion: String,
+    /// The tokens and their top alternatives the miner streamed (OpenAI transports,
+    /// when the request asked for logprobs; empty otherwise or unless the status is 200).
+    pub logprobs: Vec<TokenLogprob>,
 }
 
 impl MinerAnswer {
@@ -140,6 +149,13 @@ impl<F: FnMut(&str)> Collector<F> {
 /// A failed query: its status code and message.
 type Failure = (u16, String);
 
+/// What one query sends: a prompt (shaped by the transport) or a whole chat request.
+#[derive(Clone, Copy)]
+enum Query<'a> {
+    Prompt(&'a PromptingSynapse),
+    Chat(&'a ChatCompletionRequest),
+}
+
 fn timeout_message(timeout: Duration) -> String {
     format!(
         "Request timeout after {} seconds",
@@ -158,13 +174,38 @@ impl Dendrite {
         prompt: &PromptingSynapse,
         options: &AskOptions,
     ) -> Vec<MinerAnswer> {
+        self.ask_all(axons, Query::Prompt(prompt), options).await
+    }
+
+    /// [`Dendrite::ask`] with a whole chat request (sent with `stream: true`), over
+    /// `options.transport` when it is an OpenAI one, else btauth-openai
+    /// ([`Transport::openai`]); each answer carries the streamed logprobs.
+    pub async fn ask_chat(
+        &self,
+        axons: &[AxonInfo],
+        request: &ChatCompletionRequest,
+        options: &AskOptions,
+    ) -> Vec<MinerAnswer> {
+        let options = AskOptions {
+            transport: options.transport.openai(),
+            ..*options
+        };
+        self.ask_all(axons, Query::Chat(request), &options).await
+    }
+
+    async fn ask_all(
+        &self,
+        axons: &[AxonInfo],
+        query: Query<'_>,
+        options: &AskOptions,
+    ) -> Vec<MinerAnswer> {
         let start = Instant::now();
         let mut pending: FuturesUnordered<_> = axons
             .iter()
             .enumerate()
             .map(|(i, axon)| async move {
                 let answer = self
-                    .ask_one(axon, prompt, options.transport, options.timeout, |_| {})
+                    .ask_query(axon, query, options.transport, options.timeout, |_| {})
                     .await;
                 (i, answer)
             })
@@ -194,6 +235,7 @@ impl Dendrite {
                     ),
                     latency: waited,
                     completion: String::new(),
+                    logprobs: Vec::new(),
                 })
             })
             .collect()
@@ -211,35 +253,58 @@ impl Dendrite {
         timeout: Duration,
         on_text: impl FnMut(&str) + Send,
     ) -> MinerAnswer {
+        self.ask_query(axon, Query::Prompt(prompt), transport, timeout, on_text)
+            .await
+    }
+
+    async fn ask_query(
+        &self,
+        axon: &AxonInfo,
+        query: Query<'_>,
+        transport: Transport,
+        timeout: Duration,
+        on_text: impl FnMut(&str) + Send,
+    ) -> MinerAnswer {
         let start = Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut text = Collector::new(self.options().max_completion_bytes, on_text);
+        let mut logprobs = Vec::new();
         let asked = async {
-            match transport {
-                Transport::Synapse => self.ask_synapse(axon, prompt, timeout, &mut text).await,
-                Transport::SynapseStream => {
-                    self.ask_synapse_stream(axon, prompt, timeout, &mut text)
-                        .await
+            let scheme = match transport {
+                Transport::BtauthOpenai => AuthScheme::Btauth,
+                Transport::EpistulaOpenai => AuthScheme::Epistula,
+                Transport::Synapse | Transport::SynapseStream => {
+                    let Query::Prompt(prompt) = query else {
+                        return Err((500, "a chat request needs an OpenAI transport".into()));
+                    };
+                    return if transport == Transport::Synapse {
+                        self.ask_synapse(axon, prompt, timeout, &mut text).await
+                    } else {
+                        self.ask_synapse_stream(axon, prompt, timeout, &mut text)
+                            .await
+                    };
                 }
-                Transport::BtauthOpenai => {
-                    let scheme = AuthScheme::Btauth;
-                    self.ask_openai(axon, prompt, scheme, timeout, deadline, &mut text)
-                        .await
+            };
+            let request = match query {
+                Query::Prompt(prompt) => {
+                    ChatCompletionRequest::streamed(&prompt.roles, &prompt.messages)
                 }
-                Transport::EpistulaOpenai => {
-                    let scheme = AuthScheme::Epistula;
-                    self.ask_openai(axon, prompt, scheme, timeout, deadline, &mut text)
-                        .await
-                }
-            }
+                Query::Chat(request) => ChatCompletionRequest {
+                    stream: true,
+                    ..request.clone()
+                },
+            };
+            let read = (&mut text, &mut logprobs);
+            self.ask_openai(axon, &request, scheme, timeout, deadline, read)
+                .await
         };
         let outcome = tokio::time::timeout_at(deadline, asked)
             .await
             .unwrap_or_else(|_| Err((408, timeout_message(timeout))));
         let completion = text.finish();
-        let (status_code, status_message, completion) = match outcome {
-            Ok(()) => (200, "Success".to_string(), completion),
-            Err((code, message)) => (code, message, String::new()),
+        let (status_code, status_message, completion, logprobs) = match outcome {
+            Ok(()) => (200, "Success".to_string(), completion, logprobs),
+            Err((code, message)) => (code, message, String::new(), Vec::new()),
         };
         MinerAnswer {
             axon: axon.clone(),
@@ -247,6 +312,7 @@ impl Dendrite {
             status_message,
             latency: start.elapsed(),
             completion,
+            logprobs,
         }
     }
 
@@ -292,17 +358,18 @@ impl Dendrite {
         Ok(())
     }
 
+    /// Sends `request` and reads its SSE stream: the text into the collector, the
+    /// logprobs of every chunk into the list.
     async fn ask_openai<F: FnMut(&str)>(
         &self,
         axon: &AxonInfo,
-        prompt: &PromptingSynapse,
+        request: &ChatCompletionRequest,
         scheme: AuthScheme,
         timeout: Duration,
         deadline: tokio::time::Instant,
-        text: &mut Collector<F>,
+        (text, logprobs): (&mut Collector<F>, &mut Vec<TokenLogprob>),
     ) -> Result<(), Failure> {
-        let request = ChatCompletionRequest::streamed(&prompt.roles, &prompt.messages);
-        let body = serde_json::to_vec(&request).expect("a chat request serialises");
+        let body = serde_json::to_vec(request).expect("a chat request serialises");
         let headers = self
             .auth_headers(
                 scheme,
@@ -352,6 +419,9 @@ impl Dendrite {
                     Some(StreamData::Done) => return Ok(()),
                     None => return Err((422, "Failed to parse response".into())),
                 }
+                let tokens = openai::chunk_logprobs(&data)
+                    .ok_or_else(|| (422, "Failed to parse logprobs".to_string()))?;
+                logprobs.extend(tokens);
                 if text.full {
                     return Ok(());
                 }
@@ -377,6 +447,17 @@ mod tests {
         }
         let err = "openai".parse::<Transport>().unwrap_err();
         assert!(err.contains("btauth-openai"), "{err}");
+        // A chat request (verified inference) needs an OpenAI wire.
+        let openai = Transport::ALL.map(Transport::openai);
+        assert_eq!(
+            openai,
+            [
+                Transport::BtauthOpenai,
+                Transport::BtauthOpenai,
+                Transport::BtauthOpenai,
+                Transport::EpistulaOpenai
+            ]
+        );
     }
 
     #[test]

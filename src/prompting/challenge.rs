@@ -1,6 +1,9 @@
 //! The SN1 challenge path, written once: pick a task (a weighted draw over the live
 //! rotation, or a given script), run its `generate`, draw a persona and let the
-//! persona's `challenge` turn the query into what miners are asked. Used by the
+//! persona's `challenge` turn the query into what miners are asked. A task whose
+//! `generate` returns a `request` map (SN1 v2's chat request: `messages`, `model`,
+//! `seed`, `sampling_parameters`, `logprobs`, `top_logprobs`, `task`; the verified
+//! inference task) skips the persona: miners get that request as it is. Used by the
 //! validator's step, `neuron task check` and `neuron task run`. (`neuron replay` does
 //! not regenerate: it re-scores the challenge and task fields a step recorded.)
 
@@ -12,6 +15,7 @@ use rhai::Map;
 
 use super::contract::PromptingLookups;
 use super::hooks::{PromptingHooks, TaskInstance};
+use crate::net::openai::ChatCompletionRequest;
 use crate::script::{Ctx, Script, ScriptError, ScriptHost};
 
 /// Errors making a challenge.
@@ -46,8 +50,10 @@ pub struct Challenge {
     pub instance: TaskInstance,
     /// The persona map the persona script drew.
     pub persona: Map,
-    /// The challenge text.
+    /// The challenge text (for a chat request, its last message).
     pub text: String,
+    /// The chat request miners are sent, when the task generated one (no persona).
+    pub request: Option<ChatCompletionRequest>,
 }
 
 impl Challenge {
@@ -66,6 +72,20 @@ impl Challenge {
             TaskChoice::Given(task) => task,
         };
         let instance = scripts.generate(&task, ctx)?;
+        if let Some(request) = chat_request(&task, &instance)? {
+            let text = request
+                .chat_messages()
+                .pop()
+                .map(|m| m.content)
+                .unwrap_or_default();
+            return Ok(Self {
+                task,
+                instance,
+                persona: Map::new(),
+                text,
+                request: Some(request),
+            });
+        }
         let persona_script = scripts.persona_script(persona)?;
         let persona = scripts.persona(&persona_script, ctx)?;
         let text = scripts.challenge(&persona_script, ctx, &instance, &persona)?;
@@ -74,6 +94,7 @@ impl Challenge {
             instance,
             persona,
             text,
+            request: None,
         })
     }
 
@@ -86,6 +107,31 @@ impl Challenge {
     pub fn fields_json(&self) -> serde_json::Value {
         to_json(&self.instance.fields)
     }
+}
+
+/// The `request` field of a generated instance as a chat request (streamed); an error
+/// naming the task when it is not one, or has no message.
+fn chat_request(
+    task: &Script,
+    instance: &TaskInstance,
+) -> Result<Option<ChatCompletionRequest>, ScriptError> {
+    let Some(value) = instance.fields.get("request") else {
+        return Ok(None);
+    };
+    let bad = |why: String| {
+        task.bad_return(
+            "generate",
+            "`request` as a chat request map with at least one message",
+            why,
+        )
+    };
+    let mut request: ChatCompletionRequest =
+        rhai::serde::from_dynamic(value).map_err(|e| bad(e.to_string()))?;
+    if request.messages.is_empty() {
+        return Err(bad("no messages".into()));
+    }
+    request.stream = true;
+    Ok(Some(request))
 }
 
 /// A script map as JSON.

@@ -88,8 +88,11 @@ pub struct TaskSpec {
 /// Which optional hooks a script defines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HookSet {
-    /// Task: `reward(ctx, task, completions)`.
+    /// Task: `reward(ctx, task, completions)` or `reward(ctx, task, completions,
+    /// answers)`.
     pub reward: bool,
+    /// Task: its `reward` takes the fourth parameter `answers`.
+    pub reward_answers: bool,
     /// Strategy: `blacklist(ctx, request)`.
     pub blacklist: bool,
     /// Strategy: `priority(ctx, request)`.
@@ -124,7 +127,11 @@ pub fn check_hooks(kind: ScriptKind, ast: &AST) -> Result<HookSet, String> {
     }
     let mut wrong_arity = Vec::new();
     for (name, arity, applies) in [
-        ("reward", 3, kind == ScriptKind::Task),
+        (
+            "reward",
+            3,
+            kind == ScriptKind::Task && !has_fn(ast, "reward", 4),
+        ),
         ("blacklist", 2, kind == ScriptKind::Strategy),
         ("priority", 2, kind == ScriptKind::Strategy),
         ("availability", 1, kind == ScriptKind::Strategy),
@@ -139,7 +146,8 @@ pub fn check_hooks(kind: ScriptKind, ast: &AST) -> Result<HookSet, String> {
         return Err(wrong_arity.join("; "));
     }
     Ok(HookSet {
-        reward: kind == ScriptKind::Task && has_fn(ast, "reward", 3),
+        reward: kind == ScriptKind::Task && (has_fn(ast, "reward", 3) || has_fn(ast, "reward", 4)),
+        reward_answers: kind == ScriptKind::Task && has_fn(ast, "reward", 4),
         blacklist: kind == ScriptKind::Strategy && has_fn(ast, "blacklist", 2),
         priority: kind == ScriptKind::Strategy && has_fn(ast, "priority", 2),
         availability: kind == ScriptKind::Strategy && has_fn(ast, "availability", 1),
@@ -241,6 +249,7 @@ pub trait PromptingScript {
 
 const NO_HOOKS: HookSet = HookSet {
     reward: false,
+    reward_answers: false,
     blacklist: false,
     priority: false,
     availability: false,

@@ -56,6 +56,10 @@ pub struct ResponseEvent {
     pub status_message: String,
     /// Seconds from sending to answer.
     pub latency_s: f64,
+    /// The tokens with their top alternatives the miner sent (a verified-inference
+    /// step; absent otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logprobs: Vec<crate::llm::TokenLogprob>,
     /// Final reward. A non-finite reward (a task's `reward` hook may return one) is
     /// written as the string `"NaN"`, `"inf"` or `"-inf"`, which JSON numbers cannot
     /// hold, and read back as that value (see [`non_finite`]).
@@ -527,6 +531,7 @@ mod tests {
             status_code: 200,
             status_message: "OK".into(),
             latency_s: 0.5,
+            logprobs: Vec::new(),
             reward,
             components: Vec::new(),
         };

@@ -17,6 +17,8 @@ use serde::Deserialize;
 
 use super::contract::{PromptingLookups, PromptingScript, ScriptKind};
 use crate::chain::Metagraph;
+use crate::llm::TokenLogprob;
+use crate::net::MinerAnswer;
 use crate::net::openai::Availability;
 use crate::score::Breakdown;
 use crate::script::{Ctx, Number, Script, ScriptError, ScriptHost, metagraph_rows};
@@ -32,6 +34,58 @@ pub struct TaskInstance {
     pub reference: String,
     /// Everything `generate` returned (context, topic, subtopic, …).
     pub fields: Map,
+}
+
+/// One miner's answer as a task's reward reads it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Answer {
+    /// The completion (empty on failure).
+    pub completion: String,
+    /// The query's status code (200 success).
+    pub status_code: u16,
+    /// Seconds from sending to the answer's end.
+    pub latency_s: f64,
+    /// The tokens with their top alternatives the miner sent (OpenAI transports, asked
+    /// for logprobs).
+    pub logprobs: Vec<TokenLogprob>,
+}
+
+impl Answer {
+    /// What `answer` brings to its reward: its completion and logprobs are moved out,
+    /// its status and latency copied (the rest of `answer` stays for the step record).
+    pub fn take_from(answer: &mut MinerAnswer) -> Self {
+        Self {
+            completion: std::mem::take(&mut answer.completion),
+            status_code: answer.status_code,
+            latency_s: answer.latency.as_secs_f64(),
+            logprobs: std::mem::take(&mut answer.logprobs),
+        }
+    }
+
+    /// A successful answer that is only a completion (no timing, no logprobs).
+    pub fn of(completion: impl Into<String>) -> Self {
+        Self {
+            completion: completion.into(),
+            status_code: 200,
+            ..Self::default()
+        }
+    }
+
+    /// As a `reward` hook's `answers` entry: `#{completion, status_code, latency_s,
+    /// logprobs}`, `logprobs` as `llm::generate` gives them.
+    fn to_map(&self, script: &Script) -> Result<Map, ScriptError> {
+        let mut map = Map::new();
+        map.insert("completion".into(), self.completion.clone().into());
+        map.insert("status_code".into(), INT::from(self.status_code).into());
+        map.insert("latency_s".into(), Dynamic::from_float(self.latency_s));
+        let logprobs =
+            rhai::serde::to_dynamic(&self.logprobs).map_err(|e| ScriptError::Domain {
+                file: script.rel.clone(),
+                message: format!("answer logprobs: {e}"),
+            })?;
+        map.insert("logprobs".into(), logprobs);
+        Ok(map)
+    }
 }
 
 /// The fields of `generate`'s map every task must set.
@@ -85,17 +139,19 @@ pub trait PromptingHooks {
     /// Runs a task's `generate(ctx)`: a map with string fields `query` and `reference`.
     fn generate(&self, task: &Script, ctx: &Ctx) -> Result<TaskInstance, ScriptError>;
 
-    /// Scores `completions` of a generated task: the task's own `reward(ctx, task,
+    /// Scores the `answers` to a generated task: the task's own `reward(ctx, task,
     /// completions)` hook when it defines one (an array of numbers, one per completion;
-    /// `task` is the generated map plus `challenge`), else its `REWARDS`/`PENALTIES` with
-    /// SN1's combination. One [`Breakdown`] per completion.
+    /// `task` is the generated map plus `challenge`; a hook with a fourth parameter
+    /// also gets `answers`, one map per answer with its status, latency and logprobs),
+    /// else its `REWARDS`/`PENALTIES` over the completions with SN1's combination. One
+    /// [`Breakdown`] per answer.
     fn reward(
         &self,
         script: &Script,
         ctx: &Ctx,
         task: &TaskInstance,
         challenge: &str,
-        completions: &[String],
+        answers: &[Answer],
     ) -> Result<Vec<Breakdown>, ScriptError>;
 
     /// Runs a persona script's `persona(ctx)`: a map.
@@ -201,24 +257,29 @@ impl PromptingHooks for ScriptHost {
         ctx: &Ctx,
         task: &TaskInstance,
         challenge: &str,
-        completions: &[String],
+        answers: &[Answer],
     ) -> Result<Vec<Breakdown>, ScriptError> {
         let spec = script.task_spec().ok_or_else(|| ScriptError::NotFound {
             kind: ScriptKind::Task.as_str(),
             name: script.name(),
         })?;
+        let completions: Vec<&str> = answers.iter().map(|a| a.completion.as_str()).collect();
         if script.hooks().reward {
             let mut fields = task.fields.clone();
             fields.insert("challenge".into(), challenge.into());
-            let list: Array = completions.iter().map(|c| c.as_str().into()).collect();
+            let list: Array = completions.iter().map(|&c| c.into()).collect();
             let expected = format!("an array of {} numbers", completions.len());
-            let values: Vec<Number> = self.call_as(
-                ctx,
-                script,
-                "reward",
-                (ctx.clone(), fields, list),
-                &expected,
-            )?;
+            let values: Vec<Number> = if script.hooks().reward_answers {
+                let maps = answers
+                    .iter()
+                    .map(|a| a.to_map(script).map(Dynamic::from_map))
+                    .collect::<Result<Array, _>>()?;
+                let args = (ctx.clone(), fields, list, maps);
+                self.call_as(ctx, script, "reward", args, &expected)?
+            } else {
+                let args = (ctx.clone(), fields, list);
+                self.call_as(ctx, script, "reward", args, &expected)?
+            };
             if values.len() != completions.len() {
                 let found = format!("{} values", values.len());
                 return Err(script.bad_return("reward", expected, found));
@@ -231,7 +292,7 @@ impl PromptingHooks for ScriptHost {
                 })
                 .collect());
         }
-        let refs: Vec<&str> = completions.iter().map(String::as_str).collect();
+        let refs = completions;
         let score_err = |message: String| ScriptError::Domain {
             file: script.rel.clone(),
             message: format!("scoring: {message}"),
@@ -606,8 +667,8 @@ fn reward(ctx, task, completions) { ctx.config.out }"#,
         }
 
         let reward = |out: &str, n: usize| {
-            let completions = vec![String::new(); n];
-            host.reward(&t, &returning(out), &generated, "c", &completions)
+            let answers = vec![Answer::of(""); n];
+            host.reward(&t, &returning(out), &generated, "c", &answers)
         };
         let totals: Vec<f64> = reward("[1, 0.5]", 2)
             .unwrap()

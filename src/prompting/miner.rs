@@ -535,7 +535,11 @@ impl AxonHandler for MinerHandler {
             logprobs: request.logprobs_wanted(),
         };
         let seed = request.seed.unwrap_or_else(|| message_seed(&messages));
-        Ok(self.forward_streaming(forward_map(&roles, &messages, caller), seed, overrides))
+        let mut map = forward_map(&roles, &messages, caller);
+        for (key, value) in [("task", request.task), ("model", request.model)] {
+            map.insert(key.into(), value.map_or(Dynamic::UNIT, Dynamic::from));
+        }
+        Ok(self.forward_streaming(map, seed, overrides))
     }
 
     async fn availability(&self) -> Option<serde_json::Value> {

@@ -27,7 +27,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc};
 
 use super::contract::PromptingLookups;
 use super::events::{EventLog, ResponseEvent};
-use super::hooks::{PromptingHooks, TaskInstance};
+use super::hooks::{Answer, PromptingHooks, TaskInstance};
 use crate::api::{
     ApiOptions, ApiServer, BackendError, ChatBackend, ChatQuery, ChatReply, KeyStore,
 };
@@ -509,6 +509,7 @@ impl Inner {
                     latency_s: a.latency.as_secs_f64(),
                     reward: 0.0,
                     components: Vec::new(),
+                    logprobs: Vec::new(),
                 })
                 .collect(),
             unscored: None,
@@ -516,8 +517,8 @@ impl Inner {
         let scored = match self.scoring_slots.clone().try_acquire_owned() {
             Ok(_slot) => {
                 let _one = self.scoring.lock().await;
-                let completions = answers.into_iter().map(|a| a.completion).collect();
-                self.rewards(messages, completions).await
+                let answers = answers.into_iter().map(|mut a| Answer::take_from(&mut a));
+                self.rewards(messages, answers.collect()).await
             }
             Err(_) => Err("scoring is busy (too many organic requests waiting)".into()),
         };
@@ -554,7 +555,7 @@ impl Inner {
     async fn rewards(
         &self,
         messages: &[ChatMessage],
-        completions: Vec<String>,
+        answers: Vec<Answer>,
     ) -> Result<(String, Vec<crate::score::Breakdown>), String> {
         let llm = self.scripts.services().llm.get()?;
         let params = SamplingParams {
@@ -587,7 +588,7 @@ impl Inner {
             };
             let ctx = scripts.ctx(rand::random(), step);
             scripts
-                .reward(&task, &ctx, &instance, &query, &completions)
+                .reward(&task, &ctx, &instance, &query, &answers)
                 .map_err(|e| e.to_string())
         })
         .await

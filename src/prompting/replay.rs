@@ -26,7 +26,7 @@ use rhai::Map;
 
 use super::contract::{PromptingLookups, PromptingScript, ScriptKind};
 use super::events::{EventReader, EventsError, StepEvent, event_files};
-use super::hooks::{PromptingHooks, TaskInstance};
+use super::hooks::{Answer, PromptingHooks, TaskInstance};
 use super::state::{ScoreUpdate, ValidatorState};
 use crate::script::{Script, ScriptError, ScriptHost};
 
@@ -423,17 +423,22 @@ impl<'a> Replayer<'a> {
             }
             return StepOutcome::TaskMissing;
         };
-        let completions: Vec<String> = event
+        let answers: Vec<Answer> = event
             .responses
             .iter()
-            .map(|r| r.completion.clone())
+            .map(|r| Answer {
+                completion: r.completion.clone(),
+                status_code: r.status_code,
+                latency_s: r.latency_s,
+                logprobs: r.logprobs.clone(),
+            })
             .collect();
         match self.scripts.reward(
             &script,
             &self.scripts.ctx(event.seed, event.step),
             &task_instance(event),
             &event.challenge,
-            &completions,
+            &answers,
         ) {
             Ok(breakdowns) => StepOutcome::Rescored(
                 event

@@ -34,7 +34,7 @@ use tracing::warn;
 use super::challenge::{Challenge, ChallengeError, TaskChoice};
 use super::contract::{PromptingLookups, PromptingScript};
 use super::events::{EventLog, EventsError, ResponseEvent, StepEvent};
-use super::hooks::PromptingHooks;
+use super::hooks::{Answer, PromptingHooks};
 use super::organic::{ORGANIC_INBOX, OrganicError, OrganicRewards, OrganicRouter, OrganicSetup};
 use super::state::{ScoreUpdate, StateError, ValidatorState, hook_answer};
 use super::uids::{UidFilter, select_uids};
@@ -486,21 +486,22 @@ impl Validator {
             timeout,
             quorum: self.config.neuron.quorum,
         };
-        let (responses, completions): (Vec<_>, Vec<String>) = self
-            .dendrite
-            .session()
-            .ask(&axons, &prompt, &options)
-            .await
+        let session = self.dendrite.session();
+        let asked = match &challenge.request {
+            Some(request) => session.ask_chat(&axons, request, &options).await,
+            None => session.ask(&axons, &prompt, &options).await,
+        };
+        let (responses, answers): (Vec<_>, Vec<Answer>) = asked
             .into_iter()
             .map(|mut answer| {
-                let completion = std::mem::take(&mut answer.completion);
-                (answer, completion)
+                let scored = Answer::take_from(&mut answer);
+                (answer, scored)
             })
             .unzip();
         let query_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
-        let (scored, reward_completions) = (challenge.clone(), completions.clone());
+        let (scored, reward_answers) = (challenge.clone(), answers.clone());
         let breakdowns = self
             .with_scripts(step, move |scripts, ctx| {
                 scripts.reward(
@@ -508,7 +509,7 @@ impl Validator {
                     ctx,
                     &scored.instance,
                     &scored.text,
-                    &reward_completions,
+                    &reward_answers,
                 )
             })
             .await??;
@@ -527,20 +528,19 @@ impl Validator {
             responses: uids
                 .iter()
                 .zip(responses)
-                .zip(completions)
+                .zip(answers)
                 .zip(breakdowns)
-                .map(
-                    |(((&uid, response), completion), breakdown)| ResponseEvent {
-                        uid,
-                        hotkey: metagraph.neurons[usize::from(uid)].hotkey.clone(),
-                        completion,
-                        status_code: response.status_code,
-                        status_message: response.status_message,
-                        latency_s: response.latency.as_secs_f64(),
-                        reward: breakdown.total,
-                        components: breakdown.components,
-                    },
-                )
+                .map(|(((&uid, response), answer), breakdown)| ResponseEvent {
+                    uid,
+                    hotkey: metagraph.neurons[usize::from(uid)].hotkey.clone(),
+                    completion: answer.completion,
+                    status_code: response.status_code,
+                    status_message: response.status_message,
+                    latency_s: answer.latency_s,
+                    logprobs: answer.logprobs,
+                    reward: breakdown.total,
+                    components: breakdown.components,
+                })
                 .collect(),
             generate_s,
             query_s,

@@ -6,6 +6,8 @@
 //! - [`relevance`]: embedding cosine above the empty-string baseline, clipped to [0, 1];
 //! - [`float_diff`]: SN1's numeric answer reward;
 //! - [`date_score`]: SN1's date reward;
+//! - [`inference`]: SN1 v2's verified inference (tokens and top-k logprobs against a
+//!   regeneration);
 //! - [`RewardFn`] (a function by name) and [`RewardSpec`] (a task's weighted rewards and
 //!   penalties, combined as SN1 does into a [`Breakdown`] per completion).
 //!
@@ -19,6 +21,7 @@ pub const MAX_SCORED_BYTES: usize = 64 * 1024;
 
 mod date;
 mod diff;
+pub mod inference;
 mod numeric;
 mod relevance;
 mod rouge;

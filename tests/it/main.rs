@@ -43,4 +43,5 @@ mod subtensor_python;
 mod subtensor_rpc;
 mod subtensor_validator;
 mod validator_robustness;
+mod verified_inference;
 mod wallet_interop;

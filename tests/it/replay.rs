@@ -260,6 +260,7 @@ fn event(step: u64, task: &str) -> StepEvent {
         status_code: 200,
         status_message: "Success".into(),
         latency_s: 0.01,
+        logprobs: Vec::new(),
         reward: 0.0,
         components: Vec::new(),
     };

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use neuron::models::Resolver;
 use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
-use neuron::prompting::hooks::PromptingHooks;
+use neuron::prompting::hooks::{Answer, PromptingHooks};
 use neuron::script::{HostConfig, Lazy, Limits, ModelIds, ScriptHost, Services};
 use neuron::services::{Corpus, HttpConfig};
 
@@ -67,10 +67,8 @@ fn qa_step_is_reproducible_from_its_seed_and_scores() {
     let challenge = host.challenge(&human, &ctx, &a, &persona).unwrap();
     assert!(!challenge.is_empty());
 
-    let completions = [a.reference.clone(), String::new()];
-    let scores = host
-        .reward(&qa, &ctx, &a, &challenge, &completions)
-        .unwrap();
+    let answers = [Answer::of(a.reference.clone()), Answer::of("")];
+    let scores = host.reward(&qa, &ctx, &a, &challenge, &answers).unwrap();
     // rouge-1 0.5 + relevance 0.5, penalty rouge-1 vs challenge 0.5.
     assert_eq!(scores[0].components.len(), 3);
     assert!(scores[0].total > 0.4, "{:?}", scores[0]);

@@ -3,13 +3,15 @@
 //! from its seed. A generation gets the time left to the calling hook and stops there.
 //! While a hook answers a chat request (`ctx` carries a `ChatScope`), the request's
 //! sampling parameters win and the text streams to the requester as it is produced.
+//! `llm::model()` names the chat model; `llm::generate` returns the whole generation (text, finish reason, and with the
+//! `logprobs: k` option each token with its `k` most likely alternatives).
 
 use std::sync::Arc;
 
 use rhai::{Array, Dynamic, EvalAltResult, ImmutableString, Map, Module};
 
 use super::fail;
-use crate::llm::{ChatMessage, RequestOptions, SamplingParams};
+use crate::llm::{ChatMessage, Generation, RequestOptions, SamplingParams};
 use crate::script::ctx::Ctx;
 use crate::script::sandbox;
 use crate::script::services::Services;
@@ -44,6 +46,7 @@ fn params(ctx: &Ctx, opts: &Map) -> Res<SamplingParams> {
             "repeat_penalty" => p.repeat_penalty = float(key, v)? as f32,
             "max_tokens" => p.max_tokens = count(key, v)?,
             "seed" => p.seed = count(key, v)? as u64,
+            "logprobs" => p.logprobs = Some(count(key, v)?),
             "stop" => {
                 p.stop = v
                     .as_array_ref()
@@ -54,7 +57,7 @@ fn params(ctx: &Ctx, opts: &Map) -> Res<SamplingParams> {
             }
             other => {
                 return Err(fail(format!(
-                    "unknown llm option `{other}` (temperature, top_k, top_p, repeat_penalty, max_tokens, seed, stop)"
+                    "unknown llm option `{other}` (temperature, top_k, top_p, repeat_penalty, max_tokens, seed, stop, logprobs)"
                 )));
             }
         }
@@ -85,8 +88,18 @@ fn chat(
     services: &Services,
     ctx: &Ctx,
     msgs: Vec<ChatMessage>,
-    mut params: SamplingParams,
+    params: SamplingParams,
 ) -> Res<String> {
+    generate(services, ctx, msgs, params).map(|g| g.text)
+}
+
+/// [`chat`]'s whole generation.
+fn generate(
+    services: &Services,
+    ctx: &Ctx,
+    msgs: Vec<ChatMessage>,
+    mut params: SamplingParams,
+) -> Res<Generation> {
     let llm = services.llm.get().map_err(|e| fail(format!("llm: {e}")))?;
     let mut options = RequestOptions {
         timeout: sandbox::remaining(),
@@ -100,11 +113,24 @@ fn chat(
     let generation = llm
         .chat_blocking_with(msgs, params, options)
         .map_err(|e| fail(format!("llm: {e}")))?;
-    let text = generation.text.clone();
     if let Some(scope) = scope {
-        *scope.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(generation);
+        *scope.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(generation.clone());
     }
-    Ok(text)
+    Ok(generation)
+}
+
+/// A generation as a script map: `#{text, finish_reason, logprobs}`, `logprobs` one
+/// `#{token, logprob, top: [[token, logprob], …]}` per token (empty unless asked for).
+fn generation_map(generation: &Generation) -> Res<Map> {
+    let mut map = Map::new();
+    map.insert("text".into(), generation.text.clone().into());
+    let finish = rhai::serde::to_dynamic(generation.finish_reason)?;
+    map.insert("finish_reason".into(), finish);
+    map.insert(
+        "logprobs".into(),
+        rhai::serde::to_dynamic(&generation.logprobs)?,
+    );
+    Ok(map)
 }
 
 fn ask_messages(system: &str, prompt: &str) -> Vec<ChatMessage> {
@@ -130,6 +156,17 @@ pub(super) fn module(services: Arc<Services>) -> Module {
                                list: Array|
           -> Res<String> {
         chat(&s, &ctx, messages(&list)?, params(&ctx, &Map::new())?)
+    });
+    let id = services.llm_id.clone();
+    def!(&mut m, "model", move || -> ImmutableString {
+        id.as_str().into()
+    });
+    let s = services.clone();
+    def!(&mut m, "generate", move |ctx: Ctx,
+                                   list: Array,
+                                   opts: Map|
+          -> Res<Map> {
+        generation_map(&generate(&s, &ctx, messages(&list)?, params(&ctx, &opts)?)?)
     });
     let s = services.clone();
     def!(&mut m, "ask", move |ctx: Ctx,

@@ -279,6 +279,7 @@ fn reward(ctx, task, completions) {
         status_code: 200,
         status_message: "Success".into(),
         latency_s: 0.01,
+        logprobs: Vec::new(),
         reward,
         components: Vec::new(),
     };

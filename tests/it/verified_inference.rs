@@ -1,0 +1,228 @@
+//! SN1 v2's verified inference end to end on the real default model: the shipped
+//! `inference` task generates a chat request and its own generation, the shipped `llm`
+//! and `echo` miners answer it over HTTP (the validator's synapse transport switched to
+//! btauth-openai, since only an OpenAI request carries seed, sampling and logprobs), and
+//! the task's `reward` (`score::inference`) scores honest and dishonest answers.
+//!
+//! No second chat model is fetched by the suite, so "another model" is its closest
+//! stand-in: the honest tokens with the top-k logprobs of another context, as a miner
+//! copying tokens but computing logprobs with another model would send.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use neuron::chain::{Metagraph, NeuronInfo};
+use neuron::config::BlacklistConfig;
+use neuron::llm::TokenLogprob;
+use neuron::models::Resolver;
+use neuron::net::openai::ChatCompletionRequest;
+use neuron::net::{AskOptions, AuthScheme, Axon, AxonOptions, Dendrite, MinerAnswer, Transport};
+use neuron::prompting::challenge::{Challenge, TaskChoice};
+use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
+use neuron::prompting::hooks::{Answer, PromptingHooks};
+use neuron::prompting::miner::MinerHandler;
+use neuron::script::{HostConfig, Lazy, Limits, ModelIds, ScriptHost, Services};
+use neuron::services::{Corpus, HttpConfig};
+use neuron::wallet::Keypair;
+
+fn host() -> ScriptHost {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let wiki = root.join("tests/fixtures/script/wiki_sample.json");
+    let mut services = Services::with_resolver(
+        Resolver::default(),
+        &ModelIds::default(),
+        HttpConfig::default(),
+        Vec::new(),
+    );
+    services.wiki = Lazy::new(move || Corpus::load(&wiki).map_err(|e| e.to_string()));
+    let mut config = HostConfig::new(root);
+    config.limits = Limits {
+        wall_time: Duration::from_secs(900),
+        ..Limits::default()
+    };
+    config
+        .config
+        .insert("inference_max_tokens".into(), 24.into());
+    ScriptHost::new(config, services, PromptingContracts).unwrap()
+}
+
+async fn serve(host: &ScriptHost, strategy: &str, uri: &str) -> Axon {
+    let handler = MinerHandler::new(
+        host.clone(),
+        strategy,
+        BlacklistConfig {
+            allow_non_registered: true,
+            ..BlacklistConfig::default()
+        },
+    );
+    // The validator (//Alice) registered, as the `llm` strategy's blacklist wants.
+    let alice = Keypair::from_uri("//Alice").unwrap().ss58();
+    handler.set_metagraph(Metagraph {
+        netuid: 1,
+        block: 1,
+        neurons: vec![NeuronInfo {
+            hotkey: alice,
+            ..NeuronInfo::default()
+        }],
+    });
+    let options = AxonOptions {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        auth: AuthScheme::ALL.to_vec(),
+        ..AxonOptions::default()
+    };
+    Axon::serve(options, Keypair::from_uri(uri).unwrap(), Arc::new(handler))
+        .await
+        .unwrap()
+}
+
+fn scored(answer: &MinerAnswer) -> Answer {
+    Answer {
+        completion: answer.completion.clone(),
+        status_code: answer.status_code,
+        latency_s: answer.latency.as_secs_f64(),
+        logprobs: answer.logprobs.clone(),
+    }
+}
+
+fn text_of(tokens: &[TokenLogprob]) -> String {
+    tokens.iter().map(|t| t.token.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_miners_score_one_and_dishonest_ones_zero() {
+    let host = host();
+    let llm = serve(&host, "llm", "//Bob").await;
+    let echo = serve(&host, "echo", "//Charlie").await;
+    let (seed, task) = (11, host.task("inference").unwrap());
+    let made = {
+        let (host, task) = (host.clone(), task.clone());
+        tokio::task::spawn_blocking(move || {
+            Challenge::make(&host, &host.ctx(seed, 0), TaskChoice::Given(task), "human")
+        })
+        .await
+        .unwrap()
+        .unwrap()
+    };
+    let request = made
+        .request
+        .clone()
+        .expect("the inference task sends a request");
+    assert!(made.persona.is_empty(), "no persona on a chat request");
+    assert_eq!(request.task.as_deref(), Some("InferenceTask"));
+    assert_eq!(request.top_logprobs, Some(10));
+    let generation = made.instance.fields["generation"]
+        .clone()
+        .cast::<rhai::Map>();
+    let json: serde_json::Value = rhai::serde::from_dynamic(&generation["logprobs"]).unwrap();
+    let generated: Vec<TokenLogprob> = serde_json::from_value(json).unwrap();
+    assert!(
+        generated.len() >= 10 && generated.len() <= 24,
+        "seed {seed} must give a full-reward length: {} tokens",
+        generated.len()
+    );
+
+    let alice = Dendrite::new(Keypair::from_uri("//Alice").unwrap()).unwrap();
+    let options = AskOptions {
+        transport: Transport::Synapse,
+        timeout: Duration::from_secs(300),
+        quorum: 0,
+    };
+    let axons = [llm.info(), echo.info()];
+    let asked = alice.ask_chat(&axons, &request, &options).await;
+    assert!(asked.iter().all(|a| a.status_code == 200), "{asked:?}");
+    let (honest, echoed) = (scored(&asked[0]), scored(&asked[1]));
+    assert_eq!(
+        honest.completion, made.instance.reference,
+        "the same tokens"
+    );
+    assert_eq!(honest.logprobs, generated, "and bit-identical logprobs");
+    assert!(echoed.logprobs.is_empty(), "echo sends no logprobs");
+
+    // The same honest miner asked with other sampling: another seed, another temperature.
+    let other = |change: &dyn Fn(&mut ChatCompletionRequest)| {
+        let mut r = request.clone();
+        change(&mut r);
+        r
+    };
+    let reseeded = other(&|r| r.seed = Some(r.seed.unwrap() + 1));
+    let hotter = other(&|r| r.temperature = Some(1.5));
+    let mut sloppy = Vec::new();
+    for r in [&reseeded, &hotter] {
+        let a = alice.ask_chat(&axons[..1], r, &options).await.remove(0);
+        assert_eq!(a.status_code, 200, "{a:?}");
+        assert_ne!(
+            a.completion, honest.completion,
+            "other sampling, other text"
+        );
+        sloppy.push(scored(&a));
+    }
+
+    // Edited tokens: every third token from the fourth on replaced, text to match.
+    let mut edited = honest.clone();
+    for t in edited.logprobs.iter_mut().skip(3).step_by(3) {
+        t.token = " banana".into();
+    }
+    edited.completion = text_of(&edited.logprobs);
+    // "Another model": the honest tokens, each with another position's top-k logprobs.
+    let mut other_model = honest.clone();
+    other_model.logprobs.rotate_left(1);
+    for (mine, token) in other_model.logprobs.iter_mut().zip(&honest.logprobs) {
+        mine.token = token.token.clone();
+    }
+    // Hostile: no logprobs, more tokens than asked for, a failed query.
+    let mut bare = honest.clone();
+    bare.logprobs.clear();
+    let mut long = honest.clone();
+    while long.logprobs.len() <= 24 {
+        long.logprobs.extend(honest.logprobs.clone());
+    }
+    long.completion = text_of(&long.logprobs);
+    let failed = Answer {
+        status_code: 422,
+        ..Answer::default()
+    };
+
+    let answers = vec![
+        honest,
+        echoed,
+        sloppy[0].clone(),
+        sloppy[1].clone(),
+        edited,
+        other_model,
+        bare,
+        long,
+        failed,
+    ];
+    let rewards: Vec<f64> = tokio::task::spawn_blocking(move || {
+        host.reward(
+            &task,
+            &host.ctx(seed, 0),
+            &made.instance,
+            &made.text,
+            &answers,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap()
+    .into_iter()
+    .map(|b| b.total)
+    .collect();
+    assert!((rewards[0] - 1.0).abs() < 1e-6, "honest: {rewards:?}");
+    for (i, what) in [
+        "echo",
+        "another seed",
+        "another temperature",
+        "edited tokens",
+        "another model",
+        "no logprobs",
+        "too long",
+        "failed",
+    ]
+    .iter()
+    .enumerate()
+    {
+        assert_eq!(rewards[i + 1], 0.0, "{what}: {rewards:?}");
+    }
+}
