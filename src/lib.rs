@@ -11,6 +11,7 @@ pub mod embed;
 pub mod finetune;
 pub mod fsutil;
 pub mod home;
+pub mod inference;
 pub mod llm;
 pub mod memory;
 pub mod models;
