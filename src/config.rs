@@ -160,6 +160,19 @@ pub struct NeuronConfig {
     pub model_id: String,
     /// Most chat requests the model decodes together (continuous batching); more wait.
     pub llm_max_batch: usize,
+    /// Base URL of an OpenAI-compatible server that runs the chat model instead of the
+    /// embedded engine (`http://host:port`); unset: embedded.
+    pub llm_endpoint: Option<String>,
+    /// Model name sent to `llm_endpoint` (default: `model_id`).
+    pub llm_model: Option<String>,
+    /// Environment variable holding the API key of `llm_endpoint` and
+    /// `embed_endpoint` (sent as a Bearer token; the key never goes in the config).
+    pub llm_api_key_env: Option<String>,
+    /// Base URL of an OpenAI-compatible server whose `/v1/embeddings` replaces the
+    /// embedded embedder; unset: embedded.
+    pub embed_endpoint: Option<String>,
+    /// Model name sent to `embed_endpoint` (default: `embed_model_id`).
+    pub embed_model: Option<String>,
     /// Sentence-embedding model id or local path.
     pub embed_model_id: String,
     /// Token limit for generations.
@@ -217,6 +230,11 @@ impl Default for NeuronConfig {
             task_p: Vec::new(),
             model_id: "smollm2-135m-instruct".into(),
             llm_max_batch: 8,
+            llm_endpoint: None,
+            llm_model: None,
+            llm_api_key_env: None,
+            embed_endpoint: None,
+            embed_model: None,
             embed_model_id: "all-minilm-l6-v2".into(),
             max_tokens: 256,
             temperature: 0.7,

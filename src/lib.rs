@@ -12,6 +12,7 @@ pub mod embed;
 pub mod finetune;
 pub mod fsutil;
 pub mod home;
+pub mod inference;
 pub mod llm;
 pub mod memory;
 pub mod models;

@@ -105,6 +105,11 @@ config_flags! {
         neuron_task_p: Vec<f64> => "neuron.task_p", "Task probabilities, in the order of --neuron.tasks.";
         neuron_model_id: String => "neuron.model_id", "Chat model id or path.";
         neuron_llm_max_batch: usize => "neuron.llm_max_batch", "Chat requests decoded together (continuous batching).";
+        neuron_llm_endpoint: String => "neuron.llm_endpoint", "OpenAI-compatible server running the chat model instead of the embedded engine (http://host:port).";
+        neuron_llm_model: String => "neuron.llm_model", "Model name sent to --neuron.llm_endpoint (default: --neuron.model_id).";
+        neuron_llm_api_key_env: String => "neuron.llm_api_key_env", "Environment variable holding the inference servers' API key (sent as a Bearer token).";
+        neuron_embed_endpoint: String => "neuron.embed_endpoint", "OpenAI-compatible server whose /v1/embeddings replaces the embedded embedder.";
+        neuron_embed_model: String => "neuron.embed_model", "Model name sent to --neuron.embed_endpoint (default: --neuron.embed_model_id).";
         neuron_embed_model_id: String => "neuron.embed_model_id", "Embedding model id or path.";
         neuron_max_tokens: usize => "neuron.max_tokens", "Token limit for generations.";
         neuron_temperature: f64 => "neuron.temperature", "Miner sampling temperature.";

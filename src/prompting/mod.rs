@@ -18,19 +18,34 @@ pub mod uids;
 pub mod validator;
 
 use crate::config::Config;
+use crate::inference::RemoteConfig;
 use crate::models::Resolver;
 use crate::script::{self, HostConfig, Limits, ModelIds, ScriptError, ScriptHost, Services};
 use crate::services::{HttpConfig, SourceTree};
 
 /// The services scripts use, as configured: the chat and embedding models
-/// (`neuron.model_id`, `neuron.embed_model_id`, loaded on first use on `neuron.device`)
-/// and the HTTP allowlist (`scripts.http_allowlist`).
+/// (`neuron.model_id`, `neuron.embed_model_id`, loaded on first use on `neuron.device`,
+/// or the servers `neuron.llm_endpoint`/`neuron.embed_endpoint` name) and the HTTP
+/// allowlist (`scripts.http_allowlist`).
 pub fn services(config: &Config) -> Services {
+    let neuron = &config.neuron;
+    let remote = |endpoint: &Option<String>, model: &Option<String>, id: &String| {
+        endpoint.as_ref().map(|endpoint| RemoteConfig {
+            api_key_env: neuron.llm_api_key_env.clone(),
+            ..RemoteConfig::new(endpoint, model.as_ref().unwrap_or(id))
+        })
+    };
     let ids = ModelIds {
-        llm: config.neuron.model_id.clone(),
-        embedder: config.neuron.embed_model_id.clone(),
-        device: config.neuron.device,
-        llm_max_batch: config.neuron.llm_max_batch,
+        llm: neuron.model_id.clone(),
+        embedder: neuron.embed_model_id.clone(),
+        device: neuron.device,
+        llm_max_batch: neuron.llm_max_batch,
+        llm_remote: remote(&neuron.llm_endpoint, &neuron.llm_model, &neuron.model_id),
+        embed_remote: remote(
+            &neuron.embed_endpoint,
+            &neuron.embed_model,
+            &neuron.embed_model_id,
+        ),
         ..ModelIds::default()
     };
     let http = HttpConfig {

@@ -33,7 +33,7 @@ use crate::api::{
 };
 use crate::chain::{Chain, Metagraph};
 use crate::config::{ApiConfig, Config};
-use crate::llm::{ChatMessage, SamplingParams};
+use crate::llm::{ChatMessage, RequestOptions, SamplingParams};
 use crate::net::openai::{AVAILABILITY_PATH, Availability};
 use crate::net::{AxonInfo, DendritePool, MinerAnswer, PromptingSynapse, Transport};
 use crate::script::ScriptHost;
@@ -557,39 +557,42 @@ impl Inner {
         messages: &[ChatMessage],
         answers: Vec<Answer>,
     ) -> Result<(String, Vec<crate::score::Breakdown>), String> {
-        let llm = self.scripts.services().llm.get()?;
         let params = SamplingParams {
             max_tokens: self.config.neuron.max_tokens,
             ..SamplingParams::default()
         };
-        let reference = llm
-            .chat(messages.to_vec(), params)
-            .await
-            .map_err(|e| format!("the validator's own answer: {e}"))?
-            .text;
         let scripts = self.scripts.clone();
         let task_name = self.config.api.organic_task.clone();
+        let messages = messages.to_vec();
         let query = messages
             .last()
             .map(|m| m.content.clone())
             .unwrap_or_default();
         let step = self.requests.fetch_add(1, Ordering::Relaxed);
-        let own = reference.clone();
-        let rewards = tokio::task::spawn_blocking(move || {
+        // The chat backend blocks (it may be a remote server), as do the task's hooks.
+        let (reference, rewards) = tokio::task::spawn_blocking(move || {
+            let reference = scripts
+                .services()
+                .llm
+                .get()?
+                .chat_blocking_with(messages, params, RequestOptions::default())
+                .map_err(|e| format!("the validator's own answer: {e}"))?
+                .text;
             let task = scripts.task(&task_name).map_err(|e| e.to_string())?;
             let mut fields = rhai::Map::new();
             fields.insert("query".into(), query.clone().into());
-            fields.insert("reference".into(), own.clone().into());
+            fields.insert("reference".into(), reference.clone().into());
             let instance = TaskInstance {
                 task: task.name(),
                 query: query.clone(),
-                reference: own,
+                reference: reference.clone(),
                 fields,
             };
             let ctx = scripts.ctx(rand::random(), step);
-            scripts
+            let rewards = scripts
                 .reward(&task, &ctx, &instance, &query, &answers)
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>((reference, rewards))
         })
         .await
         .map_err(|e| format!("scoring worker: {e}"))??;

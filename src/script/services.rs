@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use crate::embed::Embedder;
+use crate::inference::{ChatBackend, EmbedBackend, RemoteClient, RemoteConfig};
 use crate::llm::{DeviceSpec, LlmService, LoadOptions};
 use crate::models::Resolver;
 use crate::services::{Corpus, HttpClient, HttpConfig, SourceTree};
@@ -47,7 +48,8 @@ impl<T> fmt::Debug for Lazy<T> {
     }
 }
 
-/// Model-resolver ids of the default artifacts, and the device the models run on.
+/// Model-resolver ids of the default artifacts, the device the models run on, and the
+/// inference servers that replace the embedded models when set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelIds {
     /// Chat model (`llm` module).
@@ -60,6 +62,10 @@ pub struct ModelIds {
     pub device: DeviceSpec,
     /// Chat requests decoded together (`neuron.llm_max_batch`).
     pub llm_max_batch: usize,
+    /// The chat model's server instead of `llm` (`neuron.llm_endpoint`).
+    pub llm_remote: Option<RemoteConfig>,
+    /// The embedder's server instead of `embedder` (`neuron.embed_endpoint`).
+    pub embed_remote: Option<RemoteConfig>,
 }
 
 impl Default for ModelIds {
@@ -70,6 +76,8 @@ impl Default for ModelIds {
             wiki: "wiki-vital-summaries".into(),
             device: DeviceSpec::Cpu,
             llm_max_batch: LoadOptions::default().max_batch,
+            llm_remote: None,
+            embed_remote: None,
         }
     }
 }
@@ -82,12 +90,14 @@ pub const SOURCE_MAX_BYTES: u64 = 256 * 1024;
 /// Everything the API modules adapt: built once per host.
 #[derive(Debug)]
 pub struct Services {
-    /// The chat model (`llm` module).
-    pub llm: Lazy<LlmService>,
-    /// The chat model's id (or path), as configured (`neuron.model_id`).
+    /// The chat model (`llm` module), embedded or a server's.
+    pub llm: Lazy<ChatBackend>,
+    /// The chat model's id (or path), as configured (`neuron.model_id`), or the model
+    /// name sent to its server.
     pub llm_id: String,
-    /// The sentence embedder (`embed` module and the `relevance` reward).
-    pub embedder: Lazy<Embedder>,
+    /// The sentence embedder (`embed` module and the `relevance` reward), embedded or
+    /// a server's.
+    pub embedder: Lazy<EmbedBackend>,
     /// The offline Wikipedia vital-articles corpus (`corpus` module).
     pub wiki: Lazy<Corpus>,
     /// Allowlisted, cached HTTP GET (`http` module).
@@ -109,8 +119,8 @@ impl Services {
     }
 
     /// Models and corpus resolved by `resolver` under `ids` (loaded on first use; the
-    /// models on `ids.device`), HTTP with `http`, and `source_roots` for the `source`
-    /// module.
+    /// models on `ids.device`, or clients of `ids.llm_remote`/`ids.embed_remote`), HTTP
+    /// with `http`, and `source_roots` for the `source` module.
     pub fn with_resolver(
         resolver: Resolver,
         ids: &ModelIds,
@@ -120,21 +130,29 @@ impl Services {
         let resolver = Arc::new(resolver);
         let (device, max_batch) = (ids.device, ids.llm_max_batch);
         let (r, id) = (resolver.clone(), ids.llm.clone());
-        let llm = Lazy::new(move || {
-            let path = r.resolve(&id).map_err(|e| e.to_string())?;
-            let options = LoadOptions {
-                device: device.open().map_err(|e| e.to_string())?,
-                max_batch,
-                ..LoadOptions::default()
-            };
-            LlmService::load(&path, options).map_err(|e| e.to_string())
-        });
+        let llm = match ids.llm_remote.clone() {
+            Some(config) => Lazy::new(move || remote(&config).map(ChatBackend::Remote)),
+            None => Lazy::new(move || {
+                let path = r.resolve(&id).map_err(|e| e.to_string())?;
+                let options = LoadOptions {
+                    device: device.open().map_err(|e| e.to_string())?,
+                    max_batch,
+                    ..LoadOptions::default()
+                };
+                let service = LlmService::load(&path, options).map_err(|e| e.to_string())?;
+                Ok(ChatBackend::Embedded(service))
+            }),
+        };
         let (r, id) = (resolver.clone(), ids.embedder.clone());
-        let embedder = Lazy::new(move || {
-            let dir = r.resolve(&id).map_err(|e| e.to_string())?;
-            let device = device.open().map_err(|e| e.to_string())?;
-            Embedder::load(&dir, &device).map_err(|e| e.to_string())
-        });
+        let embedder = match ids.embed_remote.clone() {
+            Some(config) => Lazy::new(move || remote(&config).map(EmbedBackend::Remote)),
+            None => Lazy::new(move || {
+                let dir = r.resolve(&id).map_err(|e| e.to_string())?;
+                let device = device.open().map_err(|e| e.to_string())?;
+                let embedder = Embedder::load(&dir, &device).map_err(|e| e.to_string())?;
+                Ok(EmbedBackend::Embedded(Box::new(embedder)))
+            }),
+        };
         let (r, id) = (resolver, ids.wiki.clone());
         let wiki = Lazy::new(move || {
             let path = r.resolve(&id).map_err(|e| e.to_string())?;
@@ -142,11 +160,19 @@ impl Services {
         });
         Self {
             llm,
-            llm_id: ids.llm.clone(),
+            llm_id: ids
+                .llm_remote
+                .as_ref()
+                .map_or_else(|| ids.llm.clone(), |r| r.model.clone()),
             embedder,
             wiki,
             http: HttpClient::new(http),
             source: SourceTree::new(source_roots, SOURCE_MAX_FILES, SOURCE_MAX_BYTES),
         }
     }
+}
+
+/// The client of a configured inference server.
+fn remote(config: &RemoteConfig) -> Result<RemoteClient, String> {
+    RemoteClient::new(config.clone()).map_err(|e| e.to_string())
 }

@@ -15,6 +15,7 @@ mod config_cli;
 mod embed_model;
 mod finetune_eval;
 mod hostile;
+mod inference_remote;
 mod llm_bad_model;
 mod llm_chat;
 mod llm_export;

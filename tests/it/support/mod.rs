@@ -1,10 +1,12 @@
 //! Support shared by the integration tests: the cache directory, pinned Python virtual
 //! environments (created once under `$NEURON_HOME/venvs`, reused afterwards), the
-//! `neuron` binary runner (`bin`), a strategy's miner on loopback (`miners`), the simulated subtensor node (`subtensor_sim`) and
-//! the fault-injecting chain wrapper (`flaky_chain`).
+//! `neuron` binary runner (`bin`), a strategy's miner on loopback (`miners`), the
+//! simulated subtensor node (`subtensor_sim`), the fault-injecting chain wrapper
+//! (`flaky_chain`) and llama.cpp's OpenAI-compatible server (`llama_server`).
 
 pub mod bin;
 pub mod flaky_chain;
+pub mod llama_server;
 pub mod miners;
 pub mod protocols;
 pub mod subtensor_sim;
@@ -22,6 +24,13 @@ pub fn neuron_home() -> PathBuf {
 /// installed, at `$NEURON_HOME/venvs/NAME`. Created on first use, guarded by a file
 /// lock so parallel test processes wait for one installer. Returns the venv's python.
 pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
+    python_venv_built(name, packages, &[])
+}
+
+/// [`python_venv`] with pip running under the environment variables `env` (build
+/// settings of packages compiled from source; a change of them rebuilds everything,
+/// bypassing pip's cache of built wheels).
+pub fn python_venv_built(name: &str, packages: &[&str], env: &[(&str, &str)]) -> PathBuf {
     let venvs = neuron_home().join("venvs");
     std::fs::create_dir_all(&venvs).expect("create venvs dir");
     let lock = File::create(venvs.join(format!("{name}.lock"))).expect("create venv lock");
@@ -29,7 +38,10 @@ pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
     let dir = venvs.join(name);
     let python = dir.join("bin").join("python");
     let stamp = dir.join(".neuron-installed");
-    let wanted = packages.join("\n");
+    let mut wanted = packages.join("\n");
+    for (key, value) in env {
+        wanted.push_str(&format!("\n{key}={value}"));
+    }
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(wanted.as_str()) {
         if !python.exists() {
             run(Command::new("python3").args(["-m", "venv"]).arg(&dir));
@@ -42,7 +54,13 @@ pub fn python_venv(name: &str, packages: &[&str]) -> PathBuf {
                 "--quiet",
                 "--disable-pip-version-check",
             ])
-            .args(packages));
+            .args(if env.is_empty() {
+                &[][..]
+            } else {
+                &["--force-reinstall", "--no-cache-dir"][..]
+            })
+            .args(packages)
+            .envs(env.iter().copied()));
         std::fs::write(&stamp, &wanted).expect("write venv stamp");
     }
     python
