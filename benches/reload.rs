@@ -9,7 +9,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use neuron::models::Resolver;
 use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
 use neuron::prompting::hooks::PromptingHooks;
-use neuron::script::{HostConfig, ModelIds, ScriptHost, Services};
+use neuron::script::{HostConfig, ModelSettings, ScriptHost, Services};
 use neuron::services::HttpConfig;
 
 const DEBOUNCE: Duration = Duration::from_millis(50);
@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
     std::fs::write(&file, task(0)).unwrap();
     let services = Services::with_resolver(
         Resolver::default(),
-        &ModelIds::default(),
+        &ModelSettings::default(),
         HttpConfig::default(),
         Vec::new(),
     );

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rhai::Dynamic;
 use serde::{Deserialize, Serialize};
 
-use crate::script::{HostConfig, Libraries, ModelIds, Script, ScriptHost, Services};
+use crate::script::{HostConfig, Libraries, ModelSettings, Script, ScriptHost, Services};
 use crate::services::HttpConfig;
 
 use super::FinetuneError;
@@ -103,7 +103,7 @@ impl ScriptPolicy {
         // Models and corpus load lazily, only if the script asks for them.
         let services = Services::with_resolver(
             crate::models::Resolver::default(),
-            &ModelIds::default(),
+            &ModelSettings::default(),
             http,
             Vec::new(),
         );

@@ -486,7 +486,7 @@ mod tests {
     use crate::chain::NeuronInfo;
     use crate::models::Resolver;
     use crate::prompting::contract::PromptingContracts;
-    use crate::script::{HostConfig, ModelIds, Services};
+    use crate::script::{HostConfig, ModelSettings, Services};
     use crate::services::HttpConfig;
 
     /// Every hook returns `ctx.config.out`, so a test chooses the return value.
@@ -519,7 +519,7 @@ fn reward(ctx, task, completions) { ctx.config.out }"#,
         }
         let services = Services::with_resolver(
             Resolver::default(),
-            &ModelIds::default(),
+            &ModelSettings::default(),
             HttpConfig::default(),
             Vec::new(),
         );

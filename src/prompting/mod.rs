@@ -20,7 +20,7 @@ pub mod validator;
 use crate::config::Config;
 use crate::inference::RemoteConfig;
 use crate::models::Resolver;
-use crate::script::{self, HostConfig, Limits, ModelIds, ScriptError, ScriptHost, Services};
+use crate::script::{self, HostConfig, Limits, ModelSettings, ScriptError, ScriptHost, Services};
 use crate::services::{HttpConfig, SourceTree};
 
 /// The services scripts use, as configured: the chat and embedding models
@@ -35,7 +35,7 @@ pub fn services(config: &Config) -> Services {
             ..RemoteConfig::new(endpoint, model.as_ref().unwrap_or(id))
         })
     };
-    let ids = ModelIds {
+    let ids = ModelSettings {
         llm: neuron.model_id.clone(),
         embedder: neuron.embed_model_id.clone(),
         device: neuron.device,
@@ -46,7 +46,7 @@ pub fn services(config: &Config) -> Services {
             &neuron.embed_model,
             &neuron.embed_model_id,
         ),
-        ..ModelIds::default()
+        ..ModelSettings::default()
     };
     let http = HttpConfig {
         allow_hosts: config.scripts.http_allowlist.clone(),

@@ -38,7 +38,7 @@ pub use link::NeuronLink;
 pub use reload::Watcher;
 pub use roots::{Roots, configured_roots};
 pub use sandbox::{Limits, MAX_RETURNED_NESTING};
-pub use services::{Lazy, ModelIds, Services};
+pub use services::{Lazy, ModelSettings, Services};
 pub use value::{Number, number};
 
 /// The directories under each script root that hold scripts, in lookup order: the ones

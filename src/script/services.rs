@@ -48,10 +48,10 @@ impl<T> fmt::Debug for Lazy<T> {
     }
 }
 
-/// Model-resolver ids of the default artifacts, the device the models run on, and the
-/// inference servers that replace the embedded models when set.
+/// Which models the services run: the resolver ids of the default artifacts, the device
+/// they run on, the chat batch size, and the inference servers that replace them when set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelIds {
+pub struct ModelSettings {
     /// Chat model (`llm` module).
     pub llm: String,
     /// Sentence-embedding model (`embed` module, `relevance` reward).
@@ -68,7 +68,7 @@ pub struct ModelIds {
     pub embed_remote: Option<RemoteConfig>,
 }
 
-impl Default for ModelIds {
+impl Default for ModelSettings {
     fn default() -> Self {
         Self {
             llm: "smollm2-135m-instruct".into(),
@@ -112,7 +112,7 @@ impl Services {
     pub fn standard() -> Self {
         Self::with_resolver(
             Resolver::default(),
-            &ModelIds::default(),
+            &ModelSettings::default(),
             HttpConfig::default(),
             SourceTree::default_roots(),
         )
@@ -123,7 +123,7 @@ impl Services {
     /// with `http`, and `source_roots` for the `source` module.
     pub fn with_resolver(
         resolver: Resolver,
-        ids: &ModelIds,
+        ids: &ModelSettings,
         http: HttpConfig,
         source_roots: Vec<PathBuf>,
     ) -> Self {

@@ -17,7 +17,7 @@ use neuron::llm::{ChatMessage, RequestOptions, SamplingParams};
 use neuron::models::Resolver;
 use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
 use neuron::prompting::hooks::PromptingHooks;
-use neuron::script::{HostConfig, Limits, ModelIds, ScriptHost, Services};
+use neuron::script::{HostConfig, Limits, ModelSettings, ScriptHost, Services};
 use neuron::services::HttpConfig;
 
 use crate::support::bin::neuron_command;
@@ -129,9 +129,9 @@ fn retries_are_bounded_and_every_failure_names_the_url() {
 
 /// A script host whose chat model is the server at `url`.
 fn host_on(url: &str) -> ScriptHost {
-    let ids = ModelIds {
+    let ids = ModelSettings {
         llm_remote: Some(config(url)),
-        ..ModelIds::default()
+        ..ModelSettings::default()
     };
     let services =
         Services::with_resolver(Resolver::default(), &ids, HttpConfig::default(), Vec::new());

@@ -11,7 +11,7 @@ use std::time::Duration;
 use neuron::models::Resolver;
 use neuron::net::{Axon, Dendrite, PromptingSynapse, Transport};
 use neuron::prompting::contract::PromptingContracts;
-use neuron::script::{HostConfig, ModelIds, ScriptHost, Services};
+use neuron::script::{HostConfig, ModelSettings, ScriptHost, Services};
 use neuron::services::HttpConfig;
 use neuron::wallet::Keypair;
 
@@ -39,7 +39,7 @@ async fn serve_miner(root: &Path) -> Axon {
     std::fs::write(root.join("scripts/miners/chatty.rhai"), CHATTY).unwrap();
     let services = Services::with_resolver(
         Resolver::default(),
-        &ModelIds::default(),
+        &ModelSettings::default(),
         HttpConfig::default(),
         Vec::new(),
     );

@@ -314,7 +314,7 @@ fn local_runs_from_an_empty_directory_with_the_sdk_logging_flags_and_no_colour_i
     let out = run(cmd);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let stdout = succeeded(out);
-    assert!(stdout.contains("2 steps (0 failed)"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("2 steps (0 failed, "), "{stdout}\n{stderr}");
     assert!(
         stderr.contains("DEBUG"),
         "--logging.debug logs at debug:\n{stderr}"

@@ -9,7 +9,7 @@ use neuron::models::Resolver;
 use neuron::prompting::contract::{PromptingContracts, PromptingLookups, PromptingScript};
 use neuron::prompting::hooks::PromptingHooks;
 use neuron::script::{
-    HostConfig, Lazy, Limits, ModelIds, ReloadStatus, ScriptError, ScriptHost, Services,
+    HostConfig, Lazy, Limits, ModelSettings, ReloadStatus, ScriptError, ScriptHost, Services,
 };
 use neuron::services::{Corpus, HttpConfig};
 
@@ -25,7 +25,7 @@ fn services() -> Services {
     let wiki = fixture("wiki_sample.json");
     let mut services = Services::with_resolver(
         Resolver::default(),
-        &ModelIds::default(),
+        &ModelSettings::default(),
         HttpConfig {
             allow_hosts: vec!["127.0.0.1".into()],
             ..HttpConfig::default()

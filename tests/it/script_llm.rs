@@ -9,7 +9,7 @@ use std::time::Duration;
 use neuron::models::Resolver;
 use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
 use neuron::prompting::hooks::{Answer, PromptingHooks};
-use neuron::script::{HostConfig, Lazy, Limits, ModelIds, ScriptHost, Services};
+use neuron::script::{HostConfig, Lazy, Limits, ModelSettings, ScriptHost, Services};
 use neuron::services::{Corpus, HttpConfig};
 
 /// One host for the file, so the model loads once; a generous wall-time limit because
@@ -23,7 +23,7 @@ fn build_host() -> ScriptHost {
     let wiki = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/script/wiki_sample.json");
     let mut services = Services::with_resolver(
         Resolver::default(),
-        &ModelIds::default(),
+        &ModelSettings::default(),
         HttpConfig::default(),
         Vec::new(),
     );

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use neuron::models::Resolver;
 use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
 use neuron::prompting::hooks::{PromptingHooks, TaskInstance};
-use neuron::script::{HostConfig, Lazy, ModelIds, ScriptHost, Services};
+use neuron::script::{HostConfig, Lazy, ModelSettings, ScriptHost, Services};
 use neuron::services::{Corpus, HttpConfig};
 
 fn fixtures() -> PathBuf {
@@ -101,7 +101,7 @@ fn host(config: &[(&str, &str)], max_bytes: usize) -> ScriptHost {
     let wiki = fixtures().join("wiki_sample.json");
     let mut services = Services::with_resolver(
         Resolver::default(),
-        &ModelIds::default(),
+        &ModelSettings::default(),
         HttpConfig {
             allow_hosts: vec!["127.0.0.1".into()],
             max_bytes,

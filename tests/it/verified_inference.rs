@@ -22,7 +22,7 @@ use neuron::prompting::challenge::{Challenge, TaskChoice};
 use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
 use neuron::prompting::hooks::{Answer, PromptingHooks};
 use neuron::prompting::miner::MinerHandler;
-use neuron::script::{HostConfig, Lazy, Limits, ModelIds, ScriptHost, Services};
+use neuron::script::{HostConfig, Lazy, Limits, ModelSettings, ScriptHost, Services};
 use neuron::services::{Corpus, HttpConfig};
 use neuron::wallet::Keypair;
 
@@ -31,7 +31,7 @@ fn host() -> ScriptHost {
     let wiki = root.join("tests/fixtures/script/wiki_sample.json");
     let mut services = Services::with_resolver(
         Resolver::default(),
-        &ModelIds::default(),
+        &ModelSettings::default(),
         HttpConfig::default(),
         Vec::new(),
     );

@@ -17,8 +17,8 @@ use neuron::net::{AxonHandler, Dendrite, PromptingSynapse};
 use neuron::prompting::contract::PromptingContracts;
 use neuron::prompting::miner::MinerHandler;
 use neuron::script::{
-    HostConfig, Libraries, Limits, ModelIds, NeuronLink, ReloadStatus, ScriptError, ScriptHost,
-    Services,
+    HostConfig, Libraries, Limits, ModelSettings, NeuronLink, ReloadStatus, ScriptError,
+    ScriptHost, Services,
 };
 use neuron::services::HttpConfig;
 use neuron::wallet::Keypair;
@@ -35,7 +35,7 @@ fn write(root: &Path, name: &str, text: &str) {
 fn services(http_timeout: Duration) -> Services {
     Services::with_resolver(
         Resolver::default(),
-        &ModelIds::default(),
+        &ModelSettings::default(),
         HttpConfig {
             allow_hosts: vec!["127.0.0.1".into()],
             timeout: http_timeout,
