@@ -10,6 +10,10 @@
 //! Run: `cargo bench --bench api` (`API_BENCH_REQUESTS` changes the sequential count,
 //! default 500).
 
+mod common;
+
+use common::{percentile, rss_kib};
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,21 +25,6 @@ use neuron::net::{AxonInfo, Dendrite, PromptingSynapse, Transport};
 use neuron::prompting::local::{LocalSubnet, demo_hyperparameters, validator_stake};
 use neuron::prompting::validator::Validator;
 use neuron::wallet::Keypair;
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
-        })
-        .unwrap_or(0)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
-}
 
 /// One streamed API request: time to the first content chunk, and whether it ended
 /// with `[DONE]`.

@@ -10,6 +10,10 @@
 //! Run: `cargo bench --bench axon` (needs the `bittensor-10.5.0` venv under
 //! `$NEURON_HOME/venvs`; set `AXON_BENCH_REQUESTS` to change the request count).
 
+mod common;
+
+use common::{percentile, rss_kib};
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -95,8 +99,7 @@ async fn time_to_first_token(
         firsts.push(first.unwrap_or(Duration::MAX));
     }
     firsts.sort();
-    let pct = |p: f64| firsts[((firsts.len() as f64 * p) as usize).min(firsts.len() - 1)];
-    (pct(0.50), pct(0.99), ok)
+    (percentile(&firsts, 0.50), percentile(&firsts, 0.99), ok)
 }
 
 const PY_AXON: &str = r#"
@@ -197,19 +200,8 @@ async fn run(
     }
     let secs = start.elapsed().as_secs_f64();
     all.sort();
-    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
-    (all.len() as f64 / secs, pct(0.50), pct(0.99), ok)
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
-        })
-        .unwrap_or(0)
+    let (p50, p99) = (percentile(&all, 0.50), percentile(&all, 0.99));
+    (all.len() as f64 / secs, p50, p99, ok)
 }
 
 fn main() {

@@ -2,15 +2,12 @@
 //! chat, all-MiniLM-L6-v2 for relevance), with small token budgets; and the miner
 //! strategy contract.
 
-use std::path::Path;
 use std::sync::OnceLock;
-use std::time::Duration;
 
-use neuron::models::Resolver;
-use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
+use crate::support::shipped_host;
+use neuron::prompting::contract::PromptingLookups;
 use neuron::prompting::hooks::{Answer, PromptingHooks};
-use neuron::script::{HostConfig, Lazy, Limits, ModelSettings, ScriptHost, Services};
-use neuron::services::{Corpus, HttpConfig};
+use neuron::script::ScriptHost;
 
 /// One host for the file, so the model loads once; a generous wall-time limit because
 /// CI machines may be slow and shared (the limit itself is tested in script_host.rs).
@@ -20,24 +17,7 @@ fn host() -> &'static ScriptHost {
 }
 
 fn build_host() -> ScriptHost {
-    let wiki = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/script/wiki_sample.json");
-    let mut services = Services::with_resolver(
-        Resolver::default(),
-        &ModelSettings::default(),
-        HttpConfig::default(),
-        Vec::new(),
-    );
-    services.wiki = Lazy::new(move || Corpus::load(&wiki).map_err(|e| e.to_string()));
-    let mut config = HostConfig::new(env!("CARGO_MANIFEST_DIR"));
-    config.limits = Limits {
-        wall_time: Duration::from_secs(900),
-        ..Limits::default()
-    };
-    config.config.insert("max_tokens".into(), 12.into());
-    config
-        .config
-        .insert("challenge_max_tokens".into(), 12.into());
-    ScriptHost::new(config, services, PromptingContracts).unwrap()
+    shipped_host(&[("max_tokens", 12), ("challenge_max_tokens", 12)])
 }
 
 #[test]

@@ -8,54 +8,26 @@
 //! stand-in: the honest tokens with the top-k logprobs of another context, as a miner
 //! copying tokens but computing logprobs with another model would send.
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::miners::{serve_handler, strategy_handler};
+use crate::support::shipped_host;
 use neuron::chain::{Metagraph, NeuronInfo};
-use neuron::config::BlacklistConfig;
 use neuron::llm::TokenLogprob;
-use neuron::models::Resolver;
 use neuron::net::openai::ChatCompletionRequest;
-use neuron::net::{AskOptions, AuthScheme, Axon, AxonOptions, Dendrite, MinerAnswer, Transport};
+use neuron::net::{AskOptions, Axon, Dendrite, MinerAnswer, Transport};
 use neuron::prompting::challenge::{Challenge, TaskChoice};
-use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
+use neuron::prompting::contract::PromptingLookups;
 use neuron::prompting::hooks::{Answer, PromptingHooks};
-use neuron::prompting::miner::MinerHandler;
-use neuron::script::{HostConfig, Lazy, Limits, ModelSettings, ScriptHost, Services};
-use neuron::services::{Corpus, HttpConfig};
+use neuron::script::ScriptHost;
 use neuron::wallet::Keypair;
 
 fn host() -> ScriptHost {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let wiki = root.join("tests/fixtures/script/wiki_sample.json");
-    let mut services = Services::with_resolver(
-        Resolver::default(),
-        &ModelSettings::default(),
-        HttpConfig::default(),
-        Vec::new(),
-    );
-    services.wiki = Lazy::new(move || Corpus::load(&wiki).map_err(|e| e.to_string()));
-    let mut config = HostConfig::new(root);
-    config.limits = Limits {
-        wall_time: Duration::from_secs(900),
-        ..Limits::default()
-    };
-    config
-        .config
-        .insert("inference_max_tokens".into(), 24.into());
-    ScriptHost::new(config, services, PromptingContracts).unwrap()
+    shipped_host(&[("inference_max_tokens", 24)])
 }
 
 async fn serve(host: &ScriptHost, strategy: &str, uri: &str) -> Axon {
-    let handler = MinerHandler::new(
-        host.clone(),
-        strategy,
-        BlacklistConfig {
-            allow_non_registered: true,
-            ..BlacklistConfig::default()
-        },
-    );
+    let handler = strategy_handler(host.clone(), strategy);
     // The validator (//Alice) registered, as the `llm` strategy's blacklist wants.
     let alice = Keypair::from_uri("//Alice").unwrap().ss58();
     handler.set_metagraph(Metagraph {
@@ -66,23 +38,11 @@ async fn serve(host: &ScriptHost, strategy: &str, uri: &str) -> Axon {
             ..NeuronInfo::default()
         }],
     });
-    let options = AxonOptions {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        auth: AuthScheme::ALL.to_vec(),
-        ..AxonOptions::default()
-    };
-    Axon::serve(options, Keypair::from_uri(uri).unwrap(), Arc::new(handler))
-        .await
-        .unwrap()
+    serve_handler(handler, uri).await
 }
 
 fn scored(answer: &MinerAnswer) -> Answer {
-    Answer {
-        completion: answer.completion.clone(),
-        status_code: answer.status_code,
-        latency_s: answer.latency.as_secs_f64(),
-        logprobs: answer.logprobs.clone(),
-    }
+    Answer::take_from(&mut answer.clone())
 }
 
 fn text_of(tokens: &[TokenLogprob]) -> String {

@@ -1,6 +1,6 @@
 //! Support shared by the integration tests: the cache directory, pinned Python virtual
 //! environments (created once under `$NEURON_HOME/venvs`, reused afterwards), the
-//! `neuron` binary runner (`bin`), a strategy's miner on loopback (`miners`), the
+//! script host over the shipped scripts (`shipped_host`), the `neuron` binary runner (`bin`), a strategy's miner on loopback (`miners`), the
 //! simulated subtensor node (`subtensor_sim`), the fault-injecting chain wrapper
 //! (`flaky_chain`) and llama.cpp's OpenAI-compatible server (`llama_server`).
 
@@ -14,6 +14,36 @@ pub mod subtensor_sim;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
+
+use neuron::models::Resolver;
+use neuron::prompting::contract::PromptingContracts;
+use neuron::script::{HostConfig, Lazy, Limits, ModelSettings, ScriptHost, Services};
+use neuron::services::{Corpus, HttpConfig};
+
+/// A script host over the shipped scripts with the default models (loaded on first
+/// use), the fixture corpus as `wiki`, 900 s per hook (debug builds generate slowly)
+/// and `settings` in the scripts' config.
+pub fn shipped_host(settings: &[(&str, i64)]) -> ScriptHost {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let wiki = root.join("tests/fixtures/script/wiki_sample.json");
+    let mut services = Services::with_resolver(
+        Resolver::default(),
+        &ModelSettings::default(),
+        HttpConfig::default(),
+        Vec::new(),
+    );
+    services.wiki = Lazy::new(move || Corpus::load(&wiki).map_err(|e| e.to_string()));
+    let mut config = HostConfig::new(root);
+    config.limits = Limits {
+        wall_time: Duration::from_secs(900),
+        ..Limits::default()
+    };
+    for (key, value) in settings {
+        config.config.insert((*key).into(), (*value).into());
+    }
+    ScriptHost::new(config, services, PromptingContracts).unwrap()
+}
 
 /// The project's cache directory, as the library resolves it.
 pub fn neuron_home() -> PathBuf {
