@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::llm::{
     ChatMessage, FinishReason, Generation, RequestOptions, SamplingParams, TokenLogprob,
 };
-use crate::net::openai::{CHAT_COMPLETIONS_PATH, SseDecoder, StreamData, chunk_text};
+use crate::net::openai::{CHAT_COMPLETIONS_PATH, STREAM_DONE, SseDecoder};
 
 /// The embeddings route.
 pub const EMBEDDINGS_PATH: &str = "/v1/embeddings";
@@ -412,12 +412,9 @@ struct StreamReply {
 impl StreamReply {
     /// Takes one SSE `data`; returns its text.
     fn read(&mut self, data: &str) -> Result<String, String> {
-        match chunk_text(data) {
-            Some(StreamData::Done) => {
-                self.done = true;
-                return Ok(String::new());
-            }
-            Some(StreamData::Text(_)) | None => {}
+        if data.trim() == STREAM_DONE {
+            self.done = true;
+            return Ok(String::new());
         }
         let chunk: Value = match serde_json::from_str(data) {
             Ok(v) => v,

@@ -326,10 +326,13 @@ pub enum StreamData {
     Done,
 }
 
+/// The SSE `data` that ends a chat stream.
+pub const STREAM_DONE: &str = "[DONE]";
+
 /// Reads one SSE `data` of a chat stream: `[DONE]`, or a chunk whose first choice's
 /// `delta.content` is the text; `None` when it is neither.
 pub fn chunk_text(data: &str) -> Option<StreamData> {
-    if data.trim() == "[DONE]" {
+    if data.trim() == STREAM_DONE {
         return Some(StreamData::Done);
     }
     let chunk: Value = serde_json::from_str(data).ok()?;
@@ -368,7 +371,7 @@ struct WireAlternative {
 /// choice's `logprobs.content` (none for `[DONE]`, a chunk without logprobs or with
 /// `null`); `None` when they are malformed.
 pub fn chunk_logprobs(data: &str) -> Option<Vec<TokenLogprob>> {
-    if data.trim() == "[DONE]" {
+    if data.trim() == STREAM_DONE {
         return Some(Vec::new());
     }
     let chunk: Value = serde_json::from_str(data).ok()?;
