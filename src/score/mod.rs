@@ -6,6 +6,8 @@
 //! - [`relevance`]: embedding cosine above the empty-string baseline, clipped to [0, 1];
 //! - [`float_diff`]: SN1's numeric answer reward;
 //! - [`date_score`]: SN1's date reward;
+//! - [`echo`] and [`copied_number`]: the echo defence (penalties against the challenge;
+//!   ours, not SN1's);
 //! - [`inference`]: SN1 v2's verified inference (tokens and top-k logprobs against a
 //!   regeneration);
 //! - [`RewardFn`] (a function by name) and [`RewardSpec`] (a task's weighted rewards and
@@ -21,6 +23,7 @@ pub const MAX_SCORED_BYTES: usize = 64 * 1024;
 
 mod date;
 mod diff;
+mod echo;
 pub mod inference;
 mod numeric;
 mod relevance;
@@ -30,6 +33,7 @@ mod text;
 
 pub use date::{DayAndYear, date_difference, date_score, parse_date};
 pub use diff::sequence_ratio;
+pub use echo::{copied_number, echo};
 pub use numeric::{float_diff, last_number};
 pub use relevance::{Embed, EmbedFailure, relevance};
 pub use rouge::{Prf, RougeScores, RougeVariant, rouge, rouge_variant};

@@ -57,6 +57,18 @@ pub fn last_number(text: &str) -> Option<f64> {
     })
 }
 
+/// The magnitudes of the numbers written in `text`, first to last: every run of digits
+/// with an optional decimal part, thousands commas allowed (`legs 17 and 22?`, `7%`,
+/// `2^5`, `1,000.5`), signs and operators ignored.
+pub(crate) fn numbers(text: &str) -> impl Iterator<Item = f64> + '_ {
+    static LITERAL: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?").expect("valid pattern")
+    });
+    LITERAL
+        .find_iter(text)
+        .filter_map(|m| m.as_str().replace(',', "").parse().ok())
+}
+
 /// Python's `float(s)` for an already-trimmed string: decimal literals with `_` between
 /// digits, an optional sign, and `inf`/`infinity`/`nan` in any case.
 pub(crate) fn python_float(s: &str) -> Option<f64> {

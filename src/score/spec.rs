@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::relevance::{Embed, relevance};
 use super::rouge::{RougeVariant, rouge_variant};
-use super::{ScoreError, date_score, float_diff, sequence_ratio};
+use super::{ScoreError, copied_number, date_score, echo, float_diff, sequence_ratio};
 
 /// Which of a ROUGE variant's statistics a reward uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -25,7 +25,7 @@ pub enum RougeMetric {
 ///
 /// Names: `rouge` (= `rouge-l`, SN1's default), `rouge-1`, `rouge-2`, `rouge-l`, each
 /// optionally with `:f` (default), `:p` or `:r`; `relevance`; `diff`; `float_diff`;
-/// `date`.
+/// `date`; and the echo defence's `echo` and `copied_number` (meant as penalties).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RewardFn {
     /// ROUGE of the completion against the reference.
@@ -43,11 +43,17 @@ pub enum RewardFn {
     FloatDiff,
     /// Closeness of the first date in each text.
     Date,
+    /// How much the completion copies the text (as a penalty: the challenge), see
+    /// [`echo`].
+    Echo,
+    /// Whether the completion's last number is one the text states, see
+    /// [`copied_number`].
+    CopiedNumber,
 }
 
 impl RewardFn {
     /// The names [`RewardFn::from_str`] accepts (without the `:metric` suffixes).
-    pub const NAMES: [&'static str; 8] = [
+    pub const NAMES: [&'static str; 10] = [
         "rouge",
         "rouge-1",
         "rouge-2",
@@ -56,6 +62,8 @@ impl RewardFn {
         "diff",
         "float_diff",
         "date",
+        "echo",
+        "copied_number",
     ];
 
     /// Whether scoring needs an embedder.
@@ -105,6 +113,8 @@ impl RewardFn {
             RewardFn::Diff => sequence_ratio(reference, completion),
             RewardFn::FloatDiff => float_diff(reference, completion)?,
             RewardFn::Date => date_score(reference, completion),
+            RewardFn::Echo => echo(reference, completion),
+            RewardFn::CopiedNumber => copied_number(reference, completion),
         })
     }
 }
@@ -138,6 +148,8 @@ impl FromStr for RewardFn {
             "diff" => RewardFn::Diff,
             "float_diff" => RewardFn::FloatDiff,
             "date" => RewardFn::Date,
+            "echo" => RewardFn::Echo,
+            "copied_number" => RewardFn::CopiedNumber,
             _ => return Err(unknown()),
         })
     }
@@ -159,6 +171,8 @@ impl fmt::Display for RewardFn {
             RewardFn::Diff => f.write_str("diff"),
             RewardFn::FloatDiff => f.write_str("float_diff"),
             RewardFn::Date => f.write_str("date"),
+            RewardFn::Echo => f.write_str("echo"),
+            RewardFn::CopiedNumber => f.write_str("copied_number"),
         }
     }
 }
@@ -354,6 +368,8 @@ mod tests {
             "diff",
             "float_diff",
             "date",
+            "echo",
+            "copied_number",
         ] {
             assert_eq!(name.parse::<RewardFn>().unwrap().to_string(), name);
         }

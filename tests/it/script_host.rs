@@ -97,6 +97,55 @@ fn shipped_math_task_is_deterministic_per_seed() {
 }
 
 #[test]
+fn shipped_math_task_pays_no_number_copied_from_the_question() {
+    let host = repo_host();
+    let math = host.task("math").unwrap();
+    let spec = math.task_spec().unwrap().rewards.clone();
+    let mut penalties: Vec<String> = spec
+        .penalties()
+        .iter()
+        .map(|w| format!("{} {}", w.function, w.weight))
+        .collect();
+    penalties.sort();
+    assert_eq!(penalties, ["copied_number 1", "echo 0.5"]);
+    for seed in 0..200 {
+        let task = host.generate(&math, &host.ctx(seed, 0)).unwrap();
+        // The right answer is never one of the problem's own numbers …
+        assert_eq!(
+            neuron::score::copied_number(&task.query, &task.reference),
+            0.0,
+            "seed {seed}: {} answers {}",
+            task.query,
+            task.reference
+        );
+        // … so it earns 1, while the question and any number taken from it earn 0.
+        let numbers: Vec<&str> = task
+            .query
+            .split(|c: char| !c.is_ascii_digit() && c != '.')
+            .map(|w| w.trim_matches('.'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        let right = format!("The answer is {}", task.reference);
+        let mut completions = vec![right.as_str(), task.query.as_str()];
+        completions.extend(&numbers);
+        let totals: Vec<f64> = spec
+            .score(&task.reference, &task.query, &completions, None)
+            .unwrap()
+            .iter()
+            .map(|b| b.total)
+            .collect();
+        assert!(
+            totals[0] > 0.9,
+            "seed {seed}: {totals:?} for {completions:?}"
+        );
+        assert!(
+            totals[1..].iter().all(|t| *t == 0.0),
+            "seed {seed}: {totals:?} for {completions:?}"
+        );
+    }
+}
+
+#[test]
 fn every_math_generator_gives_a_finite_number() {
     let tool = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/mathgenerator.rhai"),
