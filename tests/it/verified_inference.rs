@@ -4,22 +4,26 @@
 //! btauth-openai, since only an OpenAI request carries seed, sampling and logprobs), and
 //! the task's `reward` (`score::inference`) scores honest and dishonest answers.
 //!
-//! No second chat model is fetched by the suite, so "another model" is its closest
-//! stand-in: the honest tokens with the top-k logprobs of another context, as a miner
-//! copying tokens but computing logprobs with another model would send.
+//! "Another model" twice: a miner running another build of the same weights (the
+//! default GGUF dequantised to f32 safetensors, as `neuron models export` writes it: the
+//! model a miner would run to answer better than the quantised one asked for), and the
+//! honest tokens sent with the top-k logprobs of another context, as a miner copying
+//! tokens but computing logprobs with another model would.
 
 use std::time::Duration;
 
 use crate::support::miners::{serve_handler, strategy_handler};
-use crate::support::shipped_host;
+use crate::support::{shipped_host, shipped_host_with_models};
 use neuron::chain::{Metagraph, NeuronInfo};
 use neuron::llm::TokenLogprob;
+use neuron::llm::{ExportDType, export_safetensors};
+use neuron::models::Resolver;
 use neuron::net::openai::ChatCompletionRequest;
 use neuron::net::{AskOptions, Axon, Dendrite, MinerAnswer, Transport};
 use neuron::prompting::challenge::{Challenge, TaskChoice};
 use neuron::prompting::contract::PromptingLookups;
 use neuron::prompting::hooks::{Answer, PromptingHooks};
-use neuron::script::ScriptHost;
+use neuron::script::{ModelSettings, ScriptHost};
 use neuron::wallet::Keypair;
 
 fn host() -> ScriptHost {
@@ -124,7 +128,7 @@ async fn honest_miners_score_one_and_dishonest_ones_zero() {
         t.token = " banana".into();
     }
     edited.completion = text_of(&edited.logprobs);
-    // "Another model": the honest tokens, each with another position's top-k logprobs.
+    // Another model's logprobs: the honest tokens, each with another position's top-k.
     let mut other_model = honest.clone();
     other_model.logprobs.rotate_left(1);
     for (mine, token) in other_model.logprobs.iter_mut().zip(&honest.logprobs) {
@@ -184,5 +188,75 @@ async fn honest_miners_score_one_and_dishonest_ones_zero() {
     .enumerate()
     {
         assert_eq!(rewards[i + 1], 0.0, "{what}: {rewards:?}");
+    }
+}
+
+/// The same request (the task's default 128 tokens) answered by a miner running the
+/// default weights dequantised to f32: greedy decoding agrees with the Q4_1 model, but
+/// under the task's sampling its tokens part from the validator's within the first
+/// few (8 of 8 prompts did in `neuron generate` at temperature 0.7), and the check
+/// gives 0, while the honest miner on the validator's model gets 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miner_running_another_build_of_the_weights_scores_zero() {
+    let gguf = Resolver::default()
+        .resolve(&ModelSettings::default().llm)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    export_safetensors(&gguf, dir.path(), ExportDType::F32).unwrap();
+    let validator = shipped_host(&[]);
+    let other_build = shipped_host_with_models(
+        &[],
+        &ModelSettings {
+            llm: dir.path().to_str().unwrap().into(),
+            ..ModelSettings::default()
+        },
+    );
+    let honest = serve(&validator, "llm", "//Bob").await;
+    let other = serve(&other_build, "llm", "//Charlie").await;
+    let alice = Dendrite::new(Keypair::from_uri("//Alice").unwrap()).unwrap();
+    let options = AskOptions {
+        transport: Transport::Synapse,
+        timeout: Duration::from_secs(600),
+        quorum: 0,
+    };
+    let task = validator.task("inference").unwrap();
+    for seed in [11, 12] {
+        let made = {
+            let (host, task) = (validator.clone(), task.clone());
+            tokio::task::spawn_blocking(move || {
+                Challenge::make(&host, &host.ctx(seed, 0), TaskChoice::Given(task), "human")
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        };
+        let request = made.request.clone().unwrap();
+        let asked = alice
+            .ask_chat(&[honest.info(), other.info()], &request, &options)
+            .await;
+        assert!(asked.iter().all(|a| a.status_code == 200), "{asked:?}");
+        let answers: Vec<Answer> = asked.iter().map(scored).collect();
+        assert_ne!(
+            answers[1].completion, answers[0].completion,
+            "seed {seed}: the f32 build sampled the same text"
+        );
+        let (host, task) = (validator.clone(), task.clone());
+        let rewards: Vec<f64> = tokio::task::spawn_blocking(move || {
+            host.reward(
+                &task,
+                &host.ctx(seed, 0),
+                &made.instance,
+                &made.text,
+                &answers,
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.total)
+        .collect();
+        assert!(rewards[0] > 0.99, "seed {seed}, honest: {rewards:?}");
+        assert_eq!(rewards[1], 0.0, "seed {seed}, another build: {rewards:?}");
     }
 }

@@ -25,11 +25,16 @@ use neuron::services::{Corpus, HttpConfig};
 /// use), the fixture corpus as `wiki`, 900 s per hook (debug builds generate slowly)
 /// and `settings` in the scripts' config.
 pub fn shipped_host(settings: &[(&str, i64)]) -> ScriptHost {
+    shipped_host_with_models(settings, &ModelSettings::default())
+}
+
+/// [`shipped_host`] with other models (e.g. another chat model for a miner).
+pub fn shipped_host_with_models(settings: &[(&str, i64)], models: &ModelSettings) -> ScriptHost {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let wiki = root.join("tests/fixtures/script/wiki_sample.json");
     let mut services = Services::with_resolver(
         Resolver::default(),
-        &ModelSettings::default(),
+        models,
         HttpConfig::default(),
         Vec::new(),
     );
