@@ -257,6 +257,27 @@ impl Dendrite {
             .await
     }
 
+    /// [`Dendrite::ask_one`] with a whole chat request (its seed, sampling and logprobs
+    /// sent as they are), over `transport` when it is an OpenAI one, else btauth-openai
+    /// ([`Transport::openai`]).
+    pub async fn ask_chat_one(
+        &self,
+        axon: &AxonInfo,
+        request: &ChatCompletionRequest,
+        transport: Transport,
+        timeout: Duration,
+        on_text: impl FnMut(&str) + Send,
+    ) -> MinerAnswer {
+        self.ask_query(
+            axon,
+            Query::Chat(request),
+            transport.openai(),
+            timeout,
+            on_text,
+        )
+        .await
+    }
+
     async fn ask_query(
         &self,
         axon: &AxonInfo,

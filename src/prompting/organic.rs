@@ -438,7 +438,7 @@ impl Inner {
         let transport: Transport = self.config.neuron.transport;
         let asks = uids.iter().enumerate().map(|(i, &uid)| {
             let axon = AxonInfo::of_neuron(&metagraph.neurons[usize::from(uid)]);
-            let (tx, session, prompt) = (tx.clone(), &session, &prompt);
+            let (tx, session, prompt, query) = (tx.clone(), &session, &prompt, &query);
             async move {
                 let on_text = {
                     let tx = tx.clone();
@@ -446,9 +446,17 @@ impl Inner {
                         let _ = tx.send(Event::Text(i, text.to_string()));
                     }
                 };
-                let answer = session
-                    .ask_one(&axon, prompt, transport, timeout, on_text)
-                    .await;
+                // An OpenAI transport carries the client's request whole (seed,
+                // sampling, token limit); a synapse carries the conversation only.
+                let answer = if transport.openai() == transport {
+                    session
+                        .ask_chat_one(&axon, &query.request, transport, timeout, on_text)
+                        .await
+                } else {
+                    session
+                        .ask_one(&axon, prompt, transport, timeout, on_text)
+                        .await
+                };
                 let _ = tx.send(Event::Done(
                     i,
                     answer.status_code,

@@ -143,6 +143,13 @@ out["stream"] = {"pieces": pieces, "finish": finish}
 routed = c.chat.completions.with_raw_response.create(model=model, messages=[{"role": "user", "content": "Say hello."}])
 out["routed"] = {"miner": routed.headers.get("x-neuron-miner"), "text": routed.parse().choices[0].message.content}
 out["models"] = [m.id for m in c.models.list()]
+# The request's sampling fields reach the miner: the same seed gives the same text,
+# another seed another, and max_tokens bounds the answer.
+def sampled(**kw):
+    r = c.chat.completions.create(model=model, messages=q, extra_body={"uids": [llm]}, **kw)
+    return r.choices[0].message.content
+out["seeded"] = [sampled(seed=s, temperature=1.0, max_tokens=24) for s in (5, 5, 6)]
+out["short"] = sampled(temperature=0, max_tokens=3)
 try:
     client("nk-wrong").chat.completions.create(model=model, messages=q)
     out["wrong_key"] = [200, None]
@@ -243,6 +250,14 @@ async fn openai_and_langchain_clients_use_the_api_and_answers_are_scored_organic
     );
     assert!(!r["routed"]["text"].as_str().unwrap().is_empty());
     assert_eq!(r["models"], serde_json::json!([model]));
+    let seeded = r["seeded"].as_array().unwrap();
+    assert_eq!(seeded[0], seeded[1], "the same seed, the same text: {r}");
+    assert_ne!(seeded[0], seeded[2], "another seed, another text: {r}");
+    let short = r["short"].as_str().unwrap();
+    assert!(
+        !short.is_empty() && short.split_whitespace().count() <= 3,
+        "max_tokens 3: {short:?}"
+    );
     assert_eq!(r["wrong_key"], serde_json::json!([401, "invalid_api_key"]));
     // LangChain, through the echo miner: the prompt comes back, plain and streamed.
     assert_eq!(r["langchain"], "Repeat after me: the sky is blue");

@@ -188,7 +188,7 @@ async fn replay_reproduces_recorded_rewards_and_sees_edited_ones() {
     )
     .expect("replay with edited scripts");
     assert!(changed.changed_responses() > 0, "edited rewards differ");
-    let qa_spec = RewardSpec::new([("diff", 1.0)], [("rouge-1", 0.5)]).unwrap();
+    let qa_spec = RewardSpec::new([("diff", 1.0)], [("echo", 0.5)]).unwrap();
     for (step, event) in changed.steps.iter().zip(&recorded) {
         let StepOutcome::Rescored(responses) = &step.outcome else {
             panic!("step {} not re-scored", step.step);
