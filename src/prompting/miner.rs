@@ -526,14 +526,7 @@ impl AxonHandler for MinerHandler {
             .into_iter()
             .map(|m| (m.role, m.content))
             .unzip();
-        let overrides = SamplingOverrides {
-            seed: request.seed,
-            temperature: request.sampling_temperature(),
-            top_p: request.sampling_top_p(),
-            top_k: request.sampling_top_k(),
-            max_tokens: request.sampling_max_tokens(),
-            logprobs: request.logprobs_wanted(),
-        };
+        let overrides = SamplingOverrides::of_request(&request);
         let seed = request.seed.unwrap_or_else(|| message_seed(&messages));
         let mut map = forward_map(&roles, &messages, caller);
         for (key, value) in [("task", request.task), ("model", request.model)] {

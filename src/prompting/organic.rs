@@ -8,8 +8,12 @@
 //! client that goes away cancels every query (and the scoring) of its request.
 //!
 //! The collected answers are then scored through the synthetic steps' reward path
-//! (`PromptingHooks::reward` with the `--api.organic_task` task's rewards) against
-//! the validator's own answer to the same conversation, logged as organic events
+//! (`PromptingHooks::reward`). When the client asked for the validator's own model
+//! over an OpenAI transport, the miners get the request with a seed, a token limit and
+//! top-10 logprobs fixed, SN1 v2's `InferenceTask`, and the `inference` task's reward
+//! checks their tokens against the validator's regeneration (verified inference).
+//! Otherwise the `--api.organic_task` task's rewards score them against the
+//! validator's own answer to the same conversation. Both are logged as organic events
 //! (`STATE_DIR/organic/events.jsonl`; prompt, reference and completions only with
 //! `--api.log_prompts`) and handed to the validator, which folds them into its
 //! organic scores at its next step (`ValidatorState::update_organic`; their share of
@@ -33,10 +37,11 @@ use crate::api::{
 };
 use crate::chain::{Chain, Metagraph};
 use crate::config::{ApiConfig, Config};
-use crate::llm::{ChatMessage, RequestOptions, SamplingParams};
-use crate::net::openai::{AVAILABILITY_PATH, Availability};
+use crate::llm::{RequestOptions, SamplingParams};
+use crate::net::openai::{AVAILABILITY_PATH, Availability, ChatCompletionRequest};
 use crate::net::{AxonInfo, DendritePool, MinerAnswer, PromptingSynapse, Transport};
-use crate::script::ScriptHost;
+use crate::score::inference::TOP_LOGPROBS;
+use crate::script::{SamplingOverrides, ScriptHost};
 
 /// How long a metagraph read serves requests.
 const METAGRAPH_TTL: Duration = Duration::from_secs(12);
@@ -54,6 +59,8 @@ pub const ORGANIC_INBOX: usize = 1024;
 pub const MAX_BODY_UIDS: usize = 64;
 /// SN1's name of the chat task in `/availability`.
 const INFERENCE_TASK: &str = "InferenceTask";
+/// The task whose reward verifies organic answers (the shipped `tasks/inference.rhai`).
+const VERIFIED_TASK: &str = "inference";
 
 /// One scored request's rewards, for the validator: `(uid, hotkey, reward)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +85,9 @@ pub struct OrganicEvent {
     pub responses: Vec<ResponseEvent>,
     /// Why the request was not scored, if it was not.
     pub unscored: Option<String>,
+    /// The task whose reward scored the answers: `inference` when they were verified.
+    #[serde(default)]
+    pub task: String,
 }
 
 /// What the router needs from the validator it serves.
@@ -210,6 +220,14 @@ enum Event {
     Text(usize, String),
     /// Miner `i`'s query ended, with this status and message.
     Done(usize, u16, String),
+}
+
+/// What the miners of one request are asked, and how their answers are scored.
+struct Asked {
+    /// The chat request (sent whole over an OpenAI transport).
+    request: ChatCompletionRequest,
+    /// Whether the answers are checked as verified inference.
+    verified: bool,
 }
 
 /// Aborts the request's work when dropped, unless detached first.
@@ -427,7 +445,8 @@ impl Inner {
         tx: mpsc::UnboundedSender<Event>,
     ) {
         let time = crate::net::now_ns() as f64 / 1e9;
-        let messages = query.request.chat_messages();
+        let asked = self.miner_request(&query);
+        let messages = asked.request.chat_messages();
         let prompt = PromptingSynapse {
             roles: messages.iter().map(|m| m.role.clone()).collect(),
             messages: messages.iter().map(|m| m.content.clone()).collect(),
@@ -438,7 +457,7 @@ impl Inner {
         let transport: Transport = self.config.neuron.transport;
         let asks = uids.iter().enumerate().map(|(i, &uid)| {
             let axon = AxonInfo::of_neuron(&metagraph.neurons[usize::from(uid)]);
-            let (tx, session, prompt, query) = (tx.clone(), &session, &prompt, &query);
+            let (tx, session, prompt, request) = (tx.clone(), &session, &prompt, &asked.request);
             async move {
                 let on_text = {
                     let tx = tx.clone();
@@ -450,7 +469,7 @@ impl Inner {
                 // sampling, token limit); a synapse carries the conversation only.
                 let answer = if transport.openai() == transport {
                     session
-                        .ask_chat_one(&axon, &query.request, transport, timeout, on_text)
+                        .ask_chat_one(&axon, request, transport, timeout, on_text)
                         .await
                 } else {
                     session
@@ -471,8 +490,31 @@ impl Inner {
             return;
         }
         let winner = answers.iter().position(MinerAnswer::is_success);
-        self.score(time, &query, &metagraph, &uids, winner, &messages, answers)
+        self.score(time, &query, &metagraph, &uids, winner, &asked, answers)
             .await;
+    }
+
+    /// What the miners are asked: the client's request; when the validator can check
+    /// the answers (its own model asked, over an OpenAI transport, with the `inference`
+    /// task loaded), with a seed (the client's or a random one), a token limit (the
+    /// client's, at most `--neuron.max_tokens`) and top-10 logprobs fixed, as SN1 v2's
+    /// `InferenceTask` asks.
+    fn miner_request(&self, query: &ChatQuery) -> Asked {
+        let transport = self.config.neuron.transport;
+        let verified = self.config.api.organic_scoring
+            && transport.openai() == transport
+            && query.model == self.scripts.services().llm_id
+            && self.scripts.task(VERIFIED_TASK).is_ok();
+        let mut request = query.request.clone();
+        if verified {
+            let cap = self.config.neuron.max_tokens;
+            request.seed = Some(request.seed.unwrap_or_else(|| rand::random::<u32>().into()));
+            request.max_tokens = Some(request.sampling_max_tokens().map_or(cap, |n| n.min(cap)));
+            request.logprobs = Some(true);
+            request.top_logprobs = Some(TOP_LOGPROBS);
+            request.task = Some(INFERENCE_TASK.into());
+        }
+        Asked { request, verified }
     }
 
     /// Scores the answers against the validator's own, logs the event and hands the
@@ -485,10 +527,11 @@ impl Inner {
         metagraph: &Metagraph,
         uids: &[u16],
         winner: Option<usize>,
-        messages: &[ChatMessage],
+        asked: &Asked,
         answers: Vec<MinerAnswer>,
     ) {
         let log_prompts = self.config.api.log_prompts;
+        let messages = asked.request.chat_messages();
         let mut event = OrganicEvent {
             time,
             key: query.key.clone(),
@@ -521,12 +564,17 @@ impl Inner {
                 })
                 .collect(),
             unscored: None,
+            task: if asked.verified {
+                VERIFIED_TASK.into()
+            } else {
+                self.config.api.organic_task.clone()
+            },
         };
         let scored = match self.scoring_slots.clone().try_acquire_owned() {
             Ok(_slot) => {
                 let _one = self.scoring.lock().await;
                 let answers = answers.into_iter().map(|mut a| Answer::take_from(&mut a));
-                self.rewards(messages, answers.collect()).await
+                self.rewards(asked, answers.collect()).await
             }
             Err(_) => Err("scoring is busy (too many organic requests waiting)".into()),
         };
@@ -558,20 +606,28 @@ impl Inner {
         }
     }
 
-    /// The validator's own answer to `messages` and each completion's reward against
-    /// it, through the organic task's reward path.
+    /// The validator's own answer to the request and each completion's reward against
+    /// it: verified against its regeneration with the request's parameters, or through
+    /// the organic task's reward path.
     async fn rewards(
         &self,
-        messages: &[ChatMessage],
+        asked: &Asked,
         answers: Vec<Answer>,
     ) -> Result<(String, Vec<crate::score::Breakdown>), String> {
-        let params = SamplingParams {
-            max_tokens: self.config.neuron.max_tokens,
-            ..SamplingParams::default()
+        let (task_name, params) = if asked.verified {
+            let mut params = SamplingParams::default();
+            SamplingOverrides::of_request(&asked.request).apply(&mut params);
+            (VERIFIED_TASK.to_string(), params)
+        } else {
+            let params = SamplingParams {
+                max_tokens: self.config.neuron.max_tokens,
+                ..SamplingParams::default()
+            };
+            (self.config.api.organic_task.clone(), params)
         };
+        let verified = asked.verified;
         let scripts = self.scripts.clone();
-        let task_name = self.config.api.organic_task.clone();
-        let messages = messages.to_vec();
+        let messages = asked.request.chat_messages();
         let query = messages
             .last()
             .map(|m| m.content.clone())
@@ -579,17 +635,28 @@ impl Inner {
         let step = self.requests.fetch_add(1, Ordering::Relaxed);
         // The chat backend blocks (it may be a remote server), as do the task's hooks.
         let (reference, rewards) = tokio::task::spawn_blocking(move || {
-            let reference = scripts
+            let max_tokens = params.max_tokens;
+            let generation = scripts
                 .services()
                 .llm
                 .get()?
                 .chat_blocking_with(messages, params, RequestOptions::default())
-                .map_err(|e| format!("the validator's own answer: {e}"))?
-                .text;
+                .map_err(|e| format!("the validator's own answer: {e}"))?;
+            let reference = generation.text.clone();
             let task = scripts.task(&task_name).map_err(|e| e.to_string())?;
             let mut fields = rhai::Map::new();
             fields.insert("query".into(), query.clone().into());
             fields.insert("reference".into(), reference.clone().into());
+            if verified {
+                // What `tasks/inference.rhai`'s `generate` keeps for its reward.
+                let logprobs = rhai::serde::to_dynamic(&generation.logprobs)
+                    .map_err(|e| format!("the validator's logprobs: {e}"))?;
+                let mut made = rhai::Map::new();
+                made.insert("text".into(), reference.clone().into());
+                made.insert("logprobs".into(), logprobs);
+                fields.insert("generation".into(), made.into());
+                fields.insert("max_tokens".into(), (max_tokens as rhai::INT).into());
+            }
             let instance = TaskInstance {
                 task: task.name(),
                 query: query.clone(),

@@ -11,6 +11,7 @@ use rhai::{Array, Dynamic, INT, ImmutableString, Map};
 
 use super::link::NeuronLink;
 use crate::llm::{Generation, SamplingParams};
+use crate::net::openai::ChatCompletionRequest;
 
 /// The sampling parameters a chat request sets (OpenAI's `seed`, `temperature`,
 /// `top_p`, `max_tokens`, `top_logprobs`); they override the script's own.
@@ -31,6 +32,19 @@ pub struct SamplingOverrides {
 }
 
 impl SamplingOverrides {
+    /// The parameters a chat request sets: `seed`, temperature, `top_p`, `top_k`, token
+    /// limit (top-level fields or SN1's `sampling_parameters`) and logprobs.
+    pub fn of_request(request: &ChatCompletionRequest) -> Self {
+        Self {
+            seed: request.seed,
+            temperature: request.sampling_temperature(),
+            top_p: request.sampling_top_p(),
+            top_k: request.sampling_top_k(),
+            max_tokens: request.sampling_max_tokens(),
+            logprobs: request.logprobs_wanted(),
+        }
+    }
+
     /// Sets every parameter the request gave.
     pub fn apply(&self, params: &mut SamplingParams) {
         if let Some(v) = self.seed {

@@ -322,6 +322,28 @@ async fn openai_and_langchain_clients_use_the_api_and_answers_are_scored_organic
         .unwrap_or_else(|| panic!("{events:?}"));
     assert!(scored.reference.as_deref().is_some_and(|r| !r.is_empty()));
     assert_eq!(scored.key, "client");
+    // The validator's own model over btauth-openai: verified inference. The LLM miner
+    // reproduces the validator's regeneration (seed fixed by the validator when the
+    // client gave none) and earns 1; echo, without tokens or logprobs, 0.
+    assert_eq!(scored.task, "inference", "{scored:?}");
+    let llm_reward = scored
+        .responses
+        .iter()
+        .find(|r| r.uid == s.llm)
+        .unwrap()
+        .reward;
+    assert!(llm_reward > 0.99, "{scored:?}");
+    let echoed = events
+        .iter()
+        .filter(|e| e.unscored.is_none())
+        .flat_map(|e| &e.responses)
+        .find(|r| r.uid == s.echo)
+        .unwrap_or_else(|| panic!("{events:?}"));
+    assert_eq!(
+        (echoed.status_code, echoed.reward),
+        (200, 0.0),
+        "{echoed:?}"
+    );
     s.api.shutdown().await;
     s.subnet.shutdown().await;
 }
