@@ -10,6 +10,7 @@
 //! honest tokens sent with the top-k logprobs of another context, as a miner copying
 //! tokens but computing logprobs with another model would.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::support::miners::{serve_handler, strategy_handler};
@@ -23,7 +24,7 @@ use neuron::net::{AskOptions, Axon, Dendrite, MinerAnswer, Transport};
 use neuron::prompting::challenge::{Challenge, TaskChoice};
 use neuron::prompting::contract::PromptingLookups;
 use neuron::prompting::hooks::{Answer, PromptingHooks};
-use neuron::script::{ModelSettings, ScriptHost};
+use neuron::script::{ModelSettings, Script, ScriptHost};
 use neuron::wallet::Keypair;
 
 fn host() -> ScriptHost {
@@ -45,6 +46,43 @@ async fn serve(host: &ScriptHost, strategy: &str, uri: &str) -> Axon {
     serve_handler(handler, uri).await
 }
 
+/// The inference task's step `seed`: its request and the validator's own generation.
+async fn make(host: &ScriptHost, task: &Arc<Script>, seed: u64) -> Challenge {
+    let (host, task) = (host.clone(), task.clone());
+    tokio::task::spawn_blocking(move || {
+        Challenge::make(&host, &host.ctx(seed, 0), TaskChoice::Given(task), "human")
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+/// The task's reward of each answer to `made`.
+async fn rewards(
+    host: &ScriptHost,
+    task: &Arc<Script>,
+    seed: u64,
+    made: Challenge,
+    answers: Vec<Answer>,
+) -> Vec<f64> {
+    let (host, task) = (host.clone(), task.clone());
+    tokio::task::spawn_blocking(move || {
+        host.reward(
+            &task,
+            &host.ctx(seed, 0),
+            &made.instance,
+            &made.text,
+            &answers,
+        )
+    })
+    .await
+    .unwrap()
+    .unwrap()
+    .into_iter()
+    .map(|b| b.total)
+    .collect()
+}
+
 fn scored(answer: &MinerAnswer) -> Answer {
     Answer::take_from(&mut answer.clone())
 }
@@ -59,15 +97,7 @@ async fn honest_miners_score_one_and_dishonest_ones_zero() {
     let llm = serve(&host, "llm", "//Bob").await;
     let echo = serve(&host, "echo", "//Charlie").await;
     let (seed, task) = (11, host.task("inference").unwrap());
-    let made = {
-        let (host, task) = (host.clone(), task.clone());
-        tokio::task::spawn_blocking(move || {
-            Challenge::make(&host, &host.ctx(seed, 0), TaskChoice::Given(task), "human")
-        })
-        .await
-        .unwrap()
-        .unwrap()
-    };
+    let made = make(&host, &task, seed).await;
     let request = made
         .request
         .clone()
@@ -158,21 +188,7 @@ async fn honest_miners_score_one_and_dishonest_ones_zero() {
         long,
         failed,
     ];
-    let rewards: Vec<f64> = tokio::task::spawn_blocking(move || {
-        host.reward(
-            &task,
-            &host.ctx(seed, 0),
-            &made.instance,
-            &made.text,
-            &answers,
-        )
-    })
-    .await
-    .unwrap()
-    .unwrap()
-    .into_iter()
-    .map(|b| b.total)
-    .collect();
+    let rewards = rewards(&host, &task, seed, made, answers).await;
     assert!((rewards[0] - 1.0).abs() < 1e-6, "honest: {rewards:?}");
     for (i, what) in [
         "echo",
@@ -221,15 +237,7 @@ async fn a_miner_running_another_build_of_the_weights_scores_zero() {
     };
     let task = validator.task("inference").unwrap();
     for seed in [11, 12] {
-        let made = {
-            let (host, task) = (validator.clone(), task.clone());
-            tokio::task::spawn_blocking(move || {
-                Challenge::make(&host, &host.ctx(seed, 0), TaskChoice::Given(task), "human")
-            })
-            .await
-            .unwrap()
-            .unwrap()
-        };
+        let made = make(&validator, &task, seed).await;
         let request = made.request.clone().unwrap();
         let asked = alice
             .ask_chat(&[honest.info(), other.info()], &request, &options)
@@ -240,22 +248,7 @@ async fn a_miner_running_another_build_of_the_weights_scores_zero() {
             answers[1].completion, answers[0].completion,
             "seed {seed}: the f32 build sampled the same text"
         );
-        let (host, task) = (validator.clone(), task.clone());
-        let rewards: Vec<f64> = tokio::task::spawn_blocking(move || {
-            host.reward(
-                &task,
-                &host.ctx(seed, 0),
-                &made.instance,
-                &made.text,
-                &answers,
-            )
-        })
-        .await
-        .unwrap()
-        .unwrap()
-        .into_iter()
-        .map(|b| b.total)
-        .collect();
+        let rewards = rewards(&validator, &task, seed, made, answers).await;
         assert!(rewards[0] > 0.99, "seed {seed}, honest: {rewards:?}");
         assert_eq!(rewards[1], 0.0, "seed {seed}, another build: {rewards:?}");
     }
