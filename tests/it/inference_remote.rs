@@ -12,16 +12,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use neuron::embed::{Embedder, cosine};
 use neuron::inference::{ChatBackend, EmbedBackend, RemoteClient, RemoteConfig, RemoteError};
 use neuron::llm::{ChatMessage, RequestOptions, SamplingParams};
 use neuron::models::Resolver;
 use neuron::prompting::contract::{PromptingContracts, PromptingLookups};
 use neuron::prompting::hooks::PromptingHooks;
+use neuron::score::relevance;
 use neuron::script::{HostConfig, Limits, ModelSettings, ScriptHost, Services};
 use neuron::services::HttpConfig;
 
 use crate::support::bin::neuron_command;
-use crate::support::llama_server::{LlamaServer, free_port};
+use crate::support::llama_server::{LlamaServer, free_port, minilm_gguf};
 
 /// A config for `url` that retries quickly.
 fn config(url: &str) -> RemoteConfig {
@@ -309,4 +311,48 @@ fn local_subnet_runs_on_llama_cpp_server_with_a_key_and_outlives_it() {
         step3.contains(" failed: ") && step3.contains(&url),
         "{step3}"
     );
+}
+
+/// The embedder behind llama.cpp's server: all-MiniLM-L6-v2 converted to GGUF and served
+/// with `--embedding true` gives, through `--neuron.embed_endpoint`'s client, the
+/// vectors the embedded model gives (the same sentence embedding, computed by another
+/// engine), and the relevance reward reads the same through either.
+#[test]
+fn embeddings_through_llama_cpp_server_match_the_embedded_model() {
+    let server = LlamaServer::start_model(&minilm_gguf(), free_port(), &["--embedding", "true"]);
+    let remote = EmbedBackend::Remote(
+        RemoteClient::new(RemoteConfig::new(server.url(), "all-minilm-l6-v2")).unwrap(),
+    );
+    let dir = Resolver::default().resolve("all-minilm-l6-v2").unwrap();
+    let embedded = EmbedBackend::Embedded(Box::new(
+        Embedder::load(&dir, &candle_core::Device::Cpu).unwrap(),
+    ));
+    let texts = [
+        "The Eiffel Tower was completed in 1889 for the World's Fair.",
+        "hey when was that big iron tower in paris built??",
+        "I like turtles.",
+        "",
+    ];
+    let (theirs, ours) = (
+        remote.embed(&texts).unwrap(),
+        embedded.embed(&texts).unwrap(),
+    );
+    assert_eq!(theirs.len(), texts.len());
+    for ((a, b), text) in theirs.iter().zip(&ours).zip(texts) {
+        assert_eq!(a.len(), 384, "{text:?}");
+        let similarity = cosine(a, b);
+        assert!(similarity > 0.999, "{text:?}: cosine {similarity}");
+    }
+    let score = |backend: &EmbedBackend| {
+        let embed = |t: &[&str]| backend.embed(t);
+        relevance(&embed, texts[0], &texts[1..3]).unwrap()
+    };
+    let (remote_scores, embedded_scores) = (score(&remote), score(&embedded));
+    for (r, e) in remote_scores.iter().zip(&embedded_scores) {
+        assert!(
+            (r - e).abs() < 1e-3,
+            "{remote_scores:?} vs {embedded_scores:?}"
+        );
+    }
+    assert!(remote_scores[0] > remote_scores[1], "{remote_scores:?}");
 }

@@ -1,10 +1,11 @@
 //! llama.cpp's OpenAI-compatible server, as llama-cpp-python 0.3.36 serves it: its venv
 //! (built from the sdist once, with the settings docs/inference.md gives, under
-//! `$NEURON_HOME/venvs/llama-cpp-server`) and a server process on 127.0.0.1 serving the
-//! default SmolLM2 GGUF, killed on drop.
+//! `$NEURON_HOME/venvs/llama-cpp-server`) and a server process on 127.0.0.1 serving a
+//! GGUF (the default SmolLM2, or all-MiniLM-L6-v2 converted for it), killed on drop.
 
+use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -55,9 +56,14 @@ impl LlamaServer {
         let model = Resolver::default()
             .resolve("smollm2-135m-instruct")
             .expect("the default chat model");
+        Self::start_model(&model, port, extra)
+    }
+
+    /// Serves the GGUF `model` on `port` with `extra` server flags.
+    pub fn start_model(model: &Path, port: u16, extra: &[&str]) -> Self {
         let mut child = Command::new(llama_python())
             .args(["-m", "llama_cpp.server", "--model"])
-            .arg(&model)
+            .arg(model)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--n_ctx", "2048", "--n_threads", "1", "--verbose", "false"])
             .args(extra)
@@ -104,3 +110,97 @@ impl Drop for LlamaServer {
         self.kill();
     }
 }
+
+/// all-MiniLM-L6-v2 (the default embedder) as a GGUF llama.cpp serves sentence
+/// embeddings from (BERT, mean pooling, f32): converted once into
+/// `$NEURON_HOME/models/all-minilm-l6-v2.gguf` with ggml's own `gguf` package, writing
+/// what llama.cpp's `convert_hf_to_gguf.py` writes for this model (same tensors and
+/// tokenizer keys) without the torch that script needs.
+pub fn minilm_gguf() -> PathBuf {
+    let dir = Resolver::default()
+        .resolve("all-minilm-l6-v2")
+        .expect("the default embedder");
+    let models = crate::support::neuron_home().join("models");
+    let out = models.join("all-minilm-l6-v2.gguf");
+    let lock = File::create(models.join("all-minilm-l6-v2.gguf.lock")).unwrap();
+    lock.lock().unwrap();
+    if !out.exists() {
+        let python =
+            crate::support::python_venv("gguf-0.19.0", &["gguf==0.19.0", "safetensors==0.8.0"]);
+        let partial = out.with_extension("gguf.partial");
+        crate::support::run_python(
+            &python,
+            BERT_TO_GGUF,
+            &[dir.to_str().unwrap(), partial.to_str().unwrap()],
+        );
+        std::fs::rename(&partial, &out).unwrap();
+    }
+    out
+}
+
+/// A Hugging Face BERT sentence model → GGUF, as llama.cpp's converter writes it:
+/// WordPiece tokens in "phantom space" form (`▁word`, continuations bare, special tokens
+/// as they are), mean pooling, non-causal attention.
+const BERT_TO_GGUF: &str = r###"
+import json, re, sys
+import numpy as np
+import gguf
+from safetensors.numpy import load_file
+
+src, out = sys.argv[1], sys.argv[2]
+cfg = json.load(open(f"{src}/config.json"))
+tok = json.load(open(f"{src}/tokenizer.json"))
+w = gguf.GGUFWriter(out, "bert")
+w.add_block_count(cfg["num_hidden_layers"])
+w.add_context_length(cfg["max_position_embeddings"])
+w.add_embedding_length(cfg["hidden_size"])
+w.add_feed_forward_length(cfg["intermediate_size"])
+w.add_head_count(cfg["num_attention_heads"])
+w.add_layer_norm_eps(cfg["layer_norm_eps"])
+w.add_file_type(gguf.LlamaFileType.ALL_F32)
+w.add_causal_attention(False)
+w.add_pooling_type(gguf.PoolingType.MEAN)
+w.add_token_type_count(cfg.get("type_vocab_size", 1))
+vocab = tok["model"]["vocab"]
+tokens = [None] * len(vocab)
+for t, i in vocab.items():
+    tokens[i] = t
+special = {a["id"] for a in tok["added_tokens"] if a["special"]}
+types = [gguf.TokenType.CONTROL if i in special else gguf.TokenType.NORMAL for i in range(len(tokens))]
+tokens = [t if i in special else (t[2:] if t.startswith("##") else "▁" + t) for i, t in enumerate(tokens)]
+w.add_tokenizer_model("bert")
+w.add_tokenizer_pre("jina-v2-en")
+w.add_token_list(tokens)
+w.add_token_types(types)
+ids = {a["content"]: a["id"] for a in tok["added_tokens"]}
+w.add_bos_token_id(ids["[CLS]"]); w.add_eos_token_id(ids["[SEP]"])
+w.add_unk_token_id(ids["[UNK]"]); w.add_sep_token_id(ids["[SEP]"])
+w.add_pad_token_id(ids["[PAD]"]); w.add_mask_token_id(ids["[MASK]"])
+w.add_add_bos_token(True); w.add_add_eos_token(True); w.add_add_sep_token(False)
+w.add_bool("tokenizer.ggml.normalizer.lowercase", True)
+names = {
+    "embeddings.word_embeddings": "token_embd",
+    "embeddings.position_embeddings": "position_embd",
+    "embeddings.token_type_embeddings": "token_types",
+    "embeddings.LayerNorm": "token_embd_norm",
+    "attention.self.query": "attn_q", "attention.self.key": "attn_k",
+    "attention.self.value": "attn_v", "attention.output.dense": "attn_output",
+    "attention.output.LayerNorm": "attn_output_norm", "intermediate.dense": "ffn_up",
+    "output.dense": "ffn_down", "output.LayerNorm": "layer_output_norm",
+}
+for name, t in load_file(f"{src}/model.safetensors").items():
+    name = name.removeprefix("bert.")
+    if name.startswith("pooler.") or name == "embeddings.position_ids":
+        continue
+    m = re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)\.(weight|bias)", name)
+    if m:
+        new = f"blk.{m[1]}.{names[m[2]]}.{m[3]}"
+    else:
+        base, kind = name.rsplit(".", 1)
+        new = f"{names[base]}.{kind}"
+    w.add_tensor(new, t.astype(np.float32))
+w.write_header_to_file()
+w.write_kv_data_to_file()
+w.write_tensors_to_file()
+w.close()
+"###;
