@@ -80,7 +80,8 @@ pub enum TaskCommand {
         /// Seed of the step.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// The completion to score (default: the reference itself).
+        /// The completion to score (default: the reference itself, with the generation's
+        /// logprobs for the verified-inference task).
         #[arg(long)]
         completion: Option<String>,
         #[command(flatten)]
@@ -232,14 +233,17 @@ fn step(
 ) -> anyhow::Result<()> {
     let ctx = host.ctx(seed, 0);
     let made = Challenge::make(host, &ctx, TaskChoice::Given(host.task(name)?), persona)?;
-    let completion = completion.unwrap_or_else(|| made.instance.reference.clone());
+    let answer = match completion {
+        Some(completion) => Answer::of(completion),
+        None => made.reference_answer(),
+    };
     let breakdown = host
         .reward(
             &made.task,
             &ctx,
             &made.instance,
             &made.text,
-            &[Answer::of(completion.clone())],
+            std::slice::from_ref(&answer),
         )?
         .remove(0);
     let out = serde_json::json!({
@@ -249,7 +253,7 @@ fn step(
         "query": made.instance.query,
         "challenge": made.text,
         "reference": made.instance.reference,
-        "completion": completion,
+        "completion": answer.completion,
         "reward": breakdown,
         "fields": made.fields_json(),
     });

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rhai::Map;
 
 use super::contract::PromptingLookups;
-use super::hooks::{PromptingHooks, TaskInstance};
+use super::hooks::{Answer, PromptingHooks, TaskInstance};
 use crate::net::openai::ChatCompletionRequest;
 use crate::script::{Ctx, Script, ScriptError, ScriptHost};
 
@@ -106,6 +106,26 @@ impl Challenge {
     /// The generated fields as JSON (`null` if they hold something JSON cannot).
     pub fn fields_json(&self) -> serde_json::Value {
         to_json(&self.instance.fields)
+    }
+
+    /// The validator's own answer as a miner would send it: the reference, with the
+    /// tokens and logprobs of the task's `generation` when it made one (the verified
+    /// inference task), answered in a nominal second (alone, any latency is the
+    /// fastest). Scoring it gives what the task pays a perfect answer.
+    pub fn reference_answer(&self) -> Answer {
+        let logprobs = self
+            .instance
+            .fields
+            .get("generation")
+            .and_then(|g| g.read_lock::<Map>()?.get("logprobs").cloned())
+            .and_then(|l| rhai::serde::from_dynamic::<serde_json::Value>(&l).ok())
+            .and_then(|json| serde_json::from_value(json).ok())
+            .unwrap_or_default();
+        Answer {
+            latency_s: 1.0,
+            logprobs,
+            ..Answer::of(self.instance.reference.clone())
+        }
     }
 }
 

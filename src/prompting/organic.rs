@@ -230,6 +230,18 @@ struct Asked {
     verified: bool,
 }
 
+impl Asked {
+    /// The task whose reward scores the answers: [`VERIFIED_TASK`] when verified, else
+    /// `organic_task` (`--api.organic_task`).
+    fn task<'a>(&self, organic_task: &'a str) -> &'a str {
+        if self.verified {
+            VERIFIED_TASK
+        } else {
+            organic_task
+        }
+    }
+}
+
 /// Aborts the request's work when dropped, unless detached first.
 struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
 
@@ -564,11 +576,7 @@ impl Inner {
                 })
                 .collect(),
             unscored: None,
-            task: if asked.verified {
-                VERIFIED_TASK.into()
-            } else {
-                self.config.api.organic_task.clone()
-            },
+            task: asked.task(&self.config.api.organic_task).into(),
         };
         let scored = match self.scoring_slots.clone().try_acquire_owned() {
             Ok(_slot) => {
@@ -614,17 +622,17 @@ impl Inner {
         asked: &Asked,
         answers: Vec<Answer>,
     ) -> Result<(String, Vec<crate::score::Breakdown>), String> {
-        let (task_name, params) = if asked.verified {
+        let params = if asked.verified {
             let mut params = SamplingParams::default();
             SamplingOverrides::of_request(&asked.request).apply(&mut params);
-            (VERIFIED_TASK.to_string(), params)
+            params
         } else {
-            let params = SamplingParams {
+            SamplingParams {
                 max_tokens: self.config.neuron.max_tokens,
                 ..SamplingParams::default()
-            };
-            (self.config.api.organic_task.clone(), params)
+            }
         };
+        let task_name = asked.task(&self.config.api.organic_task).to_string();
         let verified = asked.verified;
         let scripts = self.scripts.clone();
         let messages = asked.request.chat_messages();

@@ -112,3 +112,24 @@ fn every_shipped_script_passes_task_check() {
     assert!(tasks >= 6, "{out}");
     assert_eq!(out.matches("  reference: ").count(), tasks, "{out}");
 }
+
+/// `neuron task run inference` scores the validator's own generation, with its logprobs,
+/// as verified inference scores a perfect answer: 1 (the reference text alone, as
+/// `--completion` gives it, has no logprobs and scores 0).
+#[test]
+fn task_run_scores_the_inference_reference_as_a_perfect_answer() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["task", "run", "inference", "--seed", "3", "--scripts", root];
+        args.extend(extra);
+        let (success, out) = neuron(&args);
+        assert!(success, "{out}");
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (json["reward"]["total"].as_f64().unwrap(), json)
+    };
+    let (own, json) = run(&[]);
+    assert!(own > 0.99, "{json}");
+    let reference = json["reference"].as_str().unwrap().to_string();
+    let (text_only, json) = run(&["--completion", &reference]);
+    assert_eq!(text_only, 0.0, "{json}");
+}
