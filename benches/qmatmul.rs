@@ -1,7 +1,8 @@
-//! The quantised CPU kernels of `crates/qmatmul` on SmolLM2-135M's matrix shapes, one
-//! input row (a decoding step), on the calling thread: each kernel this CPU can run.
-//! The weight blocks are synthetic (valid f16 scales, patterned values): speed does not
-//! depend on them.
+//! The CPU kernels of `crates/qmatmul` on the calling thread, each one this CPU can run:
+//! the quantised ones on SmolLM2-135M's matrix shapes, one input row (a decoding step);
+//! the AMX f32 product on all-MiniLM-L6-v2's, 2,304 tokens (the embed bench's 64
+//! sentences), against candle's f32 matmul (gemm, here on one thread too). The weights
+//! are synthetic: speed does not depend on them.
 //!
 //! `cargo bench --bench qmatmul`
 
@@ -50,10 +51,40 @@ mod kernels {
         }
         group.finish();
     }
+
+    /// (output, input features) of MiniLM's fused q/k/v, intermediate and output layers.
+    const EMBED_SHAPES: [(usize, usize); 3] = [(1152, 384), (1536, 384), (384, 1536)];
+    /// Tokens per product: the embed bench's 64 sentences, packed.
+    const TOKENS: usize = 2304;
+
+    pub fn bench_f32(c: &mut Criterion) {
+        let mut group = c.benchmark_group("f32 matmul");
+        for (rows, cols) in EMBED_SHAPES {
+            let w: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.13).sin()).collect();
+            let x: Vec<f32> = (0..TOKENS * cols)
+                .map(|i| (i as f32 * 0.37).cos())
+                .collect();
+            group.throughput(Throughput::Elements((2 * TOKENS * rows * cols) as u64));
+            let shape = format!("{TOKENS}x{cols} . {rows}x{cols}");
+            if neuron_qmatmul::amx::available() {
+                let matrix = neuron_qmatmul::Bf16x3Matrix::new(&w, rows, cols);
+                group.bench_function(BenchmarkId::new(&shape, "AMX bf16x3"), |b| {
+                    b.iter(|| matrix.matmul(&x, None, |n, work| work(0..n)))
+                });
+            }
+            let device = candle_core::Device::Cpu;
+            let wt = candle_core::Tensor::from_vec(w, (rows, cols), &device).unwrap();
+            let xt = candle_core::Tensor::from_vec(x, (TOKENS, cols), &device).unwrap();
+            group.bench_function(BenchmarkId::new(&shape, "candle f32"), |b| {
+                b.iter(|| xt.matmul(&wt.t().unwrap()).unwrap())
+            });
+        }
+        group.finish();
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
-criterion::criterion_group!(benches, kernels::bench);
+criterion::criterion_group!(benches, kernels::bench, kernels::bench_f32);
 #[cfg(target_arch = "x86_64")]
 criterion::criterion_main!(benches);
 

@@ -8,6 +8,8 @@
 pub mod api;
 pub mod chain;
 pub mod config;
+#[cfg(target_arch = "x86_64")]
+mod cpu_pool;
 pub mod embed;
 pub mod finetune;
 pub mod fsutil;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
-use neuron::embed::Embedder;
+use neuron::embed::{Embedder, Kernels};
 use neuron::llm::{ChatMessage, DeviceSpec, LlmService, SamplingParams, load};
 use neuron::models::Resolver;
 use serde_json::Value;
@@ -79,6 +79,17 @@ pub struct EmbedBench {
     /// Python with sentence-transformers installed: also run it on the same model and sentences.
     #[arg(long)]
     compare_python: Option<PathBuf>,
+    /// The linear layers' kernels: auto (AMX where the CPU has it) or f32.
+    #[arg(long, default_value = "auto", value_parser = parse_kernels)]
+    kernels: Kernels,
+}
+
+fn parse_kernels(s: &str) -> Result<Kernels, String> {
+    match s {
+        "auto" => Ok(Kernels::Auto),
+        "f32" => Ok(Kernels::F32),
+        _ => Err(format!("unknown kernels {s:?} (auto or f32)")),
+    }
 }
 
 /// Runs a `bench` subcommand.
@@ -360,7 +371,7 @@ fn bench_embed(args: EmbedBench) -> Result<()> {
     let sentences = bench_sentences(args.sentences)?;
     let dir = Resolver::default().resolve(&args.model)?;
     let started = Instant::now();
-    let embedder = Embedder::load(&dir, &args.device.open()?)?;
+    let embedder = Embedder::load_with(&dir, &args.device.open()?, args.kernels)?;
     let load_s = started.elapsed().as_secs_f64();
     let texts: Vec<&str> = sentences.iter().map(String::as_str).collect();
     embedder.embed(&texts[..texts.len().min(8)])?; // warm-up
@@ -371,10 +382,11 @@ fn bench_embed(args: EmbedBench) -> Result<()> {
         rates.push(texts.len() as f64 / t.elapsed().as_secs_f64());
     }
     println!(
-        "model: {}, {} sentences per run, device {}",
+        "model: {}, {} sentences per run, device {}, kernels {}",
         dir.display(),
         texts.len(),
-        args.device
+        args.device,
+        embedder.kernels()
     );
     println!("| engine | load s | sentences/s | peak RSS MiB |");
     println!("| --- | --- | --- | --- |");

@@ -9,8 +9,10 @@
 //! outputs match sentence-transformers.
 
 use candle_core::{D, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, Module, VarBuilder};
+use candle_nn::{LayerNorm, Module, VarBuilder};
 use candle_transformers::models::bert::{Config, HiddenAct};
+
+use super::dense::{Dense, KernelsInUse, Then};
 
 /// Sentences laid end to end: token ids, positions within their sentence, and lengths.
 #[derive(Debug, Default)]
@@ -52,18 +54,30 @@ struct Embeddings {
 struct Layer {
     /// Query, key and value stacked into one projection; the query part is pre-scaled by
     /// 1/sqrt(head_dim) so attention scores need no separate scaling.
-    qkv: Linear,
-    attention_out: Linear,
+    qkv: Dense,
+    attention_out: Dense,
     attention_norm: LayerNorm,
-    intermediate: Linear,
+    intermediate: Dense,
     activation: HiddenAct,
-    output: Linear,
+    output: Dense,
     output_norm: LayerNorm,
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, config: &Config, head_dim: usize) -> Result<Self> {
-        let h = config.hidden_size;
+    fn load(
+        vb: VarBuilder,
+        config: &Config,
+        head_dim: usize,
+        kernels: KernelsInUse,
+    ) -> Result<Self> {
+        let (h, inner) = (config.hidden_size, config.intermediate_size);
+        let dense = |vb: VarBuilder, inputs: usize, outputs: usize| -> Result<Dense> {
+            Dense::new(
+                vb.get((outputs, inputs), "weight")?,
+                vb.get(outputs, "bias")?,
+                kernels,
+            )
+        };
         let attention = vb.pp("attention");
         let projection = |name: &str| -> Result<(Tensor, Tensor)> {
             let vb = attention.pp("self").pp(name);
@@ -73,22 +87,19 @@ impl Layer {
         let (kw, kb) = projection("key")?;
         let (vw, vb_) = projection("value")?;
         let scale = 1.0 / (head_dim as f64).sqrt();
-        let qkv = Linear::new(
+        let qkv = Dense::new(
             Tensor::cat(&[(qw * scale)?, kw, vw], 0)?,
-            Some(Tensor::cat(&[(qb * scale)?, kb, vb_], 0)?),
-        );
+            Tensor::cat(&[(qb * scale)?, kb, vb_], 0)?,
+            kernels,
+        )?;
         let eps = config.layer_norm_eps;
         Ok(Self {
             qkv,
-            attention_out: candle_nn::linear(h, h, attention.pp("output").pp("dense"))?,
+            attention_out: dense(attention.pp("output").pp("dense"), h, h)?,
             attention_norm: candle_nn::layer_norm(h, eps, attention.pp("output").pp("LayerNorm"))?,
-            intermediate: candle_nn::linear(
-                h,
-                config.intermediate_size,
-                vb.pp("intermediate").pp("dense"),
-            )?,
+            intermediate: dense(vb.pp("intermediate").pp("dense"), h, inner)?,
             activation: config.hidden_act,
-            output: candle_nn::linear(config.intermediate_size, h, vb.pp("output").pp("dense"))?,
+            output: dense(vb.pp("output").pp("dense"), inner, h)?,
             output_norm: candle_nn::layer_norm(h, eps, vb.pp("output").pp("LayerNorm"))?,
         })
     }
@@ -96,8 +107,8 @@ impl Layer {
 
 impl PackedBert {
     /// Loads the encoder from a Hugging Face BERT checkpoint (with or without the
-    /// `bert.` / `<model_type>.` prefix).
-    pub fn load(vb: VarBuilder, config: &Config) -> Result<Self> {
+    /// `bert.` / `<model_type>.` prefix), its linear layers on `kernels`.
+    pub fn load(vb: VarBuilder, config: &Config, kernels: KernelsInUse) -> Result<Self> {
         let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") {
             vb
         } else if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
@@ -126,7 +137,14 @@ impl PackedBert {
             norm: candle_nn::layer_norm(h, config.layer_norm_eps, e.pp("LayerNorm"))?,
         };
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), config, head_dim))
+            .map(|i| {
+                Layer::load(
+                    vb.pp(format!("encoder.layer.{i}")),
+                    config,
+                    head_dim,
+                    kernels,
+                )
+            })
             .collect::<Result<_>>()?;
         Ok(Self {
             embeddings,
@@ -151,16 +169,18 @@ impl PackedBert {
             .broadcast_add(&e.token_type)?;
         let mut x = e.norm.forward(&x)?;
         for layer in &self.layers {
-            let context = self.attention(&layer.qkv.forward(&x)?, &packed.lengths)?;
-            let attended = layer.attention_out.forward(&context)?.add(&x)?;
+            let qkv = layer.qkv.forward(&x, Then::Nothing)?;
+            let context = self.attention(&qkv, &packed.lengths)?;
+            let attended = layer.attention_out.forward(&context, Then::Add(&x))?;
             x = layer.attention_norm.forward(&attended)?;
-            let inner = layer.intermediate.forward(&x)?;
             let inner = match layer.activation {
-                HiddenAct::Gelu => super::gelu::gelu_erf(&inner)?,
-                HiddenAct::GeluApproximate => inner.gelu()?,
-                HiddenAct::Relu => inner.relu()?,
+                HiddenAct::Gelu => layer.intermediate.forward(&x, Then::Gelu)?,
+                HiddenAct::GeluApproximate => {
+                    layer.intermediate.forward(&x, Then::Nothing)?.gelu()?
+                }
+                HiddenAct::Relu => layer.intermediate.forward(&x, Then::Nothing)?.relu()?,
             };
-            let out = layer.output.forward(&inner)?.add(&x)?;
+            let out = layer.output.forward(&inner, Then::Add(&x))?;
             x = layer.output_norm.forward(&out)?;
         }
         Ok(x)

@@ -6,6 +6,7 @@
 //! length but packed end to end (see [`bert`]).
 
 mod bert;
+mod dense;
 mod gelu;
 
 use std::path::Path;
@@ -16,6 +17,7 @@ use candle_transformers::models::bert::Config;
 use tokenizers::{Tokenizer, TruncationParams};
 
 use bert::{Packed, PackedBert};
+pub use dense::{Kernels, KernelsInUse};
 
 /// Tokens embedded per forward pass: bounds the memory of the intermediate activations
 /// (about 30 KB per token for MiniLM) whatever the number and length of the texts.
@@ -65,6 +67,7 @@ pub struct Embedder {
     tokenizer: Tokenizer,
     pooling: Pooling,
     dim: usize,
+    kernels: KernelsInUse,
 }
 
 fn read_json(path: &Path) -> Result<serde_json::Value, EmbedError> {
@@ -81,8 +84,14 @@ fn read_json(path: &Path) -> Result<serde_json::Value, EmbedError> {
 impl Embedder {
     /// Loads a sentence-transformers style directory (`config.json`, `tokenizer.json`,
     /// `model.safetensors`, optional `sentence_bert_config.json` and
-    /// `1_Pooling/config.json`) onto `device`.
+    /// `1_Pooling/config.json`) onto `device`, on the fastest kernels there
+    /// ([`Kernels::Auto`]).
     pub fn load(dir: &Path, device: &Device) -> Result<Self, EmbedError> {
+        Self::load_with(dir, device, Kernels::Auto)
+    }
+
+    /// Like [`Embedder::load`], with the linear layers' kernels chosen by `kernels`.
+    pub fn load_with(dir: &Path, device: &Device, kernels: Kernels) -> Result<Self, EmbedError> {
         let need = |file: &'static str| {
             let path = dir.join(file);
             if path.is_file() {
@@ -140,18 +149,25 @@ impl Embedder {
         // SAFETY: the weights file is memory-mapped read-only; it must not be modified
         // while the model is loaded (it lives in the artifact cache, written once).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[weights], DType::F32, device)? };
-        let model = PackedBert::load(vb, &config)?;
+        let kernels = kernels.resolve(device);
+        let model = PackedBert::load(vb, &config, kernels)?;
         Ok(Self {
             model,
             tokenizer,
             pooling,
             dim: config.hidden_size,
+            kernels,
         })
     }
 
     /// The embedding width (384 for MiniLM-L6).
     pub fn dim(&self) -> usize {
         self.dim
+    }
+
+    /// The kernels the linear layers run on.
+    pub fn kernels(&self) -> KernelsInUse {
+        self.kernels
     }
 
     /// Embeds `texts`, returning one L2-normalised vector per text, in order.

@@ -1,6 +1,6 @@
 //! Quantized matmuls on x86-64 CPUs for the GGUF weights SmolLM2 ships (Q4_1 and Q8_0),
 //! through the `neuron-qmatmul` kernels (AVX-512 VNNI or AVX2), on the process's one
-//! [`WorkPool`].
+//! pool (`crate::cpu_pool`).
 //!
 //! candle 0.11 has no SIMD kernel for Q4_1 (its scalar one runs at a tenth of the
 //! speed), and its Q8_0 kernel is AVX2-only, so decoding used to re-quantise Q4_1 to Q8_0
@@ -13,29 +13,9 @@
 //! types, other devices, or a CPU with neither AVX2 nor AVX-512 VNNI. The module is
 //! x86-64 only.
 
-use std::sync::OnceLock;
-
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Result, Tensor};
-use neuron_qmatmul::{Format, Isa, Matrix, WorkPool};
-
-/// The process's one pool for these products, shared by every model: the CPU threads
-/// minus the caller's, as many as candle would use (`CANDLE_NUM_THREADS`, else
-/// `RAYON_NUM_THREADS`, else the physical cores). It spins only briefly and takes over
-/// the work of threads the scheduler has descheduled, so decoding slows in proportion
-/// when other processes compete for the cores (see `neuron_qmatmul::pool`); a second
-/// model multiplying meanwhile computes on its own thread.
-fn pool() -> &'static WorkPool {
-    static POOL: OnceLock<WorkPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let threads = std::env::var("CANDLE_NUM_THREADS")
-            .ok()
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|&n| n > 0)
-            .unwrap_or_else(candle_core::utils::get_num_threads);
-        WorkPool::new(threads - 1)
-    })
-}
+use neuron_qmatmul::{Format, Isa, Matrix};
 
 /// Whether weights of `dtype` on `device` are multiplied by this module's kernels.
 pub(crate) fn supports(dtype: GgmlDType, device: &candle_core::Device) -> bool {
@@ -90,9 +70,9 @@ impl CpuQMatMul {
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let output = self
-            .matrix
-            .matmul(&input, |units, work| pool().parallel_for(units, work));
+        let output = self.matrix.matmul(&input, |units, work| {
+            crate::cpu_pool::shared().parallel_for(units, work)
+        });
         *dims.last_mut().expect("checked above") = self.matrix.rows();
         Tensor::from_vec(output, dims, x.device())?.to_dtype(x.dtype())
     }

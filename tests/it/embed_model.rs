@@ -10,21 +10,35 @@
 use std::sync::OnceLock;
 
 use candle_core::Device;
-use neuron::embed::{Embedder, cosine};
+use neuron::embed::{Embedder, Kernels, KernelsInUse, cosine};
 use neuron::models::Resolver;
 
+/// The embedder on the fastest kernels this CPU has.
 fn embedder() -> &'static Embedder {
     static E: OnceLock<Embedder> = OnceLock::new();
-    E.get_or_init(|| {
-        let dir = Resolver::default()
-            .resolve("all-minilm-l6-v2")
-            .expect("fetch embedding model");
-        Embedder::load(&dir, &Device::Cpu).expect("load embedding model")
-    })
+    E.get_or_init(|| load(Kernels::Auto))
 }
 
+fn load(kernels: Kernels) -> Embedder {
+    let dir = Resolver::default()
+        .resolve("all-minilm-l6-v2")
+        .expect("fetch embedding model");
+    Embedder::load_with(&dir, &Device::Cpu, kernels).expect("load embedding model")
+}
+
+/// Every kernel this CPU runs matches the reference to 1e-4 per component: the fastest
+/// (AMX where the CPU has it) and plain f32.
 #[test]
 fn matches_sentence_transformers_reference() {
+    let f32_only = load(Kernels::F32);
+    assert_eq!(f32_only.kernels(), KernelsInUse::F32);
+    eprintln!("fastest kernels here: {}", embedder().kernels());
+    for embedder in [embedder(), &f32_only] {
+        assert_matches_reference(embedder);
+    }
+}
+
+fn assert_matches_reference(embedder: &Embedder) {
     let fixture: serde_json::Value =
         serde_json::from_str(include_str!("../fixtures/embed/minilm_reference.json")).unwrap();
     let sentences: Vec<&str> = fixture["sentences"]
@@ -33,7 +47,8 @@ fn matches_sentence_transformers_reference() {
         .iter()
         .map(|s| s.as_str().unwrap())
         .collect();
-    let ours = embedder().embed(&sentences).unwrap();
+    let ours = embedder.embed(&sentences).unwrap();
+    let mut worst = 0f32;
     for (i, reference) in fixture["embeddings"].as_array().unwrap().iter().enumerate() {
         let reference: Vec<f32> = reference
             .as_array()
@@ -47,8 +62,14 @@ fn matches_sentence_transformers_reference() {
             .zip(&reference)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(max_diff <= 1e-4, "sentence {i}: max abs diff {max_diff}");
+        assert!(
+            max_diff <= 1e-4,
+            "{}: sentence {i}: max abs diff {max_diff}",
+            embedder.kernels()
+        );
+        worst = worst.max(max_diff);
     }
+    eprintln!("{}: max abs diff {worst:.2e}", embedder.kernels());
 }
 
 #[test]

@@ -12,12 +12,17 @@
 //! instructions per row and block. With AVX2 the ggml blocks are used as they are, one
 //! row at a time (`vpmaddwd` / `vpmaddubsw`). [`WorkPool`] splits a product over threads
 //! without spinning at a barrier (see [`pool`]).
+//!
+//! Beside them, [`Bf16x3Matrix`] multiplies f32 matrices on Intel AMX tiles to near f32
+//! precision (see [`amx`]): the sentence embedder's linear layers.
 #![cfg(target_arch = "x86_64")]
 
 use std::ops::Range;
 use std::sync::OnceLock;
 
+pub mod amx;
 pub mod pool;
+pub use amx::Bf16x3Matrix;
 pub use pool::WorkPool;
 
 /// Values per quantisation block (Q4_1, Q8_0 and the activations' Q8_1 alike).

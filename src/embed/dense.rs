@@ -1,0 +1,157 @@
+//! The encoder's linear layers, on the best kernels this CPU has: Intel AMX tiles
+//! (`neuron_qmatmul::Bf16x3Matrix`, within about 2⁻¹⁵ of each f32 product) where the CPU
+//! and the kernel allow them, else candle's f32 matmul (gemm's AVX-512 or AVX2 kernels).
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Linear, Module};
+
+/// Which kernels the embedder's linear layers may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kernels {
+    /// The fastest this CPU has: AMX bf16 tiles with split f32 operands where available,
+    /// else f32.
+    #[default]
+    Auto,
+    /// candle's f32 matmul everywhere (bit-for-bit the reference arithmetic).
+    F32,
+}
+
+/// What a loaded embedder's linear layers run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelsInUse {
+    /// Intel AMX bf16 tiles, each f32 split into two bf16 halves.
+    AmxBf16x3,
+    /// candle's f32 matmul (gemm's AVX-512 or AVX2/FMA kernels, or the GPU's).
+    F32,
+}
+
+impl std::fmt::Display for KernelsInUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::AmxBf16x3 => "AMX bf16x3",
+            Self::F32 => "f32 (gemm)",
+        })
+    }
+}
+
+impl Kernels {
+    /// The kernels that will run for `self` on `device`.
+    pub(crate) fn resolve(self, device: &candle_core::Device) -> KernelsInUse {
+        #[cfg(target_arch = "x86_64")]
+        if self == Self::Auto && device.is_cpu() && neuron_qmatmul::amx::available() {
+            return KernelsInUse::AmxBf16x3;
+        }
+        let _ = device;
+        KernelsInUse::F32
+    }
+}
+
+/// What follows the product in the same pass over its output.
+pub(crate) enum Then<'a> {
+    /// Nothing: `x · Wᵀ + b`.
+    Nothing,
+    /// GELU (the exact-erf one) of `x · Wᵀ + b`.
+    Gelu,
+    /// `x · Wᵀ + b + residual`, the residual of the output's shape.
+    Add(&'a Tensor),
+}
+
+/// `x · Wᵀ + b` for a weight `(out, in)` and a bias `(out)`.
+pub(crate) enum Dense {
+    /// candle's `Linear`.
+    F32(Linear),
+    /// AMX tiles; the bias, and what [`Then`] asks, applied as the tiles are written out.
+    #[cfg(target_arch = "x86_64")]
+    Amx {
+        matrix: neuron_qmatmul::Bf16x3Matrix,
+        bias: Vec<f32>,
+    },
+}
+
+impl Dense {
+    /// A layer of `weight` and `bias` on `kernels`.
+    pub fn new(weight: Tensor, bias: Tensor, kernels: KernelsInUse) -> Result<Self> {
+        match kernels {
+            KernelsInUse::F32 => Ok(Self::F32(Linear::new(weight, Some(bias)))),
+            #[cfg(target_arch = "x86_64")]
+            KernelsInUse::AmxBf16x3 => {
+                let (rows, cols) = weight.dims2()?;
+                let values = weight.flatten_all()?.to_vec1::<f32>()?;
+                Ok(Self::Amx {
+                    matrix: neuron_qmatmul::Bf16x3Matrix::new(&values, rows, cols),
+                    bias: bias.to_vec1::<f32>()?,
+                })
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            KernelsInUse::AmxBf16x3 => unreachable!("AMX is x86-64 only"),
+        }
+    }
+
+    /// `x · Wᵀ + b`, then `then`, for `x` of shape `(tokens, in)`.
+    pub fn forward(&self, x: &Tensor, then: Then) -> Result<Tensor> {
+        match self {
+            Self::F32(linear) => {
+                let y = linear.forward(x)?;
+                match then {
+                    Then::Nothing => Ok(y),
+                    Then::Gelu => super::gelu::gelu_erf(&y),
+                    Then::Add(residual) => y.add(residual),
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            Self::Amx { matrix, bias } => {
+                let (tokens, width) = x.dims2()?;
+                let out = matrix.rows();
+                if width != matrix.cols() {
+                    candle_core::bail!("input {:?} is not (tokens, {})", x.shape(), matrix.cols());
+                }
+                let residual = match then {
+                    Then::Add(residual) if residual.dims() != [tokens, out] => {
+                        candle_core::bail!(
+                            "residual {:?} is not ({tokens}, {out})",
+                            residual.shape()
+                        )
+                    }
+                    Then::Add(residual) => Some(residual.storage_and_layout()),
+                    _ => None,
+                };
+                let residual = match &residual {
+                    Some((storage, layout)) => Some(cpu_slice(storage, layout)?),
+                    None => None,
+                };
+                let gelu = matches!(then, Then::Gelu);
+                let finish = |row: usize, first_col: usize, values: &mut [f32]| {
+                    if let Some(residual) = residual {
+                        let start = row * out + first_col;
+                        for (v, r) in values.iter_mut().zip(&residual[start..]) {
+                            *v += r;
+                        }
+                    }
+                    if gelu {
+                        super::gelu::gelu_in_place(values);
+                    }
+                };
+                let (storage, layout) = x.storage_and_layout();
+                let input = cpu_slice(&storage, layout)?;
+                let output = matrix.matmul_then(input, Some(bias), &finish, |units, work| {
+                    crate::cpu_pool::shared().parallel_for(units, work)
+                });
+                Tensor::from_vec(output, (tokens, out), x.device())
+            }
+        }
+    }
+}
+
+/// The values of a contiguous f32 CPU tensor, read in place.
+#[cfg(target_arch = "x86_64")]
+fn cpu_slice<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+) -> Result<&'a [f32]> {
+    match (storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)), Some((start, end))) => {
+            Ok(&values[start..end])
+        }
+        _ => candle_core::bail!("AMX layers take contiguous f32 CPU tensors"),
+    }
+}
