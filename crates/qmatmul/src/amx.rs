@@ -5,14 +5,16 @@
 //! lose f32's precision (relative error ~2⁻⁸ per value), so each f32 is split into two
 //! bf16s, `x = hi + lo` with `hi` the top 16 bits of `x` and `lo` the rest rounded to bf16,
 //! which leaves an error of at most 2⁻¹⁶·|x|; and `x·w` is summed as
-//! `hi·hi' + hi·lo' + lo·hi'` (the dropped `lo·lo'` is as small). Three tile products
-//! per pair of tiles still leave the matmul a small part of a BERT forward pass.
+//! `hi·hi' + hi·lo' + lo·hi'` (the dropped `lo·lo'` is as small).
 //!
 //! Tiles hold 16 rows of 64 bytes: an `A` tile is 16 activation rows × 32 bf16 (one
 //! k-chunk), a `B` tile is 16 pairs of k × 16 output features × 2 bf16 (the "VNNI"
 //! layout), a `C` tile 16 × 16 f32. [`Bf16x3Matrix`] stores the weights as `B` tiles at
-//! load; a product converts the activations once, then each unit of work (16 activation
-//! rows × 32 output features) keeps two `C` tiles in registers over the whole k range.
+//! load; a product splits the activations once into `A` tiles, every tile 64-byte
+//! aligned. A unit of work is 128 activation rows × 32 output features: k-panel by
+//! k-panel (128 input features, whose weight tiles stay in L1), two row tiles at a time
+//! with four `C` tiles in flight, the sums carried in memory between panels. Tile loads,
+//! not tile products, bound the speed (`cargo bench --bench qmatmul`).
 //!
 //! Linux hands out AMX state only to processes that ask (`arch_prctl`); [`available`]
 //! asks once and says whether the CPU, the kernel and that request all allow it.
