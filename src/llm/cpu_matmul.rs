@@ -82,21 +82,9 @@ impl CpuQMatMul {
 mod tests {
     use candle_core::quantized::QMatMul;
     use candle_core::{Device, Module};
+    use neuron_qmatmul::test_values as values;
 
     use super::*;
-
-    /// Deterministic pseudo-random values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-            })
-            .collect()
-    }
 
     /// `x · Wᵀ` by every kernel this CPU can run (weights quantised to `dtype`).
     fn by_each_kernel(dtype: GgmlDType, weights: &Tensor, x: &Tensor) -> Vec<(Isa, Vec<f32>)> {

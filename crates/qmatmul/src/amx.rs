@@ -508,19 +508,7 @@ unsafe fn panel_product(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Deterministic pseudo-random values in [-1, 1).
-    fn values(n: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed;
-        (0..n)
-            .map(|_| {
-                state = state
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
-            })
-            .collect()
-    }
+    use crate::test_values as values;
 
     /// The exact product in f64.
     fn exact(x: &[f32], w: &[f32], bias: Option<&[f32]>, rows: usize, cols: usize) -> Vec<f64> {

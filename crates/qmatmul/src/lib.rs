@@ -25,6 +25,21 @@ pub mod pool;
 pub use amx::Bf16x3Matrix;
 pub use pool::WorkPool;
 
+/// Deterministic pseudo-random values in [-1, 1), `n` of them from `seed`: inputs for
+/// the kernels' tests here and in `neuron`.
+#[doc(hidden)]
+pub fn test_values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed;
+    (0..n)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect()
+}
+
 /// Values per quantisation block (Q4_1, Q8_0 and the activations' Q8_1 alike).
 pub const BLOCK: usize = 32;
 
