@@ -134,6 +134,11 @@ impl Transport {
         }
     }
 
+    /// Whether this transport speaks OpenAI chat completions (rather than a synapse).
+    pub fn is_openai(self) -> bool {
+        self.openai() == self
+    }
+
     /// Its name in configuration and flags.
     pub fn name(self) -> &'static str {
         match self {

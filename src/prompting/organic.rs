@@ -37,7 +37,7 @@ use crate::api::{
 };
 use crate::chain::{Chain, Metagraph};
 use crate::config::{ApiConfig, Config};
-use crate::llm::{RequestOptions, SamplingParams};
+use crate::llm::{ChatMessage, RequestOptions, SamplingParams};
 use crate::net::openai::{AVAILABILITY_PATH, Availability, ChatCompletionRequest};
 use crate::net::{AxonInfo, DendritePool, MinerAnswer, PromptingSynapse, Transport};
 use crate::score::inference::TOP_LOGPROBS;
@@ -228,6 +228,8 @@ struct Asked {
     request: ChatCompletionRequest,
     /// Whether the answers are checked as verified inference.
     verified: bool,
+    /// The request's conversation (what a synapse carries; the scoring task's query).
+    messages: Vec<ChatMessage>,
 }
 
 impl Asked {
@@ -458,10 +460,9 @@ impl Inner {
     ) {
         let time = crate::net::now_ns() as f64 / 1e9;
         let asked = self.miner_request(&query);
-        let messages = asked.request.chat_messages();
         let prompt = PromptingSynapse {
-            roles: messages.iter().map(|m| m.role.clone()).collect(),
-            messages: messages.iter().map(|m| m.content.clone()).collect(),
+            roles: asked.messages.iter().map(|m| m.role.clone()).collect(),
+            messages: asked.messages.iter().map(|m| m.content.clone()).collect(),
             completion: String::new(),
         };
         let session = self.dendrite.session();
@@ -479,7 +480,7 @@ impl Inner {
                 };
                 // An OpenAI transport carries the client's request whole (seed,
                 // sampling, token limit); a synapse carries the conversation only.
-                let answer = if transport.openai() == transport {
+                let answer = if transport.is_openai() {
                     session
                         .ask_chat_one(&axon, request, transport, timeout, on_text)
                         .await
@@ -514,7 +515,7 @@ impl Inner {
     fn miner_request(&self, query: &ChatQuery) -> Asked {
         let transport = self.config.neuron.transport;
         let verified = self.config.api.organic_scoring
-            && transport.openai() == transport
+            && transport.is_openai()
             && query.model == self.scripts.services().llm_id
             && self.scripts.task(VERIFIED_TASK).is_ok();
         let mut request = query.request.clone();
@@ -526,7 +527,12 @@ impl Inner {
             request.top_logprobs = Some(TOP_LOGPROBS);
             request.task = Some(INFERENCE_TASK.into());
         }
-        Asked { request, verified }
+        let messages = request.chat_messages();
+        Asked {
+            request,
+            verified,
+            messages,
+        }
     }
 
     /// Scores the answers against the validator's own, logs the event and hands the
@@ -543,7 +549,7 @@ impl Inner {
         answers: Vec<MinerAnswer>,
     ) {
         let log_prompts = self.config.api.log_prompts;
-        let messages = asked.request.chat_messages();
+        let messages = &asked.messages;
         let mut event = OrganicEvent {
             time,
             key: query.key.clone(),
@@ -635,7 +641,7 @@ impl Inner {
         let task_name = asked.task(&self.config.api.organic_task).to_string();
         let verified = asked.verified;
         let scripts = self.scripts.clone();
-        let messages = asked.request.chat_messages();
+        let messages = asked.messages.clone();
         let query = messages
             .last()
             .map(|m| m.content.clone())
