@@ -1,5 +1,6 @@
 //! The CPU kernels of `crates/qmatmul` on the calling thread, each one this CPU can run:
-//! the quantised ones on SmolLM2-135M's matrix shapes, one input row (a decoding step);
+//! the quantised ones on SmolLM2-135M's matrix shapes, for 1, 8 and 64 input rows (a
+//! decoding step, a batch of eight, a prompt chunk);
 //! the AMX f32 product on all-MiniLM-L6-v2's, 2,304 tokens (the embed bench's 64
 //! sentences), against candle's f32 matmul (gemm, here on one thread too). The weights
 //! are synthetic: speed does not depend on them.
@@ -9,7 +10,7 @@
 #[cfg(target_arch = "x86_64")]
 mod kernels {
     use criterion::{BenchmarkId, Criterion, Throughput};
-    use neuron_qmatmul::{Format, Isa, Matrix};
+    use neuron_qmatmul::{Format, Matrix};
 
     /// (format, rows, cols): fused gate/up, down projection, output projection.
     const SHAPES: [(Format, usize, usize); 3] = [
@@ -18,35 +19,24 @@ mod kernels {
         (Format::Q8_0, 49152, 576),
     ];
 
-    fn blocks(format: Format, rows: usize, cols: usize) -> Vec<u8> {
-        let size = format.block_bytes();
-        let mut data: Vec<u8> = (0..rows * cols / 32 * size)
-            .map(|i| (i * 7 + 3) as u8)
-            .collect();
-        for block in data.chunks_exact_mut(size) {
-            block[..2].copy_from_slice(&[0, 0x20]); // scale ≈ 0.008
-            if format == Format::Q4_1 {
-                block[2..4].copy_from_slice(&[0, 0x20]); // minimum
-            }
-        }
-        data
-    }
+    /// Activation rows per product: one decoding step, eight decoded together, a chunk
+    /// of a prompt.
+    const BATCHES: [usize; 3] = [1, 8, 64];
 
     pub fn bench(c: &mut Criterion) {
-        let isas: &[Isa] = match neuron_qmatmul::detect() {
-            Some(Isa::Avx512Vnni) => &[Isa::Avx512Vnni, Isa::Avx2],
-            Some(Isa::Avx2) => &[Isa::Avx2],
-            None => &[],
-        };
         let mut group = c.benchmark_group("qmatmul");
         for (format, rows, cols) in SHAPES {
-            let data = blocks(format, rows, cols);
-            let x: Vec<f32> = (0..cols).map(|i| (i as f32 * 0.37).sin()).collect();
-            group.throughput(Throughput::Bytes(data.len() as u64));
-            for &isa in isas {
-                let matrix = Matrix::new(isa, format, rows, cols, &data);
-                let id = BenchmarkId::new(format!("{format:?} {rows}x{cols}"), format!("{isa:?}"));
-                group.bench_function(id, |b| b.iter(|| matrix.matmul(&x, |n, work| work(0..n))));
+            let data = neuron_qmatmul::test_blocks(format, rows, cols, 1);
+            for batch in BATCHES {
+                let x: Vec<f32> = (0..batch * cols).map(|i| (i as f32 * 0.37).sin()).collect();
+                group.throughput(Throughput::Bytes(data.len() as u64));
+                for isa in neuron_qmatmul::supported_isas() {
+                    let matrix = Matrix::new(isa, format, rows, cols, &data);
+                    let shape = format!("{format:?} {rows}x{cols}, {batch} rows");
+                    let id = BenchmarkId::new(shape, format!("{isa:?}"));
+                    group
+                        .bench_function(id, |b| b.iter(|| matrix.matmul(&x, |n, work| work(0..n))));
+                }
             }
         }
         group.finish();
@@ -66,7 +56,7 @@ mod kernels {
                 .collect();
             group.throughput(Throughput::Elements((2 * TOKENS * rows * cols) as u64));
             let shape = format!("{TOKENS}x{cols} . {rows}x{cols}");
-            if neuron_qmatmul::amx::available() {
+            if neuron_qmatmul::amx::bf16_available() {
                 let matrix = neuron_qmatmul::Bf16x3Matrix::new(&w, rows, cols);
                 group.bench_function(BenchmarkId::new(&shape, "AMX bf16x3"), |b| {
                     b.iter(|| matrix.matmul(&x, None, |n, work| work(0..n)))

@@ -203,11 +203,7 @@ fn bench_llm(args: LlmBench) -> Result<()> {
         info.kv_bytes_per_position / 1024,
         info.kv_bytes_per_position * info.context / (1024 * 1024),
         args.model.device,
-        match (args.model.candle_kernels, args.model.no_requantize) {
-            (false, _) => "neuron's own where supported",
-            (true, false) => "candle's, Q4_1/Q5_x re-quantised to Q8_0",
-            (true, true) => "candle's, weights as shipped",
-        }
+        args.model.cpu_kernels()
     );
     service.chat_blocking(messages.clone(), params.clone())?; // warm-up
     if args.contend > 0 {

@@ -121,6 +121,7 @@ impl LoadArgs {
             cpu_kernels: CpuKernels {
                 own: !self.candle_kernels,
                 requantize: !self.no_requantize,
+                ..CpuKernels::default()
             },
             ..LoadOptions::default()
         }))

@@ -27,21 +27,31 @@ pub struct ModelArgs {
     /// AVX-512 VNNI / AVX2 ones (for comparison).
     #[arg(long)]
     pub candle_kernels: bool,
+    /// Multiply several rows at once (prompts, batched decoding) with AVX-512 VNNI rather
+    /// than on Intel AMX int8 tiles (the same results; for comparison).
+    #[arg(long)]
+    pub no_amx: bool,
     /// Cap on the context window in tokens.
     #[arg(long)]
     pub max_context: Option<usize>,
 }
 
 impl ModelArgs {
+    /// The kernels these flags choose.
+    pub fn cpu_kernels(&self) -> CpuKernels {
+        CpuKernels {
+            own: !self.candle_kernels,
+            requantize: !self.no_requantize,
+            amx: !self.no_amx,
+        }
+    }
+
     /// Resolves the model and loads it into a service.
     pub fn load(&self) -> Result<(PathBuf, LlmService)> {
         let path = Resolver::default().resolve(&self.model)?;
         let options = LoadOptions {
             device: self.device.open()?,
-            cpu_kernels: CpuKernels {
-                own: !self.candle_kernels,
-                requantize: !self.no_requantize,
-            },
+            cpu_kernels: self.cpu_kernels(),
             max_context: self.max_context,
             ..LoadOptions::default()
         };

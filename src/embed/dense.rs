@@ -38,7 +38,7 @@ impl Kernels {
     /// The kernels that will run for `self` on `device`.
     pub(crate) fn resolve(self, device: &candle_core::Device) -> KernelsInUse {
         #[cfg(target_arch = "x86_64")]
-        if self == Self::Auto && device.is_cpu() && neuron_qmatmul::amx::available() {
+        if self == Self::Auto && device.is_cpu() && neuron_qmatmul::amx::bf16_available() {
             return KernelsInUse::AmxBf16x3;
         }
         let _ = device;

@@ -1,6 +1,6 @@
 //! Quantized matmuls on x86-64 CPUs for the GGUF weights SmolLM2 ships (Q4_1 and Q8_0),
-//! through the `neuron-qmatmul` kernels (AVX-512 VNNI or AVX2), on the process's one
-//! pool (`crate::cpu_pool`).
+//! through the `neuron-qmatmul` kernels (AMX int8 tiles for several rows, AVX-512 VNNI
+//! or AVX2), on the process's one pool (`crate::cpu_pool`).
 //!
 //! candle 0.11 has no SIMD kernel for Q4_1 (its scalar one runs at a tenth of the
 //! speed), and its Q8_0 kernel is AVX2-only, so decoding used to re-quantise Q4_1 to Q8_0
@@ -30,6 +30,14 @@ fn format_of(dtype: GgmlDType) -> Option<Format> {
     }
 }
 
+/// The instruction set of this module's kernels on this CPU, AMX tiles allowed or not.
+pub(crate) fn isa(amx: bool) -> Option<Isa> {
+    match neuron_qmatmul::detect() {
+        Some(Isa::Amx) if !amx => Some(Isa::Avx512Vnni),
+        isa => isa,
+    }
+}
+
 /// A quantised weight matrix `(rows, cols)` multiplied on the CPU by the
 /// `neuron-qmatmul` kernels. Computes `x · Wᵀ`, like candle's `QMatMul`.
 pub(crate) struct CpuQMatMul {
@@ -38,9 +46,10 @@ pub(crate) struct CpuQMatMul {
 
 impl CpuQMatMul {
     /// Takes over `weights` when they are on the CPU, of a type handled here, and the CPU
-    /// has the instructions; otherwise `None`.
-    pub fn new(weights: &QTensor) -> Result<Option<Self>> {
-        match neuron_qmatmul::detect() {
+    /// has the instructions (AMX tiles used for several rows where allowed and present);
+    /// otherwise `None`.
+    pub fn new(weights: &QTensor, amx: bool) -> Result<Option<Self>> {
+        match isa(amx) {
             Some(isa) => Self::for_isa(weights, isa),
             None => Ok(None),
         }
@@ -88,14 +97,10 @@ mod tests {
 
     /// `x · Wᵀ` by every kernel this CPU can run (weights quantised to `dtype`).
     fn by_each_kernel(dtype: GgmlDType, weights: &Tensor, x: &Tensor) -> Vec<(Isa, Vec<f32>)> {
-        let isas: &[Isa] = match neuron_qmatmul::detect() {
-            Some(Isa::Avx512Vnni) => &[Isa::Avx512Vnni, Isa::Avx2],
-            Some(Isa::Avx2) => &[Isa::Avx2],
-            None => &[],
-        };
         let q = QTensor::quantize(weights, dtype).unwrap();
-        isas.iter()
-            .map(|&isa| {
+        neuron_qmatmul::supported_isas()
+            .into_iter()
+            .map(|isa| {
                 let ours = CpuQMatMul::for_isa(&q, isa).unwrap().expect("supported");
                 let y = ours.forward(x).unwrap().flatten_all().unwrap();
                 (isa, y.to_vec1().unwrap())
@@ -170,6 +175,6 @@ mod tests {
     fn other_types_are_left_to_candle() {
         let weights = Tensor::zeros((8, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
         let q = QTensor::quantize(&weights, GgmlDType::Q5_0).unwrap();
-        assert!(CpuQMatMul::new(&q).unwrap().is_none());
+        assert!(CpuQMatMul::new(&q, true).unwrap().is_none());
     }
 }

@@ -16,7 +16,7 @@ use candle_nn::Embedding;
 use candle_transformers::quantized_nn::RmsNorm;
 use candle_transformers::utils::build_causal_mask;
 
-use super::{CpuKernels, LlmError};
+use super::{CpuKernels, LlmError, decode_attention};
 
 /// Architectures (GGUF `general.architecture`) this forward implements.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2"];
@@ -43,13 +43,15 @@ enum QLinear {
 }
 
 impl QLinear {
-    fn new(weights: QTensor, own_kernels: bool) -> Result<Self, LlmError> {
+    fn new(weights: QTensor, kernels: CpuKernels) -> Result<Self, LlmError> {
         #[cfg(target_arch = "x86_64")]
-        if own_kernels && let Some(cpu) = super::cpu_matmul::CpuQMatMul::new(&weights)? {
+        if kernels.own
+            && let Some(cpu) = super::cpu_matmul::CpuQMatMul::new(&weights, kernels.amx)?
+        {
             return Ok(Self::Cpu(cpu));
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = own_kernels;
+        let _ = kernels;
         Ok(Self::Candle(QMatMul::from_qtensor(weights)?))
     }
 
@@ -72,10 +74,10 @@ enum Projections {
 }
 
 impl Projections {
-    fn new(parts: Vec<QTensor>, device: &Device, own_kernels: bool) -> Result<Self, LlmError> {
+    fn new(parts: Vec<QTensor>, device: &Device, kernels: CpuKernels) -> Result<Self, LlmError> {
         let dtype = parts[0].dtype();
         if parts.iter().any(|p| p.dtype() != dtype) {
-            let separate = parts.into_iter().map(|p| QLinear::new(p, own_kernels));
+            let separate = parts.into_iter().map(|p| QLinear::new(p, kernels));
             return Ok(Self::Separate(separate.collect::<Result<_, _>>()?));
         }
         let widths: Vec<usize> = parts.iter().map(|p| p.shape().dims()[0]).collect();
@@ -86,7 +88,7 @@ impl Projections {
         }
         let rows = widths.iter().sum();
         let stacked = qtensor_from_ggml(dtype, &data, vec![rows, inputs], device)?;
-        Ok(Self::Fused(QLinear::new(stacked, own_kernels)?, widths))
+        Ok(Self::Fused(QLinear::new(stacked, kernels)?, widths))
     }
 
     /// One output per projection, in the order given to [`Projections::new`].
@@ -186,8 +188,8 @@ pub(super) fn md_f32(ct: &gguf_file::Content, key: &str) -> Option<f32> {
 }
 
 impl GgufModel {
-    /// Loads the weights. `own_kernels` multiplies Q4_1/Q8_0 weights on the CPU with this
-    /// crate's kernels where the CPU has the instructions; `requantize` turns the
+    /// Loads the weights. `kernels.own` multiplies Q4_1/Q8_0 weights on the CPU with this
+    /// crate's kernels where the CPU has the instructions; `kernels.requantize` turns the
     /// Q4_1/Q5_0/Q5_1 tensors left to candle into Q8_0 (CPU only).
     pub fn load<R: Read + Seek>(
         meta: GgufMeta<'_>,
@@ -196,10 +198,6 @@ impl GgufModel {
         kernels: CpuKernels,
         max_context: Option<usize>,
     ) -> Result<Self, LlmError> {
-        let CpuKernels {
-            own: own_kernels,
-            requantize,
-        } = kernels;
         let ct = meta.content;
         let arch = meta.arch.as_str();
         if !SUPPORTED_ARCHITECTURES.contains(&arch) {
@@ -258,13 +256,13 @@ impl GgufModel {
             .unwrap_or(MAX_CONTEXT)
             .min(trained_context)
             .min(MAX_CONTEXT);
-        let requantize = requantize && device.is_cpu();
+        let requantize = kernels.requantize && device.is_cpu();
 
         let tensor = |reader: &mut R, name: &str| -> Result<QTensor, LlmError> {
             let t = ct
                 .tensor(reader, name, device)
                 .map_err(|e| LlmError::BadModel(format!("tensor `{name}`: {e}")))?;
-            let kept = own_kernels && own_kernel(t.dtype(), device);
+            let kept = kernels.own && own_kernel(t.dtype(), device);
             if requantize && SLOW_ON_CPU.contains(&t.dtype()) && !kept {
                 let dense = t.dequantize(device)?;
                 Ok(QTensor::quantize(&dense, GgmlDType::Q8_0)?)
@@ -284,9 +282,9 @@ impl GgufModel {
         let embed = Embedding::new(embed_q.dequantize(device)?, width);
         let norm = RmsNorm::from_qtensor(tensor(reader, "output_norm.weight")?, eps)?;
         let output = if ct.tensor_infos.contains_key("output.weight") {
-            QLinear::new(tensor(reader, "output.weight")?, own_kernels)?
+            QLinear::new(tensor(reader, "output.weight")?, kernels)?
         } else {
-            QLinear::new(embed_q, own_kernels)?
+            QLinear::new(embed_q, kernels)?
         };
         let mut layers = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
@@ -300,15 +298,15 @@ impl GgufModel {
                 .into_iter()
                 .collect::<Result<_, _>>()?;
             layers.push(Layer {
-                qkv: Projections::new(qkv, device, own_kernels)?,
-                wo: QLinear::new(tensor(reader, &p("attn_output.weight"))?, own_kernels)?,
+                qkv: Projections::new(qkv, device, kernels)?,
+                wo: QLinear::new(tensor(reader, &p("attn_output.weight"))?, kernels)?,
                 bq: optional(reader, &p("attn_q.bias"))?,
                 bk: optional(reader, &p("attn_k.bias"))?,
                 bv: optional(reader, &p("attn_v.bias"))?,
                 attn_norm: RmsNorm::from_qtensor(tensor(reader, &p("attn_norm.weight"))?, eps)?,
                 ffn_norm: RmsNorm::from_qtensor(tensor(reader, &p("ffn_norm.weight"))?, eps)?,
-                gate_up: Projections::new(gate_up, device, own_kernels)?,
-                down: QLinear::new(tensor(reader, &p("ffn_down.weight"))?, own_kernels)?,
+                gate_up: Projections::new(gate_up, device, kernels)?,
+                down: QLinear::new(tensor(reader, &p("ffn_down.weight"))?, kernels)?,
             });
         }
         let (cos, sin) = rope_tables(rope_dim, rope_base, context, device)?;
@@ -410,25 +408,82 @@ impl GgufModel {
         for (l, layer) in self.layers.iter().enumerate() {
             let h = layer.attn_norm.forward(&x)?;
             let [q, k, v] = qkv(layer, &h)?;
-            let mut heads = Vec::with_capacity(steps.len());
-            for (i, ((_, cache), (cos, sin))) in steps.iter_mut().zip(&rope_rows).enumerate() {
-                let row = |t: &Tensor| t.narrow(0, i, 1);
-                heads.push(self.attend(
-                    layer,
-                    row(&q)?,
-                    row(&k)?,
-                    row(&v)?,
-                    None,
-                    cos,
-                    sin,
-                    &mut cache.layers[l],
-                )?);
-            }
-            x = (layer.wo.forward(&Tensor::cat(&heads, 0)?)? + x)?;
+            let heads = if self.device.is_cpu() {
+                self.attend_on_cpu(layer, l, [q, k, v], steps, &rope_rows)?
+            } else {
+                let mut heads = Vec::with_capacity(steps.len());
+                for (i, ((_, cache), (cos, sin))) in steps.iter_mut().zip(&rope_rows).enumerate() {
+                    let row = |t: &Tensor| t.narrow(0, i, 1);
+                    heads.push(self.attend(
+                        layer,
+                        row(&q)?,
+                        row(&k)?,
+                        row(&v)?,
+                        None,
+                        cos,
+                        sin,
+                        &mut cache.layers[l],
+                    )?);
+                }
+                Tensor::cat(&heads, 0)?
+            };
+            x = (layer.wo.forward(&heads)? + x)?;
             x = (self.feed_forward(layer, &x)? + x)?;
         }
         let x = self.norm.forward(&x.squeeze(1)?)?;
         Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
+    }
+
+    /// The attention of layer `l` for one decoding step of each request, on the CPU
+    /// (see `decode_attention`): `qkv` one row per request, `(b, 1, width)`; returns the
+    /// heads' outputs, `(b, 1, n_head × head_dim)`.
+    fn attend_on_cpu(
+        &self,
+        layer: &Layer,
+        l: usize,
+        [q, k, v]: [Tensor; 3],
+        steps: &mut [(u32, &mut KvCache)],
+        rope_rows: &[(Tensor, Tensor)],
+    ) -> Result<Tensor, LlmError> {
+        let values = |t: Tensor, bias: &Option<Tensor>| -> Result<Vec<f32>, LlmError> {
+            let t = match bias {
+                Some(bias) => t.broadcast_add(bias)?,
+                None => t,
+            };
+            Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
+        };
+        let angles = rope_rows
+            .iter()
+            .map(|(cos, sin)| Ok((cos.flatten_all()?.to_vec1()?, sin.flatten_all()?.to_vec1()?)))
+            .collect::<Result<Vec<(Vec<f32>, Vec<f32>)>, LlmError>>()?;
+        let mut requests: Vec<decode_attention::Step<'_>> = steps
+            .iter_mut()
+            .zip(&angles)
+            .map(|((_, cache), (cos, sin))| decode_attention::Step {
+                cos,
+                sin,
+                cache: &mut cache.layers[l],
+            })
+            .collect();
+        let heads = decode_attention::Heads {
+            n_head: self.n_head,
+            n_kv_head: self.n_kv_head,
+            head_dim: self.head_dim,
+            neox: self.neox,
+        };
+        let out = decode_attention::attend(
+            heads,
+            values(q, &layer.bq)?,
+            values(k, &layer.bk)?,
+            values(v, &layer.bv)?,
+            &mut requests,
+        )?;
+        let b = requests.len();
+        Ok(Tensor::from_vec(
+            out,
+            (b, 1, self.n_head * self.head_dim),
+            &self.device,
+        )?)
     }
 
     /// The feed-forward block of `layer` (its norm included), without the residual.
@@ -636,6 +691,23 @@ mod parity_tests {
         let (b, b2) = reference(&path);
         let (d, d2) = (max_abs_diff(&a, &b), max_abs_diff(&a2, &b2));
         assert!(d < 1e-3 && d2 < 1e-3, "{d} {d2}");
+
+        // The decoding step of the batched path (its own attention on the CPU), alone
+        // and beside another request at another position, agrees as well.
+        let model = load(&path, CpuKernels::default(), Some(512));
+        let (mut first, mut other) = (model.new_cache(), model.new_cache());
+        model.forward(&PROMPT, &mut first, 1).unwrap();
+        model.forward(&PROMPT[..3], &mut other, 1).unwrap();
+        let alone = model.forward_batch(&mut [(NEXT, &mut first)]).unwrap();
+        let d = max_abs_diff(&alone.squeeze(0).unwrap(), &b2);
+        assert!(d < 1e-3, "batched path alone: {d}");
+        let mut second = model.new_cache();
+        model.forward(&PROMPT, &mut second, 1).unwrap();
+        let both = model
+            .forward_batch(&mut [(NEXT, &mut other), (NEXT, &mut second)])
+            .unwrap();
+        let d = max_abs_diff(&both.get(1).unwrap(), &b2);
+        assert!(d < 1e-3, "batched path beside another request: {d}");
 
         // The cache grows past its first chunk, in one call or across calls alike.
         let model = load(&path, CpuKernels::default(), None);

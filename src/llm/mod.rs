@@ -5,6 +5,7 @@
 
 #[cfg(target_arch = "x86_64")]
 mod cpu_matmul;
+mod decode_attention;
 mod device;
 mod engine;
 mod export;
@@ -256,6 +257,9 @@ pub struct CpuKernels {
     /// candle has no SIMD kernel for those types (Q8_0 decodes ~3× faster, for ~1 s of
     /// load time and a larger footprint).
     pub requantize: bool,
+    /// With `own`, multiply several rows at once (prompts, batched decoding) on Intel AMX
+    /// int8 tiles where the CPU has them: the same results bit for bit, faster.
+    pub amx: bool,
 }
 
 impl Default for CpuKernels {
@@ -263,7 +267,32 @@ impl Default for CpuKernels {
         Self {
             own: true,
             requantize: true,
+            amx: true,
         }
+    }
+}
+
+impl std::fmt::Display for CpuKernels {
+    /// Which kernels multiply the quantised weights on this CPU.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        #[cfg(target_arch = "x86_64")]
+        if self.own {
+            use neuron_qmatmul::Isa;
+            match cpu_matmul::isa(self.amx) {
+                Some(Isa::Amx) => {
+                    return f.write_str(
+                        "neuron's own, AMX int8 for several rows, AVX-512 VNNI for one",
+                    );
+                }
+                Some(Isa::Avx512Vnni) => return f.write_str("neuron's own, AVX-512 VNNI"),
+                Some(Isa::Avx2) => return f.write_str("neuron's own, AVX2"),
+                None => {}
+            }
+        }
+        f.write_str(match self.requantize {
+            true => "candle's, Q4_1/Q5_x re-quantised to Q8_0",
+            false => "candle's, weights as shipped",
+        })
     }
 }
 

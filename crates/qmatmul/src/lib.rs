@@ -40,6 +40,24 @@ pub fn test_values(n: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// `rows × cols` weights as blocks of `format` with pseudo-random values, scales and
+/// minimums (from `seed`): inputs for the kernels' tests and benchmarks.
+#[doc(hidden)]
+pub fn test_blocks(format: Format, rows: usize, cols: usize, seed: u64) -> Vec<u8> {
+    let size = format.block_bytes();
+    let noise = test_values(rows * cols / BLOCK * size, seed);
+    let mut data: Vec<u8> = noise.iter().map(|v| (v * 128.0 + 128.0) as u8).collect();
+    for (block, noise) in data.chunks_exact_mut(size).zip(noise.chunks_exact(size)) {
+        let scale = half::f16::from_f32(0.001 + 0.01 * noise[0].abs());
+        block[..2].copy_from_slice(&scale.to_le_bytes());
+        if format == Format::Q4_1 {
+            let minimum = half::f16::from_f32(0.1 * noise[1]);
+            block[2..4].copy_from_slice(&minimum.to_le_bytes());
+        }
+    }
+    data
+}
+
 /// Values per quantisation block (Q4_1, Q8_0 and the activations' Q8_1 alike).
 pub const BLOCK: usize = 32;
 
@@ -66,24 +84,37 @@ impl Format {
 /// The instruction set the kernels use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
+    /// Intel AMX-INT8 tiles for products of several activation rows (prompts, batched
+    /// decoding), AVX-512 VNNI for one: the same weight layout and, bit for bit, the same
+    /// results (see [`amx::int8`]). Intel Sapphire Rapids and later servers.
+    Amx,
     /// AVX-512 F/BW/VL with VNNI (Intel Ice Lake and later servers, AMD Zen 4).
     Avx512Vnni,
     /// AVX2 with FMA and F16C (x86-64 since about 2013).
     Avx2,
 }
 
-/// The best instruction set this CPU has, if any (detected once).
+/// Whether the CPU has what [`Isa::Avx512Vnni`] needs.
+fn has_avx512_vnni() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("f16c")
+        && std::arch::is_x86_feature_detected!("fma")
+}
+
+/// The best instruction set this CPU (and, for AMX, the OS) offers, if any (detected
+/// once).
 pub fn detect() -> Option<Isa> {
     static ISA: OnceLock<Option<Isa>> = OnceLock::new();
     *ISA.get_or_init(|| {
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-            && std::arch::is_x86_feature_detected!("f16c")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            Some(Isa::Avx512Vnni)
+        if has_avx512_vnni() {
+            Some(if amx::int8_available() {
+                Isa::Amx
+            } else {
+                Isa::Avx512Vnni
+            })
         } else if std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("f16c")
             && std::arch::is_x86_feature_detected!("fma")
@@ -99,8 +130,18 @@ pub fn detect() -> Option<Isa> {
 pub fn supported(isa: Isa) -> bool {
     matches!(
         (detect(), isa),
-        (Some(Isa::Avx512Vnni), _) | (Some(Isa::Avx2), Isa::Avx2)
+        (Some(Isa::Amx), _)
+            | (Some(Isa::Avx512Vnni), Isa::Avx512Vnni | Isa::Avx2)
+            | (Some(Isa::Avx2), Isa::Avx2)
     )
+}
+
+/// Every instruction set this CPU can run, the best first.
+pub fn supported_isas() -> Vec<Isa> {
+    [Isa::Amx, Isa::Avx512Vnni, Isa::Avx2]
+        .into_iter()
+        .filter(|&isa| supported(isa))
+        .collect()
 }
 
 /// Activations quantised per block of 32 values, one row per input.
@@ -129,6 +170,59 @@ struct QuantizedRows {
     pairs: Vec<i32>,
 }
 
+/// One block of activations quantised to 8 bits (see [`QuantizedRows`]).
+struct NarrowBlock {
+    /// `max|x| / 127`, rounded to f16.
+    scale: f32,
+    values: [i8; BLOCK],
+    /// `d · Σq`, rounded as candle does.
+    sum: f32,
+    /// `Σq` exactly.
+    value_sum: i32,
+}
+
+impl NarrowBlock {
+    fn new(block: &[f32]) -> Self {
+        let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = max / 127.0;
+        let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
+        let values: [i8; BLOCK] = std::array::from_fn(|i| (block[i] * inverse).round() as i8);
+        let value_sum = values.iter().map(|&q| i32::from(q)).sum::<i32>();
+        let as_f16 = |v: f32| half::f16::from_f32(v).to_f32();
+        let scale = as_f16(d);
+        Self {
+            scale,
+            values,
+            // candle's rounding (ggml rounds `d · Σq` once, from the exact `d`).
+            sum: as_f16(as_f16(value_sum as f32) * scale),
+            value_sum,
+        }
+    }
+}
+
+/// One block of activations quantised to 16 bits (see [`QuantizedRows`]).
+struct WideBlock {
+    /// `max|x| / 32767`.
+    scale: f32,
+    values: [i16; BLOCK],
+    /// `d · Σq`.
+    sum: f32,
+}
+
+impl WideBlock {
+    fn new(block: &[f32]) -> Self {
+        let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let d = max / 32767.0;
+        let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
+        let values: [i16; BLOCK] = std::array::from_fn(|i| (block[i] * inverse).round() as i16);
+        Self {
+            scale: d,
+            values,
+            sum: d * values.iter().map(|&v| i32::from(v)).sum::<i32>() as f32,
+        }
+    }
+}
+
 impl QuantizedRows {
     /// 8-bit activations.
     fn narrow(x: &[f32]) -> Self {
@@ -140,22 +234,11 @@ impl QuantizedRows {
             values: Vec::with_capacity(x.len()),
             pairs: Vec::new(),
         };
-        for block in x.chunks_exact(BLOCK) {
-            let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = max / 127.0;
-            let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
-            let mut sum = 0i32;
-            for v in block {
-                let q = (v * inverse).round() as i8;
-                sum += i32::from(q);
-                out.values.push(q);
-            }
-            let as_f16 = |v: f32| half::f16::from_f32(v).to_f32();
-            let d = as_f16(d);
-            out.scales.push(d);
-            // candle's rounding (ggml rounds `d · Σq` once, from the exact `d`).
-            out.sums.push(as_f16(as_f16(sum as f32) * d));
-            out.value_sums.push(sum);
+        for block in x.chunks_exact(BLOCK).map(NarrowBlock::new) {
+            out.scales.push(block.scale);
+            out.sums.push(block.sum);
+            out.value_sums.push(block.value_sum);
+            out.values.extend(block.values);
         }
         out
     }
@@ -172,11 +255,8 @@ impl QuantizedRows {
             values: Vec::new(),
             pairs: Vec::with_capacity(blocks * 16),
         };
-        for block in x.chunks_exact(BLOCK) {
-            let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let d = max / 32767.0;
-            let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
-            let q: [i16; BLOCK] = std::array::from_fn(|i| (block[i] * inverse).round() as i16);
+        for block in x.chunks_exact(BLOCK).map(WideBlock::new) {
+            let q = block.values;
             let pair = |a: usize, b: usize| i32::from(q[a] as u16) | (i32::from(q[b]) << 16);
             for c in 0..4 {
                 let first = 4 * c;
@@ -188,9 +268,8 @@ impl QuantizedRows {
                     pair(second + 1, second + 3),
                 ]);
             }
-            out.scales.push(d);
-            out.sums
-                .push(d * q.iter().map(|&v| i32::from(v)).sum::<i32>() as f32);
+            out.scales.push(block.scale);
+            out.sums.push(block.sum);
         }
         out
     }
@@ -223,6 +302,10 @@ struct Activation<'a> {
 
 /// Rows per tile of the AVX-512 layout.
 const TILE_ROWS: usize = 16;
+
+/// Activation rows from which [`Isa::Amx`] multiplies on the tiles rather than with
+/// AVX-512 VNNI (the results are the same).
+const AMX_MIN_ROWS: usize = 2;
 
 /// A quantised weight matrix `(rows, cols)`, laid out for one instruction set.
 ///
@@ -257,7 +340,7 @@ impl Matrix {
         assert_eq!(ggml_blocks.len(), rows * cols / BLOCK * block_bytes);
         let data = match isa {
             Isa::Avx2 => ggml_blocks.to_vec(),
-            Isa::Avx512Vnni => {
+            Isa::Avx512Vnni | Isa::Amx => {
                 let blocks = cols / BLOCK;
                 let tiles = rows.div_ceil(TILE_ROWS);
                 let mut data = vec![0u8; tiles * TILE_ROWS * blocks * block_bytes];
@@ -332,6 +415,10 @@ impl Matrix {
             self.cols
         );
         let batch = x.len() / self.cols;
+        if self.isa == Isa::Amx && batch >= AMX_MIN_ROWS {
+            // SAFETY: `new` checked that AMX runs here; the layout is the AVX-512 one.
+            return unsafe { amx::int8::matmul(self, x, parallel_for) };
+        }
         let activations = match self.format {
             Format::Q4_1 => QuantizedRows::wide(x),
             Format::Q8_0 => QuantizedRows::narrow(x),
@@ -368,7 +455,7 @@ impl Matrix {
     /// Rows per unit of work: a tile, or one row.
     fn unit_rows(&self) -> usize {
         match self.isa {
-            Isa::Avx512Vnni => TILE_ROWS,
+            Isa::Avx512Vnni | Isa::Amx => TILE_ROWS,
             Isa::Avx2 => 1,
         }
     }
@@ -386,7 +473,7 @@ impl Matrix {
             // `blocks` blocks per row, as does the activation row.
             unsafe {
                 match (self.isa, self.format) {
-                    (Isa::Avx512Vnni, format) => {
+                    (Isa::Avx512Vnni | Isa::Amx, format) => {
                         let mut tile = [0f32; TILE_ROWS];
                         match format {
                             Format::Q4_1 => x86::q4_1_tile(weights, &act, &mut tile),

@@ -15,14 +15,11 @@
 //! k-panel (128 input features, whose weight tiles stay in L1), two row tiles at a time
 //! with four `C` tiles in flight, the sums carried in memory between panels. Tile loads,
 //! not tile products, bound the speed (`cargo bench --bench qmatmul`).
-//!
-//! Linux hands out AMX state only to processes that ask (`arch_prctl`); [`available`]
-//! asks once and says whether the CPU, the kernel and that request all allow it.
 
 use std::arch::asm;
 use std::ops::Range;
-use std::sync::OnceLock;
 
+use super::{bf16_available, configure_tiles, release_tiles};
 use crate::SharedOutput;
 
 /// Rows of every tile (activation rows of `A` and `C`, k pairs of `B`).
@@ -33,44 +30,6 @@ const K_CHUNK: usize = 32;
 const TILE_COLS: usize = 16;
 /// bf16 values in one tile (1 KiB).
 const TILE_VALUES: usize = TILE_ROWS * K_CHUNK;
-
-/// Whether this process can run AMX bf16 tile products: the CPU has AMX-TILE and
-/// AMX-BF16, and the kernel granted the tile state (asked once, on first call).
-pub fn available() -> bool {
-    static AVAILABLE: OnceLock<bool> = OnceLock::new();
-    *AVAILABLE.get_or_init(|| cpu_has_amx_bf16() && request_tile_state())
-}
-
-fn cpu_has_amx_bf16() -> bool {
-    if std::arch::x86_64::__cpuid(0).eax < 7 {
-        return false;
-    }
-    let leaf7 = std::arch::x86_64::__cpuid_count(7, 0);
-    let amx_bf16 = leaf7.edx & (1 << 22) != 0;
-    let amx_tile = leaf7.edx & (1 << 24) != 0;
-    amx_bf16 && amx_tile && std::arch::is_x86_feature_detected!("avx512f")
-}
-
-#[cfg(target_os = "linux")]
-fn request_tile_state() -> bool {
-    /// `arch_prctl` request for permission to use an extended state component.
-    const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
-    /// The XSAVE component of the tile data (TILEDATA).
-    const XFEATURE_XTILEDATA: libc::c_long = 18;
-    // SAFETY: arch_prctl with these arguments only changes the process's permissions.
-    unsafe {
-        libc::syscall(
-            libc::SYS_arch_prctl,
-            ARCH_REQ_XCOMP_PERM,
-            XFEATURE_XTILEDATA,
-        ) == 0
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn request_tile_state() -> bool {
-    false
-}
 
 /// `x` split into bf16 bits `(hi, lo)` with `x ≈ hi + lo` to within 2⁻¹⁶·|x|.
 #[inline]
@@ -98,9 +57,12 @@ impl Bf16x3Matrix {
     /// Lays out `weights` (`rows × cols`, row-major).
     ///
     /// # Panics
-    /// If [`available`] is false, or `weights` is not `rows × cols` values.
+    /// If [`bf16_available`] is false, or `weights` is not `rows × cols` values.
     pub fn new(weights: &[f32], rows: usize, cols: usize) -> Self {
-        assert!(available(), "AMX bf16 is not available to this process");
+        assert!(
+            bf16_available(),
+            "AMX bf16 is not available to this process"
+        );
         assert_eq!(
             weights.len(),
             rows * cols,
@@ -197,7 +159,7 @@ impl Bf16x3Matrix {
             // The sums of each row tile of a block, carried from one k-panel to the next.
             let mut sums = [Sums([0.0; TILE_ROWS * 2 * TILE_COLS]); BLOCK_ROW_TILES];
             // SAFETY: `new` checked that AMX is available.
-            unsafe { configure_tiles() };
+            unsafe { configure_tiles(&[(TILE_ROWS, 64); 8]) };
             for unit in range {
                 let (row_block, pair) = (unit / pairs, unit % pairs);
                 let first_col = pair * 2 * TILE_COLS;
@@ -307,7 +269,7 @@ impl Bf16x3Matrix {
 /// to a whole chunk.
 ///
 /// # Safety
-/// AMX is [`available`] (so AVX-512 is); `hi` and `lo` are valid for a chunk's writes.
+/// AMX is [`bf16_available`] (so AVX-512 is); `hi` and `lo` are valid for a chunk's writes.
 #[target_feature(enable = "avx512f,avx512bw")]
 unsafe fn split_piece(piece: &[f32], hi: *mut u16, lo: *mut u16) {
     let (mut his, mut los) = ([0u16; K_CHUNK], [0u16; K_CHUNK]);
@@ -323,7 +285,7 @@ unsafe fn split_piece(piece: &[f32], hi: *mut u16, lo: *mut u16) {
 /// Writes `sums` (plus `bias`) to `dst`.
 ///
 /// # Safety
-/// AMX is [`available`] (so AVX-512 is); `dst` is valid for `sums.len()` writes.
+/// AMX is [`bf16_available`] (so AVX-512 is); `dst` is valid for `sums.len()` writes.
 #[target_feature(enable = "avx512f")]
 unsafe fn write_sums(sums: &[f32], bias: Option<&[f32]>, dst: *mut f32) {
     let mut row = [0f32; 2 * TILE_COLS];
@@ -379,32 +341,6 @@ impl SharedHalves {
 // SAFETY: see `Bf16x3Matrix::split_activations`.
 unsafe impl Sync for SharedHalves {}
 
-/// The tile palette: every tile 16 rows of 64 bytes.
-#[repr(C, align(64))]
-struct TileConfig([u8; 64]);
-
-/// Loads the tile configuration on this thread.
-///
-/// # Safety
-/// AMX must be [`available`].
-unsafe fn configure_tiles() {
-    let mut config = TileConfig([0; 64]);
-    config.0[0] = 1; // palette 1
-    for tile in 0..8 {
-        config.0[16 + 2 * tile] = 64; // bytes per row (u16, little-endian)
-        config.0[48 + tile] = TILE_ROWS as u8;
-    }
-    unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack)) };
-}
-
-/// Returns this thread's tile state to its initial (cheap to context-switch) state.
-///
-/// # Safety
-/// AMX must be [`available`].
-unsafe fn release_tiles() {
-    unsafe { asm!("tilerelease", options(nostack, nomem)) };
-}
-
 /// One k-panel of two row tiles: 2 × 16 activation rows (`hi`, `lo`: a tile per chunk
 /// for each) against `chunks` chunks of one pair of feature tiles (`b`: per chunk, hi hi
 /// lo lo tiles), added to `sums` (per row tile, 16 rows × 32 f32) when `accumulate`,
@@ -412,7 +348,7 @@ unsafe fn release_tiles() {
 /// independent chains of tile products in flight.
 ///
 /// # Safety
-/// Tiles configured on this thread ([`configure_tiles`]); `hi`/`lo` hold `chunks` tiles
+/// Tiles configured on this thread ([`configure_tiles`](super::configure_tiles)); `hi`/`lo` hold `chunks` tiles
 /// each and `b` `chunks` groups of 4 tiles.
 #[inline]
 unsafe fn panel_product(
@@ -546,7 +482,7 @@ mod tests {
     /// |products| the error stays within 2⁻¹⁴ (f32's own rounding is 2⁻²⁴).
     #[test]
     fn products_match_the_exact_ones_on_every_shape_edge() {
-        if !available() {
+        if !bf16_available() {
             eprintln!("AMX bf16 not available on this CPU: nothing to test");
             return;
         }
@@ -581,7 +517,7 @@ mod tests {
 
     #[test]
     fn work_split_over_threads_gives_the_same_bits() {
-        if !available() {
+        if !bf16_available() {
             return;
         }
         let (batch, rows, cols) = (270, 96, 128);

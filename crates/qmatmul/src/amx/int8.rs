@@ -1,0 +1,376 @@
+//! Quantized products of several activation rows on AMX-INT8 tiles, bit for bit what
+//! the AVX-512 VNNI kernels give for each row alone.
+//!
+//! The weights stay in [`Matrix`]'s AVX-512 layout (tiles of 16 rows, per block their
+//! scales then their values 4 bytes per row): a block of 16 rows is one `B` tile of 8
+//! rows × 64 bytes (k in fours × 16 output features × 4 bytes), Q8_0's as stored
+//! (values plus 128, unsigned), Q4_1's nibbles spread to one byte each on the way. The
+//! activations are quantised exactly as for the VNNI kernels, then laid out as `A`
+//! tiles: per group of 16 rows and per block, 16 rows × 32 bytes. Q8_0's 8-bit values
+//! are one tile (`tdpbsud`: signed × unsigned); Q4_1's 16-bit values `q = 256·hi + lo`
+//! two, `lo` unsigned (`tdpbuud`) and `hi` signed (`tdpbsud`).
+//!
+//! Each block's integer sums (a `C` tile of 16 rows × 16 features) are exact, as the VNNI
+//! kernels' are; they are then scaled and added to the row's f32 sums with the same
+//! operations in the same order as there, so a row's result does not depend on which
+//! kernel ran or on which rows it ran with (the engine's batched decoding relies on it).
+//! The per-block scaling runs on AVX-512 and bounds the speed: about 10 instructions per
+//! activation row, block and 16 features, against about 70 per row for the VNNI kernel.
+
+use std::arch::asm;
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::{configure_tiles, release_tiles};
+use crate::{BLOCK, Format, Matrix, NarrowBlock, SharedOutput, TILE_ROWS, WideBlock};
+
+/// One 64-byte-aligned tile row: a tile load whose rows straddle cache lines is several
+/// times slower.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
+
+/// Bytes of one `A` tile row: the 32 values of a block.
+const A_ROW_BYTES: usize = BLOCK;
+
+/// Shapes of the tiles (rows, bytes per row): tmm0/tmm1 `A` (activations; Q4_1's low
+/// then high bytes), tmm2 `B` (one block of 16 weight rows), tmm3/tmm4 `C` (the integer
+/// sums of tmm0 and tmm1).
+const TILE_SHAPES: [(usize, usize); 8] = [
+    (TILE_ROWS, A_ROW_BYTES),
+    (TILE_ROWS, A_ROW_BYTES),
+    (BLOCK / 4, 64),
+    (TILE_ROWS, 64),
+    (TILE_ROWS, 64),
+    (0, 0),
+    (0, 0),
+    (0, 0),
+];
+
+/// Activation rows quantised per block as for the VNNI kernels, laid out as `A` tiles.
+struct TileRows {
+    /// Per group of 16 rows, per block, one line per row: Q4_1's 32 low bytes then 32
+    /// high bytes of the 16-bit values; Q8_0's 32 values then 32 unused bytes. Rows past
+    /// the batch are zero.
+    lines: Vec<Line>,
+    /// Per row and block (row-major): the block's scale.
+    scales: Vec<f32>,
+    /// Per row and block: `d · Σq` (Q4_1).
+    sums: Vec<f32>,
+    /// Per row and block: `Σq` (Q8_0, to undo the +128 of the weights).
+    value_sums: Vec<i32>,
+}
+
+impl TileRows {
+    fn new(format: Format, x: &[f32], cols: usize) -> Self {
+        let (batch, blocks) = (x.len() / cols, cols / BLOCK);
+        let groups = batch.div_ceil(TILE_ROWS);
+        let mut out = Self {
+            lines: vec![Line([0; 64]); groups * blocks * TILE_ROWS],
+            scales: Vec::with_capacity(batch * blocks),
+            sums: Vec::with_capacity(batch * blocks),
+            value_sums: Vec::with_capacity(batch * blocks),
+        };
+        for (row, values) in x.chunks_exact(cols).enumerate() {
+            let (group, r) = (row / TILE_ROWS, row % TILE_ROWS);
+            for (j, block) in values.chunks_exact(BLOCK).enumerate() {
+                let line = &mut out.lines[(group * blocks + j) * TILE_ROWS + r].0;
+                match format {
+                    Format::Q4_1 => {
+                        let block = WideBlock::new(block);
+                        let (low, high) = line.split_at_mut(A_ROW_BYTES);
+                        for ((l, h), q) in low.iter_mut().zip(high).zip(block.values) {
+                            [*l, *h] = q.to_le_bytes();
+                        }
+                        out.scales.push(block.scale);
+                        out.sums.push(block.sum);
+                    }
+                    Format::Q8_0 => {
+                        let block = NarrowBlock::new(block);
+                        for (l, q) in line.iter_mut().zip(block.values) {
+                            *l = q as u8;
+                        }
+                        out.scales.push(block.scale);
+                        out.value_sums.push(block.value_sum);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `x · Wᵀ` for `x` of `batch × cols` values (row-major) on the tiles; returns
+/// `batch × rows`, the same values as [`Matrix::matmul`] with the VNNI kernels.
+/// `parallel_for` is as there; the units are the weights' tiles of 16 rows.
+///
+/// # Safety
+/// [`super::int8_available`]; `matrix` is in the AVX-512 layout.
+pub(crate) unsafe fn matmul<P>(matrix: &Matrix, x: &[f32], parallel_for: P) -> Vec<f32>
+where
+    P: FnOnce(usize, &(dyn Fn(Range<usize>) + Sync)),
+{
+    let (rows, cols) = (matrix.rows, matrix.cols);
+    let batch = x.len() / cols;
+    let activations = TileRows::new(matrix.format, x, cols);
+    let units = rows.div_ceil(TILE_ROWS);
+    let unit_bytes = matrix.data.len() / units;
+    // Every value is written below before it is read (no zeroing pass).
+    let mut output: Vec<f32> = Vec::with_capacity(batch * rows);
+    let out = SharedOutput(output.as_mut_ptr());
+    parallel_for(units, &|range: Range<usize>| {
+        // SAFETY: the caller checked that AMX is available.
+        unsafe { configure_tiles(&TILE_SHAPES) };
+        for unit in range {
+            let weights = &matrix.data[unit * unit_bytes..(unit + 1) * unit_bytes];
+            let first_col = unit * TILE_ROWS;
+            let place = Place {
+                start: out.start(),
+                row_stride: rows,
+                first_col,
+                cols: TILE_ROWS.min(rows - first_col),
+                batch,
+            };
+            // SAFETY: AMX (so AVX-512) is available and the tiles configured; the units
+            // are disjoint columns of the output, each written by one thread, which
+            // (with that capacity) outlives the parallel section.
+            unsafe {
+                match matrix.format {
+                    Format::Q4_1 => q4_1_unit(weights, &activations, &place),
+                    Format::Q8_0 => q8_0_unit(weights, &activations, &place),
+                }
+            }
+        }
+        // SAFETY: as above.
+        unsafe { release_tiles() };
+    });
+    // SAFETY: the units cover every column of every row, each written above.
+    unsafe { output.set_len(batch * rows) };
+    output
+}
+
+/// Where a unit's results go: columns `first_col..first_col + cols` of each of `batch`
+/// rows of `row_stride` values from `start`.
+struct Place {
+    start: *mut f32,
+    row_stride: usize,
+    first_col: usize,
+    cols: usize,
+    batch: usize,
+}
+
+impl Place {
+    /// Writes row `row`'s sums (the first `cols` lanes of `sums`).
+    ///
+    /// # Safety
+    /// The place is valid for writes, `row < batch`, AVX-512 available.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn write(&self, row: usize, sums: __m512) {
+        let mask = (1u32 << self.cols).wrapping_sub(1) as u16;
+        unsafe {
+            let dst = self.start.add(row * self.row_stride + self.first_col);
+            _mm512_mask_storeu_ps(dst, mask, sums);
+        }
+    }
+}
+
+/// Integer sums of one block, `C` tiles of 16 rows × 16 features.
+#[repr(C, align(64))]
+struct Sums([Line; TILE_ROWS]);
+
+impl Sums {
+    fn new() -> Self {
+        Self([Line([0; 64]); TILE_ROWS])
+    }
+
+    /// Row `r`'s 16 sums.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn row(&self, r: usize) -> __m512i {
+        // SAFETY: a line is 64 aligned bytes.
+        unsafe { _mm512_load_si512(self.0[r].0.as_ptr().cast()) }
+    }
+}
+
+/// One Q4_1 weight tile (16 rows, `Matrix`'s layout) against every activation row.
+///
+/// # Safety
+/// AMX and AVX-512 available, tiles configured as [`TILE_SHAPES`]; `place` valid.
+#[target_feature(enable = "avx512f,avx512bw,f16c,fma")]
+unsafe fn q4_1_unit(weights: &[u8], x: &TileRows, place: &Place) {
+    let blocks = weights.len() / (TILE_ROWS * 20);
+    let nibble = _mm512_set1_epi8(0x0F);
+    let mut b = [Line([0; 64]); BLOCK / 4];
+    let (mut low, mut high) = (Sums::new(), Sums::new());
+    for group in 0..place.batch.div_ceil(TILE_ROWS) {
+        let rows = TILE_ROWS.min(place.batch - group * TILE_ROWS);
+        let mut acc = [_mm512_setzero_ps(); TILE_ROWS];
+        for j in 0..blocks {
+            let block = &weights[j * TILE_ROWS * 20..(j + 1) * TILE_ROWS * 20];
+            // SAFETY: a block is 320 bytes: scales, minimums, 4 × 64 bytes of nibbles;
+            // the lines and sums are whole tiles as `TILE_SHAPES` says.
+            unsafe {
+                for c in 0..4 {
+                    // Chunk c: values 4c..4c+4 in the low nibbles, 16+4c.. in the high.
+                    let packed = _mm512_loadu_si512(block.as_ptr().add(64 + 64 * c).cast());
+                    let low_nibbles = _mm512_and_si512(packed, nibble);
+                    let high_nibbles = _mm512_and_si512(_mm512_srli_epi16(packed, 4), nibble);
+                    _mm512_store_si512(b[c].0.as_mut_ptr().cast(), low_nibbles);
+                    _mm512_store_si512(b[4 + c].0.as_mut_ptr().cast(), high_nibbles);
+                }
+                let a = x.lines[(group * blocks + j) * TILE_ROWS..]
+                    .as_ptr()
+                    .cast::<u8>();
+                asm!(
+                    "tileloadd tmm0, [{a} + {stride}*1]",
+                    "tileloadd tmm1, [{a_high} + {stride}*1]",
+                    "tileloadd tmm2, [{b} + {stride}*1]",
+                    "tilezero tmm3",
+                    "tilezero tmm4",
+                    "tdpbuud tmm3, tmm0, tmm2",
+                    "tdpbsud tmm4, tmm1, tmm2",
+                    "tilestored [{low} + {stride}*1], tmm3",
+                    "tilestored [{high} + {stride}*1], tmm4",
+                    a = in(reg) a,
+                    a_high = in(reg) a.add(A_ROW_BYTES),
+                    b = in(reg) b.as_ptr(),
+                    low = in(reg) low.0.as_mut_ptr(),
+                    high = in(reg) high.0.as_mut_ptr(),
+                    stride = in(reg) 64usize,
+                    options(nostack),
+                );
+                let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.as_ptr().cast()));
+                let m = _mm512_cvtph_ps(_mm256_loadu_si256(block.as_ptr().add(32).cast()));
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    let at = (group * TILE_ROWS + r) * blocks + j;
+                    let dots = _mm512_add_epi32(_mm512_slli_epi32(high.row(r), 8), low.row(r));
+                    // As `x86::q4_1_tile`, operation for operation.
+                    let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.scales[at]));
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, *acc);
+                    *acc = _mm512_fmadd_ps(m, _mm512_set1_ps(x.sums[at]), *acc);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            // SAFETY: the caller's.
+            unsafe { place.write(group * TILE_ROWS + r, *acc) };
+        }
+    }
+}
+
+/// One Q8_0 weight tile (16 rows, `Matrix`'s layout) against every activation row.
+///
+/// # Safety
+/// As [`q4_1_unit`].
+#[target_feature(enable = "avx512f,avx512bw,f16c,fma")]
+unsafe fn q8_0_unit(weights: &[u8], x: &TileRows, place: &Place) {
+    let blocks = weights.len() / (TILE_ROWS * 34);
+    let mut b = [Line([0; 64]); BLOCK / 4];
+    let mut sums = Sums::new();
+    for group in 0..place.batch.div_ceil(TILE_ROWS) {
+        let rows = TILE_ROWS.min(place.batch - group * TILE_ROWS);
+        let mut acc = [_mm512_setzero_ps(); TILE_ROWS];
+        for j in 0..blocks {
+            let block = &weights[j * TILE_ROWS * 34..(j + 1) * TILE_ROWS * 34];
+            // SAFETY: a block is 544 bytes: scales, then 8 × 64 bytes of values (the
+            // `B` tile, copied to aligned lines); as in `q4_1_unit` otherwise.
+            unsafe {
+                for (c, line) in b.iter_mut().enumerate() {
+                    let values = _mm512_loadu_si512(block.as_ptr().add(32 + 64 * c).cast());
+                    _mm512_store_si512(line.0.as_mut_ptr().cast(), values);
+                }
+                let a = x.lines[(group * blocks + j) * TILE_ROWS..]
+                    .as_ptr()
+                    .cast::<u8>();
+                asm!(
+                    "tileloadd tmm0, [{a} + {stride}*1]",
+                    "tileloadd tmm2, [{b} + {stride}*1]",
+                    "tilezero tmm3",
+                    "tdpbsud tmm3, tmm0, tmm2",
+                    "tilestored [{sums} + {stride}*1], tmm3",
+                    a = in(reg) a,
+                    b = in(reg) b.as_ptr(),
+                    sums = in(reg) sums.0.as_mut_ptr(),
+                    stride = in(reg) 64usize,
+                    options(nostack),
+                );
+                let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.as_ptr().cast()));
+                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                    let at = (group * TILE_ROWS + r) * blocks + j;
+                    // As `x86::q8_0_tile`: the weights are stored plus 128.
+                    let dots =
+                        _mm512_add_epi32(sums.row(r), _mm512_set1_epi32(-128 * x.value_sums[at]));
+                    let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.scales[at]));
+                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, *acc);
+                }
+            }
+        }
+        for (r, acc) in acc.iter().enumerate().take(rows) {
+            // SAFETY: the caller's.
+            unsafe { place.write(group * TILE_ROWS + r, *acc) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Format, Isa, Matrix, WorkPool, supported, test_blocks, test_values};
+
+    /// Activations like SmolLM2's: mostly small, a few channels in the tens of thousands
+    /// (so that Q4_1's 16-bit values use their high bytes, both signs).
+    fn activations(batch: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut x: Vec<f32> = test_values(batch * cols, seed)
+            .into_iter()
+            .map(|v| 40.0 * v)
+            .collect();
+        for (row, values) in x.chunks_mut(cols).enumerate() {
+            values[(7 * row) % cols] = 30_000.0;
+            values[(13 * row + 5) % cols] = -21_000.0;
+        }
+        if let Some(last) = x.chunks_mut(cols).last() {
+            last.fill(0.0); // a row of zeros: zero scales
+        }
+        x
+    }
+
+    /// On every shape edge (batch not a multiple of 16, weight rows not a multiple of 16,
+    /// one block and many), for both formats, the tiles give bit for bit what the VNNI
+    /// kernel gives each row alone, on one thread or several.
+    #[test]
+    fn tile_products_are_the_vnni_ones_bit_for_bit() {
+        if !supported(Isa::Amx) {
+            eprintln!("AMX int8 not available on this CPU: nothing to test");
+            return;
+        }
+        let pool = WorkPool::new(3);
+        for format in [Format::Q4_1, Format::Q8_0] {
+            for (batch, rows, cols) in [
+                (2, 16, 32),
+                (3, 40, 160),
+                (17, 3, 64),
+                (40, 48, 576),
+                (16, 16, 1536),
+            ] {
+                let data = test_blocks(format, rows, cols, 1);
+                let x = activations(batch, cols, 2);
+                let vnni = Matrix::new(Isa::Avx512Vnni, format, rows, cols, &data);
+                let tiles = Matrix::new(Isa::Amx, format, rows, cols, &data);
+                let alone: Vec<u32> = x
+                    .chunks(cols)
+                    .flat_map(|row| vnni.matmul(row, |n, work| work(0..n)))
+                    .map(f32::to_bits)
+                    .collect();
+                let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+                let what = format!("{format:?} {batch}×{cols} · {rows}");
+                assert_eq!(
+                    bits(tiles.matmul(&x, |n, work| work(0..n))),
+                    alone,
+                    "{what}"
+                );
+                let pooled = tiles.matmul(&x, |n, work| pool.parallel_for(n, work));
+                assert_eq!(bits(pooled), alone, "{what}, pooled");
+            }
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! Attention for a batched decoding step on the CPU: each request's one new query,
+//! rotated, against its own cached keys and values, computed in place over the cache's
+//! storage, the requests spread over the process's pool.
+//!
+//! With candle's tensor operations this took about twenty operations per request and
+//! layer (narrowing, reshaping, rotary embedding, a cache append, two small matmuls, a
+//! softmax), each with its allocation and, for several, a wake-up of candle's thread
+//! pool: at eight requests that cost more than the batched weight products. Here it is
+//! two cache appends per request and layer and a few loops over contiguous values. A
+//! request's result does not depend on the other requests of the step.
+
+use candle_core::{Layout, Storage, Tensor};
+
+use super::LlmError;
+
+/// The attention heads' shape.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Heads {
+    pub n_head: usize,
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    /// Rotary embedding by halves (GPT-NeoX, Qwen2) rather than by interleaved pairs.
+    pub neox: bool,
+}
+
+/// One request of the step: its position's rotary angles (`head_dim / 2` each) and its
+/// layer cache.
+pub(super) struct Step<'a> {
+    pub cos: &'a [f32],
+    pub sin: &'a [f32],
+    pub cache: &'a mut candle_nn::kv_cache::KvCache,
+}
+
+/// The attention of one decoding step for every request: `q`, `k`, `v` are the
+/// projections (biases added), one row per request; the keys and values are rotated
+/// (keys) and appended to each request's cache. Returns the heads' outputs, one row of
+/// `n_head × head_dim` per request.
+pub(super) fn attend(
+    heads: Heads,
+    mut q: Vec<f32>,
+    mut k: Vec<f32>,
+    v: Vec<f32>,
+    steps: &mut [Step<'_>],
+) -> Result<Vec<f32>, LlmError> {
+    let Heads {
+        n_head,
+        n_kv_head,
+        head_dim,
+        neox,
+    } = heads;
+    let (q_width, kv_width) = (n_head * head_dim, n_kv_head * head_dim);
+    let device = candle_core::Device::Cpu;
+    for (i, step) in steps.iter_mut().enumerate() {
+        let q = &mut q[i * q_width..(i + 1) * q_width];
+        rope(q, head_dim, step.cos, step.sin, neox);
+        let k = &mut k[i * kv_width..(i + 1) * kv_width];
+        rope(k, head_dim, step.cos, step.sin, neox);
+        let v = &v[i * kv_width..(i + 1) * kv_width];
+        let shape = (1, n_kv_head, 1, head_dim);
+        step.cache
+            .k_cache_mut()
+            .append(&Tensor::from_slice(k, shape, &device)?)?;
+        step.cache
+            .v_cache_mut()
+            .append(&Tensor::from_slice(v, shape, &device)?)?;
+    }
+    // Each cache as (1, kv heads, capacity, head_dim), its first `len` positions filled.
+    let caches = steps
+        .iter()
+        .map(|step| {
+            let (key_cache, value_cache) = (step.cache.k_cache(), step.cache.v_cache());
+            match (key_cache.all_data(), value_cache.all_data()) {
+                (Some(keys), Some(values)) => Ok((
+                    keys.storage_and_layout(),
+                    values.storage_and_layout(),
+                    key_cache.current_seq_len(),
+                    key_cache.max_seq_len(),
+                )),
+                _ => Err(LlmError::BadModel("empty key/value cache".into())),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let caches = caches
+        .iter()
+        .map(
+            |((keys, key_layout), (values, value_layout), len, capacity)| {
+                Ok(CacheView {
+                    keys: f32_values(keys, key_layout)?,
+                    values: f32_values(values, value_layout)?,
+                    len: *len,
+                    capacity: *capacity,
+                })
+            },
+        )
+        .collect::<Result<Vec<_>, LlmError>>()?;
+    let mut out = vec![0f32; steps.len() * q_width];
+    let rows: Vec<std::sync::Mutex<&mut [f32]>> =
+        out.chunks_mut(q_width).map(std::sync::Mutex::new).collect();
+    let q = &q;
+    parallel_for(steps.len(), &|range| {
+        for i in range {
+            let mut row = rows[i].lock().unwrap_or_else(|e| e.into_inner());
+            attend_request(
+                heads,
+                &q[i * q_width..(i + 1) * q_width],
+                &caches[i],
+                &mut row,
+            );
+        }
+    });
+    drop(rows);
+    Ok(out)
+}
+
+/// A request's cached keys and values of one layer, in place: per kv head, `capacity`
+/// positions of `head_dim` values, the first `len` filled.
+struct CacheView<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
+    len: usize,
+    capacity: usize,
+}
+
+/// The values of a contiguous f32 CPU tensor's storage.
+fn f32_values<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32], LlmError> {
+    match (storage, layout.contiguous_offsets()) {
+        (Storage::Cpu(candle_core::CpuStorage::F32(values)), Some((start, end))) => {
+            Ok(&values[start..end])
+        }
+        _ => Err(LlmError::BadModel(
+            "the key/value cache is not contiguous f32 on the CPU".into(),
+        )),
+    }
+}
+
+/// Runs `work` over `0..n` on the process's pool (x86-64) or this thread.
+fn parallel_for(n: usize, work: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+    #[cfg(target_arch = "x86_64")]
+    crate::cpu_pool::shared().parallel_for(n, work);
+    #[cfg(not(target_arch = "x86_64"))]
+    work(0..n);
+}
+
+/// Rotary embedding of whole heads in place, as candle's `rope` (`neox`: the two halves
+/// of a head rotate together) or `rope_i` (interleaved pairs), operation for operation.
+fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], neox: bool) {
+    let half = head_dim / 2;
+    for head in x.chunks_exact_mut(head_dim) {
+        for i in 0..half {
+            let (a, b) = if neox {
+                (i, i + half)
+            } else {
+                (2 * i, 2 * i + 1)
+            };
+            let (x0, x1) = (head[a], head[b]);
+            head[a] = x0 * cos[i] - x1 * sin[i];
+            head[b] = x0 * sin[i] + x1 * cos[i];
+        }
+    }
+}
+
+/// One request's attention: each query head against the keys and values of its group.
+fn attend_request(heads: Heads, q: &[f32], cache: &CacheView<'_>, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F.
+        return unsafe { attend_request_avx512(heads, q, cache, out) };
+    }
+    attend_request_portable(heads, q, cache, out);
+}
+
+/// [`attend_request_portable`] compiled for AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn attend_request_avx512(heads: Heads, q: &[f32], cache: &CacheView<'_>, out: &mut [f32]) {
+    attend_request_portable(heads, q, cache, out);
+}
+
+#[inline(always)]
+fn attend_request_portable(heads: Heads, q: &[f32], cache: &CacheView<'_>, out: &mut [f32]) {
+    let d = heads.head_dim;
+    let per_group = heads.n_head / heads.n_kv_head;
+    let scale = 1.0 / (d as f32).sqrt();
+    let mut scores = vec![0f32; cache.len];
+    for (h, (query, out)) in q.chunks_exact(d).zip(out.chunks_exact_mut(d)).enumerate() {
+        let group = (h / per_group) * cache.capacity * d;
+        let keys = &cache.keys[group..group + cache.len * d];
+        let values = &cache.values[group..group + cache.len * d];
+        for (score, key) in scores.iter_mut().zip(keys.chunks_exact(d)) {
+            *score = dot(query, key) * scale;
+        }
+        let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+        let mut sum = 0f32;
+        for score in &mut scores {
+            *score = (*score - max).exp();
+            sum += *score;
+        }
+        out.fill(0.0);
+        for (score, value) in scores.iter().zip(values.chunks_exact(d)) {
+            let p = score / sum;
+            for (o, v) in out.iter_mut().zip(value) {
+                *o += p * v;
+            }
+        }
+    }
+}
+
+/// `a · b`, summed in 16 lanes (which the compiler vectorises).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let (a_chunks, b_chunks) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = a_chunks
+        .remainder()
+        .iter()
+        .zip(b_chunks.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for i in 0..16 {
+            lanes[i] += x[i] * y[i];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
