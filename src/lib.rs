@@ -41,4 +41,5 @@ const fn parse_u64(digits: &str) -> u64 {
     value
 }
 pub mod net;
+mod vector_math;
 pub mod wallet;

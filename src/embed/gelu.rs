@@ -7,6 +7,8 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
+use crate::vector_math::exp_nonpositive;
+
 /// `x · (1 + erf(x / √2)) / 2`, like candle's `gelu_erf`, with this module's kernel on
 /// contiguous f32 CPU tensors.
 pub(crate) fn gelu_erf(x: &Tensor) -> Result<Tensor> {
@@ -95,35 +97,8 @@ fn erf(x: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + P * a);
     let poly = t * (A[0] + t * (A[1] + t * (A[2] + t * (A[3] + t * A[4]))));
-    let magnitude = 1.0 - poly * exp(-a * a);
+    let magnitude = 1.0 - poly * exp_nonpositive(-a * a);
     magnitude.copysign(x)
-}
-
-/// e^x for x ≤ 0 (what erf needs), branch-free: 2^n · e^r with |r| ≤ ln2/2 and a
-/// degree-6 polynomial for e^r (relative error ~2e-7); underflows to 0 below -87.
-#[inline(always)]
-fn exp(x: f32) -> f32 {
-    /// 1.5 · 2²³: adding it rounds to an integer (ties to even), held in the low bits.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.max(-87.0);
-    let shifted = x * std::f32::consts::LOG2_E + ROUND;
-    let n = shifted - ROUND;
-    // ln 2 split in two so that n·ln2 is exact to f32 precision.
-    let r = (x - n * 0.693_145_75) - n * 1.428_606_8e-6;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    // The low bits of `shifted` are n (two's complement); 2^n from them, with no
-    // float-to-int conversion (whose saturation the compiler would not vectorise).
-    let scale = f32::from_bits(
-        shifted
-            .to_bits()
-            .wrapping_sub(ROUND.to_bits())
-            .wrapping_add(127)
-            << 23,
-    );
-    p * scale
 }
 
 #[cfg(test)]
@@ -140,18 +115,6 @@ mod tests {
             assert!(
                 (a - b).abs() <= 1e-6 * (1.0 + x.abs()),
                 "gelu({x}) = {a}, candle {b}"
-            );
-        }
-    }
-
-    #[test]
-    fn exp_is_accurate_where_erf_uses_it() {
-        for i in 0..=1000 {
-            let x = -(i as f32) * 0.09;
-            let (ours, std) = (exp(x), x.exp());
-            assert!(
-                (ours - std).abs() <= 1e-6 * std + 1e-30,
-                "exp({x}) = {ours} vs {std}"
             );
         }
     }

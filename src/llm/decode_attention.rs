@@ -12,6 +12,7 @@
 use candle_core::{Layout, Storage, Tensor};
 
 use super::LlmError;
+use crate::vector_math::exp_nonpositive;
 
 /// The attention heads' shape.
 #[derive(Debug, Clone, Copy)]
@@ -162,22 +163,24 @@ fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], neox: bool) {
 /// One request's attention: each query head against the keys and values of its group.
 fn attend_request(heads: Heads, q: &[f32], cache: &CacheView<'_>, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512 F.
-        return unsafe { attend_request_avx512(heads, q, cache, out) };
+    if heads.head_dim.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512 F; heads are whole vectors of 16.
+        return unsafe { avx512::attend_request(heads, q, cache, out) };
     }
-    attend_request_portable(heads, q, cache, out);
+    attend_request_with(heads, q, cache, out, dot, weighted_sum);
 }
 
-/// [`attend_request_portable`] compiled for AVX-512.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn attend_request_avx512(heads: Heads, q: &[f32], cache: &CacheView<'_>, out: &mut [f32]) {
-    attend_request_portable(heads, q, cache, out);
-}
-
+/// [`attend_request`] with the two inner loops given: `dot(a, b)` and
+/// `weighted_sum(weights, rows, out)`.
 #[inline(always)]
-fn attend_request_portable(heads: Heads, q: &[f32], cache: &CacheView<'_>, out: &mut [f32]) {
+fn attend_request_with(
+    heads: Heads,
+    q: &[f32],
+    cache: &CacheView<'_>,
+    out: &mut [f32],
+    dot: impl Fn(&[f32], &[f32]) -> f32,
+    weighted_sum: impl Fn(&[f32], &[f32], &mut [f32]),
+) {
     let d = heads.head_dim;
     let per_group = heads.n_head / heads.n_kv_head;
     let scale = 1.0 / (d as f32).sqrt();
@@ -190,36 +193,116 @@ fn attend_request_portable(heads: Heads, q: &[f32], cache: &CacheView<'_>, out: 
             *score = dot(query, key) * scale;
         }
         let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-        let mut sum = 0f32;
         for score in &mut scores {
-            *score = (*score - max).exp();
-            sum += *score;
+            *score = exp_nonpositive(*score - max);
         }
-        out.fill(0.0);
-        for (score, value) in scores.iter().zip(values.chunks_exact(d)) {
-            let p = score / sum;
-            for (o, v) in out.iter_mut().zip(value) {
-                *o += p * v;
-            }
+        let sum = scores.iter().sum::<f32>();
+        for score in &mut scores {
+            *score /= sum;
         }
+        weighted_sum(&scores, values, out);
     }
 }
 
-/// `a · b`, summed in 16 lanes (which the compiler vectorises).
-#[inline(always)]
+/// `a · b` of two equal-length vectors, in 16 lanes (which the compiler vectorises)
+/// summed in halving steps.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let ((a16, a_rest), (b16, b_rest)) = (a.as_chunks::<16>(), b.as_chunks::<16>());
     let mut lanes = [0f32; 16];
-    let (a_chunks, b_chunks) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in a_chunks.zip(b_chunks) {
+    for (x, y) in a16.iter().zip(b16) {
         for i in 0..16 {
             lanes[i] += x[i] * y[i];
         }
     }
-    lanes.iter().sum::<f32>() + tail
+    for width in [8, 4, 2, 1] {
+        for i in 0..width {
+            lanes[i] += lanes[i + width];
+        }
+    }
+    lanes[0] + a_rest.iter().zip(b_rest).map(|(x, y)| x * y).sum::<f32>()
+}
+
+/// `out = Σ_t weights[t] · rows[t]` over the rows of `rows` (each `out.len()` values).
+fn weighted_sum(weights: &[f32], rows: &[f32], out: &mut [f32]) {
+    out.fill(0.0);
+    for (w, row) in weights.iter().zip(rows.chunks_exact(out.len())) {
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += w * v;
+        }
+    }
+}
+
+/// The inner loops with AVX-512 FMAs, for heads of a multiple of 16 values.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{CacheView, Heads};
+
+    /// [`super::attend_request`] compiled for AVX-512.
+    ///
+    /// # Safety
+    /// AVX-512 F available; `heads.head_dim` a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn attend_request(
+        heads: Heads,
+        q: &[f32],
+        cache: &CacheView<'_>,
+        out: &mut [f32],
+    ) {
+        super::attend_request_with(
+            heads,
+            q,
+            cache,
+            out,
+            // SAFETY: as this function's.
+            |a, b| unsafe { dot(a, b) },
+            |weights, rows, out| unsafe { weighted_sum(weights, rows, out) },
+        );
+    }
+
+    /// `a · b`, both whole vectors of 16.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = _mm512_setzero_ps();
+        for (x, y) in a.as_chunks::<16>().0.iter().zip(b.as_chunks::<16>().0) {
+            // SAFETY: 16 values each.
+            acc = unsafe {
+                _mm512_fmadd_ps(
+                    _mm512_loadu_ps(x.as_ptr()),
+                    _mm512_loadu_ps(y.as_ptr()),
+                    acc,
+                )
+            };
+        }
+        _mm512_reduce_add_ps(acc)
+    }
+
+    /// `out = Σ_t weights[t] · rows[t]`, `out` whole vectors of 16: up to four of them
+    /// at a time in registers, so that four independent chains of FMAs run per row.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn weighted_sum(weights: &[f32], rows: &[f32], out: &mut [f32]) {
+        let d = out.len();
+        for first in (0..d).step_by(64) {
+            let n = (d - first).min(64) / 16;
+            let mut acc = [_mm512_setzero_ps(); 4];
+            for (w, row) in weights.iter().zip(rows.chunks_exact(d)) {
+                let w = _mm512_set1_ps(*w);
+                let row = &row[first..first + 16 * n];
+                for (acc, values) in acc.iter_mut().zip(row.as_chunks::<16>().0) {
+                    // SAFETY: 16 values.
+                    *acc = unsafe { _mm512_fmadd_ps(w, _mm512_loadu_ps(values.as_ptr()), *acc) };
+                }
+            }
+            for (acc, chunk) in acc
+                .iter()
+                .zip(out[first..first + 16 * n].as_chunks_mut::<16>().0)
+            {
+                // SAFETY: 16 values.
+                unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), *acc) };
+            }
+        }
+    }
 }

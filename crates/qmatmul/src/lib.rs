@@ -170,6 +170,34 @@ struct QuantizedRows {
     pairs: Vec<i32>,
 }
 
+/// The largest |x| of a block (0 for an empty one), in halving steps so that it
+/// vectorises; the same value in any order.
+#[inline(always)]
+fn max_abs(block: &[f32]) -> f32 {
+    let mut lanes = [0f32; BLOCK / 2];
+    for (i, v) in block.iter().enumerate() {
+        lanes[i % (BLOCK / 2)] = lanes[i % (BLOCK / 2)].max(v.abs());
+    }
+    for width in [8, 4, 2, 1] {
+        for i in 0..width {
+            lanes[i] = lanes[i].max(lanes[i + width]);
+        }
+    }
+    lanes[0]
+}
+
+/// `x.round()` (halves away from zero), in operations that vectorise: the same value
+/// for every `x`.
+#[inline(always)]
+fn round(x: f32) -> f32 {
+    let whole = x.trunc();
+    if (x - whole).abs() >= 0.5 {
+        whole + 1f32.copysign(x)
+    } else {
+        whole
+    }
+}
+
 /// One block of activations quantised to 8 bits (see [`QuantizedRows`]).
 struct NarrowBlock {
     /// `max|x| / 127`, rounded to f16.
@@ -182,11 +210,11 @@ struct NarrowBlock {
 }
 
 impl NarrowBlock {
+    #[inline(always)]
     fn new(block: &[f32]) -> Self {
-        let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = max / 127.0;
+        let d = max_abs(block) / 127.0;
         let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
-        let values: [i8; BLOCK] = std::array::from_fn(|i| (block[i] * inverse).round() as i8);
+        let values: [i8; BLOCK] = std::array::from_fn(|i| round(block[i] * inverse) as i8);
         let value_sum = values.iter().map(|&q| i32::from(q)).sum::<i32>();
         let as_f16 = |v: f32| half::f16::from_f32(v).to_f32();
         let scale = as_f16(d);
@@ -210,11 +238,11 @@ struct WideBlock {
 }
 
 impl WideBlock {
+    #[inline(always)]
     fn new(block: &[f32]) -> Self {
-        let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = max / 32767.0;
+        let d = max_abs(block) / 32767.0;
         let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
-        let values: [i16; BLOCK] = std::array::from_fn(|i| (block[i] * inverse).round() as i16);
+        let values: [i16; BLOCK] = std::array::from_fn(|i| round(block[i] * inverse) as i16);
         Self {
             scale: d,
             values,
@@ -643,6 +671,36 @@ mod x86 {
                 acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, acc);
             }
             hsum_f32x8(acc)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounding_and_block_maximum_are_the_standard_ones() {
+        let mut xs = test_values(100_000, 9);
+        xs.iter_mut().for_each(|x| *x *= 70_000.0);
+        let halves = (-200..200).map(|i| i as f32 + 0.5);
+        let edges = [
+            0.0,
+            -0.0,
+            0.499_999_97,
+            -0.499_999_97,
+            8_388_607.5,
+            1e30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        for x in xs.iter().copied().chain(halves).chain(edges) {
+            assert_eq!(round(x) as i32, x.round() as i32, "{x}");
+        }
+        for block in xs.chunks(BLOCK).chain([&edges[..]]) {
+            let standard = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_eq!(max_abs(block).to_bits(), standard.to_bits());
         }
     }
 }

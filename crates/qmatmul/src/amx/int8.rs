@@ -33,19 +33,16 @@ struct Line([u8; 64]);
 /// Bytes of one `A` tile row: the 32 values of a block.
 const A_ROW_BYTES: usize = BLOCK;
 
-/// Shapes of the tiles (rows, bytes per row): tmm0/tmm1 `A` (activations; Q4_1's low
-/// then high bytes), tmm2 `B` (one block of 16 weight rows), tmm3/tmm4 `C` (the integer
-/// sums of tmm0 and tmm1).
-const TILE_SHAPES: [(usize, usize); 8] = [
-    (TILE_ROWS, A_ROW_BYTES),
-    (TILE_ROWS, A_ROW_BYTES),
-    (BLOCK / 4, 64),
-    (TILE_ROWS, 64),
-    (TILE_ROWS, 64),
-    (0, 0),
-    (0, 0),
-    (0, 0),
-];
+/// Shapes of the tiles (rows, bytes per row) for products of `batch` activation rows:
+/// tmm0/tmm1 `A` (activations; Q4_1's low then high bytes), tmm2/tmm3 `B` (one block of
+/// 16 weight rows each), tmm4–tmm7 `C` (the integer sums of each `A` with each `B`).
+/// `A` and `C` have as many rows as the batch up to 16: a tile product or store takes
+/// time in proportion to its rows.
+fn tile_shapes(batch: usize) -> [(usize, usize); 8] {
+    let rows = batch.min(TILE_ROWS);
+    let (a, b, c) = ((rows, A_ROW_BYTES), (BLOCK / 4, 64), (rows, 64));
+    [a, a, b, b, c, c, c, c]
+}
 
 /// Activation rows quantised per block as for the VNNI kernels, laid out as `A` tiles.
 struct TileRows {
@@ -62,7 +59,13 @@ struct TileRows {
 }
 
 impl TileRows {
-    fn new(format: Format, x: &[f32], cols: usize) -> Self {
+    /// Compiled for AVX-512 (which AMX implies), so that the blocks' quantisation
+    /// vectorises.
+    ///
+    /// # Safety
+    /// AVX-512 F available.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn new(format: Format, x: &[f32], cols: usize) -> Self {
         let (batch, blocks) = (x.len() / cols, cols / BLOCK);
         let groups = batch.div_ceil(TILE_ROWS);
         let mut out = Self {
@@ -102,7 +105,7 @@ impl TileRows {
 
 /// `x · Wᵀ` for `x` of `batch × cols` values (row-major) on the tiles; returns
 /// `batch × rows`, the same values as [`Matrix::matmul`] with the VNNI kernels.
-/// `parallel_for` is as there; the units are the weights' tiles of 16 rows.
+/// `parallel_for` is as there; the units are pairs of the weights' tiles of 16 rows.
 ///
 /// # Safety
 /// [`super::int8_available`]; `matrix` is in the AVX-512 layout.
@@ -112,23 +115,30 @@ where
 {
     let (rows, cols) = (matrix.rows, matrix.cols);
     let batch = x.len() / cols;
-    let activations = TileRows::new(matrix.format, x, cols);
-    let units = rows.div_ceil(TILE_ROWS);
-    let unit_bytes = matrix.data.len() / units;
+    // SAFETY: AMX implies AVX-512 (`super::int8_available`).
+    let activations = unsafe { TileRows::new(matrix.format, x, cols) };
+    let tiles = rows.div_ceil(TILE_ROWS);
+    let tile_bytes = matrix.data.len() / tiles;
     // Every value is written below before it is read (no zeroing pass).
     let mut output: Vec<f32> = Vec::with_capacity(batch * rows);
     let out = SharedOutput(output.as_mut_ptr());
-    parallel_for(units, &|range: Range<usize>| {
+    parallel_for(tiles.div_ceil(2), &|range: Range<usize>| {
         // SAFETY: the caller checked that AMX is available.
-        unsafe { configure_tiles(&TILE_SHAPES) };
+        unsafe { configure_tiles(&tile_shapes(batch)) };
         for unit in range {
-            let weights = &matrix.data[unit * unit_bytes..(unit + 1) * unit_bytes];
-            let first_col = unit * TILE_ROWS;
+            let (first, end) = (2 * unit, tiles.min(2 * unit + 2));
+            // The unit's one or two tiles.
+            let mut pair: [&[u8]; 2] = [&[], &[]];
+            for (slot, tile) in pair.iter_mut().zip(first..end) {
+                *slot = &matrix.data[tile * tile_bytes..(tile + 1) * tile_bytes];
+            }
+            let tiles = &pair[..end - first];
+            let first_col = first * TILE_ROWS;
             let place = Place {
                 start: out.start(),
                 row_stride: rows,
                 first_col,
-                cols: TILE_ROWS.min(rows - first_col),
+                cols: (2 * TILE_ROWS).min(rows - first_col),
                 batch,
             };
             // SAFETY: AMX (so AVX-512) is available and the tiles configured; the units
@@ -136,8 +146,8 @@ where
             // (with that capacity) outlives the parallel section.
             unsafe {
                 match matrix.format {
-                    Format::Q4_1 => q4_1_unit(weights, &activations, &place),
-                    Format::Q8_0 => q8_0_unit(weights, &activations, &place),
+                    Format::Q4_1 => q4_1_pair(tiles, &activations, &place),
+                    Format::Q8_0 => q8_0_pair(tiles, &activations, &place),
                 }
             }
         }
@@ -149,8 +159,8 @@ where
     output
 }
 
-/// Where a unit's results go: columns `first_col..first_col + cols` of each of `batch`
-/// rows of `row_stride` values from `start`.
+/// Where a unit's results go: columns `first_col..first_col + cols` (at most 32) of
+/// each of `batch` rows of `row_stride` values from `start`.
 struct Place {
     start: *mut f32,
     row_stride: usize,
@@ -160,16 +170,20 @@ struct Place {
 }
 
 impl Place {
-    /// Writes row `row`'s sums (the first `cols` lanes of `sums`).
+    /// Writes row `row`'s sums of weight tile `half` (0 or 1) of the unit, as many
+    /// lanes as its columns.
     ///
     /// # Safety
     /// The place is valid for writes, `row < batch`, AVX-512 available.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn write(&self, row: usize, sums: __m512) {
-        let mask = (1u32 << self.cols).wrapping_sub(1) as u16;
+    unsafe fn write(&self, row: usize, half: usize, sums: __m512) {
+        let cols = self.cols.saturating_sub(half * TILE_ROWS).min(TILE_ROWS);
+        let mask = (1u32 << cols).wrapping_sub(1) as u16;
         unsafe {
-            let dst = self.start.add(row * self.row_stride + self.first_col);
+            let dst = self
+                .start
+                .add(row * self.row_stride + self.first_col + half * TILE_ROWS);
             _mm512_mask_storeu_ps(dst, mask, sums);
         }
     }
@@ -193,122 +207,183 @@ impl Sums {
     }
 }
 
-/// One Q4_1 weight tile (16 rows, `Matrix`'s layout) against every activation row.
+/// A `B` tile: one block of 16 weight rows, 8 rows of 64 bytes.
+type BTile = [Line; BLOCK / 4];
+
+/// Bytes per block of a Q4_1 / Q8_0 weight tile: 16 rows' scales (and minimums), values.
+const Q4_1_BLOCK: usize = TILE_ROWS * 20;
+const Q8_0_BLOCK: usize = TILE_ROWS * 34;
+
+/// One or two Q4_1 weight tiles (16 rows each, `Matrix`'s layout) against every
+/// activation row. Two tiles share the activations' tiles and keep four tile products
+/// in flight.
 ///
 /// # Safety
-/// AMX and AVX-512 available, tiles configured as [`TILE_SHAPES`]; `place` valid.
+/// AMX and AVX-512 available, tiles configured as [`tile_shapes`] says for
+/// `place.batch`; `place` valid.
 #[target_feature(enable = "avx512f,avx512bw,f16c,fma")]
-unsafe fn q4_1_unit(weights: &[u8], x: &TileRows, place: &Place) {
-    let blocks = weights.len() / (TILE_ROWS * 20);
+unsafe fn q4_1_pair(tiles: &[&[u8]], x: &TileRows, place: &Place) {
+    let blocks = tiles[0].len() / Q4_1_BLOCK;
     let nibble = _mm512_set1_epi8(0x0F);
-    let mut b = [Line([0; 64]); BLOCK / 4];
-    let (mut low, mut high) = (Sums::new(), Sums::new());
+    // The `B` tiles of each tile of the pair (a missing second tile multiplies zeros;
+    // its sums are not written).
+    let mut b = [[Line([0; 64]); BLOCK / 4]; 2];
+    let mut sums = [0, 1, 2, 3].map(|_| Sums::new());
     for group in 0..place.batch.div_ceil(TILE_ROWS) {
         let rows = TILE_ROWS.min(place.batch - group * TILE_ROWS);
-        let mut acc = [_mm512_setzero_ps(); TILE_ROWS];
+        let mut acc = [[_mm512_setzero_ps(); TILE_ROWS]; 2];
         for j in 0..blocks {
-            let block = &weights[j * TILE_ROWS * 20..(j + 1) * TILE_ROWS * 20];
+            let at = j * Q4_1_BLOCK;
             // SAFETY: a block is 320 bytes: scales, minimums, 4 × 64 bytes of nibbles;
-            // the lines and sums are whole tiles as `TILE_SHAPES` says.
+            // the lines and sums hold whole tiles.
             unsafe {
-                for c in 0..4 {
-                    // Chunk c: values 4c..4c+4 in the low nibbles, 16+4c.. in the high.
-                    let packed = _mm512_loadu_si512(block.as_ptr().add(64 + 64 * c).cast());
-                    let low_nibbles = _mm512_and_si512(packed, nibble);
-                    let high_nibbles = _mm512_and_si512(_mm512_srli_epi16(packed, 4), nibble);
-                    _mm512_store_si512(b[c].0.as_mut_ptr().cast(), low_nibbles);
-                    _mm512_store_si512(b[4 + c].0.as_mut_ptr().cast(), high_nibbles);
+                for (tile, b) in tiles.iter().zip(&mut b) {
+                    unpack_nibbles(&tile[at + 64..at + Q4_1_BLOCK], nibble, b);
                 }
                 let a = x.lines[(group * blocks + j) * TILE_ROWS..]
                     .as_ptr()
                     .cast::<u8>();
+                let [s0, s1, s2, s3] = &mut sums;
                 asm!(
                     "tileloadd tmm0, [{a} + {stride}*1]",
                     "tileloadd tmm1, [{a_high} + {stride}*1]",
-                    "tileloadd tmm2, [{b} + {stride}*1]",
-                    "tilezero tmm3",
+                    "tileloadd tmm2, [{b0} + {stride}*1]",
+                    "tileloadd tmm3, [{b1} + {stride}*1]",
                     "tilezero tmm4",
-                    "tdpbuud tmm3, tmm0, tmm2",
-                    "tdpbsud tmm4, tmm1, tmm2",
-                    "tilestored [{low} + {stride}*1], tmm3",
-                    "tilestored [{high} + {stride}*1], tmm4",
+                    "tilezero tmm5",
+                    "tilezero tmm6",
+                    "tilezero tmm7",
+                    "tdpbuud tmm4, tmm0, tmm2",
+                    "tdpbuud tmm6, tmm0, tmm3",
+                    "tdpbsud tmm5, tmm1, tmm2",
+                    "tdpbsud tmm7, tmm1, tmm3",
+                    "tilestored [{s0} + {stride}*1], tmm4",
+                    "tilestored [{s1} + {stride}*1], tmm5",
+                    "tilestored [{s2} + {stride}*1], tmm6",
+                    "tilestored [{s3} + {stride}*1], tmm7",
                     a = in(reg) a,
                     a_high = in(reg) a.add(A_ROW_BYTES),
-                    b = in(reg) b.as_ptr(),
-                    low = in(reg) low.0.as_mut_ptr(),
-                    high = in(reg) high.0.as_mut_ptr(),
+                    b0 = in(reg) b[0].as_ptr(),
+                    b1 = in(reg) b[1].as_ptr(),
+                    s0 = in(reg) s0.0.as_mut_ptr(),
+                    s1 = in(reg) s1.0.as_mut_ptr(),
+                    s2 = in(reg) s2.0.as_mut_ptr(),
+                    s3 = in(reg) s3.0.as_mut_ptr(),
                     stride = in(reg) 64usize,
                     options(nostack),
                 );
-                let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.as_ptr().cast()));
-                let m = _mm512_cvtph_ps(_mm256_loadu_si256(block.as_ptr().add(32).cast()));
-                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                    let at = (group * TILE_ROWS + r) * blocks + j;
-                    let dots = _mm512_add_epi32(_mm512_slli_epi32(high.row(r), 8), low.row(r));
-                    // As `x86::q4_1_tile`, operation for operation.
-                    let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.scales[at]));
-                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, *acc);
-                    *acc = _mm512_fmadd_ps(m, _mm512_set1_ps(x.sums[at]), *acc);
+                for (half, (tile, acc)) in tiles.iter().zip(&mut acc).enumerate() {
+                    let block = tile[at..].as_ptr();
+                    let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.cast()));
+                    let m = _mm512_cvtph_ps(_mm256_loadu_si256(block.add(32).cast()));
+                    let (low, high) = (&sums[2 * half], &sums[2 * half + 1]);
+                    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                        let at = (group * TILE_ROWS + r) * blocks + j;
+                        let dots = _mm512_add_epi32(_mm512_slli_epi32(high.row(r), 8), low.row(r));
+                        // As `x86::q4_1_tile`, operation for operation.
+                        let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.scales[at]));
+                        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, *acc);
+                        *acc = _mm512_fmadd_ps(m, _mm512_set1_ps(x.sums[at]), *acc);
+                    }
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate().take(rows) {
-            // SAFETY: the caller's.
-            unsafe { place.write(group * TILE_ROWS + r, *acc) };
+        for (half, acc) in acc.iter().enumerate().take(tiles.len()) {
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                // SAFETY: the caller's.
+                unsafe { place.write(group * TILE_ROWS + r, half, *acc) };
+            }
         }
     }
 }
 
-/// One Q8_0 weight tile (16 rows, `Matrix`'s layout) against every activation row.
+/// Spreads a Q4_1 tile block's 4 × 64 bytes of nibbles to one byte per value: chunk
+/// `c` holds values `4c..4c+4` of each row in its low nibbles (`B` row `c`) and
+/// `16+4c..` in its high ones (`B` row `4 + c`).
 ///
 /// # Safety
-/// As [`q4_1_unit`].
+/// AVX-512 BW available; `nibbles` is 256 bytes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn unpack_nibbles(nibbles: &[u8], mask: __m512i, b: &mut BTile) {
+    for c in 0..4 {
+        // SAFETY: 64 bytes from `64 c` of the 256; lines are 64 aligned bytes.
+        unsafe {
+            let packed = _mm512_loadu_si512(nibbles.as_ptr().add(64 * c).cast());
+            let low = _mm512_and_si512(packed, mask);
+            let high = _mm512_and_si512(_mm512_srli_epi16(packed, 4), mask);
+            _mm512_store_si512(b[c].0.as_mut_ptr().cast(), low);
+            _mm512_store_si512(b[4 + c].0.as_mut_ptr().cast(), high);
+        }
+    }
+}
+
+/// One or two Q8_0 weight tiles (16 rows each, `Matrix`'s layout) against every
+/// activation row.
+///
+/// # Safety
+/// As [`q4_1_pair`].
 #[target_feature(enable = "avx512f,avx512bw,f16c,fma")]
-unsafe fn q8_0_unit(weights: &[u8], x: &TileRows, place: &Place) {
-    let blocks = weights.len() / (TILE_ROWS * 34);
-    let mut b = [Line([0; 64]); BLOCK / 4];
-    let mut sums = Sums::new();
+unsafe fn q8_0_pair(tiles: &[&[u8]], x: &TileRows, place: &Place) {
+    let blocks = tiles[0].len() / Q8_0_BLOCK;
+    let mut b = [[Line([0; 64]); BLOCK / 4]; 2];
+    let mut sums = [Sums::new(), Sums::new()];
     for group in 0..place.batch.div_ceil(TILE_ROWS) {
         let rows = TILE_ROWS.min(place.batch - group * TILE_ROWS);
-        let mut acc = [_mm512_setzero_ps(); TILE_ROWS];
+        let mut acc = [[_mm512_setzero_ps(); TILE_ROWS]; 2];
         for j in 0..blocks {
-            let block = &weights[j * TILE_ROWS * 34..(j + 1) * TILE_ROWS * 34];
+            let at = j * Q8_0_BLOCK;
             // SAFETY: a block is 544 bytes: scales, then 8 × 64 bytes of values (the
-            // `B` tile, copied to aligned lines); as in `q4_1_unit` otherwise.
+            // `B` tile, copied to aligned lines); as in `q4_1_pair` otherwise.
             unsafe {
-                for (c, line) in b.iter_mut().enumerate() {
-                    let values = _mm512_loadu_si512(block.as_ptr().add(32 + 64 * c).cast());
-                    _mm512_store_si512(line.0.as_mut_ptr().cast(), values);
+                for (tile, b) in tiles.iter().zip(&mut b) {
+                    for (c, line) in b.iter_mut().enumerate() {
+                        let values = _mm512_loadu_si512(tile[at + 32 + 64 * c..].as_ptr().cast());
+                        _mm512_store_si512(line.0.as_mut_ptr().cast(), values);
+                    }
                 }
                 let a = x.lines[(group * blocks + j) * TILE_ROWS..]
                     .as_ptr()
                     .cast::<u8>();
+                let [s0, s1] = &mut sums;
                 asm!(
                     "tileloadd tmm0, [{a} + {stride}*1]",
-                    "tileloadd tmm2, [{b} + {stride}*1]",
-                    "tilezero tmm3",
-                    "tdpbsud tmm3, tmm0, tmm2",
-                    "tilestored [{sums} + {stride}*1], tmm3",
+                    "tileloadd tmm2, [{b0} + {stride}*1]",
+                    "tileloadd tmm3, [{b1} + {stride}*1]",
+                    "tilezero tmm4",
+                    "tilezero tmm6",
+                    "tdpbsud tmm4, tmm0, tmm2",
+                    "tdpbsud tmm6, tmm0, tmm3",
+                    "tilestored [{s0} + {stride}*1], tmm4",
+                    "tilestored [{s1} + {stride}*1], tmm6",
                     a = in(reg) a,
-                    b = in(reg) b.as_ptr(),
-                    sums = in(reg) sums.0.as_mut_ptr(),
+                    b0 = in(reg) b[0].as_ptr(),
+                    b1 = in(reg) b[1].as_ptr(),
+                    s0 = in(reg) s0.0.as_mut_ptr(),
+                    s1 = in(reg) s1.0.as_mut_ptr(),
                     stride = in(reg) 64usize,
                     options(nostack),
                 );
-                let d = _mm512_cvtph_ps(_mm256_loadu_si256(block.as_ptr().cast()));
-                for (r, acc) in acc.iter_mut().enumerate().take(rows) {
-                    let at = (group * TILE_ROWS + r) * blocks + j;
-                    // As `x86::q8_0_tile`: the weights are stored plus 128.
-                    let dots =
-                        _mm512_add_epi32(sums.row(r), _mm512_set1_epi32(-128 * x.value_sums[at]));
-                    let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.scales[at]));
-                    *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, *acc);
+                for (half, (tile, acc)) in tiles.iter().zip(&mut acc).enumerate() {
+                    let d = _mm512_cvtph_ps(_mm256_loadu_si256(tile[at..].as_ptr().cast()));
+                    for (r, acc) in acc.iter_mut().enumerate().take(rows) {
+                        let at = (group * TILE_ROWS + r) * blocks + j;
+                        // As `x86::q8_0_tile`: the weights are stored plus 128.
+                        let dots = _mm512_add_epi32(
+                            sums[half].row(r),
+                            _mm512_set1_epi32(-128 * x.value_sums[at]),
+                        );
+                        let scale = _mm512_mul_ps(d, _mm512_set1_ps(x.scales[at]));
+                        *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots), scale, *acc);
+                    }
                 }
             }
         }
-        for (r, acc) in acc.iter().enumerate().take(rows) {
-            // SAFETY: the caller's.
-            unsafe { place.write(group * TILE_ROWS + r, *acc) };
+        for (half, acc) in acc.iter().enumerate().take(tiles.len()) {
+            for (r, acc) in acc.iter().enumerate().take(rows) {
+                // SAFETY: the caller's.
+                unsafe { place.write(group * TILE_ROWS + r, half, *acc) };
+            }
         }
     }
 }
