@@ -22,7 +22,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::{configure_tiles, release_tiles};
-use crate::{BLOCK, Format, Matrix, NarrowBlock, SharedOutput, TILE_ROWS, WideBlock};
+use crate::{BLOCK, Format, Matrix, NarrowBlock, SharedOutput, TILE_ROWS};
 
 /// One 64-byte-aligned tile row: a tile load whose rows straddle cache lines is several
 /// times slower.
@@ -59,12 +59,11 @@ struct TileRows {
 }
 
 impl TileRows {
-    /// Compiled for AVX-512 (which AMX implies), so that the blocks' quantisation
-    /// vectorises.
+    /// Quantises `x` (whole rows of `cols` values) for `format`'s kernels.
     ///
     /// # Safety
-    /// AVX-512 F available.
-    #[target_feature(enable = "avx512f")]
+    /// AVX-512 F and BW available (AMX implies them).
+    #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn new(format: Format, x: &[f32], cols: usize) -> Self {
         let (batch, blocks) = (x.len() / cols, cols / BLOCK);
         let groups = batch.div_ceil(TILE_ROWS);
@@ -80,13 +79,10 @@ impl TileRows {
                 let line = &mut out.lines[(group * blocks + j) * TILE_ROWS + r].0;
                 match format {
                     Format::Q4_1 => {
-                        let block = WideBlock::new(block);
-                        let (low, high) = line.split_at_mut(A_ROW_BYTES);
-                        for ((l, h), q) in low.iter_mut().zip(high).zip(block.values) {
-                            [*l, *h] = q.to_le_bytes();
-                        }
-                        out.scales.push(block.scale);
-                        out.sums.push(block.sum);
+                        // SAFETY: the caller's; a block is 32 values.
+                        let (scale, sum) = unsafe { wide_line(block, line) };
+                        out.scales.push(scale);
+                        out.sums.push(sum);
                     }
                     Format::Q8_0 => {
                         let block = NarrowBlock::new(block);
@@ -101,6 +97,58 @@ impl TileRows {
         }
         out
     }
+}
+
+/// A block of 32 activations quantised to 16 bits, exactly as [`WideBlock::new`] does
+/// (scale, values, `d · Σq`), with AVX-512: the values go to `line` as their 32 low
+/// bytes then their 32 high bytes. Returns the scale and `d · Σq`.
+///
+/// # Safety
+/// AVX-512 F and BW available; `block` is 32 values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+unsafe fn wide_line(block: &[f32], line: &mut [u8; 64]) -> (f32, f32) {
+    // SAFETY: 32 values.
+    let halves = unsafe {
+        [
+            _mm512_loadu_ps(block.as_ptr()),
+            _mm512_loadu_ps(block.as_ptr().add(16)),
+        ]
+    };
+    // |x|, NaN as 0: `f32::max` passes over NaN.
+    let magnitudes = halves.map(|v| {
+        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(v, v);
+        _mm512_maskz_mov_ps(ordered, _mm512_abs_ps(v))
+    });
+    let max = _mm512_reduce_max_ps(_mm512_max_ps(magnitudes[0], magnitudes[1])).max(0.0);
+    let d = max / 32767.0;
+    let inverse = _mm512_set1_ps(if d == 0.0 { 0.0 } else { 1.0 / d });
+    let values = halves.map(|v| {
+        let x = _mm512_mul_ps(v, inverse);
+        // Rounded half away from zero, as `f32::round`; NaN to 0, as `as i16`.
+        let whole = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
+        let fraction = _mm512_abs_ps(_mm512_sub_ps(x, whole));
+        let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(fraction, _mm512_set1_ps(0.5));
+        let sign = _mm512_and_si512(_mm512_castps_si512(x), _mm512_set1_epi32(i32::MIN));
+        let one = _mm512_castsi512_ps(_mm512_or_si512(
+            sign,
+            _mm512_castps_si512(_mm512_set1_ps(1.0)),
+        ));
+        let rounded = _mm512_mask_add_ps(whole, away, whole, one);
+        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(rounded, rounded);
+        _mm512_maskz_cvttps_epi32(ordered, rounded)
+    });
+    let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(values[0], values[1]));
+    for (half, v) in values.into_iter().enumerate() {
+        let q = _mm512_cvtsepi32_epi16(v);
+        let low = _mm256_cvtepi16_epi8(q);
+        let high = _mm256_cvtepi16_epi8(_mm256_srai_epi16::<8>(q));
+        // SAFETY: 16 bytes each within the 64 of the line.
+        unsafe {
+            _mm_storeu_si128(line.as_mut_ptr().add(16 * half).cast(), low);
+            _mm_storeu_si128(line.as_mut_ptr().add(A_ROW_BYTES + 16 * half).cast(), high);
+        }
+    }
+    (d, d * sum as f32)
 }
 
 /// `x · Wᵀ` for `x` of `batch × cols` values (row-major) on the tiles; returns
@@ -390,7 +438,60 @@ unsafe fn q8_0_pair(tiles: &[&[u8]], x: &TileRows, place: &Place) {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Format, Isa, Matrix, WorkPool, supported, test_blocks, test_values};
+    use super::wide_line;
+    use crate::{Format, Isa, Matrix, WideBlock, WorkPool, supported, test_blocks, test_values};
+
+    /// The AVX-512 quantisation of a block is [`WideBlock::new`]'s, bit for bit, on
+    /// ordinary blocks and on zeros, NaN, infinities, halves and huge values.
+    #[test]
+    fn wide_lines_are_wide_blocks() {
+        if !supported(Isa::Amx) {
+            return;
+        }
+        let mut blocks: Vec<Vec<f32>> = test_values(32 * 500, 3)
+            .chunks(32)
+            .enumerate()
+            .map(|(i, b)| {
+                b.iter()
+                    .map(|v| v * 10f32.powi(i as i32 % 12 - 4))
+                    .collect()
+            })
+            .collect();
+        let specials = [
+            0.0,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3e38,
+            1e-40,
+        ];
+        for (i, special) in specials.into_iter().enumerate() {
+            let mut block = blocks[i].clone();
+            block[i] = special;
+            blocks.push(block);
+        }
+        blocks.push(vec![0.0; 32]);
+        blocks.push(
+            (0..32)
+                .map(|i| i as f32 * 32767.0 / 62.0 - 16383.5)
+                .collect(),
+        );
+        for block in &blocks {
+            let want = WideBlock::new(block);
+            let mut line = [0u8; 64];
+            // SAFETY: AMX implies AVX-512 BW/VL.
+            let (scale, sum) = unsafe { wide_line(block, &mut line) };
+            let got: Vec<i16> = (0..32)
+                .map(|i| i16::from_le_bytes([line[i], line[32 + i]]))
+                .collect();
+            assert_eq!(got, want.values, "{block:?}");
+            assert_eq!(
+                (scale.to_bits(), sum.to_bits()),
+                (want.scale.to_bits(), want.sum.to_bits())
+            );
+        }
+    }
 
     /// Activations like SmolLM2's: mostly small, a few channels in the tens of thousands
     /// (so that Q4_1's 16-bit values use their high bytes, both signs).
