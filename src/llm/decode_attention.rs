@@ -9,6 +9,8 @@
 //! two cache appends per request and layer and a few loops over contiguous values. A
 //! request's result does not depend on the other requests of the step.
 
+use std::sync::{Mutex, PoisonError};
+
 use candle_core::{Layout, Storage, Tensor};
 
 use super::LlmError;
@@ -35,7 +37,8 @@ pub(super) struct Step<'a> {
 /// The attention of one decoding step for every request: `q`, `k`, `v` are the
 /// projections (biases added), one row per request; the keys and values are rotated
 /// (keys) and appended to each request's cache. Returns the heads' outputs, one row of
-/// `n_head × head_dim` per request.
+/// `n_head × head_dim` per request. The requests are spread over the pool, each whole
+/// (rotation, cache append, attention) on one thread.
 pub(super) fn attend(
     heads: Heads,
     mut q: Vec<f32>,
@@ -43,74 +46,76 @@ pub(super) fn attend(
     v: Vec<f32>,
     steps: &mut [Step<'_>],
 ) -> Result<Vec<f32>, LlmError> {
-    let Heads {
-        n_head,
-        n_kv_head,
-        head_dim,
-        neox,
-    } = heads;
-    let (q_width, kv_width) = (n_head * head_dim, n_kv_head * head_dim);
-    let device = candle_core::Device::Cpu;
-    for (i, step) in steps.iter_mut().enumerate() {
-        let q = &mut q[i * q_width..(i + 1) * q_width];
-        rope(q, head_dim, step.cos, step.sin, neox);
-        let k = &mut k[i * kv_width..(i + 1) * kv_width];
-        rope(k, head_dim, step.cos, step.sin, neox);
-        let v = &v[i * kv_width..(i + 1) * kv_width];
-        let shape = (1, n_kv_head, 1, head_dim);
-        step.cache
-            .k_cache_mut()
-            .append(&Tensor::from_slice(k, shape, &device)?)?;
-        step.cache
-            .v_cache_mut()
-            .append(&Tensor::from_slice(v, shape, &device)?)?;
-    }
-    // Each cache as (1, kv heads, capacity, head_dim), its first `len` positions filled.
-    let caches = steps
-        .iter()
-        .map(|step| {
-            let (key_cache, value_cache) = (step.cache.k_cache(), step.cache.v_cache());
-            match (key_cache.all_data(), value_cache.all_data()) {
-                (Some(keys), Some(values)) => Ok((
-                    keys.storage_and_layout(),
-                    values.storage_and_layout(),
-                    key_cache.current_seq_len(),
-                    key_cache.max_seq_len(),
-                )),
-                _ => Err(LlmError::BadModel("empty key/value cache".into())),
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let caches = caches
-        .iter()
-        .map(
-            |((keys, key_layout), (values, value_layout), len, capacity)| {
-                Ok(CacheView {
-                    keys: f32_values(keys, key_layout)?,
-                    values: f32_values(values, value_layout)?,
-                    len: *len,
-                    capacity: *capacity,
-                })
-            },
-        )
-        .collect::<Result<Vec<_>, LlmError>>()?;
+    let (q_width, kv_width) = (
+        heads.n_head * heads.head_dim,
+        heads.n_kv_head * heads.head_dim,
+    );
     let mut out = vec![0f32; steps.len() * q_width];
-    let rows: Vec<std::sync::Mutex<&mut [f32]>> =
-        out.chunks_mut(q_width).map(std::sync::Mutex::new).collect();
-    let q = &q;
-    parallel_for(steps.len(), &|range| {
+    let requests: Vec<Mutex<Request<'_, '_>>> = steps
+        .iter_mut()
+        .zip(q.chunks_mut(q_width))
+        .zip(k.chunks_mut(kv_width))
+        .zip(v.chunks(kv_width))
+        .zip(out.chunks_mut(q_width))
+        .map(|((((step, q), k), v), out)| Mutex::new(Request { step, q, k, v, out }))
+        .collect();
+    let failure = Mutex::new(None);
+    parallel_for(requests.len(), &|range| {
         for i in range {
-            let mut row = rows[i].lock().unwrap_or_else(|e| e.into_inner());
-            attend_request(
-                heads,
-                &q[i * q_width..(i + 1) * q_width],
-                &caches[i],
-                &mut row,
-            );
+            let mut request = requests[i].lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(error) = request.run(heads) {
+                failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert(error);
+            }
         }
     });
-    drop(rows);
-    Ok(out)
+    drop(requests);
+    match failure.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        Some(error) => Err(error),
+        None => Ok(out),
+    }
+}
+
+/// One request's part of the step: its projections and where its output goes.
+struct Request<'s, 'a> {
+    step: &'s mut Step<'a>,
+    q: &'s mut [f32],
+    k: &'s mut [f32],
+    v: &'s [f32],
+    out: &'s mut [f32],
+}
+
+impl Request<'_, '_> {
+    /// Rotates the query and key, appends the key and value to the cache, and attends.
+    fn run(&mut self, heads: Heads) -> Result<(), LlmError> {
+        let (step, d) = (&mut *self.step, heads.head_dim);
+        rope(self.q, d, step.cos, step.sin, heads.neox);
+        rope(self.k, d, step.cos, step.sin, heads.neox);
+        let (shape, device) = ((1, heads.n_kv_head, 1, d), &candle_core::Device::Cpu);
+        step.cache
+            .k_cache_mut()
+            .append(&Tensor::from_slice(self.k, shape, device)?)?;
+        step.cache
+            .v_cache_mut()
+            .append(&Tensor::from_slice(self.v, shape, device)?)?;
+        // The cache as (1, kv heads, capacity, head_dim), its first `len` positions filled.
+        let (key_cache, value_cache) = (step.cache.k_cache(), step.cache.v_cache());
+        let (Some(keys), Some(values)) = (key_cache.all_data(), value_cache.all_data()) else {
+            return Err(LlmError::BadModel("empty key/value cache".into()));
+        };
+        let ((keys, key_layout), (values, value_layout)) =
+            (keys.storage_and_layout(), values.storage_and_layout());
+        let view = CacheView {
+            keys: f32_values(&keys, key_layout)?,
+            values: f32_values(&values, value_layout)?,
+            len: key_cache.current_seq_len(),
+            capacity: key_cache.max_seq_len(),
+        };
+        attend_request(heads, self.q, &view, self.out);
+        Ok(())
+    }
 }
 
 /// A request's cached keys and values of one layer, in place: per kv head, `capacity`
