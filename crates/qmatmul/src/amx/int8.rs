@@ -218,21 +218,26 @@ struct Place {
 }
 
 impl Place {
-    /// Writes row `row`'s sums of weight tile `half` (0 or 1) of the unit, as many
-    /// lanes as its columns.
+    /// Writes the sums of row group `group` (its first `rows` rows) for each weight
+    /// tile of the unit, as many lanes as the tile's columns.
     ///
     /// # Safety
-    /// The place is valid for writes, `row < batch`, AVX-512 available.
+    /// The place is valid for writes, AVX-512 available.
     #[inline]
     #[target_feature(enable = "avx512f")]
-    unsafe fn write(&self, row: usize, half: usize, sums: __m512) {
-        let cols = self.cols.saturating_sub(half * TILE_ROWS).min(TILE_ROWS);
-        let mask = (1u32 << cols).wrapping_sub(1) as u16;
-        unsafe {
-            let dst = self
-                .start
-                .add(row * self.row_stride + self.first_col + half * TILE_ROWS);
-            _mm512_mask_storeu_ps(dst, mask, sums);
+    unsafe fn write(&self, group: usize, sums: &[[__m512; TILE_ROWS]], rows: usize) {
+        for (half, sums) in sums.iter().enumerate() {
+            let cols = self.cols.saturating_sub(half * TILE_ROWS).min(TILE_ROWS);
+            let mask = (1u32 << cols).wrapping_sub(1) as u16;
+            for (r, sums) in sums.iter().enumerate().take(rows) {
+                let row = group * TILE_ROWS + r;
+                let col = self.first_col + half * TILE_ROWS;
+                // SAFETY: the caller's; `row < batch`, the columns within the unit's.
+                unsafe {
+                    let dst = self.start.add(row * self.row_stride + col);
+                    _mm512_mask_storeu_ps(dst, mask, *sums);
+                }
+            }
         }
     }
 }
@@ -336,12 +341,8 @@ unsafe fn q4_1_pair(tiles: &[&[u8]], x: &TileRows, place: &Place) {
                 }
             }
         }
-        for (half, acc) in acc.iter().enumerate().take(tiles.len()) {
-            for (r, acc) in acc.iter().enumerate().take(rows) {
-                // SAFETY: the caller's.
-                unsafe { place.write(group * TILE_ROWS + r, half, *acc) };
-            }
-        }
+        // SAFETY: the caller's.
+        unsafe { place.write(group, &acc[..tiles.len()], rows) };
     }
 }
 
@@ -427,12 +428,8 @@ unsafe fn q8_0_pair(tiles: &[&[u8]], x: &TileRows, place: &Place) {
                 }
             }
         }
-        for (half, acc) in acc.iter().enumerate().take(tiles.len()) {
-            for (r, acc) in acc.iter().enumerate().take(rows) {
-                // SAFETY: the caller's.
-                unsafe { place.write(group * TILE_ROWS + r, half, *acc) };
-            }
-        }
+        // SAFETY: the caller's.
+        unsafe { place.write(group, &acc[..tiles.len()], rows) };
     }
 }
 
