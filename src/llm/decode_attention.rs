@@ -50,6 +50,14 @@ pub(super) fn attend(
         heads.n_head * heads.head_dim,
         heads.n_kv_head * heads.head_dim,
     );
+    let half = heads.head_dim / 2;
+    if let Some(step) = steps.iter().find(|s| s.cos.len() != half || s.sin.len() != half) {
+        return Err(LlmError::BadModel(format!(
+            "rotary tables of {} values for heads of {}",
+            step.cos.len(),
+            heads.head_dim
+        )));
+    }
     let mut out = vec![0f32; steps.len() * q_width];
     let requests: Vec<Mutex<Request<'_, '_>>> = steps
         .iter_mut()
