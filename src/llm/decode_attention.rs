@@ -51,7 +51,10 @@ pub(super) fn attend(
         heads.n_kv_head * heads.head_dim,
     );
     let half = heads.head_dim / 2;
-    if let Some(step) = steps.iter().find(|s| s.cos.len() != half || s.sin.len() != half) {
+    if let Some(step) = steps
+        .iter()
+        .find(|s| s.cos.len() != half || s.sin.len() != half)
+    {
         return Err(LlmError::BadModel(format!(
             "rotary tables of {} values for heads of {}",
             step.cos.len(),
