@@ -1,5 +1,6 @@
 //! Quantized matrix products on x86-64 CPUs for ggml's Q4_1 and Q8_0 weight blocks,
-//! with AVX-512 VNNI or AVX2 kernels; part of `neuron` (see its `src/llm/cpu_matmul.rs`).
+//! with AMX int8, AVX-512 VNNI or AVX2 kernels; part of `neuron` (see its
+//! `src/llm/cpu_matmul.rs`).
 //!
 //! A crate of its own so that the kernels are compiled with optimisations in every
 //! profile (intrinsics left uninlined by a debug build run ~50× slower).
@@ -10,8 +11,10 @@
 //! of 16 rows, so that one `vpdpwssd` / `vpdpbusd` adds two or four products to each of
 //! 16 rows at once and the per-block scales of 16 rows are one vector: about two
 //! instructions per row and block. With AVX2 the ggml blocks are used as they are, one
-//! row at a time (`vpmaddwd` / `vpmaddubsw`). [`WorkPool`] splits a product over threads
-//! without spinning at a barrier (see [`pool`]).
+//! row at a time (`vpmaddwd` / `vpmaddubsw`). With AMX-INT8 ([`Isa::Amx`]) products of
+//! several rows run on the tiles, from the same layout and to the same bits (`amx::int8`).
+//! [`WorkPool`] splits a product over threads without spinning at a barrier (see
+//! [`pool`]).
 //!
 //! Beside them, [`Bf16x3Matrix`] multiplies f32 matrices on Intel AMX tiles to near f32
 //! precision (see [`amx`]): the sentence embedder's linear layers.
@@ -86,7 +89,7 @@ impl Format {
 pub enum Isa {
     /// Intel AMX-INT8 tiles for products of several activation rows (prompts, batched
     /// decoding), AVX-512 VNNI for one: the same weight layout and, bit for bit, the same
-    /// results (see [`amx::int8`]). Intel Sapphire Rapids and later servers.
+    /// results (see `amx::int8`). Intel Sapphire Rapids and later servers.
     Amx,
     /// AVX-512 F/BW/VL with VNNI (Intel Ice Lake and later servers, AMD Zen 4).
     Avx512Vnni,

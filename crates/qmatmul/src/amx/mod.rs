@@ -3,7 +3,7 @@
 //! operations per cycle and core, an order of magnitude beyond AVX-512).
 //!
 //! - [`bf16x3`]: f32 products to within about 2⁻¹⁶ (the sentence embedder's layers).
-//! - [`int8`]: the quantized products of several activation rows, bit for bit what the
+//! - `int8`: the quantized products of several activation rows, bit for bit what the
 //!   AVX-512 VNNI kernels of [`crate::Matrix`] give (prompts and batched decoding).
 //!
 //! Linux hands out AMX state only to processes that ask (`arch_prctl`); [`bf16_available`]
