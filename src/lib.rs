@@ -10,6 +10,7 @@ pub mod chain;
 pub mod config;
 #[cfg(target_arch = "x86_64")]
 mod cpu_pool;
+mod cpu_tensor;
 pub mod embed;
 pub mod finetune;
 pub mod fsutil;

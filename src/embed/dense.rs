@@ -148,10 +148,8 @@ fn cpu_slice<'a>(
     storage: &'a candle_core::Storage,
     layout: &candle_core::Layout,
 ) -> Result<&'a [f32]> {
-    match (storage, layout.contiguous_offsets()) {
-        (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(values)), Some((start, end))) => {
-            Ok(&values[start..end])
-        }
-        _ => candle_core::bail!("AMX layers take contiguous f32 CPU tensors"),
+    match crate::cpu_tensor::f32_values(storage, layout) {
+        Some(values) => Ok(values),
+        None => candle_core::bail!("AMX layers take contiguous f32 CPU tensors"),
     }
 }

@@ -138,16 +138,11 @@ struct CacheView<'a> {
     capacity: usize,
 }
 
-/// The values of a contiguous f32 CPU tensor's storage.
+/// The values of the cache's storage, in place.
 fn f32_values<'a>(storage: &'a Storage, layout: &Layout) -> Result<&'a [f32], LlmError> {
-    match (storage, layout.contiguous_offsets()) {
-        (Storage::Cpu(candle_core::CpuStorage::F32(values)), Some((start, end))) => {
-            Ok(&values[start..end])
-        }
-        _ => Err(LlmError::BadModel(
-            "the key/value cache is not contiguous f32 on the CPU".into(),
-        )),
-    }
+    crate::cpu_tensor::f32_values(storage, layout).ok_or_else(|| {
+        LlmError::BadModel("the key/value cache is not contiguous f32 on the CPU".into())
+    })
 }
 
 /// Runs `work` over `0..n` on the process's pool (x86-64) or this thread.

@@ -402,14 +402,27 @@ impl GgufModel {
             }
             rope_rows.push((self.cos.narrow(0, pos, 1)?, self.sin.narrow(0, pos, 1)?));
         }
+        // On the CPU the attention takes them as values (`decode_attention`).
+        let angles = self
+            .device
+            .is_cpu()
+            .then(|| {
+                rope_rows
+                    .iter()
+                    .map(|(cos, sin)| {
+                        Ok((cos.flatten_all()?.to_vec1()?, sin.flatten_all()?.to_vec1()?))
+                    })
+                    .collect::<Result<Vec<(Vec<f32>, Vec<f32>)>, LlmError>>()
+            })
+            .transpose()?;
         let tokens: Vec<u32> = steps.iter().map(|(token, _)| *token).collect();
         let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(1)?;
         let mut x = self.embed.forward(&input)?;
         for (l, layer) in self.layers.iter().enumerate() {
             let h = layer.attn_norm.forward(&x)?;
             let [q, k, v] = qkv(layer, &h)?;
-            let heads = if self.device.is_cpu() {
-                self.attend_on_cpu(layer, l, [q, k, v], steps, &rope_rows)?
+            let heads = if let Some(angles) = &angles {
+                self.attend_on_cpu(layer, l, [q, k, v], steps, angles)?
             } else {
                 let mut heads = Vec::with_capacity(steps.len());
                 for (i, ((_, cache), (cos, sin))) in steps.iter_mut().zip(&rope_rows).enumerate() {
@@ -435,15 +448,16 @@ impl GgufModel {
     }
 
     /// The attention of layer `l` for one decoding step of each request, on the CPU
-    /// (see `decode_attention`): `qkv` one row per request, `(b, 1, width)`; returns the
-    /// heads' outputs, `(b, 1, n_head × head_dim)`.
+    /// (see `decode_attention`): `qkv` one row per request, `(b, 1, width)`, `angles` each
+    /// request's rotary cos and sin rows; returns the heads' outputs,
+    /// `(b, 1, n_head × head_dim)`.
     fn attend_on_cpu(
         &self,
         layer: &Layer,
         l: usize,
         [q, k, v]: [Tensor; 3],
         steps: &mut [(u32, &mut KvCache)],
-        rope_rows: &[(Tensor, Tensor)],
+        angles: &[(Vec<f32>, Vec<f32>)],
     ) -> Result<Tensor, LlmError> {
         let values = |t: Tensor, bias: &Option<Tensor>| -> Result<Vec<f32>, LlmError> {
             let t = match bias {
@@ -452,13 +466,9 @@ impl GgufModel {
             };
             Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
         };
-        let angles = rope_rows
-            .iter()
-            .map(|(cos, sin)| Ok((cos.flatten_all()?.to_vec1()?, sin.flatten_all()?.to_vec1()?)))
-            .collect::<Result<Vec<(Vec<f32>, Vec<f32>)>, LlmError>>()?;
         let mut requests: Vec<decode_attention::Step<'_>> = steps
             .iter_mut()
-            .zip(&angles)
+            .zip(angles)
             .map(|((_, cache), (cos, sin))| decode_attention::Step {
                 cos,
                 sin,
