@@ -5,65 +5,40 @@
 //! around a polynomial `exp`, both branch-free so that the loop compiles to SIMD
 //! (AVX-512 or AVX2 where the CPU has them). Other devices and dtypes keep candle's op.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use candle_core::{DType, Result, Tensor};
 
-use crate::vector_math::exp_nonpositive;
+use crate::cpu_tensor::map_rows;
+
+use crate::vector_math::{VectorLoop, exp_nonpositive, run_widest};
 
 /// `x · (1 + erf(x / √2)) / 2`, like candle's `gelu_erf`, with this module's kernel on
-/// contiguous f32 CPU tensors.
+/// f32 CPU tensors.
 pub(crate) fn gelu_erf(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 && x.is_contiguous() {
-        x.apply_op1_no_bwd(&GeluErf)
+    if let (true, DType::F32, Some(&width)) = (x.device().is_cpu(), x.dtype(), x.dims().last()) {
+        map_rows(x, "gelu-erf-vectorised", width, |values| {
+            let mut values = values.to_vec();
+            gelu_in_place(&mut values);
+            values
+        })
     } else {
         x.gelu_erf()
     }
 }
 
-struct GeluErf;
-
-impl CustomOp1 for GeluErf {
-    fn name(&self) -> &'static str {
-        "gelu-erf-vectorised"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets())
-        else {
-            candle_core::bail!("gelu-erf-vectorised wants a contiguous f32 tensor");
-        };
-        let mut values = data[start..end].to_vec();
-        gelu_in_place(&mut values);
-        Ok((CpuStorage::F32(values), layout.shape().clone()))
-    }
-}
-
 /// Applies GELU to `values` in place, with the widest vector instructions available.
 pub(crate) fn gelu_in_place(values: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512F.
-            return unsafe { gelu_avx512(values) };
-        }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { gelu_avx2(values) };
-        }
+    run_widest(GeluInPlace(values));
+}
+
+struct GeluInPlace<'a>(&'a mut [f32]);
+
+impl VectorLoop for GeluInPlace<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn run(self) {
+        gelu_portable(self.0);
     }
-    gelu_portable(values);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn gelu_avx512(values: &mut [f32]) {
-    gelu_portable(values);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_avx2(values: &mut [f32]) {
-    gelu_portable(values);
 }
 
 /// Sixteen values at a time (one AVX-512 vector; the compiler unrolls a plain loop by

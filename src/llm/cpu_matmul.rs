@@ -65,6 +65,22 @@ impl CpuQMatMul {
         Ok(Some(Self { matrix }))
     }
 
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.matrix.rows()
+    }
+
+    /// `x · Wᵀ` for `x` of whole rows of `cols` values; returns as many rows of `rows`
+    /// values.
+    ///
+    /// # Panics
+    /// If `x` is not whole rows.
+    pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
+        self.matrix.matmul(x, |units, work| {
+            crate::cpu_pool::shared().parallel_for(units, work)
+        })
+    }
+
     /// `x · Wᵀ` for `x` of shape `(..., cols)`; the result has shape `(..., rows)`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut dims = x.dims().to_vec();
@@ -79,9 +95,7 @@ impl CpuQMatMul {
             .to_dtype(candle_core::DType::F32)?
             .flatten_all()?
             .to_vec1::<f32>()?;
-        let output = self.matrix.matmul(&input, |units, work| {
-            crate::cpu_pool::shared().parallel_for(units, work)
-        });
+        let output = self.matmul(&input);
         *dims.last_mut().expect("checked above") = self.matrix.rows();
         Tensor::from_vec(output, dims, x.device())?.to_dtype(x.dtype())
     }

@@ -13,10 +13,11 @@ use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor, gguf_file};
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::Embedding;
-use candle_transformers::quantized_nn::RmsNorm;
 use candle_transformers::utils::build_causal_mask;
 
-use super::{CpuKernels, LlmError, decode_attention};
+use super::{CpuKernels, LlmError, cpu_attention};
+use crate::cpu_tensor::{f32_values, map_rows};
+use crate::vector_math::{RmsNormRows, SiluGateRows, run_widest};
 
 /// Architectures (GGUF `general.architecture`) this forward implements.
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "mistral", "qwen2"];
@@ -55,6 +56,15 @@ impl QLinear {
         Ok(Self::Candle(QMatMul::from_qtensor(weights)?))
     }
 
+    /// The weights when this crate's CPU kernels multiply them.
+    #[cfg(target_arch = "x86_64")]
+    fn cpu(&self) -> Option<&super::cpu_matmul::CpuQMatMul> {
+        match self {
+            Self::Cpu(w) => Some(w),
+            Self::Candle(_) => None,
+        }
+    }
+
     fn forward(&self, x: &Tensor) -> Result<Tensor, LlmError> {
         Ok(match self {
             Self::Candle(w) => w.forward(x)?,
@@ -91,6 +101,16 @@ impl Projections {
         Ok(Self::Fused(QLinear::new(stacked, kernels)?, widths))
     }
 
+    /// The stacked weights and the projections' widths, when they are one matrix that
+    /// this crate's CPU kernels multiply.
+    #[cfg(target_arch = "x86_64")]
+    fn cpu(&self) -> Option<(&super::cpu_matmul::CpuQMatMul, &[usize])> {
+        match self {
+            Self::Fused(w, widths) => Some((w.cpu()?, widths)),
+            Self::Separate(_) => None,
+        }
+    }
+
     /// One output per projection, in the order given to [`Projections::new`].
     fn forward(&self, x: &Tensor) -> Result<Vec<Tensor>, LlmError> {
         match self {
@@ -106,6 +126,77 @@ impl Projections {
             }
             Self::Separate(ws) => Ok(ws.iter().map(|w| w.forward(x)).collect::<Result<_, _>>()?),
         }
+    }
+}
+
+/// RMS normalisation with a learned scale (candle's `rms_norm`), on tensors or, for the
+/// CPU decode step, on rows of values.
+struct RmsNorm {
+    weight: Tensor,
+    eps: f32,
+}
+
+impl RmsNorm {
+    fn from_qtensor(weight: QTensor, eps: f64) -> Result<Self, LlmError> {
+        let weight = weight.dequantize(&weight.device())?;
+        Ok(Self {
+            weight,
+            eps: eps as f32,
+        })
+    }
+
+    /// On the CPU by this crate's loop (as [`RmsNorm::rows`]), so that every path
+    /// normalises alike.
+    fn forward(&self, x: &Tensor) -> Result<Tensor, LlmError> {
+        if !x.device().is_cpu() {
+            return Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?);
+        }
+        let (storage, layout) = self.weight.storage_and_layout();
+        let weight = norm_weight(&storage, layout, x.dims().last().copied().unwrap_or(0))?;
+        let normalise = |x: &[f32]| {
+            run_widest(RmsNormRows {
+                x,
+                weight,
+                eps: self.eps,
+            })
+        };
+        Ok(map_rows(x, "rms-norm", weight.len(), normalise)?)
+    }
+
+    /// Each row of `x` (rows as wide as the weight) normalised; CPU weights only.
+    fn rows(&self, x: &[f32]) -> Result<Vec<f32>, LlmError> {
+        let (storage, layout) = self.weight.storage_and_layout();
+        let weight = norm_weight(&storage, layout, self.weight.elem_count())?;
+        if !x.len().is_multiple_of(weight.len()) {
+            return Err(LlmError::BadModel(format!(
+                "{} values are not rows of {}",
+                x.len(),
+                weight.len()
+            )));
+        }
+        Ok(run_widest(RmsNormRows {
+            x,
+            weight,
+            eps: self.eps,
+        }))
+    }
+}
+
+/// A norm's weights, in place, when they are f32 on the CPU and `width` values.
+fn norm_weight<'a>(
+    storage: &'a candle_core::Storage,
+    layout: &candle_core::Layout,
+    width: usize,
+) -> Result<&'a [f32], LlmError> {
+    match f32_values(storage, layout) {
+        Some(weight) if weight.len() == width && width > 0 => Ok(weight),
+        Some(weight) => Err(LlmError::BadModel(format!(
+            "a norm of {} values for rows of {width}",
+            weight.len()
+        ))),
+        None => Err(LlmError::BadModel(
+            "norm weights are not f32 on the CPU".into(),
+        )),
     }
 }
 
@@ -363,7 +454,8 @@ impl GgufModel {
             });
         }
         let input = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
-        let mask = if seq > 1 {
+        // On the CPU `cpu_attention` attends causally without one.
+        let mask = if seq > 1 && !self.device.is_cpu() {
             Some(build_causal_mask(seq, pos, &self.device)?)
         } else {
             None
@@ -390,30 +482,50 @@ impl GgufModel {
     /// over the weights (each row as it would be alone); attention runs per request
     /// over its own cache. Returns the logits, shape `(steps.len(), vocab)`.
     pub fn forward_batch(&self, steps: &mut [(u32, &mut KvCache)]) -> Result<Tensor, LlmError> {
-        // Each request's rotary rows, taken once for all layers.
-        let mut rope_rows = Vec::with_capacity(steps.len());
-        for (_, cache) in steps.iter() {
-            let pos = cache.len();
-            if pos + 1 > self.context {
-                return Err(LlmError::ContextOverflow {
-                    tokens: pos + 1,
-                    context: self.context,
-                });
-            }
-            rope_rows.push((self.cos.narrow(0, pos, 1)?, self.sin.narrow(0, pos, 1)?));
+        #[cfg(target_arch = "x86_64")]
+        if self.device.is_cpu()
+            && let Some(layers) = self.cpu_layers()
+        {
+            let angles = rotary_values(&self.rotary_rows(steps)?)?;
+            return self.forward_batch_on_cpu(steps, &angles, &layers);
         }
-        // On the CPU the attention takes them as values (`decode_attention`).
+        self.forward_batch_on_tensors(steps)
+    }
+
+    /// Each request's rotary cos and sin rows at its next position, `(1, rope_dim / 2)`
+    /// each; fails when a request's context is full.
+    fn rotary_rows(
+        &self,
+        steps: &[(u32, &mut KvCache)],
+    ) -> Result<Vec<(Tensor, Tensor)>, LlmError> {
+        steps
+            .iter()
+            .map(|(_, cache)| {
+                let pos = cache.len();
+                if pos + 1 > self.context {
+                    return Err(LlmError::ContextOverflow {
+                        tokens: pos + 1,
+                        context: self.context,
+                    });
+                }
+                Ok((self.cos.narrow(0, pos, 1)?, self.sin.narrow(0, pos, 1)?))
+            })
+            .collect()
+    }
+
+    /// [`GgufModel::forward_batch`] by tensor operations (on a GPU, or when candle
+    /// multiplies some weights), with the attention of `cpu_attention` on the CPU.
+    fn forward_batch_on_tensors(
+        &self,
+        steps: &mut [(u32, &mut KvCache)],
+    ) -> Result<Tensor, LlmError> {
+        // Each request's rotary rows, taken once for all layers.
+        let rope_rows = self.rotary_rows(steps)?;
+        // On the CPU the attention takes them as values (`cpu_attention`).
         let angles = self
             .device
             .is_cpu()
-            .then(|| {
-                rope_rows
-                    .iter()
-                    .map(|(cos, sin)| {
-                        Ok((cos.flatten_all()?.to_vec1()?, sin.flatten_all()?.to_vec1()?))
-                    })
-                    .collect::<Result<Vec<(Vec<f32>, Vec<f32>)>, LlmError>>()
-            })
+            .then(|| rotary_values(&rope_rows))
             .transpose()?;
         let tokens: Vec<u32> = steps.iter().map(|(token, _)| *token).collect();
         let input = Tensor::new(tokens.as_slice(), &self.device)?.unsqueeze(1)?;
@@ -422,7 +534,10 @@ impl GgufModel {
             let h = layer.attn_norm.forward(&x)?;
             let [q, k, v] = qkv(layer, &h)?;
             let heads = if let Some(angles) = &angles {
-                self.attend_on_cpu(layer, l, [q, k, v], steps, angles)?
+                let qkv = [values(&q)?, values(&k)?, values(&v)?];
+                let out = self.attend_on_cpu(layer, qkv, layer_steps(steps, angles, l))?;
+                let shape = (steps.len(), 1, self.n_head * self.head_dim);
+                Tensor::from_vec(out, shape, &self.device)?
             } else {
                 let mut heads = Vec::with_capacity(steps.len());
                 for (i, ((_, cache), (cos, sin))) in steps.iter_mut().zip(&rope_rows).enumerate() {
@@ -447,58 +562,134 @@ impl GgufModel {
         Ok(self.output.forward(&x)?.to_dtype(DType::F32)?)
     }
 
-    /// The attention of layer `l` for one decoding step of each request, on the CPU
-    /// (see `decode_attention`): `qkv` one row per request, `(b, 1, width)`, `angles` each
-    /// request's rotary cos and sin rows; returns the heads' outputs,
-    /// `(b, 1, n_head × head_dim)`.
+    /// One decode step of every request on the CPU when this crate's kernels multiply
+    /// every projection (`layers`, see [`GgufModel::cpu_layers`]): the same step as
+    /// [`GgufModel::forward_batch`] over rows of plain values, with no tensor operation
+    /// between the products. `angles` are each request's rotary cos and sin rows.
+    #[cfg(target_arch = "x86_64")]
+    fn forward_batch_on_cpu(
+        &self,
+        steps: &mut [(u32, &mut KvCache)],
+        angles: &[Angles],
+        layers: &[CpuLayer<'_>],
+    ) -> Result<Tensor, LlmError> {
+        let (q_width, kv_width) = (self.n_head * self.head_dim, self.n_kv_head * self.head_dim);
+        let add = |x: &mut [f32], y: &[f32]| x.iter_mut().zip(y).for_each(|(x, y)| *x += y);
+        let mut x = self.embedding_rows(steps.iter().map(|(token, _)| *token))?;
+        for (l, (layer, cpu)) in self.layers.iter().zip(layers).enumerate() {
+            let qkv = cpu.qkv.matmul(&layer.attn_norm.rows(&x)?);
+            let mut split = [Vec::new(), Vec::new(), Vec::new()];
+            for row in qkv.chunks_exact(q_width + 2 * kv_width) {
+                let (q, kv) = row.split_at(q_width);
+                split[0].extend_from_slice(q);
+                split[1].extend_from_slice(&kv[..kv_width]);
+                split[2].extend_from_slice(&kv[kv_width..]);
+            }
+            let attended = self.attend_on_cpu(layer, split, layer_steps(steps, angles, l))?;
+            add(&mut x, &cpu.wo.matmul(&attended));
+            let gate_up = cpu.gate_up.matmul(&layer.ffn_norm.rows(&x)?);
+            let gated = run_widest(SiluGateRows {
+                gate_up: &gate_up,
+                width: cpu.ffn_width,
+            });
+            add(&mut x, &cpu.down.matmul(&gated));
+        }
+        let output = self.output.cpu().expect("checked by cpu_layers");
+        let logits = output.matmul(&self.norm.rows(&x)?);
+        Ok(Tensor::from_vec(
+            logits,
+            (steps.len(), output.rows()),
+            &self.device,
+        )?)
+    }
+
+    /// Each layer's weights as [`GgufModel::forward_batch_on_cpu`] takes them, when this
+    /// crate's CPU kernels multiply every projection and the stacked ones are stacked
+    /// as it expects; else `None`.
+    #[cfg(target_arch = "x86_64")]
+    fn cpu_layers(&self) -> Option<Vec<CpuLayer<'_>>> {
+        self.output.cpu()?;
+        let kv_width = self.n_kv_head * self.head_dim;
+        let qkv_widths = [self.n_head * self.head_dim, kv_width, kv_width];
+        self.layers
+            .iter()
+            .map(|layer| {
+                let (qkv, widths) = layer.qkv.cpu()?;
+                (widths == qkv_widths).then_some(())?;
+                let (gate_up, widths) = layer.gate_up.cpu()?;
+                let &[gate, up] = widths else { return None };
+                (gate == up).then_some(())?;
+                Some(CpuLayer {
+                    qkv,
+                    wo: layer.wo.cpu()?,
+                    gate_up,
+                    ffn_width: gate,
+                    down: layer.down.cpu()?,
+                })
+            })
+            .collect()
+    }
+
+    /// The token embeddings of `tokens`, one row each (CPU weights only).
+    #[cfg(target_arch = "x86_64")]
+    fn embedding_rows(&self, tokens: impl Iterator<Item = u32>) -> Result<Vec<f32>, LlmError> {
+        let width = self.embed.hidden_size();
+        let (storage, layout) = self.embed.embeddings().storage_and_layout();
+        let table = f32_values(&storage, layout)
+            .ok_or_else(|| LlmError::BadModel("embeddings are not f32 on the CPU".into()))?;
+        let mut rows = Vec::new();
+        for token in tokens {
+            let start = token as usize * width;
+            let row = table.get(start..start + width).ok_or_else(|| {
+                LlmError::BadModel(format!(
+                    "token {token} is outside the vocabulary of {}",
+                    table.len() / width
+                ))
+            })?;
+            rows.extend_from_slice(row);
+        }
+        Ok(rows)
+    }
+
+    /// The attention of `layer` for the new positions of each request, on the CPU
+    /// (see `cpu_attention`): `q`, `k`, `v` one row per new position; returns the
+    /// heads' outputs, one row of `n_head × head_dim` per new position.
     fn attend_on_cpu(
         &self,
         layer: &Layer,
-        l: usize,
-        [q, k, v]: [Tensor; 3],
-        steps: &mut [(u32, &mut KvCache)],
-        angles: &[(Vec<f32>, Vec<f32>)],
-    ) -> Result<Tensor, LlmError> {
-        let values = |t: Tensor, bias: &Option<Tensor>| -> Result<Vec<f32>, LlmError> {
-            let t = match bias {
-                Some(bias) => t.broadcast_add(bias)?,
-                None => t,
-            };
-            Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
-        };
-        let mut requests: Vec<decode_attention::Step<'_>> = steps
-            .iter_mut()
-            .zip(angles)
-            .map(|((_, cache), (cos, sin))| decode_attention::Step {
-                cos,
-                sin,
-                cache: &mut cache.layers[l],
-            })
-            .collect();
-        let heads = decode_attention::Heads {
+        [mut q, mut k, mut v]: [Vec<f32>; 3],
+        mut requests: Vec<cpu_attention::Step<'_>>,
+    ) -> Result<Vec<f32>, LlmError> {
+        add_bias(&mut q, &layer.bq)?;
+        add_bias(&mut k, &layer.bk)?;
+        add_bias(&mut v, &layer.bv)?;
+        let heads = cpu_attention::Heads {
             n_head: self.n_head,
             n_kv_head: self.n_kv_head,
             head_dim: self.head_dim,
             neox: self.neox,
         };
-        let out = decode_attention::attend(
-            heads,
-            values(q, &layer.bq)?,
-            values(k, &layer.bk)?,
-            values(v, &layer.bv)?,
-            &mut requests,
-        )?;
-        let b = requests.len();
-        Ok(Tensor::from_vec(
-            out,
-            (b, 1, self.n_head * self.head_dim),
-            &self.device,
-        )?)
+        cpu_attention::attend(heads, q, k, v, &mut requests)
     }
 
     /// The feed-forward block of `layer` (its norm included), without the residual.
     fn feed_forward(&self, layer: &Layer, x: &Tensor) -> Result<Tensor, LlmError> {
         let h = layer.ffn_norm.forward(x)?;
+        // On the CPU by this crate's loop over the stacked projections, as the CPU
+        // decode step computes it.
+        if let (true, Projections::Fused(gate_up, widths)) = (h.device().is_cpu(), &layer.gate_up)
+            && let &[gate, up] = widths.as_slice()
+            && gate == up
+        {
+            let gate_up = gate_up.forward(&h)?;
+            let gated = map_rows(&gate_up, "silu-gate", gate, |gate_up| {
+                run_widest(SiluGateRows {
+                    gate_up,
+                    width: gate,
+                })
+            })?;
+            return layer.down.forward(&gated);
+        }
         let [gate, up]: [Tensor; 2] = layer
             .gate_up
             .forward(&h)?
@@ -524,6 +715,17 @@ impl GgufModel {
     ) -> Result<Tensor, LlmError> {
         let (b, seq, _) = q.dims3()?;
         let width = self.n_head * self.head_dim;
+        if self.device.is_cpu() && b == 1 {
+            let (cos, sin) = (values(cos)?, values(sin)?);
+            let step = cpu_attention::Step {
+                cos: &cos,
+                sin: &sin,
+                cache,
+            };
+            let qkv = [values(&q)?, values(&k)?, values(&v)?];
+            let out = self.attend_on_cpu(layer, qkv, vec![step])?;
+            return Ok(Tensor::from_vec(out, (1, seq, width), &self.device)?);
+        }
         let project =
             |mut y: Tensor, bias: &Option<Tensor>, heads: usize| -> Result<Tensor, LlmError> {
                 if let Some(bias) = bias {
@@ -568,6 +770,66 @@ impl GgufModel {
             .transpose(1, 2)?
             .reshape((b, seq, width))?)
     }
+}
+
+/// A request's rotary cos and sin values at its next position.
+type Angles = (Vec<f32>, Vec<f32>);
+
+/// Rotary cos and sin rows as values, for `cpu_attention`.
+fn rotary_values(rows: &[(Tensor, Tensor)]) -> Result<Vec<Angles>, LlmError> {
+    rows.iter()
+        .map(|(cos, sin)| Ok((values(cos)?, values(sin)?)))
+        .collect()
+}
+
+/// A tensor's values as f32, row-major.
+fn values(t: &Tensor) -> Result<Vec<f32>, LlmError> {
+    Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?)
+}
+
+/// Each request's new position in layer `l`, for `cpu_attention`: its rotary angles
+/// and its layer cache.
+fn layer_steps<'a>(
+    steps: &'a mut [(u32, &mut KvCache)],
+    angles: &'a [Angles],
+    l: usize,
+) -> Vec<cpu_attention::Step<'a>> {
+    steps
+        .iter_mut()
+        .zip(angles)
+        .map(|((_, cache), (cos, sin))| cpu_attention::Step {
+            cos,
+            sin,
+            cache: &mut cache.layers[l],
+        })
+        .collect()
+}
+
+/// A layer's projections as the CPU decode step multiplies them.
+#[cfg(target_arch = "x86_64")]
+struct CpuLayer<'a> {
+    /// Queries, keys and values stacked.
+    qkv: &'a super::cpu_matmul::CpuQMatMul,
+    wo: &'a super::cpu_matmul::CpuQMatMul,
+    /// Gate then up, `ffn_width` rows each.
+    gate_up: &'a super::cpu_matmul::CpuQMatMul,
+    ffn_width: usize,
+    down: &'a super::cpu_matmul::CpuQMatMul,
+}
+
+/// Adds `bias` (if any, f32 on the CPU) to each row of `rows`.
+fn add_bias(rows: &mut [f32], bias: &Option<Tensor>) -> Result<(), LlmError> {
+    let Some(bias) = bias else {
+        return Ok(());
+    };
+    let (storage, layout) = bias.storage_and_layout();
+    let bias = f32_values(&storage, layout)
+        .filter(|b| !b.is_empty() && rows.len().is_multiple_of(b.len()))
+        .ok_or_else(|| LlmError::BadModel("a projection bias does not fit its rows".into()))?;
+    for row in rows.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(r, b)| *r += b);
+    }
+    Ok(())
 }
 
 /// The query, key and value projections of `layer` for `x`.
@@ -730,6 +992,81 @@ mod parity_tests {
         assert_eq!((whole.len(), parts.len()), (tokens.len(), tokens.len()));
         let d = max_abs_diff(&at_once.squeeze(0).unwrap(), &in_parts.squeeze(0).unwrap());
         assert!(d < 1e-3, "{d}");
+    }
+
+    /// The CPU decode step over plain values computes what the tensor path computes
+    /// with the same kernels and loops, bit for bit: two requests at different
+    /// positions, batched, over several steps, each feeding its greedy token. (Any
+    /// rounding difference would show: an 8-bit activation that changes step moves the
+    /// logits by about 1%.)
+    #[test]
+    fn cpu_decode_step_matches_the_tensor_path() {
+        if neuron_qmatmul::detect().is_none() {
+            eprintln!("skipped: this CPU has neither AVX2 nor AVX-512 VNNI");
+            return;
+        }
+        let model = load(&default_model(), CpuKernels::default(), Some(512));
+        assert!(
+            model.cpu_layers().is_some(),
+            "SmolLM2 decodes on the CPU path"
+        );
+        let prefill = |n: usize| {
+            let mut cache = model.new_cache();
+            model.forward(&PROMPT[..n], &mut cache, 1).unwrap();
+            cache
+        };
+        let (mut long, mut short) = (prefill(PROMPT.len()), prefill(5));
+        let (mut long_t, mut short_t) = (prefill(PROMPT.len()), prefill(5));
+        let mut tokens = [NEXT, PROMPT[5]];
+        for step in 0..4 {
+            let [a, b] = tokens;
+            let cpu = model
+                .forward_batch(&mut [(a, &mut long), (b, &mut short)])
+                .unwrap();
+            let tensors = model
+                .forward_batch_on_tensors(&mut [(a, &mut long_t), (b, &mut short_t)])
+                .unwrap();
+            for (i, token) in tokens.iter_mut().enumerate() {
+                let (ours, theirs) = (cpu.get(i).unwrap(), tensors.get(i).unwrap());
+                let (ours, theirs) = (
+                    ours.to_vec1::<f32>().unwrap(),
+                    theirs.to_vec1::<f32>().unwrap(),
+                );
+                assert!(ours == theirs, "step {step}, request {i}");
+                *token = argmax(&cpu.get(i).unwrap());
+            }
+        }
+        assert_eq!((long.len(), short.len()), (PROMPT.len() + 4, 5 + 4));
+    }
+
+    /// With this crate's kernels a position's logits are the same bit for bit whether it
+    /// came in a whole prompt, a later prompt chunk, or a decoding step: every row is
+    /// multiplied, normalised and attended by the same loops against the same cache.
+    #[test]
+    fn prompts_chunks_and_decoding_steps_agree_bit_for_bit() {
+        if neuron_qmatmul::detect().is_none() {
+            eprintln!("skipped: this CPU has neither AVX2 nor AVX-512 VNNI");
+            return;
+        }
+        let model = load(&default_model(), CpuKernels::default(), Some(512));
+        let rows = |t: &Tensor| -> Vec<Vec<f32>> { t.to_vec2().unwrap() };
+        let mut whole = model.new_cache();
+        let at_once = rows(&model.forward(&PROMPT, &mut whole, PROMPT.len()).unwrap());
+
+        let mut chunked = model.new_cache();
+        let first = rows(&model.forward(&PROMPT[..5], &mut chunked, 5).unwrap());
+        let rest = rows(
+            &model
+                .forward(&PROMPT[5..], &mut chunked, PROMPT.len() - 5)
+                .unwrap(),
+        );
+        assert!(first.iter().chain(&rest).eq(&at_once), "chunks");
+
+        let mut stepped = model.new_cache();
+        for (i, &token) in PROMPT.iter().enumerate() {
+            let step = model.forward_batch(&mut [(token, &mut stepped)]).unwrap();
+            assert!(rows(&step)[0] == at_once[i], "position {i}");
+        }
     }
 
     /// On the quantised weights each matmul of this crate's kernels agrees with candle's

@@ -3,9 +3,9 @@
 //! log-likelihoods, and [`LlmService`], one loaded model serving many callers through a
 //! bounded queue.
 
+mod cpu_attention;
 #[cfg(target_arch = "x86_64")]
 mod cpu_matmul;
-mod decode_attention;
 mod device;
 mod engine;
 mod export;
