@@ -11,7 +11,7 @@ use std::process::Output;
 
 use crate::support::bin::{neuron_command, run_async};
 use crate::support::subtensor_sim::{ALICE, CHARLIE, SimNode, subnet_item};
-use crate::support::{failed as fails, succeeded as ok};
+use crate::support::{failed as fails, succeeded as ok, wait_for_block};
 use neuron::chain::Chain;
 use neuron::chain::sim::SimChain;
 use neuron::chain::subtensor::{reveal_window, weights_commit_hash};
@@ -515,6 +515,10 @@ async fn local_chain_runs_commit_reveal_v2_and_v4() {
         run(&["faucet", "--amount", "100"]).await;
         run(&["register"]).await;
         run(&["stake", "add", "--amount", "50"]).await;
+        // An epoch on demand runs from the block after the subnet's creation.
+        let chain = SimChain::open(&env.home().join("chain/local-sim.sqlite")).unwrap();
+        let created = chain.epoch_status(1).await.unwrap().last_epoch_block;
+        wait_for_block(&chain, created + 1).await;
         run(&["epoch", "--now"]).await;
 
         let dry = run(&["weights", "--uids", "0", "--weights", "1", "--dry-run"]).await;
@@ -543,7 +547,6 @@ async fn local_chain_runs_commit_reveal_v2_and_v4() {
             "{table}"
         );
 
-        let chain = SimChain::open(&env.home().join("chain/local-sim.sqlite")).unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while !chain.pending_commits(1).await.unwrap().is_empty() {
             assert!(

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::support::bin::neuron_command;
-use crate::support::succeeded as ok;
+use crate::support::{succeeded as ok, wait_for_block};
 use neuron::chain::sim::SimChain;
 use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
 use neuron::wallet::Keypair;
@@ -140,9 +140,7 @@ async fn killed_processes_leave_consistent_state() {
             .unwrap();
     }
     let created = chain.epoch_status(1).await.unwrap().last_epoch_block;
-    while chain.current_block().await.unwrap() <= created {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_for_block(&chain, created + 1).await;
     chain.run_epoch_now(1).await.unwrap(); // validator permits
     let miners: Vec<u16> = (64..1024).collect();
     let weights: Vec<u16> = (0..960).map(|i| (i % 1000 + 1) as u16).collect();

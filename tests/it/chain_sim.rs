@@ -8,6 +8,8 @@ use neuron::chain::sim::{SimChain, SimConfig};
 use neuron::chain::{AxonServe, Chain, ChainError, Hyperparameters, RAO_PER_TAO};
 use neuron::wallet::Keypair;
 
+use crate::support::wait_for_block;
+
 fn key(uri: &str) -> Keypair {
     Keypair::from_uri(uri).expect("dev key")
 }
@@ -21,17 +23,6 @@ fn chain(dir: &tempfile::TempDir) -> SimChain {
         },
     )
     .expect("create chain")
-}
-
-/// Waits until the chain is past `block`.
-async fn wait_past(chain: &SimChain, block: u64) -> u64 {
-    loop {
-        let now = chain.current_block().await.unwrap();
-        if now > block {
-            return now;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn params() -> Hyperparameters {
@@ -76,7 +67,7 @@ async fn subnet_with_validator(chain: &SimChain) -> (u16, Keypair, Keypair, Keyp
         .await
         .unwrap();
     let created = chain.epoch_status(netuid).await.unwrap().last_epoch_block;
-    wait_past(chain, created).await;
+    wait_for_block(chain, created + 1).await;
     chain.run_epoch_now(netuid).await.unwrap();
 
     let mg = chain.metagraph(netuid).await.unwrap();
@@ -135,7 +126,7 @@ async fn set_weights_checks_in_chain_order() {
     );
 
     // Weights at a block after genesis, so the rate limit has a last update to count from.
-    wait_past(&chain, 0).await;
+    wait_for_block(&chain, 1).await;
     sw(&v, &[1, 2], &[1, 1], 0).await.expect("first weights");
     chain
         .set_hyperparameters(
@@ -205,12 +196,12 @@ async fn epoch_rewards_weighted_miner_and_conserves_value() {
     let (netuid, v, _m1, _m2) = subnet_with_validator(&chain).await;
     let reg_block = chain.metagraph(netuid).await.unwrap().neurons[2].block_at_registration;
     // Weights must be newer than the miners' registration to count.
-    wait_past(&chain, reg_block).await;
+    wait_for_block(&chain, reg_block + 1).await;
     chain
         .set_weights(&v, netuid, &[1], &[65535], 0)
         .await
         .unwrap();
-    wait_past(&chain, chain.current_block().await.unwrap()).await;
+    wait_for_block(&chain, chain.current_block().await.unwrap() + 1).await;
     chain.run_epoch_now(netuid).await.unwrap();
 
     let mg = chain.metagraph(netuid).await.unwrap();
@@ -248,7 +239,7 @@ async fn registration_prunes_lowest_emission_non_immune_uid() {
         .await
         .unwrap();
     let reg_block = chain.metagraph(netuid).await.unwrap().neurons[2].block_at_registration;
-    wait_past(&chain, reg_block).await;
+    wait_for_block(&chain, reg_block + 1).await;
     chain
         .set_weights(&v, netuid, &[1], &[65535], 0)
         .await
@@ -257,7 +248,7 @@ async fn registration_prunes_lowest_emission_non_immune_uid() {
         .set_commitment(&m2, netuid, b"m2 model")
         .await
         .unwrap();
-    wait_past(&chain, chain.current_block().await.unwrap()).await;
+    wait_for_block(&chain, chain.current_block().await.unwrap() + 1).await;
     chain.run_epoch_now(netuid).await.unwrap();
 
     let newcomer = key("//Newcomer");
@@ -351,7 +342,7 @@ async fn serving_stake_transfer_and_commitments() {
     ));
     let uid = register(&chain, netuid, &cold, &hot).await;
     // Serve after genesis so the serving rate limit has a block to count from.
-    wait_past(&chain, 0).await;
+    wait_for_block(&chain, 1).await;
     let zero_port = AxonServe {
         port: 0,
         ..axon.clone()
@@ -480,7 +471,7 @@ async fn epochs_run_lazily_on_schedule() {
         .unwrap();
     let start = chain.epoch_status(netuid).await.unwrap();
     assert_eq!(start.epochs, 0);
-    wait_past(&chain, start.last_epoch_block + 6).await;
+    wait_for_block(&chain, start.last_epoch_block + 6 + 1).await;
     let later = chain.epoch_status(netuid).await.unwrap();
     assert!(later.epochs >= 3, "{later:?}");
     assert_eq!(

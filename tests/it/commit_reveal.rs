@@ -20,6 +20,7 @@ use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
 use neuron::wallet::Keypair;
 
 use crate::support::flaky_chain::FlakyChain;
+use crate::support::wait_for_block;
 
 const BLOCK: Duration = Duration::from_millis(100);
 /// Blocks per epoch: a 2 s reveal window at 100 ms blocks.
@@ -66,14 +67,6 @@ async fn subnet(dir: &Path, params: Hyperparameters) -> (SimChain, u16, Keypair)
 
 fn setter(chain: Arc<dyn Chain>, hotkey: &Keypair, netuid: u16, store: &Path) -> WeightSetter {
     WeightSetter::new(chain, Arc::new(hotkey.clone()), netuid).with_store(RevealStore::new(store))
-}
-
-async fn wait_for_block(chain: &dyn Chain, block: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while chain.current_block().await.unwrap() < block {
-        assert!(Instant::now() < deadline, "block {block} never came");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Calls `reveal_due` until it reveals something (inside the window); panics after 30 s.

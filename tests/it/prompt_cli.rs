@@ -10,8 +10,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use crate::support::bin::{neuron_command, run_async};
-use crate::support::{failed, succeeded};
-use neuron::chain::sim::SimChain;
+use crate::support::{failed, succeeded, wait_for_block};
 use neuron::chain::{Chain, Hyperparameters, RAO_PER_TAO};
 use neuron::config::BlacklistConfig;
 use neuron::prompting::contract::PromptingContracts;
@@ -32,14 +31,6 @@ async fn neuron(dir: &Path, args: &[&str]) -> Output {
         .arg(dir.join("wallets"))
         .args(["--wallet.name", "caller", "--wallet.hotkey", "default"]);
     run_async(cmd).await
-}
-
-/// Waits for the next block of the embedded chain (one epoch per block at most).
-async fn next_block(chain: &SimChain) {
-    let now = chain.current_block().await.unwrap();
-    while chain.current_block().await.unwrap() <= now {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -89,13 +80,13 @@ async fn prompt_asks_miners_and_prints_the_best_answer_by_incentive() {
     let (echo, phrase) = (miners[0].uid, miners[1].uid);
 
     // A permit for the caller, its weights (phrase above echo), and an epoch.
-    next_block(&chain).await;
+    wait_for_block(&chain, chain.current_block().await.unwrap() + 1).await;
     chain.run_epoch_now(netuid).await.unwrap();
     chain
         .set_weights(&caller, netuid, &[echo, phrase], &[1, 3], 0)
         .await
         .unwrap();
-    next_block(&chain).await;
+    wait_for_block(&chain, chain.current_block().await.unwrap() + 1).await;
     chain.run_epoch_now(netuid).await.unwrap();
     let metagraph = chain.metagraph(netuid).await.unwrap();
     let incentive = |uid: u16| metagraph.neurons[usize::from(uid)].incentive;

@@ -2,7 +2,8 @@
 //! environments (created once under `$NEURON_HOME/venvs`, reused afterwards), the
 //! script host over the shipped scripts (`shipped_host`), the `neuron` binary runner (`bin`), a strategy's miner on loopback (`miners`), the
 //! simulated subtensor node (`subtensor_sim`), the fault-injecting chain wrapper
-//! (`flaky_chain`) and llama.cpp's OpenAI-compatible server (`llama_server`).
+//! (`flaky_chain`), llama.cpp's OpenAI-compatible server (`llama_server`), and waiting for
+//! a chain's block (`wait_for_block`).
 
 pub mod bin;
 pub mod flaky_chain;
@@ -138,4 +139,20 @@ pub fn failed(out: std::process::Output) -> String {
         String::from_utf8_lossy(&out.stdout)
     );
     String::from_utf8(out.stderr).expect("stderr is utf-8")
+}
+
+/// Waits until `chain` reaches `block` (panics after 60 s); the block it reached.
+pub async fn wait_for_block(chain: &dyn neuron::chain::Chain, block: u64) -> u64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = chain.current_block().await.unwrap();
+        if now >= block {
+            return now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "block {block} never came"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
