@@ -389,9 +389,13 @@ impl ScriptHost {
             }
         }
         let mut outcomes = Vec::new();
-        // The changed files first, their importers after: an importer that goes live
-        // already finds what it imports in the listing.
-        for path in todo.into_iter().chain(importers) {
+        // The files that now win their relative path first, then the ones that left or
+        // are shadowed (so that the listing always holds a file at each path), their
+        // importers last: an importer that goes live already finds what it imports.
+        let (winners, losers): (Vec<PathBuf>, Vec<PathBuf>) = todo
+            .into_iter()
+            .partition(|path| roots.find(&self.rel(path)).as_ref() == Some(path));
+        for path in winners.into_iter().chain(losers).chain(importers) {
             let rel = self.rel(&path);
             if roots.find(&rel).as_ref() != Some(&path) {
                 if self.write().remove(&path).is_some() {
