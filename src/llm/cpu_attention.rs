@@ -144,12 +144,13 @@ pub(super) fn attend(
     let shared = SharedRows(out.as_mut_ptr());
     let q = &q;
     parallel_for(units.len(), &|range| {
+        let mut scores = Vec::new();
         for &(cache, row, h) in &units[range] {
             let at = row * q_width + h * d;
             // SAFETY: each unit writes its own head of its own row, and `out` outlives
             // the parallel section.
             let out = unsafe { std::slice::from_raw_parts_mut(shared.start().add(at), d) };
-            attend_head(heads, h, &q[at..at + d], &cache, out);
+            attend_head(heads, h, &q[at..at + d], &cache, &mut scores, out);
         }
     });
     Ok(out)
@@ -251,47 +252,62 @@ fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], neox: bool) {
     }
 }
 
-/// Query head `h` of one position against the keys and values of its group.
-fn attend_head(heads: Heads, h: usize, q: &[f32], cache: &CacheView<'_>, out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if heads.head_dim.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512 F; heads are whole vectors of 16.
-        return unsafe { avx512::attend_head(heads, h, q, cache, out) };
-    }
-    attend_head_with(heads, h, q, cache, out, dot, weighted_sum);
-}
-
-/// [`attend_head`] with the two inner loops given: `dot(a, b)` and
-/// `weighted_sum(weights, rows, out)`.
-#[inline(always)]
-fn attend_head_with(
+/// Query head `h` of one position against the keys and values of its group; `scores`
+/// is room for the attention weights, reused from call to call.
+fn attend_head(
     heads: Heads,
     h: usize,
-    query: &[f32],
+    q: &[f32],
     cache: &CacheView<'_>,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    let d = heads.head_dim;
+    let group = (h / (heads.n_head / heads.n_kv_head)) * cache.capacity * d;
+    let keys = &cache.keys[group..group + cache.len * d];
+    let values = &cache.values[group..group + cache.len * d];
+    #[cfg(target_arch = "x86_64")]
+    {
+        if d.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512 F; heads are whole vectors of 16.
+            return unsafe { simd::attend_head_avx512(q, keys, values, scores, out) };
+        }
+        if d.is_multiple_of(8)
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA; heads are whole vectors of 8.
+            return unsafe { simd::attend_head_avx2(q, keys, values, scores, out) };
+        }
+    }
+    attend_head_with(q, keys, values, scores, out, dot, weighted_sum);
+}
+
+/// One query head against `keys` and `values` (rows of `query.len()` values), with
+/// the two inner loops given: `dot(a, b)` and `weighted_sum(weights, rows, out)`.
+#[inline(always)]
+fn attend_head_with(
+    query: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    scores: &mut Vec<f32>,
     out: &mut [f32],
     dot: impl Fn(&[f32], &[f32]) -> f32,
     weighted_sum: impl Fn(&[f32], &[f32], &mut [f32]),
 ) {
-    let d = heads.head_dim;
-    let per_group = heads.n_head / heads.n_kv_head;
+    let d = query.len();
     let scale = 1.0 / (d as f32).sqrt();
-    let group = (h / per_group) * cache.capacity * d;
-    let keys = &cache.keys[group..group + cache.len * d];
-    let values = &cache.values[group..group + cache.len * d];
-    let mut scores: Vec<f32> = keys
-        .chunks_exact(d)
-        .map(|key| dot(query, key) * scale)
-        .collect();
+    scores.clear();
+    scores.extend(keys.chunks_exact(d).map(|key| dot(query, key) * scale));
     let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    for score in &mut scores {
+    for score in scores.iter_mut() {
         *score = exp_nonpositive(*score - max);
     }
     let sum = scores.iter().sum::<f32>();
-    for score in &mut scores {
+    for score in scores.iter_mut() {
         *score /= sum;
     }
-    weighted_sum(&scores, values, out);
+    weighted_sum(scores, values, out);
 }
 
 /// `a · b` of two equal-length vectors, in 16 lanes (which the compiler vectorises)
@@ -322,78 +338,183 @@ fn weighted_sum(weights: &[f32], rows: &[f32], out: &mut [f32]) {
     }
 }
 
-/// The inner loops with AVX-512 FMAs, for heads of a multiple of 16 values.
+/// The inner loops with explicit FMAs on AVX-512 or AVX2 vectors, for heads of a
+/// multiple of 16 or 8 values (the plain loops compile for baseline x86-64: SSE2, no
+/// FMA).
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+mod simd {
     use std::arch::x86_64::*;
 
-    use super::{CacheView, Heads};
+    /// One vector of f32 lanes and the operations the loops need.
+    ///
+    /// Each method is an intrinsic of the set its type names: call them only where the
+    /// CPU has it (from a function compiled for it, where they inline).
+    pub(super) trait Lanes {
+        type Vector: Copy;
+        const LANES: usize;
+        unsafe fn zero() -> Self::Vector;
+        unsafe fn splat(x: f32) -> Self::Vector;
+        unsafe fn load(p: *const f32) -> Self::Vector;
+        unsafe fn store(p: *mut f32, v: Self::Vector);
+        /// `a · b + c`, fused.
+        unsafe fn fmadd(a: Self::Vector, b: Self::Vector, c: Self::Vector) -> Self::Vector;
+        unsafe fn sum(v: Self::Vector) -> f32;
+    }
+
+    /// 16 lanes of AVX-512 F.
+    pub(super) struct Avx512;
+
+    impl Lanes for Avx512 {
+        type Vector = __m512;
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            unsafe { _mm512_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m512 {
+            unsafe { _mm512_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m512) {
+            unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn sum(v: __m512) -> f32 {
+            unsafe { _mm512_reduce_add_ps(v) }
+        }
+    }
+
+    /// 8 lanes of AVX2 with FMA.
+    pub(super) struct Avx2;
+
+    impl Lanes for Avx2 {
+        type Vector = __m256;
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            unsafe { _mm256_setzero_ps() }
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m256 {
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn store(p: *mut f32, v: __m256) {
+            unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn sum(v: __m256) -> f32 {
+            unsafe {
+                let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+                let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+                _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+            }
+        }
+    }
 
     /// [`super::attend_head`] compiled for AVX-512.
     ///
     /// # Safety
-    /// AVX-512 F available; `heads.head_dim` a multiple of 16.
+    /// AVX-512 F available; `q.len()` a multiple of 16.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn attend_head(
-        heads: Heads,
-        h: usize,
+    pub(super) unsafe fn attend_head_avx512(
         q: &[f32],
-        cache: &CacheView<'_>,
+        keys: &[f32],
+        values: &[f32],
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        // SAFETY: as this function's.
+        unsafe { attend_head::<Avx512>(q, keys, values, scores, out) }
+    }
+
+    /// [`super::attend_head`] compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `q.len()` a multiple of 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn attend_head_avx2(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        scores: &mut Vec<f32>,
+        out: &mut [f32],
+    ) {
+        // SAFETY: as this function's.
+        unsafe { attend_head::<Avx2>(q, keys, values, scores, out) }
+    }
+
+    /// [`super::attend_head_with`] over `L`'s loops.
+    #[inline(always)]
+    unsafe fn attend_head<L: Lanes>(
+        q: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        scores: &mut Vec<f32>,
         out: &mut [f32],
     ) {
         super::attend_head_with(
-            heads,
-            h,
             q,
-            cache,
+            keys,
+            values,
+            scores,
             out,
-            // SAFETY: as this function's.
-            |a, b| unsafe { dot(a, b) },
-            |weights, rows, out| unsafe { weighted_sum(weights, rows, out) },
+            // SAFETY: the caller's.
+            |a, b| unsafe { dot::<L>(a, b) },
+            |weights, rows, out| unsafe { weighted_sum::<L>(weights, rows, out) },
         );
     }
 
-    /// `a · b`, both whole vectors of 16.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let mut acc = _mm512_setzero_ps();
-        for (x, y) in a.as_chunks::<16>().0.iter().zip(b.as_chunks::<16>().0) {
-            // SAFETY: 16 values each.
-            acc = unsafe {
-                _mm512_fmadd_ps(
-                    _mm512_loadu_ps(x.as_ptr()),
-                    _mm512_loadu_ps(y.as_ptr()),
-                    acc,
-                )
-            };
+    /// `a · b`, both whole vectors of `L`.
+    #[inline(always)]
+    unsafe fn dot<L: Lanes>(a: &[f32], b: &[f32]) -> f32 {
+        let mut acc = unsafe { L::zero() };
+        for (x, y) in a.chunks_exact(L::LANES).zip(b.chunks_exact(L::LANES)) {
+            // SAFETY: whole vectors.
+            acc = unsafe { L::fmadd(L::load(x.as_ptr()), L::load(y.as_ptr()), acc) };
         }
-        _mm512_reduce_add_ps(acc)
+        unsafe { L::sum(acc) }
     }
 
-    /// `out = Σ_t weights[t] · rows[t]`, `out` whole vectors of 16: up to four of them
+    /// `out = Σ_t weights[t] · rows[t]`, `out` whole vectors of `L`: up to four of them
     /// at a time in registers, so that four independent chains of FMAs run per row.
-    #[inline]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn weighted_sum(weights: &[f32], rows: &[f32], out: &mut [f32]) {
-        let d = out.len();
-        for first in (0..d).step_by(64) {
-            let n = (d - first).min(64) / 16;
-            let mut acc = [_mm512_setzero_ps(); 4];
+    #[inline(always)]
+    unsafe fn weighted_sum<L: Lanes>(weights: &[f32], rows: &[f32], out: &mut [f32]) {
+        let (d, lanes) = (out.len(), L::LANES);
+        for first in (0..d).step_by(4 * lanes) {
+            let n = (d - first).min(4 * lanes) / lanes;
+            let mut acc = [unsafe { L::zero() }; 4];
             for (w, row) in weights.iter().zip(rows.chunks_exact(d)) {
-                let w = _mm512_set1_ps(*w);
-                let row = &row[first..first + 16 * n];
-                for (acc, values) in acc.iter_mut().zip(row.as_chunks::<16>().0) {
-                    // SAFETY: 16 values.
-                    *acc = unsafe { _mm512_fmadd_ps(w, _mm512_loadu_ps(values.as_ptr()), *acc) };
+                let w = unsafe { L::splat(*w) };
+                let row = &row[first..first + lanes * n];
+                for (acc, values) in acc.iter_mut().zip(row.chunks_exact(lanes)) {
+                    // SAFETY: a whole vector.
+                    *acc = unsafe { L::fmadd(w, L::load(values.as_ptr()), *acc) };
                 }
             }
             for (acc, chunk) in acc
                 .iter()
-                .zip(out[first..first + 16 * n].as_chunks_mut::<16>().0)
+                .zip(out[first..first + lanes * n].chunks_exact_mut(lanes))
             {
-                // SAFETY: 16 values.
-                unsafe { _mm512_storeu_ps(chunk.as_mut_ptr(), *acc) };
+                // SAFETY: a whole vector.
+                unsafe { L::store(chunk.as_mut_ptr(), *acc) };
             }
         }
     }

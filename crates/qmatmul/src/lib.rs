@@ -10,9 +10,10 @@
 //! see `QuantizedRows`. With AVX-512 VNNI the weights are repacked at load into tiles
 //! of 16 rows, so that one `vpdpwssd` / `vpdpbusd` adds two or four products to each of
 //! 16 rows at once and the per-block scales of 16 rows are one vector: about two
-//! instructions per row and block. With AVX2 the ggml blocks are used as they are, one
-//! row at a time (`vpmaddwd` / `vpmaddubsw`). With AMX-INT8 ([`Isa::Amx`]) products of
-//! several rows run on the tiles, from the same layout and to the same bits (`amx::int8`).
+//! instructions per row and block. With AVX2 the same tiles are two halves of 8 rows
+//! (`vpmaddwd` / `vpmaddubsw` and an add where VNNI has one instruction), to the same
+//! bits. With AMX-INT8 ([`Isa::Amx`]) products of several rows run on the tiles, from
+//! the same layout and to the same bits (`amx::int8`).
 //! [`WorkPool`] splits a product over threads without spinning at a barrier (see
 //! [`pool`]).
 //!
@@ -93,7 +94,8 @@ pub enum Isa {
     Amx,
     /// AVX-512 F/BW/VL with VNNI (Intel Ice Lake and later servers, AMD Zen 4).
     Avx512Vnni,
-    /// AVX2 with FMA and F16C (x86-64 since about 2013).
+    /// AVX2 with FMA and F16C (x86-64 since about 2013, e.g. AMD Zen 3): the same
+    /// tiles and, bit for bit, the same results as [`Isa::Avx512Vnni`].
     Avx2,
 }
 
@@ -331,17 +333,16 @@ struct Activation<'a> {
     pairs: &'a [i32],
 }
 
-/// Rows per tile of the AVX-512 layout.
+/// Rows per tile of the weights' layout.
 const TILE_ROWS: usize = 16;
 
 /// Activation rows from which [`Isa::Amx`] multiplies on the tiles rather than with
 /// AVX-512 VNNI (the results are the same).
 const AMX_MIN_ROWS: usize = 2;
 
-/// A quantised weight matrix `(rows, cols)`, laid out for one instruction set.
+/// A quantised weight matrix `(rows, cols)`, multiplied with one instruction set.
 ///
-/// For [`Isa::Avx2`] the data are ggml's blocks, row after row. For
-/// [`Isa::Avx512Vnni`] they are tiles of 16 rows (the last one padded with zero rows);
+/// The data are tiles of 16 rows (the last one padded with zero rows);
 /// within a tile, block after block, each block as: the 16 rows' f16 scales, for Q4_1
 /// their 16 f16 minimums, then the values in chunks of 64 bytes, 4 per row: for Q4_1 the
 /// ggml bytes `4c..4c+4` (values `4c..4c+4` in the low nibbles, `16+4c..` in the high
@@ -369,46 +370,37 @@ impl Matrix {
         );
         let block_bytes = format.block_bytes();
         assert_eq!(ggml_blocks.len(), rows * cols / BLOCK * block_bytes);
-        let data = match isa {
-            Isa::Avx2 => ggml_blocks.to_vec(),
-            Isa::Avx512Vnni | Isa::Amx => {
-                let blocks = cols / BLOCK;
-                let tiles = rows.div_ceil(TILE_ROWS);
-                let mut data = vec![0u8; tiles * TILE_ROWS * blocks * block_bytes];
-                let block_at = |row: usize, j: usize| {
-                    let start = (row * blocks + j) * block_bytes;
-                    &ggml_blocks[start..start + block_bytes]
-                };
-                for (index, tile_block) in
-                    data.chunks_exact_mut(TILE_ROWS * block_bytes).enumerate()
-                {
-                    let (tile, j) = (index / blocks, index % blocks);
-                    for r in 0..TILE_ROWS.min(rows - tile * TILE_ROWS) {
-                        let src = block_at(tile * TILE_ROWS + r, j);
-                        tile_block[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
-                        match format {
-                            Format::Q4_1 => {
-                                tile_block[32 + 2 * r..34 + 2 * r].copy_from_slice(&src[2..4]);
-                                for c in 0..4 {
-                                    let dst = 64 + c * 64 + 4 * r;
-                                    tile_block[dst..dst + 4]
-                                        .copy_from_slice(&src[4 + 4 * c..8 + 4 * c]);
-                                }
-                            }
-                            Format::Q8_0 => {
-                                for c in 0..8 {
-                                    let dst = 32 + c * 64 + 4 * r;
-                                    for i in 0..4 {
-                                        tile_block[dst + i] = src[2 + 4 * c + i].wrapping_add(128);
-                                    }
-                                }
+        let blocks = cols / BLOCK;
+        let tiles = rows.div_ceil(TILE_ROWS);
+        let mut data = vec![0u8; tiles * TILE_ROWS * blocks * block_bytes];
+        let block_at = |row: usize, j: usize| {
+            let start = (row * blocks + j) * block_bytes;
+            &ggml_blocks[start..start + block_bytes]
+        };
+        for (index, tile_block) in data.chunks_exact_mut(TILE_ROWS * block_bytes).enumerate() {
+            let (tile, j) = (index / blocks, index % blocks);
+            for r in 0..TILE_ROWS.min(rows - tile * TILE_ROWS) {
+                let src = block_at(tile * TILE_ROWS + r, j);
+                tile_block[2 * r..2 * r + 2].copy_from_slice(&src[..2]);
+                match format {
+                    Format::Q4_1 => {
+                        tile_block[32 + 2 * r..34 + 2 * r].copy_from_slice(&src[2..4]);
+                        for c in 0..4 {
+                            let dst = 64 + c * 64 + 4 * r;
+                            tile_block[dst..dst + 4].copy_from_slice(&src[4 + 4 * c..8 + 4 * c]);
+                        }
+                    }
+                    Format::Q8_0 => {
+                        for c in 0..8 {
+                            let dst = 32 + c * 64 + 4 * r;
+                            for i in 0..4 {
+                                tile_block[dst + i] = src[2 + 4 * c + i].wrapping_add(128);
                             }
                         }
                     }
                 }
-                data
             }
-        };
+        }
         Self {
             isa,
             format,
@@ -454,20 +446,19 @@ impl Matrix {
             Format::Q4_1 => QuantizedRows::wide(x),
             Format::Q8_0 => QuantizedRows::narrow(x),
         };
-        let unit_rows = self.unit_rows();
-        let units = self.rows.div_ceil(unit_rows);
-        // Row-major `(rows, batch)`, padded to whole units: each unit owns a slice.
-        let mut transposed = vec![0f32; units * unit_rows * batch];
+        let tiles = self.rows.div_ceil(TILE_ROWS);
+        // Row-major `(rows, batch)`, padded to whole tiles: each tile owns a slice.
+        let mut transposed = vec![0f32; tiles * TILE_ROWS * batch];
         let out = SharedOutput(transposed.as_mut_ptr());
-        parallel_for(units, &|range: Range<usize>| {
-            assert!(range.end <= units);
-            let len = unit_rows * batch;
-            for unit in range {
+        parallel_for(tiles, &|range: Range<usize>| {
+            assert!(range.end <= tiles);
+            let len = TILE_ROWS * batch;
+            for tile in range {
                 // SAFETY: `parallel_for` hands out disjoint ranges of units, so each slice
                 // is written by one thread only, and all are done when it returns.
                 let out =
-                    unsafe { std::slice::from_raw_parts_mut(out.start().add(unit * len), len) };
-                self.unit(unit, &activations, out);
+                    unsafe { std::slice::from_raw_parts_mut(out.start().add(tile * len), len) };
+                self.tile(tile, &activations, out);
             }
         });
         transposed.truncate(self.rows * batch);
@@ -483,40 +474,32 @@ impl Matrix {
         output
     }
 
-    /// Rows per unit of work: a tile, or one row.
-    fn unit_rows(&self) -> usize {
-        match self.isa {
-            Isa::Avx512Vnni | Isa::Amx => TILE_ROWS,
-            Isa::Avx2 => 1,
-        }
-    }
-
-    /// Computes one unit of rows against every activation row into `out`, row-major
-    /// `(unit rows, batch)`.
-    fn unit(&self, unit: usize, x: &QuantizedRows, out: &mut [f32]) {
+    /// Computes one tile of rows against every activation row into `out`, row-major
+    /// `(16, batch)`.
+    fn tile(&self, tile: usize, x: &QuantizedRows, out: &mut [f32]) {
         let blocks = self.cols / BLOCK;
-        let batch = out.len() / self.unit_rows();
-        let unit_bytes = self.data.len() / self.rows.div_ceil(self.unit_rows());
-        let weights = &self.data[unit * unit_bytes..(unit + 1) * unit_bytes];
+        let batch = out.len() / TILE_ROWS;
+        let tile_bytes = self.data.len() / self.rows.div_ceil(TILE_ROWS);
+        let weights = &self.data[tile * tile_bytes..(tile + 1) * tile_bytes];
         for b in 0..batch {
             let act = x.row(b, blocks);
+            let mut sums = [0f32; TILE_ROWS];
             // SAFETY: `new` checked that `self.isa` runs on this CPU; the weights hold
             // `blocks` blocks per row, as does the activation row.
             unsafe {
                 match (self.isa, self.format) {
-                    (Isa::Avx512Vnni | Isa::Amx, format) => {
-                        let mut tile = [0f32; TILE_ROWS];
-                        match format {
-                            Format::Q4_1 => x86::q4_1_tile(weights, &act, &mut tile),
-                            Format::Q8_0 => x86::q8_0_tile(weights, &act, &mut tile),
-                        }
-                        for (r, v) in tile.iter().enumerate() {
-                            out[r * batch + b] = *v;
-                        }
+                    (Isa::Avx512Vnni | Isa::Amx, Format::Q4_1) => {
+                        x86::q4_1_tile(weights, &act, &mut sums)
                     }
-                    (Isa::Avx2, Format::Q4_1) => out[b] = x86::q4_1_avx2(weights, &act),
-                    (Isa::Avx2, Format::Q8_0) => out[b] = x86::q8_0_avx2(weights, &act),
+                    (Isa::Avx512Vnni | Isa::Amx, Format::Q8_0) => {
+                        x86::q8_0_tile(weights, &act, &mut sums)
+                    }
+                    (Isa::Avx2, Format::Q4_1) => x86::q4_1_tile_avx2(weights, &act, &mut sums),
+                    (Isa::Avx2, Format::Q8_0) => x86::q8_0_tile_avx2(weights, &act, &mut sums),
                 }
+            }
+            for (r, v) in sums.iter().enumerate() {
+                out[r * batch + b] = *v;
             }
         }
     }
@@ -537,21 +520,11 @@ impl SharedOutput {
 unsafe impl Sync for SharedOutput {}
 
 mod x86 {
-    //! The kernels: a tile of 16 rows (AVX-512 VNNI) or one row (AVX2) of weights
+    //! The kernels: a tile of 16 rows of weights (AVX-512 VNNI, or AVX2 in two halves)
     //! against one activation row of as many blocks.
     use std::arch::x86_64::*;
 
     use super::{Activation, BLOCK};
-
-    /// Reads the f16 at `p` as f32.
-    #[inline]
-    #[target_feature(enable = "f16c")]
-    unsafe fn f16_at(p: *const u8) -> f32 {
-        unsafe {
-            let bits = p.cast::<u16>().read_unaligned();
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
-        }
-    }
 
     /// Q4_1 tile (see `Matrix`): 16 rows against one row of wide (16-bit) activations,
     /// into `out`.
@@ -611,69 +584,81 @@ mod x86 {
         }
     }
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn hsum_f32x8(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
-    /// Σ u8 × i8 over 32 bytes as 8 × i32, with AVX2 (no saturation for |u| ≤ 128).
-    #[inline]
-    #[target_feature(enable = "avx2")]
-    unsafe fn dot_u8_i8(u: __m256i, s: __m256i) -> __m256i {
-        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
-    }
-
-    /// Q4_1 row against one row of wide (16-bit) activations, with AVX2: the nibbles
-    /// are put in the order of `QuantizedRows::wide` and multiplied by `vpmaddwd`.
+    /// [`q4_1_tile`] with AVX2: the tile as two halves of 8 rows, `vpmaddwd` and an add
+    /// for each `vpdpwssd` (the same i32 sums), the same float operations per row.
     #[target_feature(enable = "avx2,f16c,fma")]
-    pub(super) unsafe fn q4_1_avx2(w: &[u8], x: &Activation) -> f32 {
+    pub(super) unsafe fn q4_1_tile_avx2(w: &[u8], x: &Activation, out: &mut [f32; 16]) {
         unsafe {
-            // Within each group of four bytes: 0, 2, 1, 3.
-            let order = _mm_setr_epi8(0, 2, 1, 3, 4, 6, 5, 7, 8, 10, 9, 11, 12, 14, 13, 15);
-            let nibble = _mm_set1_epi8(0x0F);
-            let mut acc = _mm256_setzero_ps();
-            let mut minimums = 0f32;
-            for i in 0..x.scales.len() {
-                let a = w.as_ptr().add(i * 20);
-                let packed = _mm_shuffle_epi8(_mm_loadu_si128(a.add(4).cast()), order);
-                let low = _mm_and_si128(packed, nibble);
-                let high = _mm_and_si128(_mm_srli_epi16(packed, 4), nibble);
-                // Chunks 0–1 then 2–3: each its four low nibbles, then its four high ones.
-                let first = _mm256_cvtepu8_epi16(_mm_unpacklo_epi32(low, high));
-                let second = _mm256_cvtepu8_epi16(_mm_unpackhi_epi32(low, high));
-                let pairs = x.pairs.as_ptr().add(i * 16);
-                let dots = _mm256_add_epi32(
-                    _mm256_madd_epi16(first, _mm256_loadu_si256(pairs.cast())),
-                    _mm256_madd_epi16(second, _mm256_loadu_si256(pairs.add(8).cast())),
-                );
-                let scale = _mm256_set1_ps(f16_at(a) * x.scales[i]);
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, acc);
-                minimums += f16_at(a.add(2)) * x.sums[i];
+            let nibbles = _mm256_set1_epi32(0x000F_000F);
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for j in 0..x.scales.len() {
+                let block = w.as_ptr().add(j * 320);
+                let pairs = x.pairs.as_ptr().add(j * 16);
+                let mut dots = [_mm256_setzero_si256(); 2];
+                for c in 0..4 {
+                    let pair: [__m256i; 4] =
+                        std::array::from_fn(|k| _mm256_set1_epi32(*pairs.add(4 * c + k)));
+                    for (half, dots) in dots.iter_mut().enumerate() {
+                        let packed = _mm256_loadu_si256(block.add(64 + 64 * c + 32 * half).cast());
+                        let values = [
+                            packed,
+                            _mm256_srli_epi32::<8>(packed),
+                            _mm256_srli_epi32::<4>(packed),
+                            _mm256_srli_epi32::<12>(packed),
+                        ];
+                        for (values, pair) in values.into_iter().zip(pair) {
+                            let values = _mm256_and_si256(values, nibbles);
+                            *dots = _mm256_add_epi32(*dots, _mm256_madd_epi16(values, pair));
+                        }
+                    }
+                }
+                for (half, acc) in acc.iter_mut().enumerate() {
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(block.add(16 * half).cast()));
+                    let m = _mm256_cvtph_ps(_mm_loadu_si128(block.add(32 + 16 * half).cast()));
+                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(x.scales[j]));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[half]), scale, *acc);
+                    *acc = _mm256_fmadd_ps(m, _mm256_set1_ps(x.sums[j]), *acc);
+                }
             }
-            hsum_f32x8(acc) + minimums
+            _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
+            _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
         }
     }
 
+    /// [`q8_0_tile`] with AVX2: the tile as two halves of 8 rows; the weights, stored
+    /// plus 128, are made signed again and multiplied by `vpmaddubsw` as |w| × (a with
+    /// w's sign), which cannot saturate (|w| ≤ 128, |a| ≤ 127), then summed in fours by
+    /// `vpmaddwd`: Σw·a, the i32 that `vpdpbusd` gives there.
     #[target_feature(enable = "avx2,f16c,fma")]
-    pub(super) unsafe fn q8_0_avx2(w: &[u8], x: &Activation) -> f32 {
+    pub(super) unsafe fn q8_0_tile_avx2(w: &[u8], x: &Activation, out: &mut [f32; 16]) {
         unsafe {
-            let mut acc = _mm256_setzero_ps();
-            for i in 0..x.scales.len() {
-                let a = w.as_ptr().add(i * 34);
-                let weights = _mm256_loadu_si256(a.add(2).cast());
-                let values = _mm256_loadu_si256(x.values.as_ptr().add(i * BLOCK).cast());
-                let dots = dot_u8_i8(
-                    _mm256_sign_epi8(weights, weights),
-                    _mm256_sign_epi8(values, weights),
-                );
-                let scale = _mm256_set1_ps(f16_at(a) * x.scales[i]);
-                acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, acc);
+            let bias = _mm256_set1_epi8(-128);
+            let ones = _mm256_set1_epi16(1);
+            let mut acc = [_mm256_setzero_ps(); 2];
+            for j in 0..x.scales.len() {
+                let block = w.as_ptr().add(j * 544);
+                let mut dots = [_mm256_setzero_si256(); 2];
+                for c in 0..8 {
+                    let p = x.values.as_ptr().add(j * BLOCK + 4 * c).cast::<i32>();
+                    let quad = _mm256_set1_epi32(p.read_unaligned());
+                    for (half, dots) in dots.iter_mut().enumerate() {
+                        let stored = _mm256_loadu_si256(block.add(32 + 64 * c + 32 * half).cast());
+                        let weights = _mm256_xor_si256(stored, bias);
+                        let pairs = _mm256_maddubs_epi16(
+                            _mm256_sign_epi8(weights, weights),
+                            _mm256_sign_epi8(quad, weights),
+                        );
+                        *dots = _mm256_add_epi32(*dots, _mm256_madd_epi16(pairs, ones));
+                    }
+                }
+                for (half, acc) in acc.iter_mut().enumerate() {
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(block.add(16 * half).cast()));
+                    let scale = _mm256_mul_ps(d, _mm256_set1_ps(x.scales[j]));
+                    *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots[half]), scale, *acc);
+                }
             }
-            hsum_f32x8(acc)
+            _mm256_storeu_ps(out.as_mut_ptr(), acc[0]);
+            _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
         }
     }
 }
@@ -704,6 +689,87 @@ mod tests {
         for block in xs.chunks(BLOCK).chain([&edges[..]]) {
             let standard = block.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert_eq!(max_abs(block).to_bits(), standard.to_bits());
+        }
+    }
+
+    /// Activations like SmolLM2's: mostly small, a few channels in the tens of thousands
+    /// (so that Q4_1's 16-bit values use their high bytes, both signs), and a last row
+    /// of zeros (zero scales).
+    pub(crate) fn activations(batch: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut x: Vec<f32> = test_values(batch * cols, seed)
+            .into_iter()
+            .map(|v| 40.0 * v)
+            .collect();
+        for (row, values) in x.chunks_mut(cols).enumerate() {
+            values[(7 * row) % cols] = 30_000.0;
+            values[(13 * row + 5) % cols] = -21_000.0;
+        }
+        if let Some(last) = x.chunks_mut(cols).last() {
+            last.fill(0.0);
+        }
+        x
+    }
+
+    /// `x · Wᵀ` as the kernels define it, in plain Rust: per output and block the exact
+    /// integer product of the quantised values, then `acc = dots·(d·dₓ) + acc` and, for
+    /// Q4_1, `acc = m·sₓ + acc`, each fused, block after block.
+    fn reference(format: Format, ggml_blocks: &[u8], rows: usize, x: &[f32]) -> Vec<f32> {
+        let block_bytes = format.block_bytes();
+        let blocks = ggml_blocks.len() / block_bytes / rows;
+        let f16 = |b: &[u8]| half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let mut out = Vec::new();
+        for input in x.chunks(blocks * BLOCK) {
+            for row in ggml_blocks.chunks(blocks * block_bytes) {
+                let mut acc = 0f32;
+                for (w, a) in row.chunks(block_bytes).zip(input.chunks(BLOCK)) {
+                    match format {
+                        Format::Q4_1 => {
+                            let a = WideBlock::new(a);
+                            let q = |i: usize| match i < 16 {
+                                true => i32::from(w[4 + i] & 0x0F),
+                                false => i32::from(w[4 + i - 16] >> 4),
+                            };
+                            let dots: i32 = (0..BLOCK).map(|i| q(i) * i32::from(a.values[i])).sum();
+                            acc = (dots as f32).mul_add(f16(w) * a.scale, acc);
+                            acc = f16(&w[2..]).mul_add(a.sum, acc);
+                        }
+                        Format::Q8_0 => {
+                            let a = NarrowBlock::new(a);
+                            let dots: i32 = (0..BLOCK)
+                                .map(|i| i32::from(w[2 + i] as i8) * i32::from(a.values[i]))
+                                .sum();
+                            acc = (dots as f32).mul_add(f16(w) * a.scale, acc);
+                        }
+                    }
+                }
+                out.push(acc);
+            }
+        }
+        out
+    }
+
+    /// Every kernel this CPU can run gives bit for bit what [`reference`] gives, for both
+    /// formats, on shape edges (rows not a multiple of 16, one block and many, one input
+    /// row and several), with Q8_0 weights at both ends of their range (-128 and 127):
+    /// so the AVX2, AVX-512 VNNI and AMX products are the same on any CPU.
+    #[test]
+    fn kernels_compute_the_reference_bit_for_bit() {
+        for format in [Format::Q4_1, Format::Q8_0] {
+            for (batch, rows, cols) in [(1, 16, 32), (3, 40, 160), (2, 3, 64), (5, 48, 576)] {
+                let mut data = test_blocks(format, rows, cols, 1);
+                if format == Format::Q8_0 {
+                    data[2] = 0x80; // -128
+                    data[3] = 0x7F;
+                }
+                let x = activations(batch, cols, 2);
+                let bits = |v: Vec<f32>| -> Vec<u32> { v.into_iter().map(f32::to_bits).collect() };
+                let want = bits(reference(format, &data, rows, &x));
+                for isa in supported_isas() {
+                    let matrix = Matrix::new(isa, format, rows, cols, &data);
+                    let got = bits(matrix.matmul(&x, |n, work| work(0..n)));
+                    assert_eq!(got, want, "{isa:?} {format:?} {batch}×{cols} · {rows}");
+                }
+            }
         }
     }
 }

@@ -11,14 +11,69 @@ use std::time::{Duration, Instant};
 
 use neuron::models::Resolver;
 
-/// The build settings of docs/inference.md: the instruction sets listed (a native
-/// build dies on CPUs that advertise AMX or AVX-VNNI they cannot run), and nothing a
-/// Python server does not need.
-pub const CMAKE_ARGS: &str = "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
-     -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON \
-     -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF \
-     -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-     -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF";
+/// The build settings of docs/inference.md: the instruction sets this CPU has, each
+/// named (a native build dies on CPUs that advertise AMX they cannot run, and a list
+/// written for one CPU dies on another without them), AMX off, and nothing a Python
+/// server does not need. The venv's stamp holds them, so another CPU rebuilds it.
+pub fn cmake_args() -> String {
+    let has = |features: &[&str]| features.iter().all(|&f| cpu_has(f));
+    let sets: [(&str, &[&str]); 10] = [
+        ("AVX", &["avx"]),
+        ("AVX2", &["avx2"]),
+        ("FMA", &["fma"]),
+        ("F16C", &["f16c"]),
+        ("BMI2", &["bmi2"]),
+        ("AVX_VNNI", &["avxvnni"]),
+        (
+            "AVX512",
+            &["avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"],
+        ),
+        ("AVX512_VBMI", &["avx512vbmi"]),
+        ("AVX512_VNNI", &["avx512vnni"]),
+        ("AVX512_BF16", &["avx512bf16"]),
+    ];
+    let mut args = vec!["-DGGML_NATIVE=OFF".to_string()];
+    for (name, features) in sets {
+        let on = if has(features) { "ON" } else { "OFF" };
+        args.push(format!("-DGGML_{name}={on}"));
+    }
+    args.push(
+        "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF \
+         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF \
+         -DLLAMA_BUILD_SERVER=OFF -DLLAVA_BUILD=OFF"
+            .to_string(),
+    );
+    args.join(" ")
+}
+
+/// Whether this CPU has the x86-64 feature `name` (as `std::arch` names it).
+fn cpu_has(name: &str) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        match name {
+            "avx" => std::arch::is_x86_feature_detected!("avx"),
+            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
+            "fma" => std::arch::is_x86_feature_detected!("fma"),
+            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
+            "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
+            "avxvnni" => std::arch::is_x86_feature_detected!("avxvnni"),
+            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
+            "avx512cd" => std::arch::is_x86_feature_detected!("avx512cd"),
+            "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
+            "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
+            "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
+            "avx512vbmi" => std::arch::is_x86_feature_detected!("avx512vbmi"),
+            "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
+            "avx512bf16" => std::arch::is_x86_feature_detected!("avx512bf16"),
+            other => panic!("unknown CPU feature {other}"),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = name;
+        false
+    }
+}
 
 /// The venv's python (built on first use: minutes).
 pub fn llama_python() -> PathBuf {
@@ -26,7 +81,7 @@ pub fn llama_python() -> PathBuf {
         "llama-cpp-server",
         &["llama-cpp-python[server]==0.3.36"],
         &[
-            ("CMAKE_ARGS", CMAKE_ARGS),
+            ("CMAKE_ARGS", &cmake_args()),
             ("CMAKE_BUILD_PARALLEL_LEVEL", "2"),
         ],
     )

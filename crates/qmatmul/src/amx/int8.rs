@@ -436,6 +436,7 @@ unsafe fn q8_0_pair(tiles: &[&[u8]], x: &TileRows, place: &Place) {
 #[cfg(test)]
 mod tests {
     use super::wide_line;
+    use crate::tests::activations;
     use crate::{Format, Isa, Matrix, WideBlock, WorkPool, supported, test_blocks, test_values};
 
     /// The AVX-512 quantisation of a block is [`WideBlock::new`]'s, bit for bit, on
@@ -488,23 +489,6 @@ mod tests {
                 (want.scale.to_bits(), want.sum.to_bits())
             );
         }
-    }
-
-    /// Activations like SmolLM2's: mostly small, a few channels in the tens of thousands
-    /// (so that Q4_1's 16-bit values use their high bytes, both signs).
-    fn activations(batch: usize, cols: usize, seed: u64) -> Vec<f32> {
-        let mut x: Vec<f32> = test_values(batch * cols, seed)
-            .into_iter()
-            .map(|v| 40.0 * v)
-            .collect();
-        for (row, values) in x.chunks_mut(cols).enumerate() {
-            values[(7 * row) % cols] = 30_000.0;
-            values[(13 * row + 5) % cols] = -21_000.0;
-        }
-        if let Some(last) = x.chunks_mut(cols).last() {
-            last.fill(0.0); // a row of zeros: zero scales
-        }
-        x
     }
 
     /// On every shape edge (batch not a multiple of 16, weight rows not a multiple of 16,
