@@ -16,25 +16,35 @@ use neuron::models::Resolver;
 /// written for one CPU dies on another without them), AMX off, and nothing a Python
 /// server does not need. The venv's stamp holds them, so another CPU rebuilds it.
 pub fn cmake_args() -> String {
-    let has = |features: &[&str]| features.iter().all(|&f| cpu_has(f));
-    let sets: [(&str, &[&str]); 10] = [
-        ("AVX", &["avx"]),
-        ("AVX2", &["avx2"]),
-        ("FMA", &["fma"]),
-        ("F16C", &["f16c"]),
-        ("BMI2", &["bmi2"]),
-        ("AVX_VNNI", &["avxvnni"]),
+    // Whether this CPU has every x86-64 feature named (as `std::arch` names them).
+    #[cfg(target_arch = "x86_64")]
+    macro_rules! has {
+        ($($feature:tt),+) => { $(std::arch::is_x86_feature_detected!($feature))&&+ };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    macro_rules! has {
+        ($($feature:tt),+) => {
+            false
+        };
+    }
+    let sets = [
+        ("AVX", has!("avx")),
+        ("AVX2", has!("avx2")),
+        ("FMA", has!("fma")),
+        ("F16C", has!("f16c")),
+        ("BMI2", has!("bmi2")),
+        ("AVX_VNNI", has!("avxvnni")),
         (
             "AVX512",
-            &["avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"],
+            has!("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw"),
         ),
-        ("AVX512_VBMI", &["avx512vbmi"]),
-        ("AVX512_VNNI", &["avx512vnni"]),
-        ("AVX512_BF16", &["avx512bf16"]),
+        ("AVX512_VBMI", has!("avx512vbmi")),
+        ("AVX512_VNNI", has!("avx512vnni")),
+        ("AVX512_BF16", has!("avx512bf16")),
     ];
     let mut args = vec!["-DGGML_NATIVE=OFF".to_string()];
-    for (name, features) in sets {
-        let on = if has(features) { "ON" } else { "OFF" };
+    for (name, on) in sets {
+        let on = if on { "ON" } else { "OFF" };
         args.push(format!("-DGGML_{name}={on}"));
     }
     args.push(
@@ -44,35 +54,6 @@ pub fn cmake_args() -> String {
             .to_string(),
     );
     args.join(" ")
-}
-
-/// Whether this CPU has the x86-64 feature `name` (as `std::arch` names it).
-fn cpu_has(name: &str) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        match name {
-            "avx" => std::arch::is_x86_feature_detected!("avx"),
-            "avx2" => std::arch::is_x86_feature_detected!("avx2"),
-            "fma" => std::arch::is_x86_feature_detected!("fma"),
-            "f16c" => std::arch::is_x86_feature_detected!("f16c"),
-            "bmi2" => std::arch::is_x86_feature_detected!("bmi2"),
-            "avxvnni" => std::arch::is_x86_feature_detected!("avxvnni"),
-            "avx512f" => std::arch::is_x86_feature_detected!("avx512f"),
-            "avx512cd" => std::arch::is_x86_feature_detected!("avx512cd"),
-            "avx512vl" => std::arch::is_x86_feature_detected!("avx512vl"),
-            "avx512dq" => std::arch::is_x86_feature_detected!("avx512dq"),
-            "avx512bw" => std::arch::is_x86_feature_detected!("avx512bw"),
-            "avx512vbmi" => std::arch::is_x86_feature_detected!("avx512vbmi"),
-            "avx512vnni" => std::arch::is_x86_feature_detected!("avx512vnni"),
-            "avx512bf16" => std::arch::is_x86_feature_detected!("avx512bf16"),
-            other => panic!("unknown CPU feature {other}"),
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = name;
-        false
-    }
 }
 
 /// The venv's python (built on first use: minutes).
