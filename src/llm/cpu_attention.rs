@@ -269,22 +269,39 @@ fn attend_head(
     #[cfg(target_arch = "x86_64")]
     {
         if d.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512 F; heads are whole vectors of 16.
-            return unsafe { simd::attend_head_avx512(q, keys, values, scores, out) };
+            // SAFETY (both loops): the CPU has AVX-512 F; heads are whole vectors of 16.
+            return attend_head_with(
+                q,
+                keys,
+                values,
+                scores,
+                out,
+                |q, keys, scores| unsafe { simd::scores_avx512(q, keys, scores) },
+                |weights, rows, out| unsafe { simd::weighted_sum_avx512(weights, rows, out) },
+            );
         }
         if d.is_multiple_of(8)
             && std::arch::is_x86_feature_detected!("avx2")
             && std::arch::is_x86_feature_detected!("fma")
         {
-            // SAFETY: the CPU has AVX2 and FMA; heads are whole vectors of 8.
-            return unsafe { simd::attend_head_avx2(q, keys, values, scores, out) };
+            // SAFETY (both loops): the CPU has AVX2 and FMA; heads are whole vectors of 8.
+            return attend_head_with(
+                q,
+                keys,
+                values,
+                scores,
+                out,
+                |q, keys, scores| unsafe { simd::scores_avx2(q, keys, scores) },
+                |weights, rows, out| unsafe { simd::weighted_sum_avx2(weights, rows, out) },
+            );
         }
     }
-    attend_head_with(q, keys, values, scores, out, dot, weighted_sum);
+    attend_head_with(q, keys, values, scores, out, plain_scores, weighted_sum);
 }
 
 /// One query head against `keys` and `values` (rows of `query.len()` values), with
-/// the two inner loops given: `dot(a, b)` and `weighted_sum(weights, rows, out)`.
+/// the two inner loops given: `scores(query, keys, scores)`, the scaled dot product of
+/// the query with each key, and `weighted_sum(weights, rows, out)`.
 #[inline(always)]
 fn attend_head_with(
     query: &[f32],
@@ -292,13 +309,12 @@ fn attend_head_with(
     values: &[f32],
     scores: &mut Vec<f32>,
     out: &mut [f32],
-    dot: impl Fn(&[f32], &[f32]) -> f32,
+    dot_scores: impl Fn(&[f32], &[f32], &mut [f32]),
     weighted_sum: impl Fn(&[f32], &[f32], &mut [f32]),
 ) {
-    let d = query.len();
-    let scale = 1.0 / (d as f32).sqrt();
     scores.clear();
-    scores.extend(keys.chunks_exact(d).map(|key| dot(query, key) * scale));
+    scores.resize(keys.len() / query.len(), 0.0);
+    dot_scores(query, keys, scores);
     let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
     for score in scores.iter_mut() {
         *score = exp_nonpositive(*score - max);
@@ -308,6 +324,19 @@ fn attend_head_with(
         *score /= sum;
     }
     weighted_sum(scores, values, out);
+}
+
+/// The scale of a head's dot products: 1/√head_dim.
+fn score_scale(head_dim: usize) -> f32 {
+    1.0 / (head_dim as f32).sqrt()
+}
+
+/// `scores[t] = query · keys[t] / √d`, with the plain [`dot`].
+fn plain_scores(query: &[f32], keys: &[f32], scores: &mut [f32]) {
+    let scale = score_scale(query.len());
+    for (score, key) in scores.iter_mut().zip(keys.chunks_exact(query.len())) {
+        *score = dot(query, key) * scale;
+    }
 }
 
 /// `a · b` of two equal-length vectors, in 16 lanes (which the compiler vectorises)
@@ -429,57 +458,56 @@ mod simd {
         }
     }
 
-    /// [`super::attend_head`] compiled for AVX-512.
+    /// [`scores`] compiled for AVX-512.
     ///
     /// # Safety
-    /// AVX-512 F available; `q.len()` a multiple of 16.
+    /// AVX-512 F available; `query.len()` a multiple of 16.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn attend_head_avx512(
-        q: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
+    pub(super) unsafe fn scores_avx512(query: &[f32], keys: &[f32], out: &mut [f32]) {
         // SAFETY: as this function's.
-        unsafe { attend_head::<Avx512>(q, keys, values, scores, out) }
+        unsafe { scores::<Avx512>(query, keys, out) }
     }
 
-    /// [`super::attend_head`] compiled for AVX2 and FMA.
+    /// [`weighted_sum`] compiled for AVX-512.
     ///
     /// # Safety
-    /// AVX2 and FMA available; `q.len()` a multiple of 8.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn attend_head_avx2(
-        q: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
+    /// AVX-512 F available; `out.len()` a multiple of 16.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weighted_sum_avx512(weights: &[f32], rows: &[f32], out: &mut [f32]) {
         // SAFETY: as this function's.
-        unsafe { attend_head::<Avx2>(q, keys, values, scores, out) }
+        unsafe { weighted_sum::<Avx512>(weights, rows, out) }
     }
 
-    /// [`super::attend_head_with`] over `L`'s loops.
+    /// [`scores`] compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `query.len()` a multiple of 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn scores_avx2(query: &[f32], keys: &[f32], out: &mut [f32]) {
+        // SAFETY: as this function's.
+        unsafe { scores::<Avx2>(query, keys, out) }
+    }
+
+    /// [`weighted_sum`] compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `out.len()` a multiple of 8.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn weighted_sum_avx2(weights: &[f32], rows: &[f32], out: &mut [f32]) {
+        // SAFETY: as this function's.
+        unsafe { weighted_sum::<Avx2>(weights, rows, out) }
+    }
+
+    /// `out[t] = query · keys[t] / √d` in `L`'s lanes. Plain loops only (no closures,
+    /// which would not inherit the caller's instruction sets), so that the intrinsics
+    /// inline into the function compiled for them.
     #[inline(always)]
-    unsafe fn attend_head<L: Lanes>(
-        q: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        super::attend_head_with(
-            q,
-            keys,
-            values,
-            scores,
-            out,
+    unsafe fn scores<L: Lanes>(query: &[f32], keys: &[f32], out: &mut [f32]) {
+        let scale = super::score_scale(query.len());
+        for (score, key) in out.iter_mut().zip(keys.chunks_exact(query.len())) {
             // SAFETY: the caller's.
-            |a, b| unsafe { dot::<L>(a, b) },
-            |weights, rows, out| unsafe { weighted_sum::<L>(weights, rows, out) },
-        );
+            *score = unsafe { dot::<L>(query, key) } * scale;
+        }
     }
 
     /// `a · b`, both whole vectors of `L`.

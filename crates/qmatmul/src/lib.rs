@@ -191,11 +191,14 @@ fn max_abs(block: &[f32]) -> f32 {
     lanes[0]
 }
 
-/// `x.round()` (halves away from zero), in operations that vectorise: the same value
-/// for every `x`.
+/// `x.round()` (halves away from zero), in operations that vectorise on any x86-64
+/// (`trunc` needs SSE4.1 and is a call to libm's `truncf` without it): the same value
+/// for every |x| < 2³¹, and outside it a value that converts to the same `i8`/`i16` (the
+/// conversion saturates either way; NaN gives 0).
 #[inline(always)]
 fn round(x: f32) -> f32 {
-    let whole = x.trunc();
+    // Truncates towards zero, exactly below 2³¹ in magnitude (saturates beyond).
+    let whole = x as i32 as f32;
     if (x - whole).abs() >= 0.5 {
         whole + 1f32.copysign(x)
     } else {
@@ -446,6 +449,8 @@ impl Matrix {
             Format::Q4_1 => QuantizedRows::wide(x),
             Format::Q8_0 => QuantizedRows::narrow(x),
         };
+        let blocks = self.cols / BLOCK;
+        let rows: Vec<Activation> = (0..batch).map(|b| activations.row(b, blocks)).collect();
         let tiles = self.rows.div_ceil(TILE_ROWS);
         // Row-major `(rows, batch)`, padded to whole tiles: each tile owns a slice.
         let mut transposed = vec![0f32; tiles * TILE_ROWS * batch];
@@ -458,7 +463,7 @@ impl Matrix {
                 // is written by one thread only, and all are done when it returns.
                 let out =
                     unsafe { std::slice::from_raw_parts_mut(out.start().add(tile * len), len) };
-                self.tile(tile, &activations, out);
+                self.tile(tile, &rows, out);
             }
         });
         transposed.truncate(self.rows * batch);
@@ -474,28 +479,26 @@ impl Matrix {
         output
     }
 
-    /// Computes one tile of rows against every activation row into `out`, row-major
-    /// `(16, batch)`.
-    fn tile(&self, tile: usize, x: &QuantizedRows, out: &mut [f32]) {
-        let blocks = self.cols / BLOCK;
-        let batch = out.len() / TILE_ROWS;
-        let tile_bytes = self.data.len() / self.rows.div_ceil(TILE_ROWS);
+    /// Computes one tile of rows against every activation row of `x` into `out`,
+    /// row-major `(16, x.len())`.
+    fn tile(&self, tile: usize, x: &[Activation], out: &mut [f32]) {
+        let batch = x.len();
+        let tile_bytes = TILE_ROWS * self.cols / BLOCK * self.format.block_bytes();
         let weights = &self.data[tile * tile_bytes..(tile + 1) * tile_bytes];
-        for b in 0..batch {
-            let act = x.row(b, blocks);
+        for (b, act) in x.iter().enumerate() {
             let mut sums = [0f32; TILE_ROWS];
-            // SAFETY: `new` checked that `self.isa` runs on this CPU; the weights hold
-            // `blocks` blocks per row, as does the activation row.
+            // SAFETY: `new` checked that `self.isa` runs on this CPU; the weights hold as
+            // many blocks per row as the activation row.
             unsafe {
                 match (self.isa, self.format) {
                     (Isa::Avx512Vnni | Isa::Amx, Format::Q4_1) => {
-                        x86::q4_1_tile(weights, &act, &mut sums)
+                        x86::q4_1_tile(weights, act, &mut sums)
                     }
                     (Isa::Avx512Vnni | Isa::Amx, Format::Q8_0) => {
-                        x86::q8_0_tile(weights, &act, &mut sums)
+                        x86::q8_0_tile(weights, act, &mut sums)
                     }
-                    (Isa::Avx2, Format::Q4_1) => x86::q4_1_tile_avx2(weights, &act, &mut sums),
-                    (Isa::Avx2, Format::Q8_0) => x86::q8_0_tile_avx2(weights, &act, &mut sums),
+                    (Isa::Avx2, Format::Q4_1) => x86::q4_1_tile_avx2(weights, act, &mut sums),
+                    (Isa::Avx2, Format::Q8_0) => x86::q8_0_tile_avx2(weights, act, &mut sums),
                 }
             }
             for (r, v) in sums.iter().enumerate() {
@@ -526,6 +529,24 @@ mod x86 {
 
     use super::{Activation, BLOCK};
 
+    /// How far ahead of the block being multiplied the weights are fetched into the
+    /// cache, in bytes. Decoding reads every weight once per token, from memory: without
+    /// the hint each block's first load waited on it (a third of the kernel's time on
+    /// Zen 3), the hardware prefetcher not running far enough ahead. About 1–3 KiB
+    /// was best there (docs/inference.md).
+    const PREFETCH_AHEAD: usize = 1024;
+
+    /// Asks for the cache lines of the block of `bytes` that starts [`PREFETCH_AHEAD`]
+    /// bytes after `block` (a hint: past the end of the weights it fetches nothing).
+    #[inline(always)]
+    fn prefetch(block: *const u8, bytes: usize) {
+        let ahead = block.wrapping_add(PREFETCH_AHEAD);
+        for line in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+        }
+    }
+
     /// Q4_1 tile (see `Matrix`): 16 rows against one row of wide (16-bit) activations,
     /// into `out`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c,fma")]
@@ -536,6 +557,7 @@ mod x86 {
             let mut acc = _mm512_setzero_ps();
             for j in 0..x.scales.len() {
                 let block = w.as_ptr().add(j * 320);
+                prefetch(block, 320);
                 let pairs = x.pairs.as_ptr().add(j * 16);
                 let mut dots = _mm512_setzero_si512();
                 for c in 0..4 {
@@ -568,6 +590,7 @@ mod x86 {
             let mut acc = _mm512_setzero_ps();
             for j in 0..x.scales.len() {
                 let block = w.as_ptr().add(j * 544);
+                prefetch(block, 544);
                 // The weights are stored plus 128: Σ(w + 128)·a = Σw·a + 128·Σa.
                 let mut dots = _mm512_set1_epi32(-128 * x.value_sums[j]);
                 for c in 0..8 {
@@ -593,6 +616,7 @@ mod x86 {
             let mut acc = [_mm256_setzero_ps(); 2];
             for j in 0..x.scales.len() {
                 let block = w.as_ptr().add(j * 320);
+                prefetch(block, 320);
                 let pairs = x.pairs.as_ptr().add(j * 16);
                 let mut dots = [_mm256_setzero_si256(); 2];
                 for c in 0..4 {
@@ -637,6 +661,7 @@ mod x86 {
             let mut acc = [_mm256_setzero_ps(); 2];
             for j in 0..x.scales.len() {
                 let block = w.as_ptr().add(j * 544);
+                prefetch(block, 544);
                 let mut dots = [_mm256_setzero_si256(); 2];
                 for c in 0..8 {
                     let p = x.values.as_ptr().add(j * BLOCK + 4 * c).cast::<i32>();
