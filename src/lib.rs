@@ -6,9 +6,9 @@
 //! docs/architecture.md describes the layers and follows a validator step through them.
 
 pub mod api;
+mod attention;
 pub mod chain;
 pub mod config;
-#[cfg(target_arch = "x86_64")]
 mod cpu_pool;
 mod cpu_tensor;
 pub mod embed;

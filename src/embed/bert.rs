@@ -8,6 +8,8 @@
 //! which needs no mask. Weight names and arithmetic follow Hugging Face's `BertModel`, so
 //! outputs match sentence-transformers.
 
+use std::sync::{Mutex, PoisonError};
+
 use candle_core::{D, Result, Tensor};
 use candle_nn::{LayerNorm, Module, VarBuilder};
 use candle_transformers::models::bert::{Config, HiddenAct};
@@ -52,8 +54,7 @@ struct Embeddings {
 }
 
 struct Layer {
-    /// Query, key and value stacked into one projection; the query part is pre-scaled by
-    /// 1/sqrt(head_dim) so attention scores need no separate scaling.
+    /// Query, key and value stacked into one projection.
     qkv: Dense,
     attention_out: Dense,
     attention_norm: LayerNorm,
@@ -64,12 +65,7 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(
-        vb: VarBuilder,
-        config: &Config,
-        head_dim: usize,
-        kernels: KernelsInUse,
-    ) -> Result<Self> {
+    fn load(vb: VarBuilder, config: &Config, kernels: KernelsInUse) -> Result<Self> {
         let (h, inner) = (config.hidden_size, config.intermediate_size);
         let dense = |vb: VarBuilder, inputs: usize, outputs: usize| -> Result<Dense> {
             Dense::new(
@@ -86,10 +82,9 @@ impl Layer {
         let (qw, qb) = projection("query")?;
         let (kw, kb) = projection("key")?;
         let (vw, vb_) = projection("value")?;
-        let scale = 1.0 / (head_dim as f64).sqrt();
         let qkv = Dense::new(
-            Tensor::cat(&[(qw * scale)?, kw, vw], 0)?,
-            Tensor::cat(&[(qb * scale)?, kb, vb_], 0)?,
+            Tensor::cat(&[qw, kw, vw], 0)?,
+            Tensor::cat(&[qb, kb, vb_], 0)?,
             kernels,
         )?;
         let eps = config.layer_norm_eps;
@@ -137,14 +132,7 @@ impl PackedBert {
             norm: candle_nn::layer_norm(h, config.layer_norm_eps, e.pp("LayerNorm"))?,
         };
         let layers = (0..config.num_hidden_layers)
-            .map(|i| {
-                Layer::load(
-                    vb.pp(format!("encoder.layer.{i}")),
-                    config,
-                    head_dim,
-                    kernels,
-                )
-            })
+            .map(|i| Layer::load(vb.pp(format!("encoder.layer.{i}")), config, kernels))
             .collect::<Result<_>>()?;
         Ok(Self {
             embeddings,
@@ -189,6 +177,10 @@ impl PackedBert {
     /// Multi-head self-attention of each sentence over its own tokens: `qkv` is
     /// `(total tokens, 3 * hidden)`, the result `(total tokens, hidden)`.
     fn attention(&self, qkv: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        if qkv.device().is_cpu() {
+            return self.attention_on_cpu(qkv, lengths);
+        }
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
         let mut start = 0;
         let mut contexts = Vec::with_capacity(lengths.len());
         for &len in lengths {
@@ -198,12 +190,65 @@ impl PackedBert {
                 .permute((1, 2, 0, 3))?
                 .contiguous()?; // (q|k|v, head, token, head_dim)
             let (q, k, v) = (heads.get(0)?, heads.get(1)?, heads.get(2)?);
-            let probs = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+            let probs = candle_nn::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?)?;
             let context = probs.matmul(&v)?.transpose(0, 1)?; // (token, head, head_dim)
             contexts.push(context.reshape((len, self.hidden))?);
             start += len;
         }
         Tensor::cat(&contexts, 0)
+    }
+
+    /// [`PackedBert::attention`] on the CPU, without tensor operations: a sentence per
+    /// unit of the pool, each head's keys and values gathered into rows for
+    /// [`crate::attention::attend`].
+    fn attention_on_cpu(&self, qkv: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let (hidden, d) = (self.hidden, self.head_dim);
+        let qkv = qkv.flatten_all()?.to_vec1::<f32>()?;
+        let tokens = lengths.iter().sum::<usize>();
+        if qkv.len() != tokens * 3 * hidden {
+            candle_core::bail!("{} q/k/v values for {tokens} tokens", qkv.len());
+        }
+        let mut context = vec![0f32; tokens * hidden];
+        let mut sentences = Vec::with_capacity(lengths.len());
+        let (mut rest, mut start) = (&mut context[..], 0);
+        for &len in lengths {
+            let out;
+            (out, rest) = std::mem::take(&mut rest).split_at_mut(len * hidden);
+            sentences.push(Mutex::new((start, out)));
+            start += len;
+        }
+        crate::cpu_pool::parallel_for(sentences.len(), &|range| {
+            let (mut keys, mut values, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+            for sentence in &sentences[range] {
+                let mut sentence = sentence.lock().unwrap_or_else(PoisonError::into_inner);
+                let (start, ref mut out) = *sentence;
+                let rows = &qkv[start * 3 * hidden..start * 3 * hidden + out.len() * 3];
+                for head in 0..self.heads {
+                    let at = head * d;
+                    keys.clear();
+                    values.clear();
+                    for row in rows.chunks_exact(3 * hidden) {
+                        keys.extend_from_slice(&row[hidden + at..hidden + at + d]);
+                        values.extend_from_slice(&row[2 * hidden + at..2 * hidden + at + d]);
+                    }
+                    for (row, out) in rows
+                        .chunks_exact(3 * hidden)
+                        .zip(out.chunks_exact_mut(hidden))
+                    {
+                        let query = &row[at..at + d];
+                        crate::attention::attend(
+                            query,
+                            &keys,
+                            &values,
+                            &mut scores,
+                            &mut out[at..at + d],
+                        );
+                    }
+                }
+            }
+        });
+        drop(sentences);
+        Tensor::from_vec(context, (tokens, hidden), &candle_core::Device::Cpu)
     }
 }
 
