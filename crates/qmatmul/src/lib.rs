@@ -259,6 +259,25 @@ impl WideBlock {
     }
 }
 
+impl WideBlock {
+    /// The values as the pairs [`QuantizedRows::wide`] lays out.
+    fn pairs(&self) -> [i32; 16] {
+        let q = self.values;
+        let pair = |a: usize, b: usize| i32::from(q[a] as u16) | (i32::from(q[b]) << 16);
+        let mut pairs = [0; 16];
+        for c in 0..4 {
+            let (first, second) = (4 * c, 16 + 4 * c);
+            pairs[4 * c..4 * c + 4].copy_from_slice(&[
+                pair(first, first + 2),
+                pair(first + 1, first + 3),
+                pair(second, second + 2),
+                pair(second + 1, second + 3),
+            ]);
+        }
+        pairs
+    }
+}
+
 impl QuantizedRows {
     /// 8-bit activations.
     fn narrow(x: &[f32]) -> Self {
@@ -291,19 +310,18 @@ impl QuantizedRows {
             values: Vec::new(),
             pairs: Vec::with_capacity(blocks * 16),
         };
-        for block in x.chunks_exact(BLOCK).map(WideBlock::new) {
-            let q = block.values;
-            let pair = |a: usize, b: usize| i32::from(q[a] as u16) | (i32::from(q[b]) << 16);
-            for c in 0..4 {
-                let first = 4 * c;
-                let second = 16 + 4 * c;
-                out.pairs.extend([
-                    pair(first, first + 2),
-                    pair(first + 1, first + 3),
-                    pair(second, second + 2),
-                    pair(second + 1, second + 3),
-                ]);
+        if std::arch::is_x86_feature_detected!("avx2") {
+            for block in x.chunks_exact(BLOCK) {
+                // SAFETY: the CPU has AVX2; a block is 32 values.
+                let (scale, sum, pairs) = unsafe { x86::wide_pairs_avx2(block) };
+                out.pairs.extend(pairs);
+                out.scales.push(scale);
+                out.sums.push(sum);
             }
+            return out;
+        }
+        for block in x.chunks_exact(BLOCK).map(WideBlock::new) {
+            out.pairs.extend(block.pairs());
             out.scales.push(block.scale);
             out.sums.push(block.sum);
         }
@@ -452,40 +470,48 @@ impl Matrix {
         let blocks = self.cols / BLOCK;
         let rows: Vec<Activation> = (0..batch).map(|b| activations.row(b, blocks)).collect();
         let tiles = self.rows.div_ceil(TILE_ROWS);
-        // Row-major `(rows, batch)`, padded to whole tiles: each tile owns a slice.
-        let mut transposed = vec![0f32; tiles * TILE_ROWS * batch];
-        let out = SharedOutput(transposed.as_mut_ptr());
+        let mut output = vec![0f32; batch * self.rows];
+        let out = SharedOutput(output.as_mut_ptr());
         parallel_for(tiles, &|range: Range<usize>| {
             assert!(range.end <= tiles);
-            let len = TILE_ROWS * batch;
             for tile in range {
-                // SAFETY: `parallel_for` hands out disjoint ranges of units, so each slice
-                // is written by one thread only, and all are done when it returns.
-                let out =
-                    unsafe { std::slice::from_raw_parts_mut(out.start().add(tile * len), len) };
-                self.tile(tile, &rows, out);
+                let (first, n) = (
+                    tile * TILE_ROWS,
+                    TILE_ROWS.min(self.rows - tile * TILE_ROWS),
+                );
+                self.tile(tile, &rows, |b, sums| {
+                    // SAFETY: the tile's own outputs of row `b`: `parallel_for` hands out
+                    // disjoint ranges of tiles, so each is written by one thread only,
+                    // and all are done when it returns.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(out.start().add(b * self.rows + first), n)
+                    };
+                    dst.copy_from_slice(&sums[..n]);
+                });
             }
         });
-        transposed.truncate(self.rows * batch);
-        if batch == 1 {
-            return transposed;
-        }
-        let mut output = vec![0f32; transposed.len()];
-        for (r, row) in transposed.chunks(batch).enumerate() {
-            for (b, v) in row.iter().enumerate() {
-                output[b * self.rows + r] = *v;
-            }
-        }
         output
     }
 
-    /// Computes one tile of rows against every activation row of `x` into `out`,
-    /// row-major `(16, x.len())`.
-    fn tile(&self, tile: usize, x: &[Activation], out: &mut [f32]) {
-        let batch = x.len();
+    /// Computes one tile of rows against every activation row of `x`, handing each
+    /// row's 16 sums to `store(row, sums)` (zero rows pad the last tile).
+    fn tile(&self, tile: usize, x: &[Activation], mut store: impl FnMut(usize, &[f32; TILE_ROWS])) {
         let tile_bytes = TILE_ROWS * self.cols / BLOCK * self.format.block_bytes();
         let weights = &self.data[tile * tile_bytes..(tile + 1) * tile_bytes];
-        for (b, act) in x.iter().enumerate() {
+        let mut b = 0;
+        if (self.isa, self.format) == (Isa::Avx2, Format::Q4_1) {
+            for group in x.chunks_exact(4) {
+                let group: &[Activation; 4] = group.try_into().expect("chunks of 4");
+                let mut sums = [[0f32; TILE_ROWS]; 4];
+                // SAFETY: `new` checked that AVX2 runs here; blocks as below.
+                unsafe { x86::q4_1_tile_avx2_rows(weights, group, &mut sums) };
+                for sums in &sums {
+                    store(b, sums);
+                    b += 1;
+                }
+            }
+        }
+        for act in &x[b..] {
             let mut sums = [0f32; TILE_ROWS];
             // SAFETY: `new` checked that `self.isa` runs on this CPU; the weights hold as
             // many blocks per row as the activation row.
@@ -501,9 +527,8 @@ impl Matrix {
                     (Isa::Avx2, Format::Q8_0) => x86::q8_0_tile_avx2(weights, act, &mut sums),
                 }
             }
-            for (r, v) in sums.iter().enumerate() {
-                out[r * batch + b] = *v;
-            }
+            store(b, &sums);
+            b += 1;
         }
     }
 }
@@ -544,6 +569,76 @@ mod x86 {
         for line in (0..bytes).step_by(64) {
             // SAFETY: a prefetch never faults, whatever the address.
             unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+        }
+    }
+
+    /// A block of 32 activations quantised to 16 bits exactly as [`super::WideBlock::new`]
+    /// does, with AVX2, and laid out as [`super::QuantizedRows::wide`] lays it out:
+    /// returns the scale, `d · Σq` and the 16 pairs.
+    ///
+    /// # Safety
+    /// AVX2 available; `block` is 32 values.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn wide_pairs_avx2(block: &[f32]) -> (f32, f32, [i32; 16]) {
+        unsafe {
+            let x: [__m256; 4] =
+                std::array::from_fn(|i| _mm256_loadu_ps(block.as_ptr().add(8 * i)));
+            let sign = _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN));
+            // max |x|, passing over NaN as `f32::max` does (`vmaxps` returns its second
+            // operand when either is NaN).
+            let mut max = _mm256_setzero_ps();
+            for x in x {
+                max = _mm256_max_ps(_mm256_andnot_ps(sign, x), max);
+            }
+            let max = _mm_max_ps(_mm256_castps256_ps128(max), _mm256_extractf128_ps::<1>(max));
+            let max = _mm_max_ps(max, _mm_movehl_ps(max, max));
+            let max = _mm_cvtss_f32(_mm_max_ss(max, _mm_movehdup_ps(max)));
+            let d = max / 32767.0;
+            let inverse = _mm256_set1_ps(if d == 0.0 { 0.0 } else { 1.0 / d });
+            let q = x.map(|x| {
+                let y = _mm256_mul_ps(x, inverse);
+                // NaN to 0 and the rest into i16's range: what `as i16` makes of them.
+                let y = _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_ORD_Q>(y, y));
+                let y = _mm256_min_ps(
+                    _mm256_max_ps(y, _mm256_set1_ps(-32768.0)),
+                    _mm256_set1_ps(32767.0),
+                );
+                // `super::round`: truncated, then one step away from zero from a half on.
+                let whole = _mm256_cvtepi32_ps(_mm256_cvttps_epi32(y));
+                let fraction = _mm256_andnot_ps(sign, _mm256_sub_ps(y, whole));
+                let away = _mm256_cmp_ps::<_CMP_GE_OQ>(fraction, _mm256_set1_ps(0.5));
+                let one = _mm256_or_ps(_mm256_and_ps(y, sign), _mm256_set1_ps(1.0));
+                _mm256_cvttps_epi32(_mm256_add_ps(whole, _mm256_and_ps(away, one)))
+            });
+            let total =
+                _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            let total = _mm_add_epi32(
+                _mm256_castsi256_si128(total),
+                _mm256_extracti128_si256::<1>(total),
+            );
+            let total = _mm_add_epi32(total, _mm_unpackhi_epi64(total, total));
+            let total = _mm_cvtsi128_si32(total) + _mm_extract_epi32::<1>(total);
+            // i16 values 0..16 as four groups of 4 (64 bits each) in order, then 16..32.
+            let first = _mm256_permute4x64_epi64::<0xD8>(_mm256_packs_epi32(q[0], q[1]));
+            let second = _mm256_permute4x64_epi64::<0xD8>(_mm256_packs_epi32(q[2], q[3]));
+            // Group c of each half side by side, c after c; in each group the values
+            // 0, 2, 1, 3 (the pairs of `QuantizedRows::wide`).
+            let (low, high) = (
+                _mm256_unpacklo_epi64(first, second),
+                _mm256_unpackhi_epi64(first, second),
+            );
+            let order =
+                |v: __m256i| _mm256_shufflehi_epi16::<0xD8>(_mm256_shufflelo_epi16::<0xD8>(v));
+            let mut pairs = [0i32; 16];
+            _mm256_storeu_si256(
+                pairs.as_mut_ptr().cast(),
+                order(_mm256_permute2x128_si256::<0x20>(low, high)),
+            );
+            _mm256_storeu_si256(
+                pairs.as_mut_ptr().add(8).cast(),
+                order(_mm256_permute2x128_si256::<0x31>(low, high)),
+            );
+            (d, d * total as f32, pairs)
         }
     }
 
@@ -649,6 +744,58 @@ mod x86 {
         }
     }
 
+    /// [`q4_1_tile_avx2`] for `R` activation rows at once (prompts, batched decoding):
+    /// each half's nibbles are unpacked once for all `R` rows instead of once per row.
+    /// Per row the same integer sums and the same float operations in the same order,
+    /// so the same bits as `R` calls of [`q4_1_tile_avx2`].
+    #[target_feature(enable = "avx2,f16c,fma")]
+    pub(super) unsafe fn q4_1_tile_avx2_rows<const R: usize>(
+        w: &[u8],
+        x: &[Activation; R],
+        out: &mut [[f32; 16]; R],
+    ) {
+        unsafe {
+            let nibbles = _mm256_set1_epi32(0x000F_000F);
+            for half in 0..2 {
+                let mut acc = [_mm256_setzero_ps(); R];
+                for j in 0..x[0].scales.len() {
+                    let block = w.as_ptr().add(j * 320);
+                    if half == 0 {
+                        prefetch(block, 320);
+                    }
+                    let mut dots = [_mm256_setzero_si256(); R];
+                    for c in 0..4 {
+                        let packed = _mm256_loadu_si256(block.add(64 + 64 * c + 32 * half).cast());
+                        let values = [
+                            packed,
+                            _mm256_srli_epi32::<8>(packed),
+                            _mm256_srli_epi32::<4>(packed),
+                            _mm256_srli_epi32::<12>(packed),
+                        ];
+                        for (k, values) in values.into_iter().enumerate() {
+                            let values = _mm256_and_si256(values, nibbles);
+                            for (dots, x) in dots.iter_mut().zip(x) {
+                                let pair =
+                                    _mm256_set1_epi32(*x.pairs.as_ptr().add(j * 16 + 4 * c + k));
+                                *dots = _mm256_add_epi32(*dots, _mm256_madd_epi16(values, pair));
+                            }
+                        }
+                    }
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(block.add(16 * half).cast()));
+                    let m = _mm256_cvtph_ps(_mm_loadu_si128(block.add(32 + 16 * half).cast()));
+                    for ((acc, dots), x) in acc.iter_mut().zip(dots).zip(x) {
+                        let scale = _mm256_mul_ps(d, _mm256_set1_ps(x.scales[j]));
+                        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, *acc);
+                        *acc = _mm256_fmadd_ps(m, _mm256_set1_ps(x.sums[j]), *acc);
+                    }
+                }
+                for (out, acc) in out.iter_mut().zip(acc) {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(8 * half), acc);
+                }
+            }
+        }
+    }
+
     /// [`q8_0_tile`] with AVX2: the tile as two halves of 8 rows; the weights, stored
     /// plus 128, are made signed again and multiplied by `vpmaddubsw` as |w| × (a with
     /// w's sign), which cannot saturate (|w| ≤ 128, |a| ≤ 127), then summed in fours by
@@ -714,6 +861,65 @@ mod tests {
         for block in xs.chunks(BLOCK).chain([&edges[..]]) {
             let standard = block.iter().fold(0f32, |m, v| m.max(v.abs()));
             assert_eq!(max_abs(block).to_bits(), standard.to_bits());
+        }
+    }
+
+    /// Blocks of 32 activations at many magnitudes, then blocks holding a zero, NaN, an
+    /// infinity, a huge or a subnormal value, a block of zeros and one of halves.
+    pub(crate) fn awkward_blocks() -> Vec<Vec<f32>> {
+        let mut blocks: Vec<Vec<f32>> = test_values(32 * 500, 3)
+            .chunks(32)
+            .enumerate()
+            .map(|(i, b)| {
+                b.iter()
+                    .map(|v| v * 10f32.powi(i as i32 % 12 - 4))
+                    .collect()
+            })
+            .collect();
+        let specials = [
+            0.0,
+            -0.0,
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            3e38,
+            1e-40,
+        ];
+        for (i, special) in specials.into_iter().enumerate() {
+            let mut block = blocks[i].clone();
+            block[i] = special;
+            blocks.push(block);
+        }
+        blocks.push(vec![0.0; 32]);
+        blocks.push(
+            (0..32)
+                .map(|i| i as f32 * 32767.0 / 62.0 - 16383.5)
+                .collect(),
+        );
+        blocks
+    }
+
+    /// The AVX2 quantisation of a block is [`WideBlock::new`]'s, laid out by
+    /// [`WideBlock::pairs`], bit for bit: on the awkward blocks and on a block so small
+    /// that 1/scale overflows to infinity.
+    #[test]
+    fn avx2_wide_pairs_are_wide_blocks() {
+        if !std::arch::is_x86_feature_detected!("avx2") {
+            eprintln!("skipped: no AVX2 on this CPU");
+            return;
+        }
+        let mut blocks = awkward_blocks();
+        blocks.push((0..32).map(|i| (i as f32 - 15.5) * 1e-40).collect());
+        for block in &blocks {
+            let want = WideBlock::new(block);
+            // SAFETY: the CPU has AVX2; 32 values.
+            let (scale, sum, pairs) = unsafe { x86::wide_pairs_avx2(block) };
+            assert_eq!(pairs, want.pairs(), "{block:?}");
+            assert_eq!(
+                (scale.to_bits(), sum.to_bits()),
+                (want.scale.to_bits(), want.sum.to_bits()),
+                "{block:?}"
+            );
         }
     }
 

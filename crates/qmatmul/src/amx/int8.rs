@@ -436,8 +436,8 @@ unsafe fn q8_0_pair(tiles: &[&[u8]], x: &TileRows, place: &Place) {
 #[cfg(test)]
 mod tests {
     use super::wide_line;
-    use crate::tests::activations;
-    use crate::{Format, Isa, Matrix, WideBlock, WorkPool, supported, test_blocks, test_values};
+    use crate::tests::{activations, awkward_blocks};
+    use crate::{Format, Isa, Matrix, WideBlock, WorkPool, supported, test_blocks};
 
     /// The AVX-512 quantisation of a block is [`WideBlock::new`]'s, bit for bit, on
     /// ordinary blocks and on zeros, NaN, infinities, halves and huge values.
@@ -446,35 +446,7 @@ mod tests {
         if !supported(Isa::Amx) {
             return;
         }
-        let mut blocks: Vec<Vec<f32>> = test_values(32 * 500, 3)
-            .chunks(32)
-            .enumerate()
-            .map(|(i, b)| {
-                b.iter()
-                    .map(|v| v * 10f32.powi(i as i32 % 12 - 4))
-                    .collect()
-            })
-            .collect();
-        let specials = [
-            0.0,
-            -0.0,
-            f32::NAN,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            3e38,
-            1e-40,
-        ];
-        for (i, special) in specials.into_iter().enumerate() {
-            let mut block = blocks[i].clone();
-            block[i] = special;
-            blocks.push(block);
-        }
-        blocks.push(vec![0.0; 32]);
-        blocks.push(
-            (0..32)
-                .map(|i| i as f32 * 32767.0 / 62.0 - 16383.5)
-                .collect(),
-        );
+        let blocks = awkward_blocks();
         for block in &blocks {
             let want = WideBlock::new(block);
             let mut line = [0u8; 64];
