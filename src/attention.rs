@@ -192,55 +192,54 @@ mod simd {
         }
     }
 
-    /// [`super::attend`] compiled for AVX-512, the softmax included. The closures
-    /// inherit this function's instruction sets (closures defined elsewhere would not,
-    /// and every intrinsic in them would be a call).
-    ///
-    /// # Safety
-    /// AVX-512 F available; `query.len()` a multiple of 16.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn attend_avx512(
-        query: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        super::attend_with(
-            query,
-            keys,
-            values,
-            scores,
-            out,
-            // SAFETY (both): as this function's.
-            |q, keys, scores| unsafe { self::scores::<Avx512>(q, keys, scores) },
-            |weights, rows, out| unsafe { weighted_sum::<Avx512>(weights, rows, out) },
-        );
+    /// Defines a function that is [`super::attend`] compiled for `$features` over the
+    /// lanes of `$lanes`, the softmax included. The closures inherit the function's
+    /// instruction sets (closures defined elsewhere would not, and every intrinsic in
+    /// them would be a call).
+    macro_rules! attend_compiled_for {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:ty) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                query: &[f32],
+                keys: &[f32],
+                values: &[f32],
+                scores: &mut Vec<f32>,
+                out: &mut [f32],
+            ) {
+                super::attend_with(
+                    query,
+                    keys,
+                    values,
+                    scores,
+                    out,
+                    // SAFETY (both): as this function's.
+                    |q, keys, scores| unsafe { self::scores::<$lanes>(q, keys, scores) },
+                    |weights, rows, out| unsafe { weighted_sum::<$lanes>(weights, rows, out) },
+                );
+            }
+        };
     }
 
-    /// [`super::attend`] compiled for AVX2 and FMA, as [`attend_avx512`].
-    ///
-    /// # Safety
-    /// AVX2 and FMA available; `query.len()` a multiple of 8.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn attend_avx2(
-        query: &[f32],
-        keys: &[f32],
-        values: &[f32],
-        scores: &mut Vec<f32>,
-        out: &mut [f32],
-    ) {
-        super::attend_with(
-            query,
-            keys,
-            values,
-            scores,
-            out,
-            // SAFETY (both): as this function's.
-            |q, keys, scores| unsafe { self::scores::<Avx2>(q, keys, scores) },
-            |weights, rows, out| unsafe { weighted_sum::<Avx2>(weights, rows, out) },
-        );
-    }
+    attend_compiled_for!(
+        /// [`super::attend`] with AVX-512.
+        ///
+        /// # Safety
+        /// AVX-512 F available; `query.len()` a multiple of 16.
+        attend_avx512,
+        "avx512f",
+        Avx512
+    );
+
+    attend_compiled_for!(
+        /// [`super::attend`] with AVX2 and FMA.
+        ///
+        /// # Safety
+        /// AVX2 and FMA available; `query.len()` a multiple of 8.
+        attend_avx2,
+        "avx2,fma",
+        Avx2
+    );
 
     /// `out[t] = query · keys[t] / √d` in `L`'s lanes.
     #[inline(always)]

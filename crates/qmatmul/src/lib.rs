@@ -702,12 +702,28 @@ mod x86 {
         }
     }
 
+    /// The four nibble pairs of 8 rows' packed Q4_1 bytes (4 per row), as i16 pairs
+    /// for `vpmaddwd`: the low nibbles of bytes 0 and 2, of bytes 1 and 3, then the high
+    /// ones (the order of `QuantizedRows::wide`'s pairs).
+    #[inline(always)]
+    unsafe fn nibble_pairs(packed: __m256i) -> [__m256i; 4] {
+        unsafe {
+            let nibbles = _mm256_set1_epi32(0x000F_000F);
+            // No closure here: it would not inherit the caller's instruction sets.
+            [
+                _mm256_and_si256(packed, nibbles),
+                _mm256_and_si256(_mm256_srli_epi32::<8>(packed), nibbles),
+                _mm256_and_si256(_mm256_srli_epi32::<4>(packed), nibbles),
+                _mm256_and_si256(_mm256_srli_epi32::<12>(packed), nibbles),
+            ]
+        }
+    }
+
     /// [`q4_1_tile`] with AVX2: the tile as two halves of 8 rows, `vpmaddwd` and an add
     /// for each `vpdpwssd` (the same i32 sums), the same float operations per row.
     #[target_feature(enable = "avx2,f16c,fma")]
     pub(super) unsafe fn q4_1_tile_avx2(w: &[u8], x: &Activation, out: &mut [f32; 16]) {
         unsafe {
-            let nibbles = _mm256_set1_epi32(0x000F_000F);
             let mut acc = [_mm256_setzero_ps(); 2];
             for j in 0..x.scales.len() {
                 let block = w.as_ptr().add(j * 320);
@@ -719,14 +735,7 @@ mod x86 {
                         std::array::from_fn(|k| _mm256_set1_epi32(*pairs.add(4 * c + k)));
                     for (half, dots) in dots.iter_mut().enumerate() {
                         let packed = _mm256_loadu_si256(block.add(64 + 64 * c + 32 * half).cast());
-                        let values = [
-                            packed,
-                            _mm256_srli_epi32::<8>(packed),
-                            _mm256_srli_epi32::<4>(packed),
-                            _mm256_srli_epi32::<12>(packed),
-                        ];
-                        for (values, pair) in values.into_iter().zip(pair) {
-                            let values = _mm256_and_si256(values, nibbles);
+                        for (values, pair) in nibble_pairs(packed).into_iter().zip(pair) {
                             *dots = _mm256_add_epi32(*dots, _mm256_madd_epi16(values, pair));
                         }
                     }
@@ -755,7 +764,6 @@ mod x86 {
         out: &mut [[f32; 16]; R],
     ) {
         unsafe {
-            let nibbles = _mm256_set1_epi32(0x000F_000F);
             for half in 0..2 {
                 let mut acc = [_mm256_setzero_ps(); R];
                 for j in 0..x[0].scales.len() {
@@ -766,14 +774,7 @@ mod x86 {
                     let mut dots = [_mm256_setzero_si256(); R];
                     for c in 0..4 {
                         let packed = _mm256_loadu_si256(block.add(64 + 64 * c + 32 * half).cast());
-                        let values = [
-                            packed,
-                            _mm256_srli_epi32::<8>(packed),
-                            _mm256_srli_epi32::<4>(packed),
-                            _mm256_srli_epi32::<12>(packed),
-                        ];
-                        for (k, values) in values.into_iter().enumerate() {
-                            let values = _mm256_and_si256(values, nibbles);
+                        for (k, values) in nibble_pairs(packed).into_iter().enumerate() {
                             for (dots, x) in dots.iter_mut().zip(x) {
                                 let pair =
                                     _mm256_set1_epi32(*x.pairs.as_ptr().add(j * 16 + 4 * c + k));
