@@ -112,9 +112,12 @@ impl PackedBert {
             vb.pp(config.model_type.as_deref().unwrap_or("bert"))
         };
         let h = config.hidden_size;
-        if config.num_attention_heads == 0 || !h.is_multiple_of(config.num_attention_heads) {
+        if h == 0
+            || config.num_attention_heads == 0
+            || !h.is_multiple_of(config.num_attention_heads)
+        {
             candle_core::bail!(
-                "hidden_size {h} is not a multiple of num_attention_heads {}",
+                "hidden_size {h} is not a positive multiple of num_attention_heads {}",
                 config.num_attention_heads
             );
         }
@@ -278,4 +281,34 @@ pub(crate) fn pool(hidden: &Tensor, lengths: &[usize], mean: bool) -> Result<Vec
         out.push(v);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device};
+
+    use super::*;
+
+    /// A config with heads of no values is refused at load (attention would divide by
+    /// the head size), as are zero heads and a hidden size they do not divide.
+    #[test]
+    fn empty_or_uneven_heads_are_load_errors() {
+        for (hidden, heads) in [(0, 1), (8, 0), (8, 3)] {
+            let config: Config = serde_json::from_value(serde_json::json!({
+                "vocab_size": 10, "hidden_size": hidden, "num_hidden_layers": 1,
+                "num_attention_heads": heads, "intermediate_size": 4, "hidden_act": "gelu",
+                "hidden_dropout_prob": 0.0, "max_position_embeddings": 8,
+                "type_vocab_size": 1, "initializer_range": 0.02, "layer_norm_eps": 1e-12,
+                "pad_token_id": 0
+            }))
+            .unwrap();
+            let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+            let err = PackedBert::load(vb, &config, KernelsInUse::F32).err();
+            let err = err.expect("loaded").to_string();
+            assert!(
+                err.contains("num_attention_heads"),
+                "{hidden}/{heads}: {err}"
+            );
+        }
+    }
 }
