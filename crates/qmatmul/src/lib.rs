@@ -499,15 +499,13 @@ impl Matrix {
         let tile_bytes = TILE_ROWS * self.cols / BLOCK * self.format.block_bytes();
         let weights = &self.data[tile * tile_bytes..(tile + 1) * tile_bytes];
         let mut b = 0;
-        if (self.isa, self.format) == (Isa::Avx2, Format::Q4_1) {
-            for group in x.chunks_exact(4) {
-                let group: &[Activation; 4] = group.try_into().expect("chunks of 4");
-                let mut sums = [[0f32; TILE_ROWS]; 4];
-                // SAFETY: `new` checked that AVX2 runs here; blocks as below.
-                unsafe { x86::q4_1_tile_avx2_rows(weights, group, &mut sums) };
-                for sums in &sums {
-                    store(b, sums);
-                    b += 1;
+        if self.isa == Isa::Avx2 {
+            // Four rows per pass, then the two or three left over likewise.
+            while x.len() - b >= 2 {
+                match x.len() - b {
+                    2 => b = self.avx2_rows::<2>(weights, &x[b..], b, &mut store),
+                    3 => b = self.avx2_rows::<3>(weights, &x[b..], b, &mut store),
+                    _ => b = self.avx2_rows::<4>(weights, &x[b..], b, &mut store),
                 }
             }
         }
@@ -530,6 +528,31 @@ impl Matrix {
             store(b, &sums);
             b += 1;
         }
+    }
+
+    /// The tile `weights` against the first `R` rows of `x` (rows `first..first + R` of
+    /// the input) with the AVX2 kernels for several rows; returns `first + R`.
+    fn avx2_rows<const R: usize>(
+        &self,
+        weights: &[u8],
+        x: &[Activation],
+        first: usize,
+        store: &mut impl FnMut(usize, &[f32; TILE_ROWS]),
+    ) -> usize {
+        let group: &[Activation; R] = x[..R].try_into().expect("R rows");
+        let mut sums = [[0f32; TILE_ROWS]; R];
+        // SAFETY: `new` checked that AVX2 runs here (the caller's ISA); the weights hold
+        // as many blocks per row as the activation rows.
+        unsafe {
+            match self.format {
+                Format::Q4_1 => x86::q4_1_tile_avx2_rows(weights, group, &mut sums),
+                Format::Q8_0 => x86::q8_0_tile_avx2_rows(weights, group, &mut sums),
+            }
+        }
+        for (b, sums) in (first..).zip(&sums) {
+            store(b, sums);
+        }
+        first + R
     }
 }
 
@@ -834,6 +857,52 @@ mod x86 {
             _mm256_storeu_ps(out.as_mut_ptr().add(8), acc[1]);
         }
     }
+
+    /// [`q8_0_tile_avx2`] for `R` activation rows at once (batched decoding, prompts):
+    /// each half's weights are loaded and made signed once for all `R` rows. Per row the
+    /// same integer sums and float operations in the same order, so the same bits as `R`
+    /// calls of [`q8_0_tile_avx2`].
+    #[target_feature(enable = "avx2,f16c,fma")]
+    pub(super) unsafe fn q8_0_tile_avx2_rows<const R: usize>(
+        w: &[u8],
+        x: &[Activation; R],
+        out: &mut [[f32; 16]; R],
+    ) {
+        unsafe {
+            let bias = _mm256_set1_epi8(-128);
+            let ones = _mm256_set1_epi16(1);
+            for half in 0..2 {
+                let mut acc = [_mm256_setzero_ps(); R];
+                for j in 0..x[0].scales.len() {
+                    let block = w.as_ptr().add(j * 544);
+                    if half == 0 {
+                        prefetch(block, 544);
+                    }
+                    let mut dots = [_mm256_setzero_si256(); R];
+                    for c in 0..8 {
+                        let stored = _mm256_loadu_si256(block.add(32 + 64 * c + 32 * half).cast());
+                        let weights = _mm256_xor_si256(stored, bias);
+                        let magnitudes = _mm256_sign_epi8(weights, weights);
+                        for (dots, x) in dots.iter_mut().zip(x) {
+                            let p = x.values.as_ptr().add(j * BLOCK + 4 * c).cast::<i32>();
+                            let quad = _mm256_set1_epi32(p.read_unaligned());
+                            let pairs =
+                                _mm256_maddubs_epi16(magnitudes, _mm256_sign_epi8(quad, weights));
+                            *dots = _mm256_add_epi32(*dots, _mm256_madd_epi16(pairs, ones));
+                        }
+                    }
+                    let d = _mm256_cvtph_ps(_mm_loadu_si128(block.add(16 * half).cast()));
+                    for ((acc, dots), x) in acc.iter_mut().zip(dots).zip(x) {
+                        let scale = _mm256_mul_ps(d, _mm256_set1_ps(x.scales[j]));
+                        *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), scale, *acc);
+                    }
+                }
+                for (out, acc) in out.iter_mut().zip(acc) {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(8 * half), acc);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -982,12 +1051,20 @@ mod tests {
 
     /// Every kernel this CPU can run gives bit for bit what [`reference`] gives, for both
     /// formats, on shape edges (rows not a multiple of 16, one block and many, one input
-    /// row and several), with Q8_0 weights at both ends of their range (-128 and 127):
-    /// so the AVX2, AVX-512 VNNI and AMX products are the same on any CPU.
+    /// row and several, in every grouping of the kernels for several rows), with Q8_0
+    /// weights at both ends of their range (-128 and 127): so the AVX2, AVX-512 VNNI and
+    /// AMX products are the same on any CPU.
     #[test]
     fn kernels_compute_the_reference_bit_for_bit() {
         for format in [Format::Q4_1, Format::Q8_0] {
-            for (batch, rows, cols) in [(1, 16, 32), (3, 40, 160), (2, 3, 64), (5, 48, 576)] {
+            for (batch, rows, cols) in [
+                (1, 16, 32),
+                (3, 40, 160),
+                (2, 3, 64),
+                (5, 48, 576),
+                (6, 16, 64),
+                (7, 17, 96),
+            ] {
                 let mut data = test_blocks(format, rows, cols, 1);
                 if format == Format::Q8_0 {
                     data[2] = 0x80; // -128
