@@ -288,31 +288,47 @@ mod simd {
         }
     }
 
-    /// `out = Σ_t weights[t] · rows[t]`, `out` whole vectors of `L`: up to eight of them
-    /// at a time in registers, so that as many independent chains of FMAs run per row.
+    /// `out = Σ_t weights[t] · rows[t]`, `out` whole vectors of `L`: eight, four, two
+    /// or one of them at a time in registers, so that as many independent chains of
+    /// FMAs run per row.
     #[inline(always)]
     unsafe fn weighted_sum<L: Lanes>(weights: &[f32], rows: &[f32], out: &mut [f32]) {
-        const AT_ONCE: usize = 8;
         let (d, lanes) = (out.len(), L::LANES);
-        for first in (0..d).step_by(AT_ONCE * lanes) {
-            let n = (d - first).min(AT_ONCE * lanes) / lanes;
-            let mut acc = [unsafe { L::zero() }; AT_ONCE];
-            for (w, row) in weights.iter().zip(rows.chunks_exact(d)) {
-                let w = unsafe { L::splat(*w) };
-                let row = &row[first..first + lanes * n];
-                for (acc, values) in acc.iter_mut().zip(row.chunks_exact(lanes)) {
-                    // SAFETY: a whole vector.
-                    *acc = unsafe { L::fmadd(w, L::load(values.as_ptr()), *acc) };
-                }
-            }
-            for (acc, chunk) in acc
-                .iter()
-                .zip(out[first..first + lanes * n].chunks_exact_mut(lanes))
-            {
-                // SAFETY: a whole vector.
-                unsafe { L::store(chunk.as_mut_ptr(), *acc) };
+        let mut first = 0;
+        while first < d {
+            // SAFETY (all): the caller's.
+            first = match (d - first) / lanes {
+                8.. => unsafe { weighted_sum_of::<L, 8>(weights, rows, out, first) },
+                4.. => unsafe { weighted_sum_of::<L, 4>(weights, rows, out, first) },
+                2.. => unsafe { weighted_sum_of::<L, 2>(weights, rows, out, first) },
+                _ => unsafe { weighted_sum_of::<L, 1>(weights, rows, out, first) },
+            };
+        }
+    }
+
+    /// [`weighted_sum`] of the `N` vectors of `out` from value `first` on (a number of
+    /// accumulators the compiler keeps in registers); returns where they end.
+    #[inline(always)]
+    unsafe fn weighted_sum_of<L: Lanes, const N: usize>(
+        weights: &[f32],
+        rows: &[f32],
+        out: &mut [f32],
+        first: usize,
+    ) -> usize {
+        let (d, end) = (out.len(), first + N * L::LANES);
+        let mut acc = [unsafe { L::zero() }; N];
+        for (w, row) in weights.iter().zip(rows.chunks_exact(d)) {
+            let (w, row) = (unsafe { L::splat(*w) }, &row[first..end]);
+            for (v, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: a whole vector within the row.
+                *acc = unsafe { L::fmadd(w, L::load(row.as_ptr().add(v * L::LANES)), *acc) };
             }
         }
+        for (v, acc) in acc.iter().enumerate() {
+            // SAFETY: a whole vector within `first..end` of `out`.
+            unsafe { L::store(out[first..end].as_mut_ptr().add(v * L::LANES), *acc) };
+        }
+        end
     }
 }
 

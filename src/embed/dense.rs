@@ -90,6 +90,7 @@ impl Dense {
     /// `x · Wᵀ + b`, then `then`, for `x` of shape `(tokens, in)`.
     pub fn forward(&self, x: &Tensor, then: Then) -> Result<Tensor> {
         match self {
+            Self::F32(linear) if x.device().is_cpu() => cpu_f32(linear, x, then),
             Self::F32(linear) => {
                 let y = linear.forward(x)?;
                 match then {
@@ -142,8 +143,78 @@ impl Dense {
     }
 }
 
+/// [`Dense::forward`] of candle's `Linear` on the CPU, in one product with no pass of
+/// its own for the bias or the residual: the output starts as `b` (plus the residual)
+/// and gemm adds `x · Wᵀ` into it (the f32 products of candle's matmul, summed in
+/// another order); GELU then runs on the output in place.
+fn cpu_f32(linear: &Linear, x: &Tensor, then: Then) -> Result<Tensor> {
+    let (tokens, width) = x.dims2()?;
+    let (out, cols) = linear.weight().dims2()?;
+    if width != cols {
+        candle_core::bail!("input {:?} is not (tokens, {cols})", x.shape());
+    }
+    let bias = match linear.bias() {
+        Some(bias) => bias.to_vec1::<f32>()?,
+        None => vec![0.0; out],
+    };
+    let mut output: Vec<f32> = Vec::with_capacity(tokens * out);
+    match then {
+        Then::Add(residual) if residual.dims() != [tokens, out] => {
+            candle_core::bail!("residual {:?} is not ({tokens}, {out})", residual.shape())
+        }
+        Then::Add(residual) => {
+            let (storage, layout) = residual.storage_and_layout();
+            for row in cpu_slice(&storage, layout)?.chunks_exact(out) {
+                output.extend(row.iter().zip(&bias).map(|(r, b)| r + b));
+            }
+        }
+        _ => (0..tokens).for_each(|_| output.extend_from_slice(&bias)),
+    }
+    let (input, weight) = (x.contiguous()?, linear.weight().contiguous()?);
+    let ((input, input_layout), (weight, weight_layout)) =
+        (input.storage_and_layout(), weight.storage_and_layout());
+    let (input, weight) = (
+        cpu_slice(&input, input_layout)?,
+        cpu_slice(&weight, weight_layout)?,
+    );
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = match threads {
+        ..=1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    };
+    // SAFETY: `output` is `tokens × out` row-major, `input` `tokens × cols` row-major
+    // and `weight` `out × cols` row-major (read as its transpose, `cols × out`), all
+    // checked above; nothing else holds `output`.
+    unsafe {
+        gemm::gemm(
+            tokens,
+            out,
+            cols,
+            output.as_mut_ptr(),
+            1,
+            out as isize,
+            true,
+            input.as_ptr(),
+            1,
+            cols as isize,
+            weight.as_ptr(),
+            cols as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    if matches!(then, Then::Gelu) {
+        super::gelu::gelu_in_place(&mut output);
+    }
+    Tensor::from_vec(output, (tokens, out), x.device())
+}
+
 /// The values of a contiguous f32 CPU tensor, read in place.
-#[cfg(target_arch = "x86_64")]
 fn cpu_slice<'a>(
     storage: &'a candle_core::Storage,
     layout: &candle_core::Layout,
