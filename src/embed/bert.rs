@@ -206,7 +206,10 @@ impl PackedBert {
     /// [`crate::attention::attend`].
     fn attention_on_cpu(&self, qkv: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let (hidden, d) = (self.hidden, self.head_dim);
-        let qkv = qkv.flatten_all()?.to_vec1::<f32>()?;
+        let (storage, layout) = qkv.storage_and_layout();
+        let Some(qkv) = crate::cpu_tensor::f32_values(&storage, layout) else {
+            candle_core::bail!("attention wants q/k/v as contiguous f32 on the CPU");
+        };
         let tokens = lengths.iter().sum::<usize>();
         if qkv.len() != tokens * 3 * hidden {
             candle_core::bail!("{} q/k/v values for {tokens} tokens", qkv.len());
