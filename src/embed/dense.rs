@@ -1,6 +1,7 @@
 //! The encoder's linear layers, on the best kernels this CPU has: Intel AMX tiles
 //! (`neuron_qmatmul::Bf16x3Matrix`, within about 2⁻¹⁵ of each f32 product) where the CPU
-//! and the kernel allow them, else candle's f32 matmul (gemm's AVX-512 or AVX2 kernels).
+//! and the kernel allow them, else f32 products: gemm's AVX-512 or AVX2 kernels on the
+//! CPU (the bias and residual summed into its output), candle's matmul elsewhere.
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module};
@@ -12,7 +13,7 @@ pub enum Kernels {
     /// else f32.
     #[default]
     Auto,
-    /// candle's f32 matmul everywhere (bit-for-bit the reference arithmetic).
+    /// f32 products everywhere (gemm on the CPU, candle's matmul on a GPU).
     F32,
 }
 
@@ -21,7 +22,7 @@ pub enum Kernels {
 pub enum KernelsInUse {
     /// Intel AMX bf16 tiles, each f32 split into two bf16 halves.
     AmxBf16x3,
-    /// candle's f32 matmul (gemm's AVX-512 or AVX2/FMA kernels, or the GPU's).
+    /// f32 products (gemm's AVX-512 or AVX2/FMA kernels, or candle's on a GPU).
     F32,
 }
 
@@ -31,6 +32,24 @@ impl std::fmt::Display for KernelsInUse {
             Self::AmxBf16x3 => "AMX bf16x3",
             Self::F32 => "f32 (gemm)",
         })
+    }
+}
+
+impl Then<'_> {
+    /// Checks that `x` is `(tokens, cols)` and the residual, if any, `(tokens, out)`;
+    /// returns `tokens` and the residual.
+    fn checked(&self, x: &Tensor, cols: usize, out: usize) -> Result<(usize, Option<&Tensor>)> {
+        let (tokens, width) = x.dims2()?;
+        if width != cols {
+            candle_core::bail!("input {:?} is not (tokens, {cols})", x.shape());
+        }
+        match self {
+            Self::Add(residual) if residual.dims() != [tokens, out] => {
+                candle_core::bail!("residual {:?} is not ({tokens}, {out})", residual.shape())
+            }
+            Self::Add(residual) => Ok((tokens, Some(residual))),
+            _ => Ok((tokens, None)),
+        }
     }
 }
 
@@ -101,21 +120,9 @@ impl Dense {
             }
             #[cfg(target_arch = "x86_64")]
             Self::Amx { matrix, bias } => {
-                let (tokens, width) = x.dims2()?;
                 let out = matrix.rows();
-                if width != matrix.cols() {
-                    candle_core::bail!("input {:?} is not (tokens, {})", x.shape(), matrix.cols());
-                }
-                let residual = match then {
-                    Then::Add(residual) if residual.dims() != [tokens, out] => {
-                        candle_core::bail!(
-                            "residual {:?} is not ({tokens}, {out})",
-                            residual.shape()
-                        )
-                    }
-                    Then::Add(residual) => Some(residual.storage_and_layout()),
-                    _ => None,
-                };
+                let (tokens, residual) = then.checked(x, matrix.cols(), out)?;
+                let residual = residual.map(Tensor::storage_and_layout);
                 let residual = match &residual {
                     Some((storage, layout)) => Some(cpu_slice(storage, layout)?),
                     None => None,
@@ -148,27 +155,21 @@ impl Dense {
 /// and gemm adds `x · Wᵀ` into it (the f32 products of candle's matmul, summed in
 /// another order); GELU then runs on the output in place.
 fn cpu_f32(linear: &Linear, x: &Tensor, then: Then) -> Result<Tensor> {
-    let (tokens, width) = x.dims2()?;
     let (out, cols) = linear.weight().dims2()?;
-    if width != cols {
-        candle_core::bail!("input {:?} is not (tokens, {cols})", x.shape());
-    }
+    let (tokens, residual) = then.checked(x, cols, out)?;
     let bias = match linear.bias() {
         Some(bias) => bias.to_vec1::<f32>()?,
         None => vec![0.0; out],
     };
     let mut output: Vec<f32> = Vec::with_capacity(tokens * out);
-    match then {
-        Then::Add(residual) if residual.dims() != [tokens, out] => {
-            candle_core::bail!("residual {:?} is not ({tokens}, {out})", residual.shape())
-        }
-        Then::Add(residual) => {
+    match residual {
+        Some(residual) => {
             let (storage, layout) = residual.storage_and_layout();
             for row in cpu_slice(&storage, layout)?.chunks_exact(out) {
                 output.extend(row.iter().zip(&bias).map(|(r, b)| r + b));
             }
         }
-        _ => (0..tokens).for_each(|_| output.extend_from_slice(&bias)),
+        None => (0..tokens).for_each(|_| output.extend_from_slice(&bias)),
     }
     let (input, weight) = (x.contiguous()?, linear.weight().contiguous()?);
     let ((input, input_layout), (weight, weight_layout)) =
@@ -222,5 +223,45 @@ fn cpu_slice<'a>(
     match crate::cpu_tensor::f32_values(storage, layout) {
         Some(values) => Ok(values),
         None => candle_core::bail!("AMX layers take contiguous f32 CPU tensors"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+    use candle_nn::{Linear, Module};
+
+    use super::{Dense, KernelsInUse, Then};
+
+    fn tensor(rows: usize, cols: usize, seed: f32) -> Tensor {
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| (i as f32 * 0.61 + seed).sin())
+            .collect();
+        Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap()
+    }
+
+    /// The CPU's fused product (bias and residual in gemm's output, GELU after) agrees
+    /// with candle's `Linear` followed by the same operations, and a residual of the
+    /// wrong shape is an error.
+    #[test]
+    fn the_fused_cpu_product_is_candles_linear_then_the_rest() {
+        let (weight, bias) = (tensor(7, 5, 0.3), tensor(1, 7, 1.1).flatten_all().unwrap());
+        let (x, residual) = (tensor(3, 5, 2.2), tensor(3, 7, 3.3));
+        let linear = Linear::new(weight.clone(), Some(bias.clone()));
+        let dense = Dense::new(weight, bias, KernelsInUse::F32).unwrap();
+        let plain = linear.forward(&x).unwrap();
+        let cases = [
+            (Then::Nothing, plain.clone()),
+            (Then::Gelu, plain.gelu_erf().unwrap()),
+            (Then::Add(&residual), (&plain + &residual).unwrap()),
+        ];
+        for (then, want) in cases {
+            let got = dense.forward(&x, then).unwrap();
+            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-6, "{diff}");
+        }
+        let wrong = tensor(3, 6, 0.0);
+        assert!(dense.forward(&x, Then::Add(&wrong)).is_err());
+        assert!(dense.forward(&tensor(3, 4, 0.0), Then::Nothing).is_err());
     }
 }
