@@ -64,6 +64,19 @@ mod kernels {
                     b.iter(|| matrix.matmul(&x, None, |n, work| work(0..n)))
                 });
             }
+            if neuron_qmatmul::fma::fma_available() {
+                let matrix = neuron_qmatmul::FmaMatrix::new(&w, rows, cols);
+                let threads = candle_core::utils::get_num_threads();
+                let pool = neuron_qmatmul::WorkPool::new(threads.saturating_sub(1));
+                let nothing = |_: usize, _: usize, _: &mut [f32]| {};
+                group.bench_function(BenchmarkId::new(&shape, "AVX2 FMA panels"), |b| {
+                    b.iter(|| {
+                        matrix.matmul_then(&x, None, None, &nothing, |n, work| {
+                            pool.parallel_for(n, work)
+                        })
+                    })
+                });
+            }
             let device = candle_core::Device::Cpu;
             let wt = candle_core::Tensor::from_vec(w, (rows, cols), &device).unwrap();
             let xt = candle_core::Tensor::from_vec(x, (TOKENS, cols), &device).unwrap();

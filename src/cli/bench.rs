@@ -79,7 +79,8 @@ pub struct EmbedBench {
     /// Python with sentence-transformers installed: also run it on the same model and sentences.
     #[arg(long)]
     compare_python: Option<PathBuf>,
-    /// The linear layers' kernels: auto (AMX where the CPU has it) or f32.
+    /// The linear layers' kernels: auto (AMX, or AVX2 FMA on CPUs without AVX-512, where the
+    /// CPU has them) or f32 (gemm).
     #[arg(long, default_value = "auto", value_parser = parse_kernels)]
     kernels: Kernels,
 }

@@ -1,7 +1,9 @@
 //! The encoder's linear layers, on the best kernels this CPU has: Intel AMX tiles
 //! (`neuron_qmatmul::Bf16x3Matrix`, within about 2⁻¹⁵ of each f32 product) where the CPU
-//! and the kernel allow them, else f32 products: gemm's AVX-512 or AVX2 kernels on the
-//! CPU (the bias and residual summed into its output), candle's matmul elsewhere.
+//! and the kernel allow them; else, on CPUs with AVX2 and FMA but not AVX-512, f32 FMAs
+//! over weights laid out for them at load (`neuron_qmatmul::FmaMatrix`); else f32
+//! products from gemm's AVX-512 kernels on the CPU (the bias and residual summed into
+//! its output), candle's matmul elsewhere.
 
 use candle_core::{Result, Tensor};
 use candle_nn::{Linear, Module};
@@ -10,10 +12,10 @@ use candle_nn::{Linear, Module};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kernels {
     /// The fastest this CPU has: AMX bf16 tiles with split f32 operands where available,
-    /// else f32.
+    /// else the AVX2 FMA kernel on CPUs without AVX-512, else gemm's f32 products.
     #[default]
     Auto,
-    /// f32 products everywhere (gemm on the CPU, candle's matmul on a GPU).
+    /// gemm's f32 products on the CPU (candle's matmul on a GPU).
     F32,
 }
 
@@ -22,6 +24,8 @@ pub enum Kernels {
 pub enum KernelsInUse {
     /// Intel AMX bf16 tiles, each f32 split into two bf16 halves.
     AmxBf16x3,
+    /// f32 FMAs with AVX2 over weights laid out for them at load.
+    Avx2Fma,
     /// f32 products (gemm's AVX-512 or AVX2/FMA kernels, or candle's on a GPU).
     F32,
 }
@@ -30,6 +34,7 @@ impl std::fmt::Display for KernelsInUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::AmxBf16x3 => "AMX bf16x3",
+            Self::Avx2Fma => "AVX2 FMA",
             Self::F32 => "f32 (gemm)",
         })
     }
@@ -57,8 +62,17 @@ impl Kernels {
     /// The kernels that will run for `self` on `device`.
     pub(crate) fn resolve(self, device: &candle_core::Device) -> KernelsInUse {
         #[cfg(target_arch = "x86_64")]
-        if self == Self::Auto && device.is_cpu() && neuron_qmatmul::amx::bf16_available() {
-            return KernelsInUse::AmxBf16x3;
+        if self == Self::Auto && device.is_cpu() {
+            if neuron_qmatmul::amx::bf16_available() {
+                return KernelsInUse::AmxBf16x3;
+            }
+            // gemm's AVX-512 kernels are kept where the CPU has them (not measured against
+            // this one there).
+            if neuron_qmatmul::fma::fma_available()
+                && !std::arch::is_x86_feature_detected!("avx512f")
+            {
+                return KernelsInUse::Avx2Fma;
+            }
         }
         let _ = device;
         KernelsInUse::F32
@@ -79,31 +93,44 @@ pub(crate) enum Then<'a> {
 pub(crate) enum Dense {
     /// candle's `Linear`.
     F32(Linear),
-    /// AMX tiles; the bias, and what [`Then`] asks, applied as the tiles are written out.
+    /// Weights laid out for a kernel of `neuron_qmatmul`; the bias, and what [`Then`]
+    /// asks, applied as the output is written.
     #[cfg(target_arch = "x86_64")]
-    Amx {
-        matrix: neuron_qmatmul::Bf16x3Matrix,
-        bias: Vec<f32>,
-    },
+    LaidOut { matrix: LaidOut, bias: Vec<f32> },
+}
+
+/// The weights of a [`Dense::LaidOut`] layer.
+#[cfg(target_arch = "x86_64")]
+pub(crate) enum LaidOut {
+    /// As AMX tiles.
+    Amx(neuron_qmatmul::Bf16x3Matrix),
+    /// In panels for the AVX2 FMA kernel.
+    Fma(neuron_qmatmul::FmaMatrix),
 }
 
 impl Dense {
     /// A layer of `weight` and `bias` on `kernels`.
     pub fn new(weight: Tensor, bias: Tensor, kernels: KernelsInUse) -> Result<Self> {
-        match kernels {
-            KernelsInUse::F32 => Ok(Self::F32(Linear::new(weight, Some(bias)))),
-            #[cfg(target_arch = "x86_64")]
-            KernelsInUse::AmxBf16x3 => {
-                let (rows, cols) = weight.dims2()?;
-                let values = weight.flatten_all()?.to_vec1::<f32>()?;
-                Ok(Self::Amx {
-                    matrix: neuron_qmatmul::Bf16x3Matrix::new(&values, rows, cols),
-                    bias: bias.to_vec1::<f32>()?,
-                })
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            KernelsInUse::AmxBf16x3 => unreachable!("AMX is x86-64 only"),
+        if kernels == KernelsInUse::F32 {
+            return Ok(Self::F32(Linear::new(weight, Some(bias))));
         }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (rows, cols) = weight.dims2()?;
+            let values = weight.flatten_all()?.to_vec1::<f32>()?;
+            let matrix = match kernels {
+                KernelsInUse::AmxBf16x3 => {
+                    LaidOut::Amx(neuron_qmatmul::Bf16x3Matrix::new(&values, rows, cols))
+                }
+                _ => LaidOut::Fma(neuron_qmatmul::FmaMatrix::new(&values, rows, cols)),
+            };
+            Ok(Self::LaidOut {
+                matrix,
+                bias: bias.to_vec1::<f32>()?,
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("{kernels} kernels are x86-64 only")
     }
 
     /// `x · Wᵀ + b`, then `then`, for `x` of shape `(tokens, in)`.
@@ -119,31 +146,45 @@ impl Dense {
                 }
             }
             #[cfg(target_arch = "x86_64")]
-            Self::Amx { matrix, bias } => {
-                let out = matrix.rows();
-                let (tokens, residual) = then.checked(x, matrix.cols(), out)?;
+            Self::LaidOut { matrix, bias } => {
+                let (out, cols) = match matrix {
+                    LaidOut::Amx(m) => (m.rows(), m.cols()),
+                    LaidOut::Fma(m) => (m.rows(), m.cols()),
+                };
+                let (tokens, residual) = then.checked(x, cols, out)?;
                 let residual = residual.map(Tensor::storage_and_layout);
                 let residual = match &residual {
                     Some((storage, layout)) => Some(cpu_slice(storage, layout)?),
                     None => None,
                 };
                 let gelu = matches!(then, Then::Gelu);
-                let finish = |row: usize, first_col: usize, values: &mut [f32]| {
-                    if let Some(residual) = residual {
-                        let start = row * out + first_col;
-                        for (v, r) in values.iter_mut().zip(&residual[start..]) {
-                            *v += r;
-                        }
-                    }
+                let activation = |values: &mut [f32]| {
                     if gelu {
                         super::gelu::gelu_in_place(values);
                     }
                 };
                 let (storage, layout) = x.storage_and_layout();
                 let input = cpu_slice(&storage, layout)?;
-                let output = matrix.matmul_then(input, Some(bias), &finish, |units, work| {
-                    crate::cpu_pool::shared().parallel_for(units, work)
-                });
+                let pool = crate::cpu_pool::parallel_for;
+                let output = match matrix {
+                    // The AMX kernel sums no residual: it is added as each piece is done.
+                    LaidOut::Amx(m) => {
+                        let finish = |row: usize, first_col: usize, values: &mut [f32]| {
+                            if let Some(residual) = residual {
+                                let start = row * out + first_col;
+                                for (v, r) in values.iter_mut().zip(&residual[start..]) {
+                                    *v += r;
+                                }
+                            }
+                            activation(values);
+                        };
+                        m.matmul_then(input, Some(bias), &finish, pool)
+                    }
+                    LaidOut::Fma(m) => {
+                        let finish = |_: usize, _: usize, values: &mut [f32]| activation(values);
+                        m.matmul_then(input, Some(bias), residual, &finish, pool)
+                    }
+                };
                 Tensor::from_vec(output, (tokens, out), x.device())
             }
         }
@@ -222,7 +263,7 @@ fn cpu_slice<'a>(
 ) -> Result<&'a [f32]> {
     match crate::cpu_tensor::f32_values(storage, layout) {
         Some(values) => Ok(values),
-        None => candle_core::bail!("AMX layers take contiguous f32 CPU tensors"),
+        None => candle_core::bail!("the CPU kernels take contiguous f32 CPU tensors"),
     }
 }
 
@@ -240,28 +281,49 @@ mod tests {
         Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap()
     }
 
-    /// The CPU's fused product (bias and residual in gemm's output, GELU after) agrees
-    /// with candle's `Linear` followed by the same operations, and a residual of the
-    /// wrong shape is an error.
+    /// Each of the CPU's fused products this CPU runs (gemm with bias and residual in
+    /// its output, the AVX2 FMA and AMX kernels) agrees with candle's `Linear` followed by
+    /// the same operations, and an input or residual of the wrong shape is an error.
     #[test]
-    fn the_fused_cpu_product_is_candles_linear_then_the_rest() {
-        let (weight, bias) = (tensor(7, 5, 0.3), tensor(1, 7, 1.1).flatten_all().unwrap());
-        let (x, residual) = (tensor(3, 5, 2.2), tensor(3, 7, 3.3));
+    fn the_fused_cpu_products_are_candles_linear_then_the_rest() {
+        let (weight, bias) = (
+            tensor(37, 5, 0.3),
+            tensor(1, 37, 1.1).flatten_all().unwrap(),
+        );
+        let (x, residual) = (tensor(9, 5, 2.2), tensor(9, 37, 3.3));
         let linear = Linear::new(weight.clone(), Some(bias.clone()));
-        let dense = Dense::new(weight, bias, KernelsInUse::F32).unwrap();
         let plain = linear.forward(&x).unwrap();
-        let cases = [
-            (Then::Nothing, plain.clone()),
-            (Then::Gelu, plain.gelu_erf().unwrap()),
-            (Then::Add(&residual), (&plain + &residual).unwrap()),
-        ];
-        for (then, want) in cases {
-            let got = dense.forward(&x, then).unwrap();
-            let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
-            assert!(diff.to_scalar::<f32>().unwrap() < 1e-6, "{diff}");
+        let mut kernels = vec![(KernelsInUse::F32, 1e-6)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if neuron_qmatmul::fma::fma_available() {
+                kernels.push((KernelsInUse::Avx2Fma, 1e-6));
+            }
+            if neuron_qmatmul::amx::bf16_available() {
+                kernels.push((KernelsInUse::AmxBf16x3, 1e-4));
+            }
         }
-        let wrong = tensor(3, 6, 0.0);
-        assert!(dense.forward(&x, Then::Add(&wrong)).is_err());
-        assert!(dense.forward(&tensor(3, 4, 0.0), Then::Nothing).is_err());
+        for (kernels, tolerance) in kernels {
+            let dense = Dense::new(weight.clone(), bias.clone(), kernels).unwrap();
+            let cases = [
+                (Then::Nothing, plain.clone()),
+                (Then::Gelu, plain.gelu_erf().unwrap()),
+                (Then::Add(&residual), (&plain + &residual).unwrap()),
+            ];
+            for (then, want) in cases {
+                let got = dense.forward(&x, then).unwrap();
+                let diff = (got - want).unwrap().abs().unwrap().max_all().unwrap();
+                assert!(
+                    diff.to_scalar::<f32>().unwrap() < tolerance,
+                    "{kernels}: {diff}"
+                );
+            }
+            let wrong = tensor(9, 36, 0.0);
+            assert!(dense.forward(&x, Then::Add(&wrong)).is_err(), "{kernels}");
+            assert!(
+                dense.forward(&tensor(9, 4, 0.0), Then::Nothing).is_err(),
+                "{kernels}"
+            );
+        }
     }
 }

@@ -17,16 +17,19 @@
 //! [`WorkPool`] splits a product over threads without spinning at a barrier (see
 //! [`pool`]).
 //!
-//! Beside them, [`Bf16x3Matrix`] multiplies f32 matrices on Intel AMX tiles to near f32
-//! precision (see [`amx`]): the sentence embedder's linear layers.
+//! Beside them, f32 matrix products for the sentence embedder's linear layers:
+//! [`Bf16x3Matrix`] on Intel AMX tiles to near f32 precision (see [`amx`]), and
+//! [`FmaMatrix`] with AVX2 FMA on weights laid out for it at load (see [`fma`]).
 #![cfg(target_arch = "x86_64")]
 
 use std::ops::Range;
 use std::sync::OnceLock;
 
 pub mod amx;
+pub mod fma;
 pub mod pool;
 pub use amx::Bf16x3Matrix;
+pub use fma::FmaMatrix;
 pub use pool::WorkPool;
 
 /// Deterministic pseudo-random values in [-1, 1), `n` of them from `seed`: inputs for
@@ -40,6 +43,30 @@ pub fn test_values(n: usize, seed: u64) -> Vec<f32> {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             ((state >> 40) as f32 / (1u64 << 23) as f32) - 1.0
+        })
+        .collect()
+}
+
+/// `x · Wᵀ (+ bias)` in f64, for `x` of rows of `cols` values and `w` `rows × cols`:
+/// what the f32 products' tests compare with.
+#[cfg(test)]
+pub(crate) fn exact_product(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    rows: usize,
+    cols: usize,
+) -> Vec<f64> {
+    x.chunks(cols)
+        .flat_map(|xr| {
+            (0..rows).map(move |r| {
+                let dot: f64 = xr
+                    .iter()
+                    .zip(&w[r * cols..(r + 1) * cols])
+                    .map(|(a, b)| f64::from(*a) * f64::from(*b))
+                    .sum();
+                dot + bias.map_or(0.0, |b| f64::from(b[r]))
+            })
         })
         .collect()
 }

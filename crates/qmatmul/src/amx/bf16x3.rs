@@ -446,22 +446,6 @@ mod tests {
     use super::*;
     use crate::test_values as values;
 
-    /// The exact product in f64.
-    fn exact(x: &[f32], w: &[f32], bias: Option<&[f32]>, rows: usize, cols: usize) -> Vec<f64> {
-        x.chunks(cols)
-            .flat_map(|xr| {
-                (0..rows).map(move |r| {
-                    let dot: f64 = xr
-                        .iter()
-                        .zip(&w[r * cols..(r + 1) * cols])
-                        .map(|(a, b)| f64::from(*a) * f64::from(*b))
-                        .sum();
-                    dot + bias.map_or(0.0, |b| f64::from(b[r]))
-                })
-            })
-            .collect()
-    }
-
     #[test]
     fn split_halves_sum_to_the_value_within_two_to_the_minus_16() {
         for x in
@@ -499,7 +483,7 @@ mod tests {
             let matrix = Bf16x3Matrix::new(&w, rows, cols);
             for bias in [None, Some(bias.as_slice())] {
                 let got = matrix.matmul(&x, bias, |n, work| work(0..n));
-                let want = exact(&x, &w, bias, rows, cols);
+                let want = crate::exact_product(&x, &w, bias, rows, cols);
                 let scale = x
                     .chunks(cols)
                     .map(|xr| xr.iter().map(|v| v.abs()).sum::<f32>())
