@@ -1,8 +1,8 @@
 //! Softmax attention of one query against rows of keys and values,
 //! `softmax(q · Kᵀ / √d) · V`, with its two inner loops (the scores, the weighted sum of
 //! the values) compiled for AVX-512 or AVX2 where the CPU has them: the LLM's decoding
-//! and prompt attention (`llm/cpu_attention.rs`) and the embedder's per-sentence one
-//! (`embed/bert.rs`).
+//! and prompt attention (`llm/cpu_attention.rs`), and, over keys laid out transposed
+//! ([`attend_each`]), the embedder's per-sentence one (`embed/bert.rs`).
 
 use crate::vector_math::exp_nonpositive;
 
@@ -34,6 +34,49 @@ pub(crate) fn attend(
     attend_with(query, keys, values, scores, out, plain_scores, weighted_sum);
 }
 
+/// [`attend`] for each query of `queries` (rows of `d` values) against the same keys and
+/// values, the keys transposed: `keys_t` is `d` rows of `padded` values (the key count
+/// rounded up to a multiple of 16, zeros after the last key), so that the scores of a
+/// vector of keys are FMAs of one query value each, with no sum across lanes. `out` is
+/// a row of `d` per query.
+pub(crate) fn attend_each(
+    d: usize,
+    queries: &[f32],
+    keys_t: &[f32],
+    values: &[f32],
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
+    debug_assert!(keys_t.len() / d >= values.len() / d && (keys_t.len() / d).is_multiple_of(16));
+    #[cfg(target_arch = "x86_64")]
+    {
+        if d.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512 F; rows are whole vectors of 16, and so are the
+            // transposed keys' rows.
+            return unsafe { simd::attend_each_avx512(d, queries, keys_t, values, scores, out) };
+        }
+        if d.is_multiple_of(8)
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU has AVX2 and FMA; rows are whole vectors of 8, and so are
+            // the transposed keys' rows.
+            return unsafe { simd::attend_each_avx2(d, queries, keys_t, values, scores, out) };
+        }
+    }
+    for (query, out) in queries.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+        attend_with(
+            query,
+            keys_t,
+            values,
+            scores,
+            out,
+            plain_transposed_scores,
+            weighted_sum,
+        );
+    }
+}
+
 /// [`attend`] with the two inner loops given: `dot_scores(query, keys, scores)`, the
 /// scaled dot product of the query with each key, and `weighted_sum(weights, rows, out)`.
 #[inline(always)]
@@ -47,7 +90,7 @@ fn attend_with(
     weighted_sum: impl Fn(&[f32], &[f32], &mut [f32]),
 ) {
     scores.clear();
-    scores.resize(keys.len() / query.len(), 0.0);
+    scores.resize(values.len() / query.len(), 0.0);
     dot_scores(query, keys, scores);
     let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
     for score in scores.iter_mut() {
@@ -70,6 +113,20 @@ fn plain_scores(query: &[f32], keys: &[f32], scores: &mut [f32]) {
     let scale = score_scale(query.len());
     for (score, key) in scores.iter_mut().zip(keys.chunks_exact(query.len())) {
         *score = dot(query, key) * scale;
+    }
+}
+
+/// `scores[t] = query · key t / √d` for keys transposed (see [`attend_each`]).
+fn plain_transposed_scores(query: &[f32], keys_t: &[f32], scores: &mut [f32]) {
+    let scale = score_scale(query.len());
+    let padded = keys_t.len() / query.len();
+    for (t, score) in scores.iter_mut().enumerate() {
+        let dot: f32 = query
+            .iter()
+            .enumerate()
+            .map(|(i, q)| q * keys_t[i * padded + t])
+            .sum();
+        *score = dot * scale;
     }
 }
 
@@ -258,6 +315,111 @@ mod simd {
         Avx2
     );
 
+    /// Defines a function that is [`super::attend_each`] compiled for `$features` over
+    /// the lanes of `$lanes` (as [`attend_compiled_for`]).
+    macro_rules! attend_each_compiled_for {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $lanes:ty) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                d: usize,
+                queries: &[f32],
+                keys_t: &[f32],
+                values: &[f32],
+                scores: &mut Vec<f32>,
+                out: &mut [f32],
+            ) {
+                for (query, out) in queries.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
+                    super::attend_with(
+                        query,
+                        keys_t,
+                        values,
+                        scores,
+                        out,
+                        // SAFETY (both): as this function's.
+                        |q, keys_t, scores| unsafe {
+                            self::transposed_scores::<$lanes>(q, keys_t, scores)
+                        },
+                        |weights, rows, out| unsafe {
+                            weighted_sum::<$lanes>(weights, rows, out)
+                        },
+                    );
+                }
+            }
+        };
+    }
+
+    attend_each_compiled_for!(
+        /// [`super::attend_each`] with AVX-512.
+        ///
+        /// # Safety
+        /// AVX-512 F available; `d` a multiple of 16, the transposed keys as
+        /// [`super::attend_each`] describes.
+        attend_each_avx512,
+        "avx512f",
+        Avx512
+    );
+
+    attend_each_compiled_for!(
+        /// [`super::attend_each`] with AVX2 and FMA.
+        ///
+        /// # Safety
+        /// AVX2 and FMA available; `d` a multiple of 8, the transposed keys as
+        /// [`super::attend_each`] describes.
+        attend_each_avx2,
+        "avx2,fma",
+        Avx2
+    );
+
+    /// `out[t] = query · key t / √d` for keys transposed (`query.len()` rows of
+    /// `padded` values): up to four vectors of keys at a time, each an independent chain
+    /// of FMAs over the query's values.
+    #[inline(always)]
+    unsafe fn transposed_scores<L: Lanes>(query: &[f32], keys_t: &[f32], out: &mut [f32]) {
+        let mut first = 0;
+        while first < out.len() {
+            // SAFETY (all): the caller's.
+            first = match (out.len() - first).div_ceil(L::LANES) {
+                4.. => unsafe { transposed_scores_of::<L, 4>(query, keys_t, out, first) },
+                3 => unsafe { transposed_scores_of::<L, 3>(query, keys_t, out, first) },
+                2 => unsafe { transposed_scores_of::<L, 2>(query, keys_t, out, first) },
+                _ => unsafe { transposed_scores_of::<L, 1>(query, keys_t, out, first) },
+            };
+        }
+    }
+
+    /// [`transposed_scores`] of the `N` vectors of keys from key `first` on; returns
+    /// where they end (at most `out.len()`).
+    #[inline(always)]
+    unsafe fn transposed_scores_of<L: Lanes, const N: usize>(
+        query: &[f32],
+        keys_t: &[f32],
+        out: &mut [f32],
+        first: usize,
+    ) -> usize {
+        let padded = keys_t.len() / query.len();
+        let mut acc = [unsafe { L::zero() }; N];
+        for (i, q) in query.iter().enumerate() {
+            let q = unsafe { L::splat(*q) };
+            let row = &keys_t[i * padded + first..i * padded + first + N * L::LANES];
+            for (v, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: a whole vector within the row's slice.
+                *acc = unsafe { L::fmadd(q, L::load(row.as_ptr().add(v * L::LANES)), *acc) };
+            }
+        }
+        let mut sums = [0f32; 64];
+        for (v, acc) in acc.iter().enumerate() {
+            // SAFETY: N ≤ 4 vectors of at most 16 lanes.
+            unsafe { L::store(sums.as_mut_ptr().add(v * L::LANES), *acc) };
+        }
+        let end = out.len().min(first + N * L::LANES);
+        let scale = super::score_scale(query.len());
+        for (score, sum) in out[first..end].iter_mut().zip(sums) {
+            *score = sum * scale;
+        }
+        end
+    }
+
     /// `out[t] = query · keys[t] / √d` in `L`'s lanes, four keys at a time: four
     /// independent chains of FMAs (one key's chain waits on each FMA's latency), summed
     /// together by [`Lanes::sum4`]. The last keys are computed as a group of four too
@@ -334,7 +496,7 @@ mod simd {
 
 #[cfg(test)]
 mod tests {
-    use super::attend;
+    use super::{attend, attend_each};
 
     /// `softmax(q · Kᵀ / √d) · V` in f64.
     fn reference(query: &[f32], keys: &[f32], values: &[f32]) -> Vec<f64> {
@@ -376,6 +538,40 @@ mod tests {
                         (f64::from(*got) - want).abs() < 1e-5 * want.abs().max(1.0),
                         "d {d}, {n} keys: {got} against {want}"
                     );
+                }
+            }
+        }
+    }
+
+    /// Several queries over keys laid out transposed give what [`attend`] gives each
+    /// (to rounding: the scores are summed in another order), on the vector loops and
+    /// the plain ones, with key counts around whole vectors and padded rows.
+    #[test]
+    fn attending_each_query_over_transposed_keys_is_attending_each_alone() {
+        let value = |i: usize, seed: f32| (i as f32 * 0.7 + seed).sin() * 3.0;
+        for d in [8, 16, 32, 7] {
+            for n in [1, 3, 8, 9, 16, 17, 36, 70] {
+                let queries: Vec<f32> = (0..n * d).map(|i| value(i, 0.4)).collect();
+                let keys: Vec<f32> = (0..n * d).map(|i| value(i, 1.3)).collect();
+                let values: Vec<f32> = (0..n * d).map(|i| value(i, 2.9)).collect();
+                let padded = n.next_multiple_of(16);
+                let mut keys_t = vec![0f32; d * padded];
+                for (t, key) in keys.chunks_exact(d).enumerate() {
+                    for (i, k) in key.iter().enumerate() {
+                        keys_t[i * padded + t] = *k;
+                    }
+                }
+                let mut out = vec![0f32; n * d];
+                attend_each(d, &queries, &keys_t, &values, &mut Vec::new(), &mut out);
+                for (query, got) in queries.chunks_exact(d).zip(out.chunks_exact(d)) {
+                    let mut want = vec![0f32; d];
+                    attend(query, &keys, &values, &mut Vec::new(), &mut want);
+                    for (g, w) in got.iter().zip(&want) {
+                        assert!(
+                            (g - w).abs() < 1e-5 * w.abs().max(1.0),
+                            "d {d}, {n}: {g} {w}"
+                        );
+                    }
                 }
             }
         }

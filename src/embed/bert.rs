@@ -202,8 +202,8 @@ impl PackedBert {
     }
 
     /// [`PackedBert::attention`] on the CPU, without tensor operations: a sentence per
-    /// unit of the pool, each head's keys and values gathered into rows for
-    /// [`crate::attention::attend`].
+    /// unit of the pool, each head's queries and values gathered into rows and its keys
+    /// transposed for [`crate::attention::attend_each`].
     fn attention_on_cpu(&self, qkv: &Tensor, lengths: &[usize]) -> Result<Tensor> {
         let (hidden, d) = (self.hidden, self.head_dim);
         let (storage, layout) = qkv.storage_and_layout();
@@ -224,31 +224,39 @@ impl PackedBert {
             start += len;
         }
         crate::cpu_pool::parallel_for(sentences.len(), &|range| {
-            let (mut keys, mut values, mut scores) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut queries, mut keys_t, mut values) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut scores, mut head_out) = (Vec::new(), Vec::new());
             for sentence in &sentences[range] {
                 let mut sentence = sentence.lock().unwrap_or_else(PoisonError::into_inner);
                 let (start, ref mut out) = *sentence;
                 let rows = &qkv[start * 3 * hidden..start * 3 * hidden + out.len() * 3];
+                let len = rows.len() / (3 * hidden);
+                let padded = len.next_multiple_of(16);
                 for head in 0..self.heads {
                     let at = head * d;
-                    keys.clear();
+                    queries.clear();
                     values.clear();
-                    for row in rows.chunks_exact(3 * hidden) {
-                        keys.extend_from_slice(&row[hidden + at..hidden + at + d]);
+                    keys_t.clear();
+                    keys_t.resize(d * padded, 0.0);
+                    for (t, row) in rows.chunks_exact(3 * hidden).enumerate() {
+                        queries.extend_from_slice(&row[at..at + d]);
                         values.extend_from_slice(&row[2 * hidden + at..2 * hidden + at + d]);
+                        for (i, k) in row[hidden + at..hidden + at + d].iter().enumerate() {
+                            keys_t[i * padded + t] = *k;
+                        }
                     }
-                    for (row, out) in rows
-                        .chunks_exact(3 * hidden)
-                        .zip(out.chunks_exact_mut(hidden))
+                    head_out.resize(len * d, 0.0);
+                    crate::attention::attend_each(
+                        d,
+                        &queries,
+                        &keys_t,
+                        &values,
+                        &mut scores,
+                        &mut head_out,
+                    );
+                    for (out, context) in out.chunks_exact_mut(hidden).zip(head_out.chunks_exact(d))
                     {
-                        let query = &row[at..at + d];
-                        crate::attention::attend(
-                            query,
-                            &keys,
-                            &values,
-                            &mut scores,
-                            &mut out[at..at + d],
-                        );
+                        out[at..at + d].copy_from_slice(context);
                     }
                 }
             }
