@@ -1,13 +1,14 @@
 //! The CPU kernels of `crates/qmatmul` on the calling thread, each one this CPU can run:
 //! the quantised ones on SmolLM2-135M's matrix shapes, for 1, 8 and 64 input rows (a
 //! decoding step, a batch of eight, a prompt chunk);
-//! the AMX f32 product on all-MiniLM-L6-v2's, 2,304 tokens (the embed bench's 64
+//! the embedder's f32 products (AMX bf16x3 on the calling thread, the AVX2 FMA kernel on
+//! candle's thread count) on all-MiniLM-L6-v2's, 2,304 tokens (the embed bench's 64
 //! sentences), against candle's f32 matmul (gemm, on candle's thread count: all cores
-//! unless `CANDLE_NUM_THREADS` says otherwise). The weights are synthetic: speed does
-//! not depend on them.
+//! unless `RAYON_NUM_THREADS` says otherwise). The weights are synthetic: speed does not
+//! depend on them.
 //!
-//! `cargo bench --bench qmatmul` (`CANDLE_NUM_THREADS=1 cargo bench --bench qmatmul` for
-//! candle's matmul on one thread like the rest)
+//! `cargo bench --bench qmatmul` (`RAYON_NUM_THREADS=1 cargo bench --bench qmatmul` for
+//! the f32 products on one thread like the rest)
 
 #[cfg(target_arch = "x86_64")]
 mod kernels {
