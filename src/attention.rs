@@ -36,7 +36,7 @@ pub(crate) fn attend(
 
 /// [`attend`] for each query of `queries` (rows of `d` values) against the same keys and
 /// values, the keys transposed: `keys_t` is `d` rows of `padded` values (the key count
-/// rounded up to a multiple of 16, zeros after the last key), so that the scores of a
+/// rounded up to a multiple of 32, zeros after the last key), so that the scores of a
 /// vector of keys are FMAs of one query value each, with no sum across lanes. `out` is
 /// a row of `d` per query.
 pub(crate) fn attend_each(
@@ -47,7 +47,7 @@ pub(crate) fn attend_each(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    debug_assert!(keys_t.len() / d >= values.len() / d && (keys_t.len() / d).is_multiple_of(16));
+    debug_assert!(keys_t.len() / d >= values.len() / d && (keys_t.len() / d).is_multiple_of(32));
     #[cfg(target_arch = "x86_64")]
     {
         if d.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
@@ -176,6 +176,8 @@ mod simd {
         unsafe fn splat(x: f32) -> Self::Vector;
         unsafe fn load(p: *const f32) -> Self::Vector;
         unsafe fn store(p: *mut f32, v: Self::Vector);
+        /// `a + b`.
+        unsafe fn add(a: Self::Vector, b: Self::Vector) -> Self::Vector;
         /// `a · b + c`, fused.
         unsafe fn fmadd(a: Self::Vector, b: Self::Vector, c: Self::Vector) -> Self::Vector;
         /// The sums of the lanes of each of four vectors.
@@ -203,6 +205,10 @@ mod simd {
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m512) {
             unsafe { _mm512_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_add_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
@@ -243,6 +249,10 @@ mod simd {
         #[inline(always)]
         unsafe fn store(p: *mut f32, v: __m256) {
             unsafe { _mm256_storeu_ps(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_add_ps(a, b) }
         }
         #[inline(always)]
         unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
@@ -372,52 +382,39 @@ mod simd {
     );
 
     /// `out[t] = query · key t / √d` for keys transposed (`query.len()` rows of
-    /// `padded` values): up to four vectors of keys at a time, each an independent chain
-    /// of FMAs over the query's values.
+    /// `padded` values, a multiple of 32; an even number of them): two vectors of keys at
+    /// a time, each summed in two chains of FMAs (the query's even and odd values), so
+    /// that four run at once.
     #[inline(always)]
     unsafe fn transposed_scores<L: Lanes>(query: &[f32], keys_t: &[f32], out: &mut [f32]) {
-        let mut first = 0;
-        while first < out.len() {
-            // SAFETY (all): the caller's.
-            first = match (out.len() - first).div_ceil(L::LANES) {
-                4.. => unsafe { transposed_scores_of::<L, 4>(query, keys_t, out, first) },
-                3 => unsafe { transposed_scores_of::<L, 3>(query, keys_t, out, first) },
-                2 => unsafe { transposed_scores_of::<L, 2>(query, keys_t, out, first) },
-                _ => unsafe { transposed_scores_of::<L, 1>(query, keys_t, out, first) },
-            };
-        }
-    }
-
-    /// [`transposed_scores`] of the `N` vectors of keys from key `first` on; returns
-    /// where they end (at most `out.len()`).
-    #[inline(always)]
-    unsafe fn transposed_scores_of<L: Lanes, const N: usize>(
-        query: &[f32],
-        keys_t: &[f32],
-        out: &mut [f32],
-        first: usize,
-    ) -> usize {
-        let padded = keys_t.len() / query.len();
-        let mut acc = [unsafe { L::zero() }; N];
-        for (i, q) in query.iter().enumerate() {
-            let q = unsafe { L::splat(*q) };
-            let row = &keys_t[i * padded + first..i * padded + first + N * L::LANES];
-            for (v, acc) in acc.iter_mut().enumerate() {
-                // SAFETY: a whole vector within the row's slice.
-                *acc = unsafe { L::fmadd(q, L::load(row.as_ptr().add(v * L::LANES)), *acc) };
+        let (padded, step) = (keys_t.len() / query.len(), 2 * L::LANES);
+        let scale = super::score_scale(query.len());
+        for first in (0..out.len()).step_by(step) {
+            let mut acc = [[unsafe { L::zero() }; 2]; 2];
+            for (i, q) in query.chunks_exact(2).enumerate() {
+                let q = unsafe { [L::splat(q[0]), L::splat(q[1])] };
+                let at = 2 * i * padded + first;
+                let rows = [
+                    &keys_t[at..at + step],
+                    &keys_t[at + padded..at + padded + step],
+                ];
+                for (v, acc) in acc.iter_mut().enumerate() {
+                    for ((acc, q), row) in acc.iter_mut().zip(q).zip(rows) {
+                        // SAFETY: a whole vector within the row's slice.
+                        let keys = unsafe { L::load(row.as_ptr().add(v * L::LANES)) };
+                        *acc = unsafe { L::fmadd(q, keys, *acc) };
+                    }
+                }
+            }
+            let mut sums = [0f32; 32];
+            for (v, [even, odd]) in acc.into_iter().enumerate() {
+                // SAFETY: two vectors of at most 16 lanes.
+                unsafe { L::store(sums.as_mut_ptr().add(v * L::LANES), L::add(even, odd)) };
+            }
+            for (score, sum) in out[first..].iter_mut().zip(sums.iter().take(step)) {
+                *score = sum * scale;
             }
         }
-        let mut sums = [0f32; 64];
-        for (v, acc) in acc.iter().enumerate() {
-            // SAFETY: N ≤ 4 vectors of at most 16 lanes.
-            unsafe { L::store(sums.as_mut_ptr().add(v * L::LANES), *acc) };
-        }
-        let end = out.len().min(first + N * L::LANES);
-        let scale = super::score_scale(query.len());
-        for (score, sum) in out[first..end].iter_mut().zip(sums) {
-            *score = sum * scale;
-        }
-        end
     }
 
     /// `out[t] = query · keys[t] / √d` in `L`'s lanes, four keys at a time: four
@@ -554,7 +551,7 @@ mod tests {
                 let queries: Vec<f32> = (0..n * d).map(|i| value(i, 0.4)).collect();
                 let keys: Vec<f32> = (0..n * d).map(|i| value(i, 1.3)).collect();
                 let values: Vec<f32> = (0..n * d).map(|i| value(i, 2.9)).collect();
-                let padded = n.next_multiple_of(16);
+                let padded = n.next_multiple_of(32);
                 let mut keys_t = vec![0f32; d * padded];
                 for (t, key) in keys.chunks_exact(d).enumerate() {
                     for (i, k) in key.iter().enumerate() {
