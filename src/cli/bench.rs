@@ -388,7 +388,8 @@ fn bench_embed(args: EmbedBench) -> Result<()> {
     println!("| engine | load s | sentences/s | peak RSS MiB |");
     println!("| --- | --- | --- | --- |");
     println!(
-        "| neuron (candle) | {load_s:.2} | {} | {:.0} |",
+        "| neuron ({}) | {load_s:.2} | {} | {:.0} |",
+        embedder.kernels(),
         range(&rates),
         peak_rss_mb().unwrap_or(f64::NAN)
     );
