@@ -23,6 +23,30 @@ use crate::models::Resolver;
 use crate::script::{self, HostConfig, Limits, ModelSettings, ScriptError, ScriptHost, Services};
 use crate::services::{HttpConfig, SourceTree};
 
+/// Aborts a background task when dropped (also when the future owning it is), unless
+/// detached first.
+pub(crate) struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    /// Guards `task`.
+    pub(crate) fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        Self(Some(task))
+    }
+
+    /// Lets the task run on when this is dropped.
+    pub(crate) fn detach(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
 /// The services scripts use, as configured: the chat and embedding models
 /// (`neuron.model_id`, `neuron.embed_model_id`, loaded on first use on `neuron.device`,
 /// or the servers `neuron.llm_endpoint`/`neuron.embed_endpoint` name) and the HTTP

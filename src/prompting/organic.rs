@@ -29,6 +29,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, Semaphore, mpsc};
 
+use super::AbortOnDrop;
 use super::contract::PromptingLookups;
 use super::events::{EventLog, ResponseEvent};
 use super::hooks::{Answer, PromptingHooks, TaskInstance};
@@ -244,17 +245,6 @@ impl Asked {
     }
 }
 
-/// Aborts the request's work when dropped, unless detached first.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        if let Some(task) = self.0.take() {
-            task.abort();
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl ChatBackend for OrganicRouter {
     fn models(&self) -> Vec<String> {
@@ -270,7 +260,7 @@ impl ChatBackend for OrganicRouter {
         };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(Arc::clone(inner).route(metagraph, uids.clone(), query, tx));
-        let guard = AbortOnDrop(Some(task));
+        let guard = AbortOnDrop::new(task);
         let mut failures = Vec::new();
         let winner = loop {
             match rx.recv().await {
@@ -289,7 +279,7 @@ impl ChatBackend for OrganicRouter {
             // Every query is over; the task goes on to score (and log) the failures, as
             // a synthetic step would.
             let mut guard = guard;
-            guard.0.take();
+            guard.detach();
             return Err(BackendError::Unavailable(format!(
                 "no miner answered ({} asked): {}",
                 uids.len(),
@@ -304,7 +294,7 @@ impl ChatBackend for OrganicRouter {
                     Some(Event::Done(i, ..)) if i == winner => {
                         // The answer is complete: the others go on to their deadline and
                         // the scoring, whatever the client does now.
-                        guard.0.take();
+                        guard.detach();
                         return None;
                     }
                     Some(_) => {}

@@ -31,6 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use rhai::Array;
 use tracing::warn;
 
+use super::AbortOnDrop;
 use super::challenge::{Challenge, ChallengeError, TaskChoice};
 use super::contract::{PromptingLookups, PromptingScript};
 use super::events::{EventLog, EventsError, ResponseEvent, StepEvent};
@@ -107,15 +108,6 @@ pub fn require_challenge_scripts(
     }
     scripts.persona_script(&config.neuron.persona)?;
     Ok(())
-}
-
-/// Aborts a background task when dropped (also when the future owning it is).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// A running validator.
@@ -324,7 +316,7 @@ impl Validator {
     pub async fn step_batch(&mut self, n: usize) -> Vec<Result<StepEvent, ValidatorError>> {
         if self.reveals.is_none() {
             let weights = self.weights.clone();
-            self.reveals = Some(AbortOnDrop(tokio::spawn(async move {
+            self.reveals = Some(AbortOnDrop::new(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(REVEAL_POLL).await;
                     if let Err(err) = weights.reveal_due().await {
