@@ -4,7 +4,7 @@
 //! `chat.completion` JSON) and the unsigned `POST /availability`. The request and reply
 //! types and their JSON live here; the axon routes, the handler answers with
 //! [`ChatEvent`]s. The client side (`net::transport`) sends the same request type and
-//! reads the stream back with [`SseDecoder`] and [`chunk_text`].
+//! reads the stream back with [`SseDecoder`] and [`read_chunk`].
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -320,30 +320,32 @@ fn event_end(buffer: &[u8]) -> Option<(usize, usize)> {
 /// What one SSE `data` of a chat stream says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StreamData {
-    /// A `chat.completion.chunk`, with its text (empty for role or logprob chunks).
-    Text(String),
+    /// A `chat.completion.chunk`: its first choice's `delta.content` (empty for role or
+    /// logprob chunks) and the tokens with logprobs of its `logprobs.content` (none when
+    /// absent or `null`).
+    Chunk {
+        /// The text.
+        text: String,
+        /// The tokens with logprobs.
+        logprobs: Vec<TokenLogprob>,
+    },
     /// `[DONE]`: the end of the stream.
     Done,
 }
 
+/// Why one SSE `data` of a chat stream could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StreamDataError {
+    /// Neither `[DONE]` nor JSON with a first choice.
+    #[error("not a chat completion chunk")]
+    NotAChunk,
+    /// The first choice's `logprobs` are not OpenAI's shape.
+    #[error("malformed logprobs")]
+    Logprobs,
+}
+
 /// The SSE `data` that ends a chat stream.
 pub const STREAM_DONE: &str = "[DONE]";
-
-/// Reads one SSE `data` of a chat stream: `[DONE]`, or a chunk whose first choice's
-/// `delta.content` is the text; `None` when it is neither.
-pub fn chunk_text(data: &str) -> Option<StreamData> {
-    if data.trim() == STREAM_DONE {
-        return Some(StreamData::Done);
-    }
-    let chunk: Value = serde_json::from_str(data).ok()?;
-    let choice = chunk.get("choices")?.get(0)?;
-    let text = choice
-        .get("delta")
-        .and_then(|d| d.get("content"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    Some(StreamData::Text(text.to_string()))
-}
 
 /// A chunk's `logprobs` as OpenAI writes them (`content: [{token, logprob,
 /// top_logprobs: [{token, logprob}]}]`).
@@ -367,21 +369,26 @@ struct WireAlternative {
     logprob: f32,
 }
 
-/// The tokens with logprobs one SSE `data` of a chat stream carries in its first
-/// choice's `logprobs.content` (none for `[DONE]`, a chunk without logprobs or with
-/// `null`); `None` when they are malformed.
-pub fn chunk_logprobs(data: &str) -> Option<Vec<TokenLogprob>> {
+/// Reads one SSE `data` of a chat stream (parsed once): `[DONE]`, or a chunk's text and
+/// tokens with logprobs.
+pub fn read_chunk(data: &str) -> Result<StreamData, StreamDataError> {
     if data.trim() == STREAM_DONE {
-        return Some(Vec::new());
+        return Ok(StreamData::Done);
     }
-    let chunk: Value = serde_json::from_str(data).ok()?;
-    let logprobs = chunk.get("choices")?.get(0)?.get("logprobs");
-    let Some(logprobs) = logprobs.filter(|v| !v.is_null()) else {
-        return Some(Vec::new());
-    };
-    let wire: WireLogprobs = serde_json::from_value(logprobs.clone()).ok()?;
-    Some(
-        wire.content
+    let mut chunk: Value = serde_json::from_str(data).map_err(|_| StreamDataError::NotAChunk)?;
+    let choice = chunk
+        .get_mut("choices")
+        .and_then(|c| c.get_mut(0))
+        .ok_or(StreamDataError::NotAChunk)?;
+    let text = choice["delta"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let logprobs = match choice.get_mut("logprobs").map(Value::take) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(logprobs) => serde_json::from_value::<WireLogprobs>(logprobs)
+            .map_err(|_| StreamDataError::Logprobs)?
+            .content
             .unwrap_or_default()
             .into_iter()
             .map(|t| TokenLogprob {
@@ -394,7 +401,8 @@ pub fn chunk_logprobs(data: &str) -> Option<Vec<TokenLogprob>> {
                     .collect(),
             })
             .collect(),
-    )
+    };
+    Ok(StreamData::Chunk { text, logprobs })
 }
 
 /// One streaming greedy chat request to an OpenAI-compatible server at `base_url`
@@ -435,16 +443,20 @@ pub async fn timed_chat_stream(
     let (mut sse, mut first, mut chunks, mut usage) = (SseDecoder::default(), None, 0, None);
     while let Some(bytes) = futures::StreamExt::next(&mut stream).await {
         for data in sse.push(&bytes.map_err(|e| fail(e.to_string()))?) {
-            if let Some(StreamData::Text(text)) = chunk_text(&data)
-                && !text.is_empty()
+            // Parsed here rather than by `read_chunk`: the usage comes in a chunk of
+            // no choices.
+            let Ok(chunk) = serde_json::from_str::<Value>(&data) else {
+                continue;
+            };
+            if let Some(n) = chunk["usage"]["completion_tokens"].as_u64() {
+                usage = Some(n as usize);
+            }
+            if chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|text| !text.is_empty())
             {
                 first.get_or_insert_with(|| sent.elapsed());
                 chunks += 1;
-            }
-            if let Ok(chunk) = serde_json::from_str::<Value>(&data)
-                && let Some(n) = chunk["usage"]["completion_tokens"].as_u64()
-            {
-                usage = Some(n as usize);
             }
         }
     }
@@ -504,7 +516,7 @@ mod tests {
     }
 
     #[test]
-    fn chunk_logprobs_read_back_what_the_miner_writes_and_refuse_malformed_ones() {
+    fn logprobs_read_back_what_the_miner_writes_and_malformed_ones_are_refused() {
         let tokens = vec![TokenLogprob {
             token: "Pa".into(),
             logprob: -0.25,
@@ -514,19 +526,24 @@ mod tests {
         let chunk = id.sse_chunk(json!({}), Some(logprobs_json(&tokens)), None);
         let data = std::str::from_utf8(&chunk).unwrap().trim_end();
         let data = data.strip_prefix("data: ").unwrap();
-        assert_eq!(chunk_logprobs(data), Some(tokens));
+        let chunk = |text: &str, logprobs: Vec<TokenLogprob>| StreamData::Chunk {
+            text: text.into(),
+            logprobs,
+        };
+        assert_eq!(read_chunk(data), Ok(chunk("", tokens)));
         let plain = id.sse_chunk(json!({"content": "x"}), None, None);
         let plain = std::str::from_utf8(&plain).unwrap().trim_end();
-        assert_eq!(chunk_logprobs(&plain[6..]), Some(Vec::new()));
-        assert_eq!(chunk_logprobs("[DONE]"), Some(Vec::new()));
+        assert_eq!(read_chunk(&plain[6..]), Ok(chunk("x", Vec::new())));
+        assert_eq!(read_chunk("[DONE]"), Ok(StreamData::Done));
         for bad in [
             r#"{"choices": [{"logprobs": {"content": [{"token": 1, "logprob": 0}]}}]}"#,
             r#"{"choices": [{"logprobs": {"content": [{"token": "a"}]}}]}"#,
             r#"{"choices": [{"logprobs": "yes"}]}"#,
-            r#"{"choices": []}"#,
-            "not json",
         ] {
-            assert_eq!(chunk_logprobs(bad), None, "{bad}");
+            assert_eq!(read_chunk(bad), Err(StreamDataError::Logprobs), "{bad}");
+        }
+        for bad in [r#"{"choices": []}"#, r#"{"nope": 1}"#, "not json"] {
+            assert_eq!(read_chunk(bad), Err(StreamDataError::NotAChunk), "{bad}");
         }
     }
 
@@ -550,14 +567,16 @@ mod tests {
         let mut read = Vec::new();
         for piece in wire.chunks(7) {
             for data in decoder.push(piece) {
-                read.push(chunk_text(&data).unwrap());
+                read.push(read_chunk(&data).unwrap());
             }
         }
-        let text = |t: &str| StreamData::Text(t.into());
+        let text = |t: &str| StreamData::Chunk {
+            text: t.into(),
+            logprobs: Vec::new(),
+        };
         assert_eq!(
             read,
             vec![text(""), text("Pa"), text("ris"), StreamData::Done]
         );
-        assert_eq!(chunk_text("{\"nope\": 1}"), None);
     }
 }

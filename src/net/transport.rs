@@ -28,7 +28,9 @@ use futures::stream::FuturesUnordered;
 use super::dendrite::{
     ChunkError, ChunkLimit, ReadError, error_message, map_client_error, read_capped,
 };
-use super::openai::{CHAT_COMPLETIONS_PATH, ChatCompletionRequest, SseDecoder, StreamData};
+use super::openai::{
+    CHAT_COMPLETIONS_PATH, ChatCompletionRequest, SseDecoder, StreamData, StreamDataError,
+};
 use super::{AuthScheme, AxonInfo, Dendrite, PromptingSynapse, StreamPromptingSynapse};
 use super::{float_repr, openai};
 use crate::llm::TokenLogprob;
@@ -435,14 +437,22 @@ impl Dendrite {
                 ChunkError::TooLarge(message) => (413, message),
             })?;
             for data in decoder.push(&chunk) {
-                match openai::chunk_text(&data) {
-                    Some(StreamData::Text(piece)) => text.push_str(&piece),
-                    Some(StreamData::Done) => return Ok(()),
-                    None => return Err((422, "Failed to parse response".into())),
+                match openai::read_chunk(&data) {
+                    Ok(StreamData::Chunk {
+                        text: piece,
+                        logprobs: tokens,
+                    }) => {
+                        text.push_str(&piece);
+                        logprobs.extend(tokens);
+                    }
+                    Ok(StreamData::Done) => return Ok(()),
+                    Err(StreamDataError::NotAChunk) => {
+                        return Err((422, "Failed to parse response".into()));
+                    }
+                    Err(StreamDataError::Logprobs) => {
+                        return Err((422, "Failed to parse logprobs".into()));
+                    }
                 }
-                let tokens = openai::chunk_logprobs(&data)
-                    .ok_or_else(|| (422, "Failed to parse logprobs".to_string()))?;
-                logprobs.extend(tokens);
                 if text.full {
                     return Ok(());
                 }
