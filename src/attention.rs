@@ -16,27 +16,28 @@ pub(crate) fn attend(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    let d = query.len();
     #[cfg(target_arch = "x86_64")]
-    {
-        if d.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512 F; rows are whole vectors of 16.
+    match simd::loops_for(query.len()) {
+        // SAFETY (both): the CPU has the instructions `loops_for` checked, and rows are
+        // whole vectors of them.
+        Some(simd::Loops::Avx512) => {
             return unsafe { simd::attend_avx512(query, keys, values, scores, out) };
         }
-        if d.is_multiple_of(8)
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA; rows are whole vectors of 8.
+        Some(simd::Loops::Avx2) => {
             return unsafe { simd::attend_avx2(query, keys, values, scores, out) };
         }
+        None => {}
     }
     attend_with(query, keys, values, scores, out, plain_scores, weighted_sum);
 }
 
+/// What the rows of [`attend_each`]'s transposed keys are a multiple of: two vectors
+/// of the widest lanes (AVX-512's 16), one pass of its score loop.
+pub(crate) const KEYS_T_MULTIPLE: usize = 32;
+
 /// [`attend`] for each query of `queries` (rows of `d` values) against the same keys and
 /// values, the keys transposed: `keys_t` is `d` rows of `padded` values (the key count
-/// rounded up to a multiple of 32, zeros after the last key), so that the scores of a
+/// rounded up to a multiple of [`KEYS_T_MULTIPLE`]), so that the scores of a
 /// vector of keys are FMAs of one query value each, with no sum across lanes. `out` is
 /// a row of `d` per query.
 pub(crate) fn attend_each(
@@ -47,22 +48,20 @@ pub(crate) fn attend_each(
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
-    debug_assert!(keys_t.len() / d >= values.len() / d && (keys_t.len() / d).is_multiple_of(32));
+    debug_assert!(
+        keys_t.len() / d >= values.len() / d && (keys_t.len() / d).is_multiple_of(KEYS_T_MULTIPLE)
+    );
     #[cfg(target_arch = "x86_64")]
-    {
-        if d.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU has AVX-512 F; rows are whole vectors of 16, and so are the
-            // transposed keys' rows.
+    match simd::loops_for(d) {
+        // SAFETY (both): the CPU has the instructions `loops_for` checked; rows are whole
+        // vectors of them, and so are the transposed keys' rows.
+        Some(simd::Loops::Avx512) => {
             return unsafe { simd::attend_each_avx512(d, queries, keys_t, values, scores, out) };
         }
-        if d.is_multiple_of(8)
-            && std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU has AVX2 and FMA; rows are whole vectors of 8, and so are
-            // the transposed keys' rows.
+        Some(simd::Loops::Avx2) => {
             return unsafe { simd::attend_each_avx2(d, queries, keys_t, values, scores, out) };
         }
+        None => {}
     }
     for (query, out) in queries.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         attend_with(
@@ -231,6 +230,29 @@ mod simd {
     /// 8 lanes of AVX2 with FMA.
     pub(super) struct Avx2;
 
+    /// The vector loops a head of `d` values runs on.
+    pub(super) enum Loops {
+        /// AVX-512 F: `d` a multiple of 16.
+        Avx512,
+        /// AVX2 and FMA: `d` a multiple of 8.
+        Avx2,
+    }
+
+    /// The widest vector loops this CPU runs for heads of `d` values; `None` for the
+    /// plain loops.
+    pub(super) fn loops_for(d: usize) -> Option<Loops> {
+        if d.is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx512f") {
+            Some(Loops::Avx512)
+        } else if d.is_multiple_of(8)
+            && std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+        {
+            Some(Loops::Avx2)
+        } else {
+            None
+        }
+    }
+
     impl Lanes for Avx2 {
         type Vector = __m256;
         const LANES: usize = 8;
@@ -382,7 +404,7 @@ mod simd {
     );
 
     /// `out[t] = query · key t / √d` for keys transposed (`query.len()` rows of
-    /// `padded` values, a multiple of 32; an even number of them): two vectors of keys at
+    /// `padded` values, a multiple of [`super::KEYS_T_MULTIPLE`]; an even number of them): two vectors of keys at
     /// a time, each summed in two chains of FMAs (the query's even and odd values), so
     /// that four run at once.
     #[inline(always)]
@@ -406,7 +428,7 @@ mod simd {
                     }
                 }
             }
-            let mut sums = [0f32; 32];
+            let mut sums = [0f32; super::KEYS_T_MULTIPLE];
             for (v, [even, odd]) in acc.into_iter().enumerate() {
                 // SAFETY: two vectors of at most 16 lanes.
                 unsafe { L::store(sums.as_mut_ptr().add(v * L::LANES), L::add(even, odd)) };
@@ -493,7 +515,7 @@ mod simd {
 
 #[cfg(test)]
 mod tests {
-    use super::{attend, attend_each};
+    use super::{KEYS_T_MULTIPLE, attend, attend_each};
 
     /// `softmax(q · Kᵀ / √d) · V` in f64.
     fn reference(query: &[f32], keys: &[f32], values: &[f32]) -> Vec<f64> {
@@ -551,7 +573,7 @@ mod tests {
                 let queries: Vec<f32> = (0..n * d).map(|i| value(i, 0.4)).collect();
                 let keys: Vec<f32> = (0..n * d).map(|i| value(i, 1.3)).collect();
                 let values: Vec<f32> = (0..n * d).map(|i| value(i, 2.9)).collect();
-                let padded = n.next_multiple_of(32);
+                let padded = n.next_multiple_of(KEYS_T_MULTIPLE);
                 let mut keys_t = vec![0f32; d * padded];
                 for (t, key) in keys.chunks_exact(d).enumerate() {
                     for (i, k) in key.iter().enumerate() {

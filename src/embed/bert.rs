@@ -231,7 +231,7 @@ impl PackedBert {
                 let (start, ref mut out) = *sentence;
                 let rows = &qkv[start * 3 * hidden..start * 3 * hidden + out.len() * 3];
                 let len = rows.len() / (3 * hidden);
-                let padded = len.next_multiple_of(32);
+                let padded = len.next_multiple_of(crate::attention::KEYS_T_MULTIPLE);
                 for head in 0..self.heads {
                     let at = head * d;
                     queries.clear();
