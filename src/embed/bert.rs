@@ -4,8 +4,9 @@
 //! sentence. On real text that is most of the work: the first sentences of Wikipedia
 //! articles run from 6 to 107 tokens (mean 36), so a padded batch of 64 is two thirds
 //! padding. Here the sentences' tokens are laid end to end: the linear layers, which hold
-//! nearly all the FLOPs, see only real tokens, and attention runs sentence by sentence,
-//! which needs no mask. Weight names and arithmetic follow Hugging Face's `BertModel`, so
+//! nearly all the FLOPs, see only real tokens, and on the CPU attention runs sentence by
+//! sentence, which needs no mask. On a GPU, where each operation is a kernel launch,
+//! attention pads the sentences and masks the padding instead. Weight names and arithmetic follow Hugging Face's `BertModel`, so
 //! outputs match sentence-transformers.
 
 use std::sync::{Mutex, PoisonError};
@@ -15,6 +16,10 @@ use candle_nn::{LayerNorm, Module, VarBuilder};
 use candle_transformers::models::bert::{Config, HiddenAct};
 
 use super::dense::{Dense, KernelsInUse, Then};
+
+/// Most attention scores (sentences × heads × longest²) a GPU holds at once: about
+/// 256 MiB of f32.
+const PADDED_SCORES_BUDGET: usize = 64 << 20;
 
 /// Sentences laid end to end: token ids, positions within their sentence, and lengths.
 #[derive(Debug, Default)]
@@ -183,22 +188,68 @@ impl PackedBert {
         if qkv.device().is_cpu() {
             return self.attention_on_cpu(qkv, lengths);
         }
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let mut start = 0;
-        let mut contexts = Vec::with_capacity(lengths.len());
-        for &len in lengths {
-            let heads = qkv
-                .narrow(0, start, len)?
-                .reshape((len, 3, self.heads, self.head_dim))?
-                .permute((1, 2, 0, 3))?
-                .contiguous()?; // (q|k|v, head, token, head_dim)
-            let (q, k, v) = (heads.get(0)?, heads.get(1)?, heads.get(2)?);
-            let probs = candle_nn::ops::softmax_last_dim(&(q.matmul(&k.t()?)? * scale)?)?;
-            let context = probs.matmul(&v)?.transpose(0, 1)?; // (token, head, head_dim)
-            contexts.push(context.reshape((len, self.hidden))?);
-            start += len;
+        self.attention_padded_in_groups(qkv, lengths, PADDED_SCORES_BUDGET)
+    }
+
+    /// [`PackedBert::attention_padded`] over groups of consecutive sentences whose
+    /// padded scores fit in `budget` values (a sentence alone when one does not fit).
+    fn attention_padded_in_groups(
+        &self,
+        qkv: &Tensor,
+        lengths: &[usize],
+        budget: usize,
+    ) -> Result<Tensor> {
+        let longest = lengths.iter().copied().max().unwrap_or(0).max(1);
+        let per_group = (budget / (self.heads * longest * longest)).max(1);
+        let (mut start, mut contexts) = (0, Vec::new());
+        for group in lengths.chunks(per_group) {
+            let tokens = group.iter().sum::<usize>();
+            contexts.push(self.attention_padded(&qkv.narrow(0, start, tokens)?, group)?);
+            start += tokens;
+        }
+        if contexts.is_empty() {
+            return Tensor::zeros((0, self.hidden), qkv.dtype(), qkv.device());
         }
         Tensor::cat(&contexts, 0)
+    }
+
+    /// [`PackedBert::attention`] by tensor operations, for a GPU: the sentences padded to
+    /// the longest, the padded keys masked out, so that a layer's attention is a few
+    /// kernel launches however many sentences there are.
+    fn attention_padded(&self, qkv: &Tensor, lengths: &[usize]) -> Result<Tensor> {
+        let device = qkv.device();
+        let (n, longest) = (lengths.len(), lengths.iter().copied().max().unwrap_or(0));
+        if longest == 0 {
+            return Tensor::zeros((0, self.hidden), qkv.dtype(), device);
+        }
+        // The packed row at each padded position (padding repeats a sentence's first row,
+        // masked out of the keys and dropped from the output), the padded position of each
+        // packed token, and the mask added to the scores.
+        let (mut gather, mut scatter, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+        let mut start = 0;
+        for (s, &len) in lengths.iter().enumerate() {
+            let padding_row = if len > 0 { start } else { 0 };
+            for t in 0..longest {
+                gather.push(if t < len { start + t } else { padding_row } as u32);
+                mask.push(if t < len { 0f32 } else { f32::NEG_INFINITY });
+            }
+            scatter.extend((0..len).map(|t| (s * longest + t) as u32));
+            start += len;
+        }
+        let heads = qkv
+            .index_select(&Tensor::new(gather, device)?, 0)?
+            .reshape((n, longest, 3, self.heads, self.head_dim))?
+            .permute((2, 0, 3, 1, 4))?
+            .contiguous()?; // (q|k|v, sentence, head, token, head_dim)
+        let (q, k, v) = (heads.get(0)?, heads.get(1)?, heads.get(2)?);
+        let mask = Tensor::from_vec(mask, (n, 1, 1, longest), device)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(&mask)?;
+        let context = candle_nn::ops::softmax_last_dim(&scores)?
+            .matmul(&v)? // (sentence, head, token, head_dim)
+            .transpose(1, 2)?
+            .reshape((n * longest, self.hidden))?;
+        context.index_select(&Tensor::new(scatter, device)?, 0)
     }
 
     /// [`PackedBert::attention`] on the CPU, without tensor operations: a sentence per
@@ -299,6 +350,50 @@ mod tests {
     use candle_core::{DType, Device};
 
     use super::*;
+
+    fn tiny_bert(hidden: usize, heads: usize) -> PackedBert {
+        let config: Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": 10, "hidden_size": hidden, "num_hidden_layers": 1,
+            "num_attention_heads": heads, "intermediate_size": 4, "hidden_act": "gelu",
+            "hidden_dropout_prob": 0.0, "max_position_embeddings": 8,
+            "type_vocab_size": 1, "initializer_range": 0.02, "layer_norm_eps": 1e-12,
+            "pad_token_id": 0
+        }))
+        .unwrap();
+        let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
+        PackedBert::load(vb, &config, KernelsInUse::F32).unwrap()
+    }
+
+    /// The GPU's padded and masked attention (run here on CPU tensors) gives each
+    /// sentence what the CPU's per-sentence attention gives it, in one group or in
+    /// many (down to one sentence per group), with one-token and equal-length sentences.
+    #[test]
+    fn padded_attention_matches_attention_sentence_by_sentence() {
+        let bert = tiny_bert(32, 4);
+        let lengths = [5, 1, 17, 17, 3, 9];
+        let tokens: usize = lengths.iter().sum();
+        let qkv = Tensor::randn(0f32, 1.0, (tokens, 3 * 32), &Device::Cpu).unwrap();
+        let expected = bert.attention_on_cpu(&qkv, &lengths).unwrap();
+        for budget in [usize::MAX / 2, 4 * 17 * 17 * 2, 1] {
+            let padded = bert
+                .attention_padded_in_groups(&qkv, &lengths, budget)
+                .unwrap();
+            assert_eq!(padded.dims(), expected.dims());
+            let diff = (padded - &expected)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "budget {budget}: max diff {diff}");
+        }
+        let none = bert.attention_padded_in_groups(&qkv.narrow(0, 0, 0).unwrap(), &[], 1);
+        assert_eq!(none.unwrap().dims(), &[0, 32]);
+    }
 
     /// A config with heads of no values is refused at load (attention would divide by
     /// the head size), as are zero heads and a hidden size they do not divide.
