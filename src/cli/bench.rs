@@ -76,7 +76,8 @@ pub struct EmbedBench {
     /// Sentences per run (first sentences of the offline Wikipedia summaries).
     #[arg(long, default_value_t = 64)]
     sentences: usize,
-    /// Python with sentence-transformers installed: also run it on the same model and sentences.
+    /// Python with sentence-transformers installed: also run it on the same model, sentences
+    /// and device.
     #[arg(long)]
     compare_python: Option<PathBuf>,
     /// The linear layers' kernels: auto (AMX, or AVX2 FMA on CPUs without AVX-512, where the
@@ -204,7 +205,7 @@ fn bench_llm(args: LlmBench) -> Result<()> {
         info.kv_bytes_per_position / 1024,
         info.kv_bytes_per_position * info.context / (1024 * 1024),
         args.model.device,
-        args.model.cpu_kernels()
+        info.kernels
     );
     service.chat_blocking(messages.clone(), params.clone())?; // warm-up
     if args.contend > 0 {
@@ -361,6 +362,15 @@ fn bench_sentences(n: usize) -> Result<Vec<String>> {
         .collect())
 }
 
+/// The torch device sentence-transformers runs on for our `device`.
+fn torch_device(device: DeviceSpec) -> String {
+    match device {
+        DeviceSpec::Cpu => "cpu".into(),
+        DeviceSpec::Cuda(index) => format!("cuda:{index}"),
+        DeviceSpec::Metal(_) => "mps".into(),
+    }
+}
+
 fn bench_embed(args: EmbedBench) -> Result<()> {
     if args.runs == 0 || args.sentences == 0 {
         bail!("--runs and --sentences must be at least 1");
@@ -397,7 +407,11 @@ fn bench_embed(args: EmbedBench) -> Result<()> {
         let base = run_python(
             python,
             SENTENCE_TRANSFORMERS_SCRIPT,
-            &[&dir.to_string_lossy(), &args.runs.to_string()],
+            &[
+                &dir.to_string_lossy(),
+                &args.runs.to_string(),
+                &torch_device(args.device),
+            ],
             Some(serde_json::to_string(&sentences)?),
         )?;
         let rates: Vec<f64> = base["sentences_per_s"]

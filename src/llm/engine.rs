@@ -54,8 +54,23 @@ pub struct ModelInfo {
     /// Bytes of key/value cache a sequence holds per position (its cache is at most
     /// `context` positions, grown in steps of a few hundred).
     pub kv_bytes_per_position: usize,
+    /// Which kernels multiply the weights (this CPU's, or candle's on a GPU).
+    pub kernels: String,
     /// Seconds taken by [`super::LlmService::load`].
     pub load_secs: f64,
+}
+
+/// Prompt and continuation tokens per forward when a GGUF model on a GPU scores a
+/// continuation; the last forward is padded to this many.
+const GPU_SCORING_CHUNK: usize = 64;
+
+/// Which kernels multiply a model's weights on `device`: `cpu`'s choice on the CPU.
+fn kernels_on(device: &candle_core::Device, cpu: impl std::fmt::Display) -> String {
+    match device {
+        candle_core::Device::Cpu => cpu.to_string(),
+        candle_core::Device::Cuda(_) => "candle's CUDA kernels".into(),
+        candle_core::Device::Metal(_) => "candle's Metal kernels".into(),
+    }
 }
 
 enum Backend {
@@ -250,6 +265,7 @@ impl Engine {
             vocab: tokenizer.get_vocab_size(true),
             template: template.kind,
             kv_bytes_per_position: model.kv_bytes_per_position(),
+            kernels: kernels_on(&options.device, options.cpu_kernels),
             load_secs: 0.0,
         };
         Ok(Self {
@@ -281,6 +297,7 @@ impl Engine {
             vocab: tokenizer.get_vocab_size(true),
             template: template.kind,
             kv_bytes_per_position: loaded.kv_bytes_per_position,
+            kernels: kernels_on(&options.device, "candle's"),
             load_secs: 0.0,
         };
         Ok(Self {
@@ -554,7 +571,17 @@ impl Engine {
         let mut session = self.session();
         // Position i predicts token i + 1: feed all but the last token and keep the rows
         // from the last prompt position on.
-        let logits = self.forward(&mut session, &ids[..ids.len() - 1], targets.len())?;
+        let fed = &ids[..ids.len() - 1];
+        let logits = match (&self.backend, &mut session) {
+            (Backend::Gguf(model), Session::Gguf(cache)) if !model.device().is_cpu() => {
+                score_in_padded_chunks(model, cache, fed)?.narrow(
+                    0,
+                    prompt_len - 1,
+                    targets.len(),
+                )?
+            }
+            _ => self.forward(&mut session, fed, targets.len())?,
+        };
         debug_assert_eq!(logits.dim(0)?, ids.len() - prompt_len);
         let log_probs = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let index = Tensor::new(targets.as_slice(), log_probs.device())?.unsqueeze(1)?;
@@ -564,6 +591,28 @@ impl Engine {
             losses: picked.into_iter().map(|lp| -lp).collect(),
         })
     }
+}
+
+/// The logits of every position of `tokens`, fed in forwards of [`GPU_SCORING_CHUNK`]
+/// rows, the last padded to that many (within the context) with its own last token.
+/// candle's quantised CUDA kernels sum a row differently depending on how many rows
+/// they multiply (they change kernels above 8 rows); in forwards of one size a token's
+/// loss does not depend on how long the continuation after it is.
+fn score_in_padded_chunks(
+    model: &GgufModel,
+    cache: &mut KvCache,
+    tokens: &[u32],
+) -> Result<Tensor, LlmError> {
+    let mut rows = Vec::new();
+    for chunk in tokens.chunks(GPU_SCORING_CHUNK) {
+        let room = model.context().saturating_sub(cache.len());
+        let mut padded = chunk.to_vec();
+        let last = *chunk.last().expect("chunks are never empty");
+        padded.resize(GPU_SCORING_CHUNK.min(room).max(chunk.len()), last);
+        let logits = model.forward(&padded, cache, padded.len())?;
+        rows.push(logits.narrow(0, 0, chunk.len())?);
+    }
+    Ok(Tensor::cat(&rows, 0)?)
 }
 
 fn end_tokens(tokenizer: &Tokenizer, eos: Option<u32>) -> HashSet<u32> {
@@ -667,5 +716,48 @@ mod tests {
             sampling(&topk),
             Ok(Sampling::TopKThenTopP { k: 40, .. })
         ));
+    }
+
+    /// The GPU's scoring in padded forwards of 64 (run here on the CPU, whose kernels sum
+    /// a row the same way in any forward) gives every position the logits of one plain
+    /// forward: over several chunks, and when the context leaves no room to pad.
+    #[test]
+    fn scoring_in_padded_chunks_keeps_every_position() {
+        let path = crate::models::Resolver::default()
+            .resolve("smollm2-135m-instruct")
+            .unwrap();
+        let text = "The lighthouse keeper climbed the stairs at dusk, lit the lamp and \
+                    watched the ships pass the rocks below. ";
+        for max_context in [None, Some(150)] {
+            let options = LoadOptions {
+                max_context,
+                ..LoadOptions::default()
+            };
+            let engine = Engine::load(&path, &options).unwrap();
+            let Backend::Gguf(model) = &engine.backend else {
+                panic!("a GGUF loads as GGUF");
+            };
+            let mut tokens = engine.encode(&text.repeat(10)).unwrap();
+            tokens.truncate(140); // crosses two chunk boundaries; 10 positions of room at 150
+            assert_eq!(tokens.len(), 140);
+            let mut session = engine.session();
+            let plain = engine.forward(&mut session, &tokens, tokens.len()).unwrap();
+            let padded = score_in_padded_chunks(model, &mut model.new_cache(), &tokens).unwrap();
+            assert_eq!(padded.dims(), plain.dims());
+            let diff: f32 = (padded - plain)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(
+                diff < 1e-3,
+                "context {max_context:?}: max logit diff {diff}"
+            );
+        }
     }
 }

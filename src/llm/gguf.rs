@@ -278,6 +278,12 @@ pub(super) fn md_f32(ct: &gguf_file::Content, key: &str) -> Option<f32> {
     ct.metadata.get(key).and_then(|v| v.to_f32().ok())
 }
 
+/// The most rows that candle's CUDA quantised mat-vec kernel multiplies while summing
+/// each row in the order it sums a row alone (4 warps split a row up to 4 rows, 2 warps
+/// above): a GPU decodes larger batches in groups of this many, so that a request's
+/// tokens never depend on the batch it ran in.
+const GPU_ROWS_SUMMED_AS_ALONE: usize = 4;
+
 impl GgufModel {
     /// Loads the weights. `kernels.own` multiplies Q4_1/Q8_0 weights on the CPU with this
     /// crate's kernels where the CPU has the instructions; `kernels.requantize` turns the
@@ -423,6 +429,11 @@ impl GgufModel {
         self.context
     }
 
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Bytes of key/value cache per position (keys and values of every layer, f32).
     pub fn kv_bytes_per_position(&self) -> usize {
         self.layers.len() * 2 * self.n_kv_head * self.head_dim * DType::F32.size_in_bytes()
@@ -488,6 +499,13 @@ impl GgufModel {
         {
             let angles = rotary_values(&self.rotary_rows(steps)?)?;
             return self.forward_batch_on_cpu(steps, &angles, &layers);
+        }
+        if !self.device.is_cpu() && steps.len() > GPU_ROWS_SUMMED_AS_ALONE {
+            let groups = steps
+                .chunks_mut(GPU_ROWS_SUMMED_AS_ALONE)
+                .map(|group| self.forward_batch_on_tensors(group))
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Tensor::cat(&groups, 0)?);
         }
         self.forward_batch_on_tensors(steps)
     }

@@ -9,9 +9,10 @@
 
 use std::sync::OnceLock;
 
-use candle_core::Device;
 use neuron::embed::{Embedder, Kernels, KernelsInUse, cosine};
 use neuron::models::Resolver;
+
+use crate::support::test_device;
 
 /// The embedder on the fastest kernels this CPU has.
 fn embedder() -> &'static Embedder {
@@ -23,7 +24,8 @@ fn load(kernels: Kernels) -> Embedder {
     let dir = Resolver::default()
         .resolve("all-minilm-l6-v2")
         .expect("fetch embedding model");
-    Embedder::load_with(&dir, &Device::Cpu, kernels).expect("load embedding model")
+    let device = test_device().open().expect("open the test device");
+    Embedder::load_with(&dir, &device, kernels).expect("load embedding model")
 }
 
 /// Every kernel this CPU runs matches the reference to 1e-4 per component: the fastest

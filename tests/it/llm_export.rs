@@ -2,9 +2,11 @@
 //! then loaded through the safetensors path (candle-transformers' llama) on real weights.
 
 use neuron::llm::{
-    ChatMessage, ExportDType, LlmError, LlmService, LoadOptions, SamplingParams, export_safetensors,
+    ChatMessage, ExportDType, LlmError, LlmService, SamplingParams, export_safetensors,
 };
 use neuron::models::Resolver;
+
+use crate::support::llm_options;
 
 #[test]
 fn exported_gguf_runs_through_the_safetensors_path() {
@@ -32,7 +34,7 @@ fn exported_gguf_runs_through_the_safetensors_path() {
             .contains("im_start")
     );
 
-    let service = LlmService::load(&out, LoadOptions::default()).unwrap();
+    let service = LlmService::load(&out, llm_options()).unwrap();
     assert_eq!(service.info().format, "safetensors");
     let messages = vec![
         ChatMessage::new("system", "You are a helpful assistant."),

@@ -20,6 +20,7 @@ use neuron::prompting::local::{self, DEFAULT_STRATEGIES, LocalOptions};
 use neuron::prompting::report::write_report;
 
 use crate::support::bin::neuron_command;
+use crate::support::test_device;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_subnet_ranks_tool_users_and_llm_above_echo_above_controls() {
@@ -28,6 +29,7 @@ async fn local_subnet_ranks_tool_users_and_llm_above_echo_above_controls() {
     config.neuron.timeout = 120.0;
     config.neuron.epoch_length = 2;
     config.neuron.max_tokens = 64;
+    config.neuron.device = test_device();
     let steps = 10;
     let options = LocalOptions {
         data_dir: dir.path().join("run"),
@@ -116,7 +118,8 @@ fn piped_local_run_prints_step_lines_and_reports_every_validator() {
         "2",
         "--data-dir",
     ]);
-    cmd.arg(&data);
+    cmd.arg(&data)
+        .args(["--neuron.device", &test_device().to_string()]);
     // Output goes to a pipe: no terminal, so no progress bar.
     let out = cmd.output().expect("run neuron local");
     let stdout = String::from_utf8_lossy(&out.stdout);

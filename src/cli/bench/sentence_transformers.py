@@ -1,6 +1,7 @@
 # Baseline for `neuron bench embed --compare-python PY`: the same model directory and
-# sentences (JSON list on stdin) through sentence-transformers on CPU, 2 threads, with
-# its default batch size (32; it sorts by length and pads each batch to its longest).
+# sentences (JSON list on stdin) through sentence-transformers on the torch device named
+# (cpu with 2 threads, or a GPU such as cuda:0), with its default batch size (32; it
+# sorts by length and pads each batch to its longest).
 import json, sys, time
 
 import torch
@@ -17,16 +18,16 @@ def peak_rss_mb():
     return int(line.split()[1]) / 1024
 
 
-model_dir, runs = sys.argv[1], int(sys.argv[2])
+model_dir, runs, device = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 sentences = json.load(sys.stdin)
 t = time.perf_counter()
-model = SentenceTransformer(model_dir, device="cpu")
+model = SentenceTransformer(model_dir, device=device)
 load_s = time.perf_counter() - t
 model.encode(sentences[:8])  # warm-up
 rates = []
 for _ in range(runs):
     t0 = time.perf_counter()
-    model.encode(sentences)
+    model.encode(sentences)  # returns numpy arrays: the GPU has finished
     rates.append(len(sentences) / (time.perf_counter() - t0))
 print(json.dumps({
     "engine": "sentence-transformers",

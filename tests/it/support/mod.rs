@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use neuron::llm::{DeviceSpec, LoadOptions};
 use neuron::models::Resolver;
 use neuron::prompting::contract::PromptingContracts;
 use neuron::script::{HostConfig, Lazy, Limits, ModelSettings, ScriptHost, Services};
@@ -49,6 +50,23 @@ pub fn shipped_host_with_models(settings: &[(&str, i64)], models: &ModelSettings
         config.config.insert((*key).into(), (*value).into());
     }
     ScriptHost::new(config, services, PromptingContracts).unwrap()
+}
+
+/// The device the model tests run on: `$NEURON_TEST_DEVICE` (`cpu`, `cuda:N`, `metal`),
+/// the CPU when unset. The same tests check a GPU build on a GPU (docs/inference.md).
+pub fn test_device() -> DeviceSpec {
+    match std::env::var("NEURON_TEST_DEVICE") {
+        Ok(spec) => spec.parse().expect("NEURON_TEST_DEVICE"),
+        Err(_) => DeviceSpec::Cpu,
+    }
+}
+
+/// [`LoadOptions::default`] on the [`test_device`].
+pub fn llm_options() -> LoadOptions {
+    LoadOptions {
+        device: test_device().open().expect("open the test device"),
+        ..LoadOptions::default()
+    }
 }
 
 /// The project's cache directory, as the library resolves it.
