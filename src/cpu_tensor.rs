@@ -3,6 +3,14 @@
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
 
+/// The largest absolute difference between two f32 tensors of one shape (for tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
+        .expect("two f32 tensors of one shape")
+}
+
 /// The values of a contiguous f32 tensor on the CPU, read in place; `None` for any other
 /// storage, dtype or layout.
 pub(crate) fn f32_values<'a>(storage: &'a Storage, layout: &Layout) -> Option<&'a [f32]> {

@@ -351,7 +351,8 @@ mod tests {
 
     use super::*;
 
-    fn tiny_bert(hidden: usize, heads: usize) -> PackedBert {
+    /// A one-layer BERT of zero weights with `heads` heads over `hidden` features.
+    fn tiny_bert(hidden: usize, heads: usize) -> Result<PackedBert> {
         let config: Config = serde_json::from_value(serde_json::json!({
             "vocab_size": 10, "hidden_size": hidden, "num_hidden_layers": 1,
             "num_attention_heads": heads, "intermediate_size": 4, "hidden_act": "gelu",
@@ -361,7 +362,7 @@ mod tests {
         }))
         .unwrap();
         let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
-        PackedBert::load(vb, &config, KernelsInUse::F32).unwrap()
+        PackedBert::load(vb, &config, KernelsInUse::F32)
     }
 
     /// The GPU's padded and masked attention (run here on CPU tensors) gives each
@@ -369,7 +370,7 @@ mod tests {
     /// many (down to one sentence per group), with one-token and equal-length sentences.
     #[test]
     fn padded_attention_matches_attention_sentence_by_sentence() {
-        let bert = tiny_bert(32, 4);
+        let bert = tiny_bert(32, 4).unwrap();
         let lengths = [5, 1, 17, 17, 3, 9];
         let tokens: usize = lengths.iter().sum();
         let qkv = Tensor::randn(0f32, 1.0, (tokens, 3 * 32), &Device::Cpu).unwrap();
@@ -379,16 +380,7 @@ mod tests {
                 .attention_padded_in_groups(&qkv, &lengths, budget)
                 .unwrap();
             assert_eq!(padded.dims(), expected.dims());
-            let diff = (padded - &expected)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = crate::cpu_tensor::max_abs_diff(&padded, &expected);
             assert!(diff < 1e-5, "budget {budget}: max diff {diff}");
         }
         let none = bert.attention_padded_in_groups(&qkv.narrow(0, 0, 0).unwrap(), &[], 1);
@@ -400,16 +392,7 @@ mod tests {
     #[test]
     fn empty_or_uneven_heads_are_load_errors() {
         for (hidden, heads) in [(0, 1), (8, 0), (8, 3)] {
-            let config: Config = serde_json::from_value(serde_json::json!({
-                "vocab_size": 10, "hidden_size": hidden, "num_hidden_layers": 1,
-                "num_attention_heads": heads, "intermediate_size": 4, "hidden_act": "gelu",
-                "hidden_dropout_prob": 0.0, "max_position_embeddings": 8,
-                "type_vocab_size": 1, "initializer_range": 0.02, "layer_norm_eps": 1e-12,
-                "pad_token_id": 0
-            }))
-            .unwrap();
-            let vb = VarBuilder::zeros(DType::F32, &Device::Cpu);
-            let err = PackedBert::load(vb, &config, KernelsInUse::F32).err();
+            let err = tiny_bert(hidden, heads).err();
             let err = err.expect("loaded").to_string();
             assert!(
                 err.contains("num_attention_heads"),

@@ -744,16 +744,7 @@ mod tests {
             let plain = engine.forward(&mut session, &tokens, tokens.len()).unwrap();
             let padded = score_in_padded_chunks(model, &mut model.new_cache(), &tokens).unwrap();
             assert_eq!(padded.dims(), plain.dims());
-            let diff: f32 = (padded - plain)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = crate::cpu_tensor::max_abs_diff(&padded, &plain);
             assert!(
                 diff < 1e-3,
                 "context {max_context:?}: max logit diff {diff}"

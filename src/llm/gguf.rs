@@ -887,6 +887,8 @@ mod parity_tests {
     use super::*;
     use candle_transformers::models::quantized_llama::ModelWeights;
 
+    use crate::cpu_tensor::max_abs_diff;
+
     const PROMPT: [u32; 13] = [
         1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519,
     ];
@@ -953,11 +955,6 @@ mod parity_tests {
             model.forward(&input, pos).unwrap().squeeze(0).unwrap()
         };
         (run(&PROMPT, 0), run(&[NEXT], PROMPT.len()))
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap();
-        d.max(0).unwrap().to_scalar().unwrap()
     }
 
     fn mean_abs(t: &Tensor) -> f32 {
