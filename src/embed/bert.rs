@@ -6,8 +6,8 @@
 //! padding. Here the sentences' tokens are laid end to end: the linear layers, which hold
 //! nearly all the FLOPs, see only real tokens, and on the CPU attention runs sentence by
 //! sentence, which needs no mask. On a GPU, where each operation is a kernel launch,
-//! attention pads the sentences and masks the padding instead. Weight names and arithmetic follow Hugging Face's `BertModel`, so
-//! outputs match sentence-transformers.
+//! attention pads the sentences and masks the padding instead. Weight names and
+//! arithmetic follow Hugging Face's `BertModel`, so outputs match sentence-transformers.
 
 use std::sync::{Mutex, PoisonError};
 
