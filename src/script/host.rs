@@ -392,12 +392,15 @@ impl ScriptHost {
         // The files that now win their relative path first, then the ones that left or
         // are shadowed (so that the listing always holds a file at each path), their
         // importers last: an importer that goes live already finds what it imports.
-        let (winners, losers): (Vec<PathBuf>, Vec<PathBuf>) = todo
+        let wins = |path: &PathBuf| roots.find(&self.rel(path)).as_ref() == Some(path);
+        let (winners, losers): (Vec<_>, Vec<_>) = todo
             .into_iter()
-            .partition(|path| roots.find(&self.rel(path)).as_ref() == Some(path));
-        for path in winners.into_iter().chain(losers).chain(importers) {
+            .map(|path| (wins(&path), path))
+            .partition(|(won, _)| *won);
+        let importers = importers.into_iter().map(|path| (wins(&path), path));
+        for (won, path) in winners.into_iter().chain(losers).chain(importers) {
             let rel = self.rel(&path);
-            if roots.find(&rel).as_ref() != Some(&path) {
+            if !won {
                 if self.write().remove(&path).is_some() {
                     self.inner.generation.fetch_add(1, Ordering::AcqRel);
                     tracing::info!(file = %path.display(), "script removed or shadowed");
