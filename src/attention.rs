@@ -63,6 +63,31 @@ pub(crate) fn attend_each(
         }
         None => {}
     }
+    attend_each_with(
+        d,
+        queries,
+        keys_t,
+        values,
+        scores,
+        out,
+        plain_transposed_scores,
+        weighted_sum,
+    );
+}
+
+/// [`attend_each`] with the two inner loops given, as [`attend_with`] takes them.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn attend_each_with(
+    d: usize,
+    queries: &[f32],
+    keys_t: &[f32],
+    values: &[f32],
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+    dot_scores: impl Fn(&[f32], &[f32], &mut [f32]),
+    weighted_sum: impl Fn(&[f32], &[f32], &mut [f32]),
+) {
     for (query, out) in queries.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
         attend_with(
             query,
@@ -70,8 +95,8 @@ pub(crate) fn attend_each(
             values,
             scores,
             out,
-            plain_transposed_scores,
-            weighted_sum,
+            &dot_scores,
+            &weighted_sum,
         );
     }
 }
@@ -361,22 +386,19 @@ mod simd {
                 scores: &mut Vec<f32>,
                 out: &mut [f32],
             ) {
-                for (query, out) in queries.chunks_exact(d).zip(out.chunks_exact_mut(d)) {
-                    super::attend_with(
-                        query,
-                        keys_t,
-                        values,
-                        scores,
-                        out,
-                        // SAFETY (both): as this function's.
-                        |q, keys_t, scores| unsafe {
-                            self::transposed_scores::<$lanes>(q, keys_t, scores)
-                        },
-                        |weights, rows, out| unsafe {
-                            weighted_sum::<$lanes>(weights, rows, out)
-                        },
-                    );
-                }
+                super::attend_each_with(
+                    d,
+                    queries,
+                    keys_t,
+                    values,
+                    scores,
+                    out,
+                    // SAFETY (both): as this function's.
+                    |q, keys_t, scores| unsafe {
+                        self::transposed_scores::<$lanes>(q, keys_t, scores)
+                    },
+                    |weights, rows, out| unsafe { weighted_sum::<$lanes>(weights, rows, out) },
+                );
             }
         };
     }
@@ -403,10 +425,10 @@ mod simd {
         Avx2
     );
 
-    /// `out[t] = query · key t / √d` for keys transposed (`query.len()` rows of
-    /// `padded` values, a multiple of [`super::KEYS_T_MULTIPLE`]; an even number of them): two vectors of keys at
-    /// a time, each summed in two chains of FMAs (the query's even and odd values), so
-    /// that four run at once.
+    /// `out[t] = query · key t / √d` for keys transposed (`query.len()` rows, an even
+    /// number, of `padded` values, a multiple of [`super::KEYS_T_MULTIPLE`]): two vectors
+    /// of keys at a time, each summed in two chains of FMAs (the query's even and odd
+    /// values), so that four run at once.
     #[inline(always)]
     unsafe fn transposed_scores<L: Lanes>(query: &[f32], keys_t: &[f32], out: &mut [f32]) {
         let (padded, step) = (keys_t.len() / query.len(), 2 * L::LANES);

@@ -14,19 +14,20 @@ use crate::support::llm_options;
 fn service() -> &'static LlmService {
     static S: OnceLock<LlmService> = OnceLock::new();
     S.get_or_init(|| {
-        let path = Resolver::default()
-            .resolve("smollm2-135m-instruct")
-            .expect("fetch model");
-        LlmService::load(
-            &path,
-            LoadOptions {
-                queue_capacity: 2,
-                max_batch: 4,
-                ..llm_options()
-            },
-        )
-        .expect("load model")
+        load(LoadOptions {
+            queue_capacity: 2,
+            max_batch: 4,
+            ..llm_options()
+        })
     })
+}
+
+/// The default model (fetched through the resolver) loaded with `options`.
+fn load(options: LoadOptions) -> LlmService {
+    let path = Resolver::default()
+        .resolve("smollm2-135m-instruct")
+        .expect("fetch model");
+    LlmService::load(&path, options).expect("load model")
 }
 
 fn france() -> Vec<ChatMessage> {
@@ -242,17 +243,10 @@ fn bad_requests_are_clear_errors() {
 
 #[test]
 fn prompts_longer_than_the_context_are_rejected() {
-    let path = Resolver::default()
-        .resolve("smollm2-135m-instruct")
-        .unwrap();
-    let small = LlmService::load(
-        &path,
-        LoadOptions {
-            max_context: Some(64),
-            ..llm_options()
-        },
-    )
-    .unwrap();
+    let small = load(LoadOptions {
+        max_context: Some(64),
+        ..llm_options()
+    });
     assert_eq!(small.info().context, 64);
     let long = "Tell me about the history of Rome. ".repeat(20);
     let err = small
@@ -279,18 +273,11 @@ fn prompts_longer_than_the_context_are_rejected() {
 /// instead of waiting for them (a script hook's time limit bounds its model calls).
 #[test]
 fn a_deadline_bounds_the_wait_for_a_full_queue() {
-    let path = Resolver::default()
-        .resolve("smollm2-135m-instruct")
-        .expect("fetch model");
-    let service = LlmService::load(
-        &path,
-        LoadOptions {
-            queue_capacity: 1,
-            max_batch: 1,
-            ..llm_options()
-        },
-    )
-    .expect("load model");
+    let service = load(LoadOptions {
+        queue_capacity: 1,
+        max_batch: 1,
+        ..llm_options()
+    });
     let long = || {
         let service = service.clone();
         std::thread::spawn(move || {
@@ -351,17 +338,10 @@ fn greedy_tokens_come_with_their_logprobs_and_alternatives() {
 /// requests, so batches run past four rows (where a GPU's kernels change how they sum).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_decodes_the_same_alone_and_in_any_batch() {
-    let path = Resolver::default()
-        .resolve("smollm2-135m-instruct")
-        .expect("fetch model");
-    let svc = LlmService::load(
-        &path,
-        LoadOptions {
-            max_batch: 8,
-            ..llm_options()
-        },
-    )
-    .expect("load model");
+    let svc = load(LoadOptions {
+        max_batch: 8,
+        ..llm_options()
+    });
     let prompts = [
         "Name three rivers of Europe.",
         "Write a haiku about autumn.",
