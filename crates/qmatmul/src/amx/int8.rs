@@ -124,7 +124,14 @@ unsafe fn wide_line(block: &[f32], line: &mut [u8; 64]) -> (f32, f32) {
     let inverse = _mm512_set1_ps(if d == 0.0 { 0.0 } else { 1.0 / d });
     let values = halves.map(|v| {
         let x = _mm512_mul_ps(v, inverse);
-        // Rounded half away from zero, as `f32::round`; NaN to 0, as `as i16`.
+        // NaN to 0 and the rest into i16's range: what `as i16` makes of them (for a
+        // block of tiny values `1 / d` is infinite).
+        let x = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_ORD_Q>(x, x), x);
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-32768.0)),
+            _mm512_set1_ps(32767.0),
+        );
+        // Rounded half away from zero, as `f32::round`.
         let whole = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(x);
         let fraction = _mm512_abs_ps(_mm512_sub_ps(x, whole));
         let away = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(fraction, _mm512_set1_ps(0.5));
@@ -133,9 +140,7 @@ unsafe fn wide_line(block: &[f32], line: &mut [u8; 64]) -> (f32, f32) {
             sign,
             _mm512_castps_si512(_mm512_set1_ps(1.0)),
         ));
-        let rounded = _mm512_mask_add_ps(whole, away, whole, one);
-        let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(rounded, rounded);
-        _mm512_maskz_cvttps_epi32(ordered, rounded)
+        _mm512_cvttps_epi32(_mm512_mask_add_ps(whole, away, whole, one))
     });
     let sum = _mm512_reduce_add_epi32(_mm512_add_epi32(values[0], values[1]));
     for (half, v) in values.into_iter().enumerate() {
@@ -440,13 +445,16 @@ mod tests {
     use crate::{Format, Isa, Matrix, WideBlock, WorkPool, supported, test_blocks};
 
     /// The AVX-512 quantisation of a block is [`WideBlock::new`]'s, bit for bit, on
-    /// ordinary blocks and on zeros, NaN, infinities, halves and huge values.
+    /// ordinary blocks and on zeros, NaN, infinities, halves and huge values, and on a
+    /// block so small that 1/scale overflows to infinity.
     #[test]
     fn wide_lines_are_wide_blocks() {
         if !supported(Isa::Amx) {
+            eprintln!("AMX int8 not available on this CPU: nothing to test");
             return;
         }
-        let blocks = awkward_blocks();
+        let mut blocks = awkward_blocks();
+        blocks.push((0..32).map(|i| (i as f32 - 15.5) * 1e-40).collect());
         for block in &blocks {
             let want = WideBlock::new(block);
             let mut line = [0u8; 64];
